@@ -1,0 +1,1 @@
+"""Aggregator: round lifecycle, durable store, custodian, release and reports."""
