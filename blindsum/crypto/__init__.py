@@ -1,0 +1,1 @@
+"""Pure cryptographic building blocks. Nothing here imports gRPC or does I/O."""
