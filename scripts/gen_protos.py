@@ -49,7 +49,9 @@ def main(argv: list[str]) -> int:
             shutil.copyfile(generated, out_dir / generated.name)
     init = out_dir / "__init__.py"
     if not init.exists():
-        init.write_text('"""Generated protobuf and gRPC code for blindsum.rpc.v1 (do not edit)."""\n')
+        init.write_text(
+            '"""Generated protobuf and gRPC code for blindsum.rpc.v1 (do not edit)."""\n'
+        )
     return 0
 
 

@@ -1,0 +1,173 @@
+"""Operator tasks on an aggregator directory: ``init`` and ``enroll``.
+
+``init`` lays out::
+
+    DIR/aggregator.toml            the typed config (no secrets in it)
+    DIR/aggregator.sqlite          the round store
+    DIR/ca/ca.crt, ca/ca.key       the enrollment CA (generated dev CA, or yours)
+    DIR/tls/server.*, tls/admin.*  the aggregator's server and operator certificates
+    DIR/custodian/                 BFV secret context, Ed25519 signing key, TLS cert, audit store
+
+Private keys are written with mode 0600. Dev certificates are generated at run
+time; nothing private is ever committed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from aggregator import config as cfgmod
+from aggregator.store import open_store
+from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
+from blindsum.config import dump_config
+from blindsum.crypto.he import BfvParams, BfvSecretContext
+from blindsum.crypto.sign import SigningKey
+from blindsum.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from blindsum.transport.pki import (
+    Identity,
+    KeyAndCert,
+    Role,
+    create_ca,
+    issue_identity_cert,
+    issue_tls_cert,
+    load_ca_and_check,
+    write_private,
+)
+
+SERVER_DNS = ("localhost",)
+SERVER_IPS = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class ExternalPki:
+    """Bring-your-own CA and server certificate for ``aggregator init``."""
+
+    ca_cert: Path
+    ca_key: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def init(
+    directory: Path, *, listen: str = "127.0.0.1:7443", pki: ExternalPki | None = None
+) -> None:
+    """Create a new aggregator directory. Refuses to overwrite an existing one."""
+    if (directory / cfgmod.CONFIG_NAME).exists():
+        raise AlreadyExists(f"{directory} already holds an aggregator", field="DIR")
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfgmod.AggregatorConfig(), server=cfgmod.ServerSection(listen=listen))
+    tls_paths = cfg.tls
+
+    if pki is None:
+        ca = create_ca()
+    else:
+        ca_cert_pem = pki.ca_cert.read_bytes()
+        if pki.ca_key is None:
+            raise InvalidArgument(
+                "init needs the CA key to issue the admin and custodian certificates",
+                field="--ca-key",
+            )
+        ca = KeyAndCert(key_pem=pki.ca_key.read_bytes(), cert_pem=ca_cert_pem)
+    _write_public(directory / tls_paths.ca_cert, ca.cert_pem)
+    write_private(directory / tls_paths.ca_key, ca.key_pem)
+
+    server_name = cfg.server.server_name
+    if pki is not None and pki.cert is not None and pki.key is not None:
+        server = KeyAndCert(key_pem=pki.key.read_bytes(), cert_pem=pki.cert.read_bytes())
+        load_ca_and_check(ca.cert_pem, server.cert_pem, server.key_pem)
+    else:
+        server = issue_tls_cert(
+            ca,
+            Identity(Role.AGGREGATOR, "aggregator"),
+            dns_names=(server_name, *SERVER_DNS),
+            ip_addresses=SERVER_IPS,
+        )
+    _write_public(directory / tls_paths.cert, server.cert_pem)
+    write_private(directory / tls_paths.key, server.key_pem)
+
+    admin = issue_tls_cert(ca, Identity(Role.ADMIN, "admin"))
+    _write_public(directory / tls_paths.admin_cert, admin.cert_pem)
+    write_private(directory / tls_paths.admin_key, admin.key_pem)
+
+    key_dir = directory / cfg.custodian.key_dir
+    key_dir.mkdir(parents=True, exist_ok=True)
+    secret = BfvSecretContext.generate(BfvParams())
+    write_private(key_dir / "bfv-secret.bin", secret.to_bytes())
+    signing = SigningKey.generate(secrets.token_bytes)
+    write_private(key_dir / "signing.key", signing.to_pem())
+    (key_dir / "signing.pub").write_text(signing.public_bytes.hex() + "\n")
+    custodian_tls = issue_tls_cert(
+        ca,
+        Identity(Role.CUSTODIAN, "custodian"),
+        dns_names=(cfg.custodian.server_name, *SERVER_DNS),
+        ip_addresses=SERVER_IPS,
+    )
+    _write_public(key_dir / "tls.crt", custodian_tls.cert_pem)
+    write_private(key_dir / "tls.key", custodian_tls.key_pem)
+
+    (directory / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
+    open_store(cfg.store.url, base_dir=directory).close()
+    open_store(cfg.custodian.store_url, base_dir=directory).close()
+
+
+def _ca(directory: Path, cfg: cfgmod.AggregatorConfig, ca_key: Path | None) -> KeyAndCert:
+    key_path = ca_key or (cfgmod.resolve(directory, cfg.tls.ca_key) if cfg.tls.ca_key else None)
+    if key_path is None or not key_path.exists():
+        raise FailedPrecondition(
+            "the CA key is not in the aggregator directory; pass --ca-key", field="--ca-key"
+        )
+    return KeyAndCert(
+        key_pem=key_path.read_bytes(),
+        cert_pem=cfgmod.resolve(directory, cfg.tls.ca_cert).read_bytes(),
+    )
+
+
+def enroll(
+    directory: Path,
+    name: str,
+    out: Path,
+    *,
+    role: Role = Role.PARTY,
+    address: str | None = None,
+    ca_key: Path | None = None,
+) -> PartyConfig:
+    """Enroll a party (or a report reader) and write its bundle directory to ``out``."""
+    cfg = cfgmod.load(directory)
+    if role not in (Role.PARTY, Role.READER):
+        raise InvalidArgument("only party and reader identities are enrolled", field="--role")
+    identity = Identity(role, name)
+    if out.exists() and any(out.iterdir()):
+        raise AlreadyExists(f"bundle directory {out} is not empty", field="-o")
+    ca = _ca(directory, cfg, ca_key)
+    tls = issue_tls_cert(ca, identity)
+    signing = SigningKey.generate(secrets.token_bytes)
+    identity_cert = issue_identity_cert(ca, identity, signing.public_bytes)
+    if role is Role.PARTY:
+        store = open_store(cfg.store.url, base_dir=directory)
+        try:
+            store.enroll(name, identity_cert)
+        finally:
+            store.close()
+    custodian_pub = cfgmod.resolve(directory, cfg.custodian.key_dir) / "signing.pub"
+    party_cfg = PartyConfig(
+        name=name,
+        role=role.value,
+        aggregator=address or cfg.server.listen,
+        server_name=cfg.server.server_name,
+        custodian_public_key=custodian_pub.read_text().strip(),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    _write_public(out / "ca.crt", ca.cert_pem)
+    _write_public(out / "tls.crt", tls.cert_pem)
+    write_private(out / "tls.key", tls.key_pem)
+    _write_public(out / "identity.crt", identity_cert)
+    write_private(out / "identity.key", signing.to_pem())
+    (out / BUNDLE_CONFIG).write_text(dump_config(party_cfg))
+    return party_cfg

@@ -1,0 +1,84 @@
+"""The aggregator's one typed configuration file, ``DIR/aggregator.toml``.
+
+Relative paths are resolved against the aggregator directory. Unknown keys are
+rejected by :func:`blindsum.config.load_config`. Secrets (private keys) live in
+their own 0600 files; the config only names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blindsum.config import load_config
+
+CONFIG_NAME = "aggregator.toml"
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    listen: str = "127.0.0.1:7443"
+    #: The DNS name in the server certificate that clients verify.
+    server_name: str = "blindsum-aggregator"
+    #: How often phase deadlines are checked.
+    tick_interval_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    #: ``sqlite:///aggregator.sqlite`` (relative to DIR) or ``postgresql://...``.
+    url: str = "sqlite:///aggregator.sqlite"
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    ca_cert: str = "ca/ca.crt"
+    #: Empty when the CA key is held elsewhere; ``enroll`` then needs ``--ca-key``.
+    ca_key: str = "ca/ca.key"
+    cert: str = "tls/server.crt"
+    key: str = "tls/server.key"
+    admin_cert: str = "tls/admin.crt"
+    admin_key: str = "tls/admin.key"
+
+
+@dataclass(frozen=True)
+class CustodianSection:
+    #: Run the custodian service inside the aggregator process (on its own port).
+    embedded: bool = True
+    listen: str = "127.0.0.1:0"
+    #: Address of a remote custodian when ``embedded`` is false.
+    address: str = ""
+    server_name: str = "blindsum-custodian"
+    key_dir: str = "custodian"
+    #: The custodian's own floor on receipts, whatever the aggregator asks for.
+    min_receipts: int = 3
+    store_url: str = "sqlite:///custodian/custodian.sqlite"
+
+
+@dataclass(frozen=True)
+class RoundsSection:
+    default_phase_timeout_s: int = 60
+    #: Above this many parties, secagg uses a sparse (Harary) neighbour graph.
+    sparse_above: int = 64
+    default_min_contributors: int = 3
+    max_parties: int = 10_000
+    max_vector_length: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    server: ServerSection = field(default_factory=ServerSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    custodian: CustodianSection = field(default_factory=CustodianSection)
+    rounds: RoundsSection = field(default_factory=RoundsSection)
+    log_level: str = "INFO"
+
+
+def load(directory: Path) -> AggregatorConfig:
+    return load_config(directory / CONFIG_NAME, AggregatorConfig)
+
+
+def resolve(directory: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else directory / path

@@ -1,0 +1,241 @@
+"""The he-mode custodian: holder of the BFV secret key.
+
+It hands out a signed public context, and it decrypts an aggregate only when
+the request carries at least k receipts from distinct enrolled parties, each
+an Ed25519 signature over (round id, schema id, SHA-256 of that party's
+ciphertext) checked against the party's CA-issued identity certificate. It
+decrypts at most one aggregate per round (a retry of the identical request gets
+the same answer), so an aggregator cannot difference two subsets, and it keeps
+its own audit trail in its own store.
+
+It runs as its own gRPC service; ``aggregator serve`` starts it in the same
+process by default, on its own port, and talks to it over mTLS like a remote one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from aggregator.rounds import SignedPublicContext
+from aggregator.store import Store
+from blindsum.crypto.encoding import encode_parts
+from blindsum.crypto.he import BfvParams, BfvSecretContext
+from blindsum.crypto.sign import SigningKey, VerifyKey
+from blindsum.errors import InvalidArgument, PermissionDenied
+from blindsum.log import get_logger
+from blindsum.protocol.he import (
+    ReceiptRecord,
+    authorize_decrypt,
+    context_transcript,
+    result_transcript,
+)
+from blindsum.rpc.v1 import custodian_pb2, custodian_pb2_grpc, round_pb2
+from blindsum.transport.auth import peer_identity
+from blindsum.transport.errors import error_from_rpc, translate
+from blindsum.transport.pki import Identity, Role, verify_identity_cert
+
+log = get_logger("blindsum.custodian")
+
+_DECRYPT_PHASE = "decrypt"
+_SELF = "custodian"
+
+
+@dataclass
+class Custodian:
+    """Custodian core logic, independent of gRPC."""
+
+    secret: BfvSecretContext = field(repr=False)
+    signing_key: SigningKey = field(repr=False)
+    ca_cert_pem: bytes
+    store: Store
+    min_receipts: int = 3
+    _public: bytes | None = field(default=None, repr=False)
+
+    def public_context(self) -> SignedPublicContext:
+        if self._public is None:
+            self._public = self.secret.public_bytes()
+        return SignedPublicContext(
+            context=self._public,
+            signature=self.signing_key.sign(context_transcript(self._public)),
+            params=self.secret.params,
+        )
+
+    def decrypt(
+        self,
+        *,
+        round_id: str,
+        schema_id: str,
+        chunks: Sequence[bytes],
+        receipts: Sequence[tuple[ReceiptRecord, bytes]],
+        vector_length: int,
+        min_receipts: int,
+    ) -> tuple[list[int], bytes]:
+        """Check the receipts, decrypt once per round, sign and audit the result."""
+        k = max(min_receipts, self.min_receipts)
+        verify_keys: dict[str, VerifyKey] = {}
+        for i, (receipt, cert_pem) in enumerate(receipts):
+            try:
+                _, raw = verify_identity_cert(
+                    cert_pem, self.ca_cert_pem, expected=Identity(Role.PARTY, receipt.party)
+                )
+            except InvalidArgument as exc:
+                raise PermissionDenied(
+                    f"receipt {i} ({receipt.party!r}) has no valid identity certificate: {exc}",
+                    field="receipts",
+                ) from None
+            verify_keys[receipt.party] = VerifyKey.from_bytes(raw)
+        authorize_decrypt(
+            round_id=round_id,
+            schema_id=schema_id,
+            receipts=[r for r, _ in receipts],
+            verify_keys=verify_keys,
+            min_receipts=k,
+        )
+        request_digest = hashlib.sha256(
+            encode_parts(
+                round_id,
+                schema_id,
+                vector_length,
+                *chunks,
+                *sorted(r.party for r, _ in receipts),
+            )
+        ).hexdigest()
+        previous = [s for s in self.store.submissions(round_id, _DECRYPT_PHASE) if s.party == _SELF]
+        if previous:
+            if previous[0].digest != request_digest:
+                self.store.audit(round_id, "decrypt_refused", reason="second aggregate")
+                raise PermissionDenied(
+                    f"round {round_id!r} was already decrypted; the custodian decrypts one "
+                    "aggregate per round",
+                    field="Decrypt",
+                )
+            stored = custodian_pb2.DecryptResponse.FromString(previous[0].payload or b"")
+            return list(stored.values), stored.signature
+        values = self.secret.decrypt(chunks, vector_length)
+        signature = self.signing_key.sign(result_transcript(round_id, schema_id, values))
+        response = custodian_pb2.DecryptResponse(
+            round_id=round_id, values=values, signature=signature
+        )
+        with self.store.transaction():
+            self.store.put_submission(
+                round_id, _DECRYPT_PHASE, _SELF, request_digest, response.SerializeToString()
+            )
+            self.store.audit(
+                round_id,
+                "decrypted",
+                schema_id=schema_id,
+                receipts=sorted(r.party for r, _ in receipts),
+                slots=vector_length,
+            )
+        log.info("decrypted", round_id=round_id, receipts=len(receipts))
+        return values, signature
+
+
+class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
+    """Thin gRPC layer: decode, call :class:`Custodian`, encode."""
+
+    def __init__(self, custodian: Custodian, *, max_chunks: int = 64) -> None:
+        self.custodian = custodian
+        self.max_chunks = max_chunks
+
+    @translate
+    async def GetPublicContext(  # noqa: N802 - gRPC method name
+        self,
+        request: custodian_pb2.PublicContextRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> round_pb2.PublicContext:
+        peer_identity(context)
+        signed = self.custodian.public_context()
+        return round_pb2.PublicContext(
+            context=signed.context,
+            signature=signed.signature,
+            poly_modulus_degree=signed.params.poly_modulus_degree,
+            plain_modulus=signed.params.plain_modulus,
+        )
+
+    @translate
+    async def Decrypt(  # noqa: N802 - gRPC method name
+        self, request: custodian_pb2.DecryptRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> custodian_pb2.DecryptResponse:
+        peer_identity(context)
+        if len(request.aggregate_chunks) > self.max_chunks:
+            raise InvalidArgument("too many chunks", field="aggregate_chunks")
+        receipts = []
+        for i, r in enumerate(request.receipts):
+            if len(r.ciphertext_sha256) != 32 or len(r.signature) != 64:
+                raise InvalidArgument("malformed receipt", field=f"receipts[{i}]")
+            receipts.append(
+                (ReceiptRecord(r.party, r.ciphertext_sha256, r.signature), r.identity_cert_pem)
+            )
+        values, signature = self.custodian.decrypt(
+            round_id=request.round_id,
+            schema_id=request.schema_id,
+            chunks=list(request.aggregate_chunks),
+            receipts=receipts,
+            vector_length=request.vector_length,
+            min_receipts=request.min_receipts,
+        )
+        return custodian_pb2.DecryptResponse(
+            round_id=request.round_id, values=values, signature=signature
+        )
+
+
+class GrpcCustodianClient:
+    """The aggregator's view of the custodian, over mTLS with the aggregator's certificate."""
+
+    def __init__(self, channel: grpc.aio.Channel, custodian_key: VerifyKey) -> None:
+        self._stub = custodian_pb2_grpc.CustodianServiceStub(channel)
+        self._key = custodian_key
+
+    async def public_context(self) -> SignedPublicContext:
+        try:
+            msg = await self._stub.GetPublicContext(custodian_pb2.PublicContextRequest())
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "CustodianService.GetPublicContext") from None
+        self._key.verify(msg.signature, context_transcript(msg.context))
+        return SignedPublicContext(
+            context=msg.context,
+            signature=msg.signature,
+            params=BfvParams(
+                poly_modulus_degree=msg.poly_modulus_degree, plain_modulus=msg.plain_modulus
+            ),
+        )
+
+    async def decrypt(
+        self,
+        *,
+        round_id: str,
+        schema_id: str,
+        chunks: Sequence[bytes],
+        receipts: Sequence[tuple[ReceiptRecord, bytes]],
+        vector_length: int,
+        min_receipts: int,
+    ) -> list[int]:
+        request = custodian_pb2.DecryptRequest(
+            round_id=round_id,
+            schema_id=schema_id,
+            aggregate_chunks=list(chunks),
+            receipts=[
+                custodian_pb2.Receipt(
+                    party=r.party,
+                    ciphertext_sha256=r.digest,
+                    signature=r.signature,
+                    identity_cert_pem=cert,
+                )
+                for r, cert in receipts
+            ],
+            vector_length=vector_length,
+            min_receipts=min_receipts,
+        )
+        try:
+            msg = await self._stub.Decrypt(request)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "CustodianService.Decrypt") from None
+        values = list(msg.values)
+        self._key.verify(msg.signature, result_transcript(round_id, schema_id, values))
+        return values

@@ -1,0 +1,763 @@
+"""Round lifecycle: open -> phases with deadlines -> complete | aborted.
+
+The :class:`RoundManager` is the aggregator's handler layer. gRPC servicers
+decode a request, call one method here with the caller's identity (taken from
+its certificate), and encode the result. Every phase input is written to the
+store before it is acknowledged; the pure protocol state (``SecAggServer`` or
+``HeAccumulator``) is a cache that can always be rebuilt from the store, which
+is what makes a restart mid-round safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from aggregator.release import build_report
+from aggregator.store import RoundRecord, Store, now_ms
+from blindsum import codec
+from blindsum.crypto.encoding import encode_parts
+from blindsum.crypto.he import BfvParams, BfvPublicContext
+from blindsum.crypto.sign import VerifyKey
+from blindsum.errors import (
+    AlreadyExists,
+    BlindsumError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    RoundAborted,
+)
+from blindsum.log import get_logger
+from blindsum.model import (
+    PHASES,
+    Mode,
+    OpenRoundSpec,
+    Phase,
+    Report,
+    RoundState,
+    RoundView,
+)
+from blindsum.protocol import graph
+from blindsum.protocol.he import HeAccumulator, ReceiptRecord
+from blindsum.protocol.secagg import (
+    Advert,
+    Reveal,
+    SealedShare,
+    SecAggConfig,
+    SecAggServer,
+)
+from blindsum.rpc.v1 import round_pb2
+from blindsum.schema import Schema
+from blindsum.transport.pki import Identity, Role, verify_identity_cert
+from blindsum.types import U64Vector
+
+log = get_logger("blindsum.aggregator.rounds")
+
+_SHARE_BYTES = 66
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """Aggregator-wide limits and defaults for rounds."""
+
+    default_phase_timeout_s: int = 60
+    sparse_above: int = 64
+    max_parties: int = 10_000
+    max_vector_length: int = 1 << 20
+    default_min_contributors: int = 3
+
+
+@dataclass(frozen=True)
+class Ack:
+    digest_hex: str
+    replay: bool
+
+
+@dataclass(frozen=True)
+class SignedPublicContext:
+    context: bytes
+    signature: bytes
+    params: BfvParams
+
+
+class CustodianClient(Protocol):
+    """How the aggregator reaches the custodian (in-process gRPC by default)."""
+
+    async def public_context(self) -> SignedPublicContext: ...
+
+    async def decrypt(
+        self,
+        *,
+        round_id: str,
+        schema_id: str,
+        chunks: Sequence[bytes],
+        receipts: Sequence[tuple[ReceiptRecord, bytes]],
+        vector_length: int,
+        min_receipts: int,
+    ) -> list[int]: ...
+
+
+def _digest(*parts: bytes | str | int) -> str:
+    return hashlib.sha256(encode_parts(*parts)).hexdigest()
+
+
+def _new_round_id() -> str:
+    return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+def _signed(vector: U64Vector) -> list[int]:
+    return [int(v) for v in vector.astype("<u8").view("<i8")]
+
+
+class RoundManager:
+    """Owns every round: validation, persistence, phase transitions and release."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ca_cert_pem: bytes,
+        settings: RoundSettings | None = None,
+        custodian: CustodianClient | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.ca_cert_pem = ca_cert_pem
+        self.settings = settings or RoundSettings()
+        self.custodian = custodian
+        self._clock_ms = clock_ms
+        self._lock = asyncio.Lock()
+        self._secagg: dict[str, SecAggServer] = {}
+        self._he: dict[str, HeAccumulator] = {}
+        self._schemas: dict[str, Schema] = {}
+        self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
+        self._he_context: SignedPublicContext | None = None
+
+    # -- lookups --------------------------------------------------------------
+
+    def _schema(self, rec: RoundRecord) -> Schema:
+        schema = self._schemas.get(rec.schema_id)
+        if schema is None:
+            schema = Schema.from_toml(rec.schema_toml)
+            self._schemas[rec.schema_id] = schema
+        return schema
+
+    def _identity(self, party: str) -> tuple[VerifyKey, bytes]:
+        """The party's Ed25519 key from its enrolled identity certificate, CA-checked."""
+        cached = self._verify_keys.get(party)
+        if cached is None:
+            record = self.store.party(party)
+            if record.revoked:
+                raise PermissionDenied(f"party {party!r} is revoked", field="party")
+            _, raw = verify_identity_cert(
+                record.identity_cert_pem,
+                self.ca_cert_pem,
+                expected=Identity(Role.PARTY, party),
+            )
+            cached = (VerifyKey.from_bytes(raw), record.identity_cert_pem)
+            self._verify_keys[party] = cached
+        return cached
+
+    def _round_for_party(self, party: str, round_id: str) -> RoundRecord:
+        rec = self.store.round(codec.check_round_id(round_id))
+        if party not in rec.parties:
+            raise PermissionDenied(f"party {party!r} is not invited to round {round_id!r}")
+        return rec
+
+    def _require_open(self, rec: RoundRecord, phase: Phase, rpc: str) -> None:
+        if rec.state != RoundState.OPEN.value:
+            detail = f": {rec.abort_reason}" if rec.abort_reason else ""
+            raise FailedPrecondition(f"round {rec.round_id!r} is {rec.state}{detail}", field=rpc)
+        if rec.phase != phase.value:
+            raise FailedPrecondition(
+                f"round {rec.round_id!r} is in phase {rec.phase}, not {phase.value}", field=rpc
+            )
+
+    def _check_schema(self, rec: RoundRecord, schema_id: str) -> None:
+        if schema_id != rec.schema_id:
+            raise InvalidArgument(
+                f"schema id {schema_id[:16]}... does not match the round's {rec.schema_id[:16]}...",
+                field="schema_id",
+            )
+
+    def view(self, round_id: str) -> RoundView:
+        return self._view(self.store.round(codec.check_round_id(round_id)))
+
+    def _view(self, rec: RoundRecord) -> RoundView:
+        mode = Mode(rec.mode)
+        rid = rec.round_id
+        if mode is Mode.SECAGG:
+            advertised = tuple(self.store.submitted_parties(rid, Phase.ADVERTISE.value))
+            shared = tuple(self.store.submitted_parties(rid, Phase.SHARE.value))
+            acc = self.store.accumulator(rid)
+            masked = tuple(acc[1]) if acc else ()
+            unmasked = tuple(self.store.submitted_parties(rid, Phase.UNMASK.value))
+            current = {
+                Phase.ADVERTISE.value: advertised,
+                Phase.SHARE.value: shared,
+                Phase.MASK.value: masked,
+                Phase.UNMASK.value: unmasked,
+            }.get(rec.phase, ())
+        else:
+            advertised = shared = masked = unmasked = ()
+            current = tuple(self.store.submitted_parties(rid, Phase.COLLECT.value))
+        return RoundView(
+            round_id=rid,
+            mode=mode,
+            state=RoundState(rec.state),
+            phase=Phase(rec.phase),
+            schema_id=rec.schema_id,
+            schema_toml=rec.schema_toml,
+            parties=rec.parties,
+            threshold=rec.threshold,
+            min_contributors=rec.min_contributors,
+            phase_deadline_ms=rec.phase_deadline_ms,
+            submitted=current,
+            abort_reason=rec.abort_reason,
+            vector_length=self._schema(rec).vector_length,
+            created_ms=rec.created_ms,
+            graph_degree=rec.graph_degree,
+            advertised=advertised,
+            shared=shared,
+            masked=masked,
+            unmasked=unmasked,
+        )
+
+    def list_rounds(self, *, party: str | None = None, only_open: bool = False) -> list[RoundView]:
+        records = self.store.rounds(state=RoundState.OPEN.value if only_open else None)
+        return [self._view(r) for r in records if party is None or party in r.parties]
+
+    def report(self, round_id: str) -> Report:
+        rec = self.store.round(codec.check_round_id(round_id))
+        if rec.state == RoundState.ABORTED.value:
+            raise FailedPrecondition(
+                f"round {round_id!r} was aborted: {rec.abort_reason}", field="round_id"
+            )
+        if rec.state != RoundState.COMPLETE.value:
+            raise FailedPrecondition(
+                f"round {round_id!r} has not completed (phase {rec.phase})", field="round_id"
+            )
+        from blindsum.rpc.v1 import report_pb2  # noqa: PLC0415 - keeps the hot path imports small
+
+        msg = report_pb2.Report()
+        data = self.store.release(round_id)
+        try:
+            msg.ParseFromString(data)
+        except Exception as exc:  # protobuf raises DecodeError and friends
+            raise BlindsumError(f"stored release for round {round_id!r} is corrupt") from exc
+        return codec.report_from_pb(msg)
+
+    # -- admin ----------------------------------------------------------------
+
+    async def open_round(self, spec: OpenRoundSpec) -> RoundView:
+        async with self._lock:
+            return self._open_round(spec)
+
+    def _open_round(self, spec: OpenRoundSpec) -> RoundView:
+        parties = tuple(spec.parties)
+        if not parties:
+            raise InvalidArgument("at least one party must be invited", field="parties")
+        if len(set(parties)) != len(parties):
+            raise InvalidArgument("a party is listed twice", field="parties")
+        if len(parties) > self.settings.max_parties:
+            raise InvalidArgument(
+                f"{len(parties)} parties exceed the limit of {self.settings.max_parties}",
+                field="parties",
+            )
+        for name in parties:
+            record = self.store.party(name)
+            if record.revoked:
+                raise FailedPrecondition(f"party {name!r} is revoked", field="parties")
+        k = spec.min_contributors or self.settings.default_min_contributors
+        if k < 1:
+            raise InvalidArgument("must be at least 1", field="min_contributors")
+        schema = Schema.from_toml(spec.schema_toml) if spec.schema_toml else Schema.default()
+        if schema.vector_length > self.settings.max_vector_length:
+            raise InvalidArgument(
+                f"vector length {schema.vector_length} exceeds the limit "
+                f"{self.settings.max_vector_length}",
+                field="schema_toml",
+            )
+        n = len(parties)
+        if spec.mode is Mode.SECAGG:
+            if n < 2:
+                raise InvalidArgument("secagg needs at least 2 parties", field="parties")
+            degree = graph.default_degree(n, self.settings.sparse_above)
+            holders = n if degree == 0 else degree + 1
+            threshold = spec.threshold or graph.default_threshold(holders)
+            if not 1 <= threshold <= holders:
+                raise InvalidArgument(
+                    f"must be between 1 and {holders} (the share holders per party)",
+                    field="threshold",
+                )
+            schema.check_overflow(n, 64)
+            first = Phase.ADVERTISE
+        else:
+            degree = 0
+            threshold = spec.threshold or k
+            if not 1 <= threshold <= n:
+                raise InvalidArgument(f"must be between 1 and {n}", field="threshold")
+            schema.check_overflow_mod(n, BfvParams().plain_modulus)
+            first = Phase.COLLECT
+        timeout = spec.phase_timeout_s or self.settings.default_phase_timeout_s
+        now = self._clock_ms()
+        rec = RoundRecord(
+            round_id=codec.check_round_id(spec.round_id) if spec.round_id else _new_round_id(),
+            mode=spec.mode.value,
+            state=RoundState.OPEN.value,
+            phase=first.value,
+            schema_toml=schema.to_toml(),
+            schema_id=schema.schema_id,
+            parties=parties,
+            threshold=threshold,
+            min_contributors=k,
+            graph_degree=degree,
+            phase_timeout_s=timeout,
+            phase_deadline_ms=now + 1000 * timeout,
+            abort_reason="",
+            created_ms=now,
+            updated_ms=now,
+        )
+        with self.store.transaction():
+            self.store.create_round(rec)
+            self.store.audit(
+                rec.round_id,
+                "round_opened",
+                mode=rec.mode,
+                parties=list(parties),
+                threshold=threshold,
+                min_contributors=k,
+                schema_id=rec.schema_id,
+            )
+        log.info(
+            "round_opened",
+            round_id=rec.round_id,
+            mode=rec.mode,
+            parties=len(parties),
+            threshold=threshold,
+            graph_degree=degree,
+        )
+        return self._view(rec)
+
+    async def abort(self, round_id: str, reason: str) -> RoundView:
+        async with self._lock:
+            rec = self.store.round(codec.check_round_id(round_id))
+            if rec.state != RoundState.OPEN.value:
+                raise FailedPrecondition(f"round {round_id!r} is already {rec.state}")
+            rec = self._abort(rec, reason or "aborted by the operator")
+            return self._view(rec)
+
+    def _abort(self, rec: RoundRecord, reason: str) -> RoundRecord:
+        rec = replace(
+            rec,
+            state=RoundState.ABORTED.value,
+            phase=Phase.DONE.value,
+            abort_reason=reason,
+            updated_ms=self._clock_ms(),
+        )
+        with self.store.transaction():
+            self.store.update_round(rec)
+            self.store.audit(rec.round_id, "round_aborted", reason=reason)
+        self._secagg.pop(rec.round_id, None)
+        self._he.pop(rec.round_id, None)
+        log.warning("round_aborted", round_id=rec.round_id, reason=reason)
+        return rec
+
+    # -- secagg state cache -----------------------------------------------------
+
+    def _secagg_config(self, rec: RoundRecord) -> SecAggConfig:
+        return SecAggConfig(
+            round_id=rec.round_id,
+            schema_id=rec.schema_id,
+            parties=rec.parties,
+            threshold=rec.threshold,
+            vector_length=self._schema(rec).vector_length,
+            graph_degree=rec.graph_degree,
+        )
+
+    def _server(self, rec: RoundRecord) -> SecAggServer:
+        """The pure secagg server for a round, rebuilt from the store when not cached."""
+        srv = self._secagg.get(rec.round_id)
+        if srv is not None:
+            return srv
+        config = self._secagg_config(rec)
+        srv = SecAggServer(config)
+        order = PHASES[Mode.SECAGG]
+        reached = order.index(Phase(rec.phase)) if rec.phase in {p.value for p in order} else 4
+        rid = rec.round_id
+        for sub in self.store.submissions(rid, Phase.ADVERTISE.value):
+            req = round_pb2.AdvertiseRequest.FromString(sub.payload or b"")
+            srv.add_advert(codec.advert_from_request(sub.party, req), self._identity(sub.party)[0])
+        if reached > 0:
+            srv.close_advertise()
+            for sub in self.store.submissions(rid, Phase.SHARE.value):
+                sreq = round_pb2.SubmitSharesRequest.FromString(sub.payload or b"")
+                shares = codec.shares_from_pb(sreq.envelopes, max_count=len(rec.parties))
+                srv.add_shares(sub.party, shares)
+        if reached > 1:
+            srv.close_share()
+            acc = self.store.accumulator(rid)
+            if acc is not None:
+                srv.restore_masked(codec.vector_from_bytes(acc[0], config.vector_length), acc[1])
+        if reached > 2:
+            srv.close_mask()
+            for sub in self.store.submissions(rid, Phase.UNMASK.value):
+                ureq = round_pb2.SubmitUnmaskRequest.FromString(sub.payload or b"")
+                reveals = codec.reveals_from_pb(
+                    ureq.shares, max_count=2 * len(rec.parties), share_bytes=_SHARE_BYTES
+                )
+                srv.add_reveals(sub.party, reveals)
+        self._secagg[rid] = srv
+        return srv
+
+    # -- secagg handlers --------------------------------------------------------
+
+    def _replay(self, rec: RoundRecord, phase: Phase, party: str, digest: str) -> Ack | None:
+        for sub in self.store.submissions(rec.round_id, phase.value):
+            if sub.party == party:
+                if sub.digest == digest:
+                    return Ack(digest, True)
+                raise AlreadyExists(
+                    f"party {party!r} already submitted a different {phase.value} message",
+                    field=phase.value,
+                )
+        return None
+
+    async def advertise(
+        self, party: str, round_id: str, schema_id: str, advert: Advert, payload: bytes
+    ) -> Ack:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            digest = _digest(advert.c_public, advert.s_public, advert.signature)
+            replay = self._replay(rec, Phase.ADVERTISE, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, Phase.ADVERTISE, "Advertise")
+            self._check_schema(rec, schema_id)
+            srv = self._server(rec)
+            srv.add_advert(advert, self._identity(party)[0])
+            self.store.put_submission(rec.round_id, Phase.ADVERTISE.value, party, digest, payload)
+            log.info("advertised", round_id=rec.round_id, party=party)
+            await self._advance(rec)
+            return Ack(digest, False)
+
+    async def roster(self, party: str, round_id: str) -> list[tuple[Advert, bytes]]:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            if rec.phase == Phase.ADVERTISE.value or rec.mode != Mode.SECAGG.value:
+                raise FailedPrecondition(
+                    f"round {rec.round_id!r} has no roster yet (phase {rec.phase})",
+                    field="GetRoster",
+                )
+            srv = self._server(rec)
+            return [(a, self._identity(p)[1]) for p, a in sorted(srv.roster().items())]
+
+    async def submit_shares(
+        self, party: str, round_id: str, shares: Sequence[SealedShare], payload: bytes
+    ) -> Ack:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            digest = _digest(
+                *[
+                    p
+                    for s in sorted(shares, key=lambda s: s.receiver)
+                    for p in (s.sender, s.receiver, s.nonce, s.ciphertext)
+                ]
+            )
+            replay = self._replay(rec, Phase.SHARE, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, Phase.SHARE, "SubmitShares")
+            srv = self._server(rec)
+            srv.add_shares(party, shares)
+            self.store.put_submission(rec.round_id, Phase.SHARE.value, party, digest, payload)
+            log.info("shares_received", round_id=rec.round_id, party=party, count=len(shares))
+            await self._advance(rec)
+            return Ack(digest, False)
+
+    async def envelopes(self, party: str, round_id: str) -> tuple[list[SealedShare], list[str]]:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            if rec.mode != Mode.SECAGG.value or rec.phase in (
+                Phase.ADVERTISE.value,
+                Phase.SHARE.value,
+            ):
+                raise FailedPrecondition(
+                    f"envelopes are not ready (phase {rec.phase})", field="GetEnvelopes"
+                )
+            if rec.state != RoundState.OPEN.value:
+                raise FailedPrecondition(f"round {rec.round_id!r} is {rec.state}")
+            srv = self._server(rec)
+            return list(srv.shares_for(party)), list(srv.u2)
+
+    async def submit_masked(
+        self, party: str, round_id: str, schema_id: str, vector_bytes: bytes
+    ) -> Ack:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            digest = _digest(vector_bytes)
+            replay = self._replay(rec, Phase.MASK, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, Phase.MASK, "SubmitMasked")
+            self._check_schema(rec, schema_id)
+            srv = self._server(rec)
+            vector = codec.vector_from_bytes(vector_bytes, srv.config.vector_length)
+            srv.add_masked(party, vector)
+            running, parties = srv.running_sum, srv.masked_parties
+            with self.store.transaction():
+                self.store.put_submission(rec.round_id, Phase.MASK.value, party, digest, None)
+                self.store.put_accumulator(rec.round_id, codec.vector_to_bytes(running), parties)
+            log.info("masked_received", round_id=rec.round_id, party=party)
+            await self._advance(rec)
+            return Ack(digest, False)
+
+    async def unmask_request(self, party: str, round_id: str) -> tuple[list[str], list[str]]:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            self._require_open(rec, Phase.UNMASK, "GetUnmaskRequest")
+            srv = self._server(rec)
+            if party not in srv.u3:
+                raise PermissionDenied(
+                    f"party {party!r} did not submit a masked vector", field="GetUnmaskRequest"
+                )
+            survivors, dropped = srv.u3, srv.dropped
+            return list(survivors), list(dropped)
+
+    async def submit_unmask(
+        self, party: str, round_id: str, reveals: Sequence[Reveal], payload: bytes
+    ) -> Ack:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            digest = _digest(*[p for r in reveals for p in (r.owner, r.kind.value, r.share)])
+            replay = self._replay(rec, Phase.UNMASK, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, Phase.UNMASK, "SubmitUnmask")
+            srv = self._server(rec)
+            srv.add_reveals(party, reveals)
+            self.store.put_submission(rec.round_id, Phase.UNMASK.value, party, digest, payload)
+            log.info("reveals_received", round_id=rec.round_id, party=party, count=len(reveals))
+            await self._advance(rec)
+            return Ack(digest, False)
+
+    # -- he handlers -------------------------------------------------------------
+
+    async def _signed_context(self) -> SignedPublicContext:
+        if self.custodian is None:
+            raise FailedPrecondition("no custodian is configured for he rounds")
+        if self._he_context is None:
+            self._he_context = await self.custodian.public_context()
+        return self._he_context
+
+    async def public_context(self, party: str, round_id: str) -> SignedPublicContext:
+        rec = self._round_for_party(party, round_id)
+        if rec.mode != Mode.HE.value:
+            raise FailedPrecondition(
+                f"round {rec.round_id!r} is not an he round", field="GetPublicContext"
+            )
+        return await self._signed_context()
+
+    async def _accumulator(self, rec: RoundRecord) -> HeAccumulator:
+        acc = self._he.get(rec.round_id)
+        if acc is not None:
+            return acc
+        ctx = await self._signed_context()
+        public = BfvPublicContext.from_bytes(ctx.context, expected=ctx.params)
+        acc = HeAccumulator(rec.round_id, rec.schema_id, public, self._schema(rec).vector_length)
+        stored = self.store.accumulator(rec.round_id)
+        if stored is not None:
+            container = round_pb2.SubmitCiphertextRequest.FromString(stored[0])
+            receipts = []
+            for sub in self.store.submissions(rec.round_id, Phase.COLLECT.value):
+                # The receipt payload carries the ciphertext digest in chunks[0].
+                r = round_pb2.SubmitCiphertextRequest.FromString(sub.payload or b"")
+                receipts.append(ReceiptRecord(sub.party, r.chunks[0], r.receipt_signature))
+            acc.restore(list(container.chunks), receipts)
+        self._he[rec.round_id] = acc
+        return acc
+
+    async def submit_ciphertext(
+        self,
+        party: str,
+        round_id: str,
+        schema_id: str,
+        chunks: Sequence[bytes],
+        receipt_signature: bytes,
+    ) -> Ack:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            from blindsum.protocol.he import ciphertext_digest  # noqa: PLC0415
+
+            ct_digest = ciphertext_digest(chunks)
+            digest = _digest(ct_digest, receipt_signature)
+            replay = self._replay(rec, Phase.COLLECT, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, Phase.COLLECT, "SubmitCiphertext")
+            self._check_schema(rec, schema_id)
+            acc = await self._accumulator(rec)
+            # The receipt must verify before the ciphertext joins the sum.
+            from blindsum.protocol.he import verify_receipt  # noqa: PLC0415
+
+            verify_receipt(
+                self._identity(party)[0],
+                receipt_signature,
+                round_id=rec.round_id,
+                schema_id=rec.schema_id,
+                digest=ct_digest,
+            )
+            acc.add(party, chunks, receipt_signature)
+            receipt_payload = round_pb2.SubmitCiphertextRequest(
+                chunks=[ct_digest], receipt_signature=receipt_signature
+            ).SerializeToString()
+            container = round_pb2.SubmitCiphertextRequest(chunks=acc.aggregate())
+            with self.store.transaction():
+                self.store.put_submission(
+                    rec.round_id, Phase.COLLECT.value, party, digest, receipt_payload
+                )
+                self.store.put_accumulator(
+                    rec.round_id,
+                    container.SerializeToString(),
+                    [r.party for r in acc.receipts()],
+                )
+            log.info("ciphertext_received", round_id=rec.round_id, party=party)
+            await self._advance(rec)
+            return Ack(digest, False)
+
+    # -- phase transitions ------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Advance every open round whose phase deadline has passed."""
+        async with self._lock:
+            for rec in self.store.rounds(state=RoundState.OPEN.value):
+                try:
+                    await self._advance(rec)
+                except BlindsumError as exc:
+                    self._abort(self.store.round(rec.round_id), f"internal failure: {exc}")
+
+    async def _advance(self, rec: RoundRecord) -> None:
+        """Move the round forward while its current phase is finished."""
+        while True:
+            rec = self.store.round(rec.round_id)
+            if rec.state != RoundState.OPEN.value:
+                return
+            if rec.mode == Mode.SECAGG.value:
+                moved = await self._advance_secagg(rec)
+            else:
+                moved = await self._advance_he(rec)
+            if not moved:
+                return
+
+    def _phase_over(self, rec: RoundRecord, expected: Sequence[str], done: Sequence[str]) -> bool:
+        return set(expected) <= set(done) or self._clock_ms() >= rec.phase_deadline_ms
+
+    def _next_phase(self, rec: RoundRecord, phase: Phase) -> None:
+        deadline = self._clock_ms() + 1000 * rec.phase_timeout_s
+        rec = rec.with_phase(phase.value, deadline)
+        with self.store.transaction():
+            self.store.update_round(rec)
+            self.store.audit(rec.round_id, "phase", phase=phase.value)
+        log.info("phase", round_id=rec.round_id, phase=phase.value)
+
+    async def _advance_secagg(self, rec: RoundRecord) -> bool:
+        srv = self._server(rec)
+        phase = Phase(rec.phase)
+        try:
+            if phase is Phase.ADVERTISE:
+                if not self._phase_over(rec, rec.parties, srv.u1):
+                    return False
+                srv.close_advertise()
+                self._next_phase(rec, Phase.SHARE)
+            elif phase is Phase.SHARE:
+                shared = self.store.submitted_parties(rec.round_id, Phase.SHARE.value)
+                if not self._phase_over(rec, srv.u1, shared):
+                    return False
+                srv.close_share()
+                self._next_phase(rec, Phase.MASK)
+            elif phase is Phase.MASK:
+                if not self._phase_over(rec, srv.u2, srv.masked_parties):
+                    return False
+                srv.close_mask()
+                self._next_phase(rec, Phase.UNMASK)
+            elif phase is Phase.UNMASK:
+                revealed = self.store.submitted_parties(rec.round_id, Phase.UNMASK.value)
+                if not self._phase_over(rec, srv.u3, revealed):
+                    return False
+                total = srv.finish()
+                self._release(rec, _signed(total), srv.u3)
+            else:
+                return False
+        except RoundAborted as exc:
+            self._abort(rec, str(exc))
+        return True
+
+    async def _advance_he(self, rec: RoundRecord) -> bool:
+        if rec.phase != Phase.COLLECT.value:
+            return False
+        submitted = self.store.submitted_parties(rec.round_id, Phase.COLLECT.value)
+        if not self._phase_over(rec, rec.parties, submitted):
+            return False
+        if len(submitted) < rec.threshold:
+            self._abort(
+                rec,
+                f"only {len(submitted)} of {len(rec.parties)} parties submitted before the "
+                f"deadline; the custodian needs {rec.threshold} receipts",
+            )
+            return True
+        if self.custodian is None:
+            self._abort(rec, "no custodian is configured")
+            return True
+        acc = await self._accumulator(rec)
+        receipts = [(r, self._identity(r.party)[1]) for r in acc.receipts()]
+        try:
+            values = await self.custodian.decrypt(
+                round_id=rec.round_id,
+                schema_id=rec.schema_id,
+                chunks=acc.aggregate(),
+                receipts=receipts,
+                vector_length=self._schema(rec).vector_length,
+                min_receipts=rec.threshold,
+            )
+        except BlindsumError as exc:
+            self._abort(rec, f"custodian refused to decrypt: {exc}")
+            return True
+        self._release(rec, values, tuple(r.party for r in acc.receipts()))
+        return True
+
+    def _release(self, rec: RoundRecord, totals: list[int], included: Sequence[str]) -> None:
+        schema = self._schema(rec)
+        report = build_report(
+            schema,
+            totals,
+            round_id=rec.round_id,
+            mode=Mode(rec.mode),
+            min_contributors=rec.min_contributors,
+            included_parties=tuple(sorted(included)),
+            released_ms=self._clock_ms(),
+        )
+        done = replace(
+            rec, state=RoundState.COMPLETE.value, phase=Phase.DONE.value, updated_ms=now_ms()
+        )
+        with self.store.transaction():
+            self.store.put_release(rec.round_id, codec.report_to_pb(report).SerializeToString())
+            self.store.update_round(done)
+            self.store.audit(
+                rec.round_id,
+                "round_complete",
+                included=list(report.included_parties),
+                suppressed=[r.region for r in report.regions if r.suppressed],
+            )
+        self._secagg.pop(rec.round_id, None)
+        self._he.pop(rec.round_id, None)
+        log.info(
+            "round_complete",
+            round_id=rec.round_id,
+            included=len(included),
+            suppressed=sum(1 for r in report.regions if r.suppressed),
+        )

@@ -1,0 +1,424 @@
+"""gRPC servicers and server assembly for the aggregator.
+
+Servicers are thin: they take the caller's identity from its certificate,
+decode with :mod:`blindsum.codec`, call the :class:`RoundManager`, and encode.
+Errors are translated to status codes in one place (``@translate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from aggregator import config as cfgmod
+from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
+from aggregator.rounds import Ack, CustodianClient, RoundManager, RoundSettings
+from aggregator.store import Store, open_store
+from blindsum import codec
+from blindsum.crypto.he import BfvSecretContext
+from blindsum.crypto.sign import SigningKey, VerifyKey
+from blindsum.errors import BlindsumError, NotFound, PermissionDenied
+from blindsum.log import get_logger
+from blindsum.model import Mode
+from blindsum.rpc.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    custodian_pb2_grpc,
+    report_pb2,
+    report_pb2_grpc,
+    round_pb2,
+    round_pb2_grpc,
+)
+from blindsum.transport.auth import AuthorizationInterceptor, peer_identity
+from blindsum.transport.errors import translate
+from blindsum.transport.pki import Identity, KeyAndCert, Role
+from blindsum.transport.server import add_health, add_secure_port, create_server
+from blindsum.transport.tls import secure_channel, server_credentials
+
+log = get_logger("blindsum.aggregator")
+
+ADDRESS_FILE = "aggregator.addr"
+
+#: Maximum revealed shares / envelopes accepted in one message, per invited party.
+_SHARE_BYTES = 66
+
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _ack(ack: Ack) -> common_pb2.Ack:
+    return common_pb2.Ack(digest_hex=ack.digest_hex, replay=ack.replay)
+
+
+def _party(context: Ctx) -> str:
+    ident = peer_identity(context)
+    if ident.role is not Role.PARTY:
+        raise PermissionDenied("only party certificates may call the round service")
+    return ident.name
+
+
+class RoundServicer(round_pb2_grpc.RoundServiceServicer):
+    def __init__(self, manager: RoundManager) -> None:
+        self.m = manager
+
+    @translate
+    async def ListRounds(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.ListRoundsRequest, context: Ctx
+    ) -> round_pb2.ListRoundsResponse:
+        party = _party(context)
+        views = self.m.list_rounds(party=party, only_open=request.only_open)
+        return round_pb2.ListRoundsResponse(rounds=[codec.round_view_to_pb(v) for v in views])
+
+    @translate
+    async def GetRound(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> common_pb2.RoundInfo:
+        party = _party(context)
+        view = self.m.view(request.round_id)
+        if party not in view.parties:
+            raise PermissionDenied(f"party {party!r} is not invited to round {view.round_id!r}")
+        return codec.round_view_to_pb(view)
+
+    @translate
+    async def Advertise(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.AdvertiseRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        party = _party(context)
+        advert = codec.advert_from_request(party, request)
+        ack = await self.m.advertise(
+            party, request.round_id, request.schema_id, advert, request.SerializeToString()
+        )
+        return _ack(ack)
+
+    @translate
+    async def GetRoster(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> round_pb2.Roster:
+        party = _party(context)
+        entries = await self.m.roster(party, request.round_id)
+        return round_pb2.Roster(
+            round_id=request.round_id,
+            adverts=[codec.signed_advert_to_pb(a, cert) for a, cert in entries],
+        )
+
+    @translate
+    async def SubmitShares(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.SubmitSharesRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        party = _party(context)
+        rec = self.m.view(request.round_id)
+        shares = codec.shares_from_pb(request.envelopes, max_count=len(rec.parties))
+        ack = await self.m.submit_shares(
+            party, request.round_id, shares, request.SerializeToString()
+        )
+        return _ack(ack)
+
+    @translate
+    async def GetEnvelopes(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> round_pb2.EnvelopeSet:
+        party = _party(context)
+        shares, u2 = await self.m.envelopes(party, request.round_id)
+        return round_pb2.EnvelopeSet(
+            round_id=request.round_id, envelopes=codec.shares_to_pb(shares), shared=u2
+        )
+
+    @translate
+    async def SubmitMasked(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.SubmitMaskedRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        party = _party(context)
+        ack = await self.m.submit_masked(
+            party, request.round_id, request.schema_id, request.masked_vector
+        )
+        return _ack(ack)
+
+    @translate
+    async def GetUnmaskRequest(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> round_pb2.UnmaskRequest:
+        party = _party(context)
+        survivors, dropped = await self.m.unmask_request(party, request.round_id)
+        return round_pb2.UnmaskRequest(
+            round_id=request.round_id, survivors=survivors, dropped=dropped
+        )
+
+    @translate
+    async def SubmitUnmask(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.SubmitUnmaskRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        party = _party(context)
+        rec = self.m.view(request.round_id)
+        reveals = codec.reveals_from_pb(
+            request.shares, max_count=2 * len(rec.parties), share_bytes=_SHARE_BYTES
+        )
+        ack = await self.m.submit_unmask(
+            party, request.round_id, reveals, request.SerializeToString()
+        )
+        return _ack(ack)
+
+    @translate
+    async def GetPublicContext(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> round_pb2.PublicContext:
+        party = _party(context)
+        signed = await self.m.public_context(party, request.round_id)
+        return round_pb2.PublicContext(
+            context=signed.context,
+            signature=signed.signature,
+            poly_modulus_degree=signed.params.poly_modulus_degree,
+            plain_modulus=signed.params.plain_modulus,
+        )
+
+    @translate
+    async def SubmitCiphertext(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.SubmitCiphertextRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        party = _party(context)
+        ack = await self.m.submit_ciphertext(
+            party,
+            request.round_id,
+            request.schema_id,
+            list(request.chunks),
+            request.receipt_signature,
+        )
+        return _ack(ack)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, manager: RoundManager) -> None:
+        self.m = manager
+
+    @translate
+    async def OpenRound(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.OpenRoundRequest, context: Ctx
+    ) -> common_pb2.RoundInfo:
+        spec = codec.open_round_from_pb(request)
+        return codec.round_view_to_pb(await self.m.open_round(spec))
+
+    @translate
+    async def GetStatus(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> common_pb2.RoundInfo:
+        return codec.round_view_to_pb(self.m.view(request.round_id))
+
+    @translate
+    async def ListRounds(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.ListAllRoundsRequest, context: Ctx
+    ) -> admin_pb2.ListAllRoundsResponse:
+        return admin_pb2.ListAllRoundsResponse(
+            rounds=[codec.round_view_to_pb(v) for v in self.m.list_rounds()]
+        )
+
+    @translate
+    async def AbortRound(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.AbortRoundRequest, context: Ctx
+    ) -> common_pb2.RoundInfo:
+        return codec.round_view_to_pb(await self.m.abort(request.round_id, request.reason))
+
+
+class ReportServicer(report_pb2_grpc.ReportServiceServicer):
+    def __init__(self, manager: RoundManager) -> None:
+        self.m = manager
+
+    @translate
+    async def GetReport(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> report_pb2.Report:
+        return codec.report_to_pb(self.m.report(request.round_id))
+
+
+POLICY = {
+    "blindsum.rpc.v1.RoundService": frozenset({Role.PARTY}),
+    "blindsum.rpc.v1.AdminService": frozenset({Role.ADMIN}),
+    "blindsum.rpc.v1.ReportService": frozenset({Role.READER, Role.ADMIN}),
+}
+CUSTODIAN_POLICY = {"blindsum.rpc.v1.CustodianService": frozenset({Role.AGGREGATOR})}
+
+
+def _enrolled(store: Store) -> Callable[[Identity], bool]:
+    def is_known(identity: Identity) -> bool:
+        if identity.role is not Role.PARTY:
+            return True
+        try:
+            return not store.party(identity.name).revoked
+        except NotFound:
+            return False
+
+    return is_known
+
+
+@dataclass
+class RunningAggregator:
+    """A started aggregator (and embedded custodian); ``stop()`` shuts both down."""
+
+    server: grpc.aio.Server
+    port: int
+    manager: RoundManager
+    store: Store
+    custodian_server: grpc.aio.Server | None = None
+    custodian_port: int = 0
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self, grace: float | None = 2.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.server.stop(grace)
+        for channel in self.channels:
+            await channel.close(None)
+        if self.custodian_server is not None:
+            await self.custodian_server.stop(grace)
+        self.store.close()
+
+
+def _read(directory: Path, value: str) -> bytes:
+    return cfgmod.resolve(directory, value).read_bytes()
+
+
+def load_custodian(directory: Path, cfg: cfgmod.AggregatorConfig) -> Custodian:
+    key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
+    secret = BfvSecretContext.from_bytes((key_dir / "bfv-secret.bin").read_bytes())
+    signing = SigningKey.from_pem((key_dir / "signing.key").read_bytes())
+    store = open_store(cfg.custodian.store_url, base_dir=directory)
+    return Custodian(
+        secret=secret,
+        signing_key=signing,
+        ca_cert_pem=_read(directory, cfg.tls.ca_cert),
+        store=store,
+        min_receipts=cfg.custodian.min_receipts,
+    )
+
+
+async def start_custodian(
+    directory: Path, cfg: cfgmod.AggregatorConfig, listen: str
+) -> tuple[grpc.aio.Server, int, Custodian]:
+    custodian = load_custodian(directory, cfg)
+    key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
+    tls = KeyAndCert(
+        key_pem=(key_dir / "tls.key").read_bytes(), cert_pem=(key_dir / "tls.crt").read_bytes()
+    )
+    server = create_server([AuthorizationInterceptor(CUSTODIAN_POLICY)])
+    custodian_pb2_grpc.add_CustodianServiceServicer_to_server(CustodianServicer(custodian), server)
+    add_health(server)
+    port = add_secure_port(server, listen, server_credentials(tls, custodian.ca_cert_pem))
+    await server.start()
+    log.info("custodian_listening", port=port)
+    return server, port, custodian
+
+
+async def start_aggregator(
+    directory: Path,
+    *,
+    listen: str | None = None,
+    config: cfgmod.AggregatorConfig | None = None,
+    tick: bool = True,
+) -> RunningAggregator:
+    """Start the aggregator (and the embedded custodian) from ``directory``."""
+    cfg = config or cfgmod.load(directory)
+    ca_pem = _read(directory, cfg.tls.ca_cert)
+    tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
+    store = open_store(cfg.store.url, base_dir=directory)
+    custodian_client: CustodianClient | None = None
+    custodian_server = None
+    custodian_port = 0
+    channels: list[grpc.aio.Channel] = []
+    key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
+    custodian_pub = key_dir / "signing.pub"
+    if cfg.custodian.embedded:
+        custodian_server, custodian_port, _ = await start_custodian(
+            directory, cfg, cfg.custodian.listen
+        )
+        target = f"127.0.0.1:{custodian_port}"
+    else:
+        target = cfg.custodian.address
+    if target:
+        channel = secure_channel(target, tls, ca_pem, server_name=cfg.custodian.server_name)
+        channels.append(channel)
+        custodian_client = GrpcCustodianClient(
+            channel, VerifyKey.from_bytes(bytes.fromhex(custodian_pub.read_text().strip()))
+        )
+    manager = RoundManager(
+        store,
+        ca_cert_pem=ca_pem,
+        settings=RoundSettings(
+            default_phase_timeout_s=cfg.rounds.default_phase_timeout_s,
+            sparse_above=cfg.rounds.sparse_above,
+            max_parties=cfg.rounds.max_parties,
+            max_vector_length=cfg.rounds.max_vector_length,
+            default_min_contributors=cfg.rounds.default_min_contributors,
+        ),
+        custodian=custodian_client,
+    )
+    server = create_server([AuthorizationInterceptor(POLICY, _enrolled(store))])
+    round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
+    report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager), server)
+    add_health(server)
+    port = add_secure_port(server, listen or cfg.server.listen, server_credentials(tls, ca_pem))
+    await server.start()
+    host = (listen or cfg.server.listen).rsplit(":", 1)[0]
+    (directory / ADDRESS_FILE).write_text(f"{host}:{port}\n")
+    running = RunningAggregator(
+        server=server,
+        port=port,
+        manager=manager,
+        store=store,
+        custodian_server=custodian_server,
+        custodian_port=custodian_port,
+        channels=channels,
+    )
+    if tick:
+        running.tasks.append(asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s)))
+    log.info("aggregator_listening", port=port, custodian_port=custodian_port)
+    return running
+
+
+async def _ticker(manager: RoundManager, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await manager.tick()
+        except BlindsumError as exc:
+            log.error("tick_failed", exc=exc)
+
+
+async def serve_forever(directory: Path, *, listen: str | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    running = await start_aggregator(directory, listen=listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"aggregator listening on port {running.port}", flush=True)
+    await stop.wait()
+    log.info("aggregator_stopping")
+    await running.stop(grace=5.0)
+
+
+async def serve_custodian_forever(directory: Path, *, listen: str) -> None:
+    """Run only the custodian service (for a custodian deployed apart from the aggregator)."""
+    cfg = cfgmod.load(directory)
+    server, port, custodian = await start_custodian(directory, cfg, listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"custodian listening on port {port}", flush=True)
+    await stop.wait()
+    await server.stop(5.0)
+    custodian.store.close()
+
+
+__all__ = ["Mode", "RunningAggregator", "serve_forever", "start_aggregator"]

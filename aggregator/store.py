@@ -1,0 +1,492 @@
+"""Durable aggregator state behind one interface: SQLite by default, PostgreSQL optional.
+
+Every phase input is written here before it is acknowledged, so an aggregator
+that is killed mid-round rebuilds the round from the store and finishes it.
+Submissions are keyed by (round, phase, party): a retried, identical submission
+is recognised by its digest, and a different second one is refused.
+
+The SQL is written once and runs on both engines; only the placeholder style,
+the blob type and the connection differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from blindsum.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound
+
+SCHEMA_VERSION = 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """The persisted description and lifecycle of one round."""
+
+    round_id: str
+    mode: str  # "secagg" | "he"
+    state: str  # "open" | "complete" | "aborted"
+    phase: str  # "advertise" | "share" | "mask" | "unmask" | "collect" | "done"
+    schema_toml: str
+    schema_id: str
+    parties: tuple[str, ...]
+    threshold: int
+    min_contributors: int
+    graph_degree: int
+    phase_timeout_s: int
+    phase_deadline_ms: int
+    abort_reason: str
+    created_ms: int
+    updated_ms: int
+
+    def with_phase(self, phase: str, deadline_ms: int) -> RoundRecord:
+        return replace(self, phase=phase, phase_deadline_ms=deadline_ms, updated_ms=now_ms())
+
+
+@dataclass(frozen=True)
+class Submission:
+    round_id: str
+    phase: str
+    party: str
+    digest: str
+    payload: bytes | None
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class PartyRecord:
+    name: str
+    identity_cert_pem: bytes
+    enrolled_ms: int
+    revoked: bool
+
+
+class _Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS parties (
+        name TEXT PRIMARY KEY, identity_cert_pem {blob} NOT NULL,
+        enrolled_ms BIGINT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS rounds (
+        round_id TEXT PRIMARY KEY, mode TEXT NOT NULL, state TEXT NOT NULL, phase TEXT NOT NULL,
+        schema_toml TEXT NOT NULL, schema_id TEXT NOT NULL, parties_json TEXT NOT NULL,
+        threshold INTEGER NOT NULL, min_contributors INTEGER NOT NULL,
+        graph_degree INTEGER NOT NULL,
+        phase_timeout_s INTEGER NOT NULL, phase_deadline_ms BIGINT NOT NULL,
+        abort_reason TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS submissions (
+        round_id TEXT NOT NULL, phase TEXT NOT NULL, party TEXT NOT NULL,
+        digest TEXT NOT NULL, payload {blob}, created_ms BIGINT NOT NULL,
+        PRIMARY KEY (round_id, phase, party))""",
+    """CREATE TABLE IF NOT EXISTS accumulators (
+        round_id TEXT PRIMARY KEY, data {blob} NOT NULL, parties_json TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS releases (
+        round_id TEXT PRIMARY KEY, report {blob} NOT NULL, created_ms BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id {autoinc}, ts_ms BIGINT NOT NULL, round_id TEXT NOT NULL,
+        event TEXT NOT NULL, detail_json TEXT NOT NULL)""",
+]
+
+_ROUND_COLUMNS = (
+    "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
+    "min_contributors, graph_degree, phase_timeout_s, phase_deadline_ms, abort_reason, "
+    "created_ms, updated_ms"
+)
+
+
+def _round_from_row(row: Sequence[Any]) -> RoundRecord:
+    return RoundRecord(
+        round_id=row[0],
+        mode=row[1],
+        state=row[2],
+        phase=row[3],
+        schema_toml=row[4],
+        schema_id=row[5],
+        parties=tuple(json.loads(row[6])),
+        threshold=int(row[7]),
+        min_contributors=int(row[8]),
+        graph_degree=int(row[9]),
+        phase_timeout_s=int(row[10]),
+        phase_deadline_ms=int(row[11]),
+        abort_reason=row[12],
+        created_ms=int(row[13]),
+        updated_ms=int(row[14]),
+    )
+
+
+def _round_params(r: RoundRecord) -> tuple[Any, ...]:
+    return (
+        r.round_id,
+        r.mode,
+        r.state,
+        r.phase,
+        r.schema_toml,
+        r.schema_id,
+        json.dumps(list(r.parties)),
+        r.threshold,
+        r.min_contributors,
+        r.graph_degree,
+        r.phase_timeout_s,
+        r.phase_deadline_ms,
+        r.abort_reason,
+        r.created_ms,
+        r.updated_ms,
+    )
+
+
+class Store:
+    """SQL store shared by the SQLite and PostgreSQL engines.
+
+    Methods are synchronous and short; the service calls them under its round
+    lock. ``transaction()`` groups writes that must land together (for example a
+    masked-vector digest and the running sum it was added to).
+    """
+
+    placeholder = "?"
+    blob = "BLOB"
+    autoinc = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    # -- engine hooks -------------------------------------------------------
+    def _cursor(self) -> _Cursor:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        cur = self._cursor()
+        cur.execute(self._sql(sql), tuple(params))
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._rollback()
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self._commit()
+
+    def migrate(self) -> None:
+        with self.transaction():
+            for ddl in _DDL:
+                self._exec(ddl.format(blob=self.blob, autoinc=self.autoinc))
+            row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                self._exec(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"store schema version {row[0]} is not supported (expected {SCHEMA_VERSION})",
+                    field="store",
+                )
+
+    # -- parties ------------------------------------------------------------
+    def enroll(self, name: str, identity_cert_pem: bytes) -> None:
+        with self.transaction():
+            if self._exec("SELECT 1 FROM parties WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExists(f"party {name!r} is already enrolled", field="name")
+            self._exec(
+                "INSERT INTO parties (name, identity_cert_pem, enrolled_ms, revoked) "
+                "VALUES (?, ?, ?, 0)",
+                (name, identity_cert_pem, now_ms()),
+            )
+
+    def revoke(self, name: str) -> None:
+        with self.transaction():
+            self.party(name)
+            self._exec("UPDATE parties SET revoked = 1 WHERE name = ?", (name,))
+
+    def party(self, name: str) -> PartyRecord:
+        row = self._exec(
+            "SELECT name, identity_cert_pem, enrolled_ms, revoked FROM parties WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"party {name!r} is not enrolled", field="party")
+        return PartyRecord(row[0], bytes(row[1]), int(row[2]), bool(row[3]))
+
+    def parties(self) -> list[PartyRecord]:
+        rows = self._exec(
+            "SELECT name, identity_cert_pem, enrolled_ms, revoked FROM parties ORDER BY name"
+        ).fetchall()
+        return [PartyRecord(r[0], bytes(r[1]), int(r[2]), bool(r[3])) for r in rows]
+
+    # -- rounds -------------------------------------------------------------
+    def create_round(self, record: RoundRecord) -> None:
+        with self.transaction():
+            if self._exec("SELECT 1 FROM rounds WHERE round_id = ?", (record.round_id,)).fetchone():
+                raise AlreadyExists(f"round {record.round_id!r} already exists", field="round_id")
+            marks = ", ".join("?" * len(_round_params(record)))
+            self._exec(
+                f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({marks})",  # noqa: S608 - fixed column list
+                _round_params(record),
+            )
+
+    def update_round(self, record: RoundRecord) -> None:
+        with self.transaction():
+            self._exec(
+                "UPDATE rounds SET state = ?, phase = ?, phase_deadline_ms = ?, abort_reason = ?, "
+                "updated_ms = ? WHERE round_id = ?",
+                (
+                    record.state,
+                    record.phase,
+                    record.phase_deadline_ms,
+                    record.abort_reason,
+                    record.updated_ms,
+                    record.round_id,
+                ),
+            )
+
+    def round(self, round_id: str) -> RoundRecord:
+        row = self._exec(
+            f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?",  # noqa: S608 - fixed column list
+            (round_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"round {round_id!r} does not exist", field="round_id")
+        return _round_from_row(row)
+
+    def rounds(self, *, state: str | None = None) -> list[RoundRecord]:
+        sql = f"SELECT {_ROUND_COLUMNS} FROM rounds"  # noqa: S608 - fixed column list
+        params: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            params = (state,)
+        rows = self._exec(sql + " ORDER BY created_ms, round_id", params).fetchall()
+        return [_round_from_row(r) for r in rows]
+
+    # -- submissions --------------------------------------------------------
+    def put_submission(
+        self, round_id: str, phase: str, party: str, digest: str, payload: bytes | None
+    ) -> bool:
+        """Store a phase input. Returns False for an identical retry (a replay).
+
+        Raises AlreadyExists when the party already submitted something else in
+        this phase.
+        """
+        with self.transaction():
+            row = self._exec(
+                "SELECT digest FROM submissions WHERE round_id = ? AND phase = ? AND party = ?",
+                (round_id, phase, party),
+            ).fetchone()
+            if row is not None:
+                if row[0] == digest:
+                    return False
+                raise AlreadyExists(
+                    f"party {party!r} already submitted a different {phase} message "
+                    f"in round {round_id!r}",
+                    field=phase,
+                )
+            self._exec(
+                "INSERT INTO submissions (round_id, phase, party, digest, payload, created_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (round_id, phase, party, digest, payload, now_ms()),
+            )
+            return True
+
+    def submissions(self, round_id: str, phase: str) -> list[Submission]:
+        rows = self._exec(
+            "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "
+            "WHERE round_id = ? AND phase = ? ORDER BY created_ms, party",
+            (round_id, phase),
+        ).fetchall()
+        return [
+            Submission(r[0], r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), int(r[5]))
+            for r in rows
+        ]
+
+    def submitted_parties(self, round_id: str, phase: str) -> list[str]:
+        rows = self._exec(
+            "SELECT party FROM submissions WHERE round_id = ? AND phase = ? ORDER BY party",
+            (round_id, phase),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- running sums -------------------------------------------------------
+    def put_accumulator(self, round_id: str, data: bytes, parties: Sequence[str]) -> None:
+        with self.transaction():
+            params = (data, json.dumps(sorted(parties)), now_ms(), round_id)
+            if self._exec("SELECT 1 FROM accumulators WHERE round_id = ?", (round_id,)).fetchone():
+                self._exec(
+                    "UPDATE accumulators SET data = ?, parties_json = ?, updated_ms = ? "
+                    "WHERE round_id = ?",
+                    params,
+                )
+            else:
+                self._exec(
+                    "INSERT INTO accumulators (data, parties_json, updated_ms, round_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    params,
+                )
+
+    def accumulator(self, round_id: str) -> tuple[bytes, list[str]] | None:
+        row = self._exec(
+            "SELECT data, parties_json FROM accumulators WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]), list(json.loads(row[1]))
+
+    # -- releases -----------------------------------------------------------
+    def put_release(self, round_id: str, report: bytes) -> None:
+        with self.transaction():
+            if self._exec("SELECT 1 FROM releases WHERE round_id = ?", (round_id,)).fetchone():
+                raise AlreadyExists(f"round {round_id!r} was already released", field="round_id")
+            self._exec(
+                "INSERT INTO releases (round_id, report, created_ms) VALUES (?, ?, ?)",
+                (round_id, report, now_ms()),
+            )
+
+    def release(self, round_id: str) -> bytes:
+        row = self._exec("SELECT report FROM releases WHERE round_id = ?", (round_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"round {round_id!r} has no released result", field="round_id")
+        return bytes(row[0])
+
+    # -- audit --------------------------------------------------------------
+    def audit(self, round_id: str, event: str, **detail: Any) -> None:
+        with self.transaction():
+            self._exec(
+                "INSERT INTO audit (ts_ms, round_id, event, detail_json) VALUES (?, ?, ?, ?)",
+                (now_ms(), round_id, event, json.dumps(detail, sort_keys=True)),
+            )
+
+    def audit_log(self, round_id: str | None = None) -> list[tuple[int, str, str, dict[str, Any]]]:
+        sql = "SELECT ts_ms, round_id, event, detail_json FROM audit"
+        params: tuple[Any, ...] = ()
+        if round_id is not None:
+            sql += " WHERE round_id = ?"
+            params = (round_id,)
+        rows = self._exec(sql + " ORDER BY id", params).fetchall()
+        return [(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
+
+
+class SqliteStore(Store):
+    """The embedded default: one file under the aggregator's directory, in WAL mode."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = str(path)
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._in_tx = False
+
+    def _cursor(self) -> _Cursor:
+        if self._depth > 0 and not self._in_tx:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+        return self._conn.cursor()
+
+    def _commit(self) -> None:
+        if self._in_tx:
+            self._conn.execute("COMMIT")
+            self._in_tx = False
+
+    def _rollback(self) -> None:
+        if self._in_tx:
+            self._conn.execute("ROLLBACK")
+            self._in_tx = False
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresStore(Store):
+    """The same tables on a PostgreSQL server (needs the ``postgres`` extra: psycopg 3)."""
+
+    placeholder = "%s"
+    blob = "BYTEA"
+    autoinc = "BIGSERIAL PRIMARY KEY"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        try:
+            import psycopg  # noqa: PLC0415 - optional dependency, imported only when configured
+        except ImportError as exc:
+            raise ConfigError(
+                "a postgresql:// store needs psycopg; install blindsum[postgres]", field="store.url"
+            ) from exc
+        self._conn = psycopg.connect(url, autocommit=False)
+
+    def _cursor(self) -> _Cursor:
+        return self._conn.cursor()
+
+    def _commit(self) -> None:
+        self._conn.commit()
+
+    def _rollback(self) -> None:
+        self._conn.rollback()
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        cur = super()._exec(sql, params)
+        if self._depth == 0:
+            self._conn.commit()
+        return cur
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_store(url: str, *, base_dir: Path | None = None) -> Store:
+    """Open and migrate a store from a URL: ``sqlite:///relative/or/abs.sqlite`` or ``postgresql://...``."""
+    if url.startswith("sqlite:///"):
+        raw = url[len("sqlite:///") :]
+        if not raw:
+            raise InvalidArgument("sqlite URL has no path", field="store.url")
+        path = Path(raw)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        store: Store = SqliteStore(path)
+    elif url.startswith(("postgresql://", "postgres://")):
+        store = PostgresStore(url)
+    else:
+        raise InvalidArgument(
+            "store URL must start with sqlite:/// or postgresql://", field="store.url"
+        )
+    store.migrate()
+    return store

@@ -1,0 +1,88 @@
+"""A party's (or report reader's) credential bundle: one directory.
+
+::
+
+    BUNDLE/party.toml     typed config: name, role, aggregator address, pins
+    BUNDLE/ca.crt         the enrollment CA
+    BUNDLE/tls.crt/.key   mTLS client certificate (key 0600)
+    BUNDLE/identity.crt   CA-issued certificate over the Ed25519 identity key
+    BUNDLE/identity.key   Ed25519 identity key (0600)
+
+``aggregator enroll`` writes it; the party node and report readers load it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blindsum.config import load_config
+from blindsum.crypto.sign import SigningKey, VerifyKey
+from blindsum.errors import ConfigError
+from blindsum.transport.pki import Identity, KeyAndCert, Role
+
+BUNDLE_CONFIG = "party.toml"
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    name: str
+    aggregator: str
+    role: str = "party"
+    server_name: str = "blindsum-aggregator"
+    #: Hex Ed25519 key of the he custodian; parties pin it and check the public context.
+    custodian_public_key: str = ""
+    #: Where the node keeps per-round protocol state (relative to the bundle).
+    state_dir: str = "state"
+    poll_interval_s: float = 0.2
+    rpc_timeout_s: float = 30.0
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    config: PartyConfig
+    ca_cert_pem: bytes
+    tls: KeyAndCert = field(repr=False)
+    identity_cert_pem: bytes
+    identity_key: SigningKey | None = field(default=None, repr=False)
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(Role(self.config.role), self.config.name)
+
+    @property
+    def custodian_key(self) -> VerifyKey | None:
+        key = self.config.custodian_public_key
+        return VerifyKey.from_bytes(bytes.fromhex(key)) if key else None
+
+    @property
+    def state_dir(self) -> Path:
+        path = Path(self.config.state_dir)
+        return path if path.is_absolute() else self.path / path
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Load and sanity-check a bundle directory; errors name the missing file."""
+    if not path.is_dir():
+        raise ConfigError(f"bundle {path} is not a directory", field="--bundle")
+    config = load_config(path / BUNDLE_CONFIG, PartyConfig)
+
+    def read(name: str) -> bytes:
+        try:
+            return (path / name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {name}: {exc.strerror}", field="--bundle") from None
+
+    identity_key = None
+    if (path / "identity.key").exists():
+        identity_key = SigningKey.from_pem(read("identity.key"))
+    return Bundle(
+        path=path,
+        config=config,
+        ca_cert_pem=read("ca.crt"),
+        tls=KeyAndCert(key_pem=read("tls.key"), cert_pem=read("tls.crt")),
+        identity_cert_pem=read("identity.crt"),
+        identity_key=identity_key,
+    )

@@ -1,0 +1,312 @@
+"""Domain <-> protobuf conversion. The only module that knows both sides.
+
+Decoders validate shapes and sizes before anything is parsed further and raise
+:class:`~blindsum.errors.InvalidArgument` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from blindsum.errors import InvalidArgument
+from blindsum.model import (
+    Mode,
+    OpenRoundSpec,
+    Phase,
+    RegionResult,
+    Report,
+    RoundState,
+    RoundView,
+)
+from blindsum.protocol.secagg import Advert, Reveal, SealedShare, ShareKind
+from blindsum.rpc.v1 import admin_pb2, common_pb2, report_pb2, round_pb2
+from blindsum.types import U64Vector
+
+_MODE_TO_PB = {Mode.SECAGG: common_pb2.MODE_SECAGG, Mode.HE: common_pb2.MODE_HE}
+_MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
+_STATE_TO_PB = {
+    RoundState.OPEN: common_pb2.ROUND_STATE_OPEN,
+    RoundState.COMPLETE: common_pb2.ROUND_STATE_COMPLETE,
+    RoundState.ABORTED: common_pb2.ROUND_STATE_ABORTED,
+}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+_PHASE_TO_PB = {
+    Phase.ADVERTISE: common_pb2.PHASE_ADVERTISE,
+    Phase.SHARE: common_pb2.PHASE_SHARE,
+    Phase.MASK: common_pb2.PHASE_MASK,
+    Phase.UNMASK: common_pb2.PHASE_UNMASK,
+    Phase.COLLECT: common_pb2.PHASE_COLLECT,
+    Phase.DONE: common_pb2.PHASE_DONE,
+}
+_PHASE_FROM_PB = {v: k for k, v in _PHASE_TO_PB.items()}
+_KIND_TO_PB = {
+    ShareKind.SELF_MASK: round_pb2.SHARE_KIND_SELF_MASK,
+    ShareKind.MASK_KEY: round_pb2.SHARE_KIND_MASK_KEY,
+}
+_KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
+
+MAX_NAME_LEN = 64
+MAX_ROUND_ID_LEN = 64
+
+
+def mode_to_pb(mode: Mode) -> common_pb2.Mode.ValueType:
+    return _MODE_TO_PB[mode]
+
+
+def mode_from_pb(value: int, *, field: str = "mode") -> Mode:
+    try:
+        return _MODE_FROM_PB[value]  # type: ignore[index]  # an unknown int is the error case
+    except KeyError:
+        raise InvalidArgument(f"unknown mode {value}", field=field) from None
+
+
+def check_round_id(round_id: str, *, field: str = "round_id") -> str:
+    if not round_id or len(round_id) > MAX_ROUND_ID_LEN or not round_id.isprintable():
+        raise InvalidArgument("must be 1..64 printable characters", field=field)
+    return round_id
+
+
+# -- rounds -----------------------------------------------------------------
+
+
+def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
+    return common_pb2.RoundInfo(
+        round_id=view.round_id,
+        mode=_MODE_TO_PB[view.mode],
+        state=_STATE_TO_PB[view.state],
+        phase=_PHASE_TO_PB[view.phase],
+        schema_id=view.schema_id,
+        schema_toml=view.schema_toml,
+        parties=list(view.parties),
+        threshold=view.threshold,
+        min_contributors=view.min_contributors,
+        phase_deadline_unix_ms=view.phase_deadline_ms,
+        submitted=list(view.submitted),
+        abort_reason=view.abort_reason,
+        vector_length=view.vector_length,
+        created_unix_ms=view.created_ms,
+        graph_degree=view.graph_degree,
+        advertised=list(view.advertised),
+        shared=list(view.shared),
+        masked=list(view.masked),
+        unmasked=list(view.unmasked),
+    )
+
+
+def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
+    try:
+        state = _STATE_FROM_PB[info.state]
+        phase = _PHASE_FROM_PB[info.phase]
+    except KeyError:
+        raise InvalidArgument("unknown round state or phase", field="RoundInfo") from None
+    return RoundView(
+        round_id=info.round_id,
+        mode=mode_from_pb(info.mode),
+        state=state,
+        phase=phase,
+        schema_id=info.schema_id,
+        schema_toml=info.schema_toml,
+        parties=tuple(info.parties),
+        threshold=info.threshold,
+        min_contributors=info.min_contributors,
+        phase_deadline_ms=info.phase_deadline_unix_ms,
+        submitted=tuple(info.submitted),
+        abort_reason=info.abort_reason,
+        vector_length=info.vector_length,
+        created_ms=info.created_unix_ms,
+        graph_degree=info.graph_degree,
+        advertised=tuple(info.advertised),
+        shared=tuple(info.shared),
+        masked=tuple(info.masked),
+        unmasked=tuple(info.unmasked),
+    )
+
+
+def open_round_to_pb(spec: OpenRoundSpec) -> admin_pb2.OpenRoundRequest:
+    return admin_pb2.OpenRoundRequest(
+        mode=_MODE_TO_PB[spec.mode],
+        parties=list(spec.parties),
+        min_contributors=spec.min_contributors,
+        threshold=spec.threshold,
+        phase_timeout_seconds=spec.phase_timeout_s,
+        schema_toml=spec.schema_toml,
+        round_id=spec.round_id,
+    )
+
+
+def open_round_from_pb(req: admin_pb2.OpenRoundRequest) -> OpenRoundSpec:
+    if req.round_id:
+        check_round_id(req.round_id)
+    return OpenRoundSpec(
+        mode=mode_from_pb(req.mode),
+        parties=tuple(req.parties),
+        min_contributors=req.min_contributors,
+        threshold=req.threshold,
+        phase_timeout_s=req.phase_timeout_seconds,
+        schema_toml=req.schema_toml,
+        round_id=req.round_id,
+    )
+
+
+# -- secagg messages ----------------------------------------------------------
+
+
+def _check_len(value: bytes, expected: int, field: str) -> bytes:
+    if len(value) != expected:
+        raise InvalidArgument(f"expected {expected} bytes, got {len(value)}", field=field)
+    return value
+
+
+def advert_from_request(party: str, req: round_pb2.AdvertiseRequest) -> Advert:
+    return Advert(
+        party=party,
+        c_public=_check_len(req.c_public_key, 32, "c_public_key"),
+        s_public=_check_len(req.s_public_key, 32, "s_public_key"),
+        signature=_check_len(req.signature, 64, "signature"),
+    )
+
+
+def advert_to_request(round_id: str, schema_id: str, advert: Advert) -> round_pb2.AdvertiseRequest:
+    return round_pb2.AdvertiseRequest(
+        round_id=round_id,
+        schema_id=schema_id,
+        c_public_key=advert.c_public,
+        s_public_key=advert.s_public,
+        signature=advert.signature,
+    )
+
+
+def signed_advert_to_pb(advert: Advert, identity_cert_pem: bytes) -> round_pb2.SignedAdvert:
+    return round_pb2.SignedAdvert(
+        party=advert.party,
+        c_public_key=advert.c_public,
+        s_public_key=advert.s_public,
+        signature=advert.signature,
+        identity_cert_pem=identity_cert_pem,
+    )
+
+
+def signed_advert_from_pb(msg: round_pb2.SignedAdvert, index: int) -> tuple[Advert, bytes]:
+    field = f"adverts[{index}]"
+    advert = Advert(
+        party=msg.party,
+        c_public=_check_len(msg.c_public_key, 32, f"{field}.c_public_key"),
+        s_public=_check_len(msg.s_public_key, 32, f"{field}.s_public_key"),
+        signature=_check_len(msg.signature, 64, f"{field}.signature"),
+    )
+    return advert, msg.identity_cert_pem
+
+
+def shares_to_pb(shares: Sequence[SealedShare]) -> list[round_pb2.Envelope]:
+    return [
+        round_pb2.Envelope(
+            sender=s.sender, receiver=s.receiver, nonce=s.nonce, ciphertext=s.ciphertext
+        )
+        for s in shares
+    ]
+
+
+def shares_from_pb(envelopes: Sequence[round_pb2.Envelope], *, max_count: int) -> list[SealedShare]:
+    if len(envelopes) > max_count:
+        raise InvalidArgument(
+            f"{len(envelopes)} envelopes, at most {max_count} expected", field="envelopes"
+        )
+    out = []
+    for i, env in enumerate(envelopes):
+        if len(env.ciphertext) > 4096:
+            raise InvalidArgument("envelope too large", field=f"envelopes[{i}].ciphertext")
+        out.append(
+            SealedShare(
+                sender=env.sender,
+                receiver=env.receiver,
+                nonce=_check_len(env.nonce, 12, f"envelopes[{i}].nonce"),
+                ciphertext=env.ciphertext,
+            )
+        )
+    return out
+
+
+def reveals_to_pb(reveals: Sequence[Reveal]) -> list[round_pb2.RevealedShare]:
+    return [
+        round_pb2.RevealedShare(owner=r.owner, kind=_KIND_TO_PB[r.kind], share=r.share)
+        for r in reveals
+    ]
+
+
+def reveals_from_pb(
+    shares: Sequence[round_pb2.RevealedShare], *, max_count: int, share_bytes: int
+) -> list[Reveal]:
+    if len(shares) > max_count:
+        raise InvalidArgument(f"{len(shares)} shares, at most {max_count} expected", field="shares")
+    out = []
+    for i, s in enumerate(shares):
+        kind = _KIND_FROM_PB.get(s.kind)
+        if kind is None:
+            raise InvalidArgument("unknown share kind", field=f"shares[{i}].kind")
+        out.append(
+            Reveal(
+                owner=s.owner,
+                kind=kind,
+                share=_check_len(s.share, share_bytes, f"shares[{i}].share"),
+            )
+        )
+    return out
+
+
+def vector_to_bytes(vector: U64Vector) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<u8").tobytes()
+
+
+def vector_from_bytes(data: bytes, length: int, *, field: str = "masked_vector") -> U64Vector:
+    """Parse ``length`` little-endian uint64 values; the size is checked first."""
+    if len(data) != 8 * length:
+        raise InvalidArgument(
+            f"expected {length} uint64 values ({8 * length} bytes), got {len(data)} bytes",
+            field=field,
+        )
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+
+
+# -- reports -------------------------------------------------------------------
+
+
+def report_to_pb(report: Report) -> report_pb2.Report:
+    return report_pb2.Report(
+        round_id=report.round_id,
+        schema_id=report.schema_id,
+        mode=_MODE_TO_PB[report.mode],
+        regions=[
+            report_pb2.RegionResult(
+                region=r.region,
+                suppressed=r.suppressed,
+                contributors=r.contributors,
+                cells=[report_pb2.Cell(slot=s, value=v) for s, v in r.cells],
+            )
+            for r in report.regions
+        ],
+        min_contributors=report.min_contributors,
+        included_parties=list(report.included_parties),
+        released_unix_ms=report.released_ms,
+    )
+
+
+def report_from_pb(msg: report_pb2.Report) -> Report:
+    return Report(
+        round_id=msg.round_id,
+        schema_id=msg.schema_id,
+        mode=mode_from_pb(msg.mode),
+        regions=tuple(
+            RegionResult(
+                region=r.region,
+                suppressed=r.suppressed,
+                contributors=r.contributors,
+                cells=tuple((c.slot, c.value) for c in r.cells),
+            )
+            for r in msg.regions
+        ),
+        min_contributors=msg.min_contributors,
+        included_parties=tuple(msg.included_parties),
+        released_ms=msg.released_unix_ms,
+    )

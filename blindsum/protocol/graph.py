@@ -1,0 +1,132 @@
+"""The public neighbour graph of a secagg round (Bell et al. 2020, "SecAgg+").
+
+With a complete graph every party masks with, and shares its secrets among,
+all other parties: O(n) work and messages per party. For large n, Bell et al.
+(CCS 2020) show that a random k-regular graph with k = O(log n) keeps both
+properties the protocol needs (the honest parties stay connected, and no
+party's secrets can be recovered by fewer than t colluders among its
+neighbours) with overwhelming probability. We use a Harary graph H(k, n) over a
+pseudo-random permutation of the parties, as they do.
+
+The permutation is derived from a hash of every advertised key, so neither the
+aggregator nor any single party can choose it after seeing the others' keys,
+and every participant computes the same graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+
+from blindsum.crypto import prg
+from blindsum.crypto.encoding import encode_parts, format_dst
+from blindsum.errors import InvalidArgument
+
+
+def graph_seed(adverts: Mapping[str, tuple[bytes, bytes]]) -> bytes:
+    """SHA-256 over the advertised keys ``{party: (c_public, s_public)}``, sorted by party."""
+    digest = hashlib.sha256(format_dst("graph/seed"))
+    for party in sorted(adverts):
+        c_public, s_public = adverts[party]
+        digest.update(encode_parts(party, c_public, s_public))
+    return digest.digest()
+
+
+def _check_count(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument("must be a non-negative integer", field=field)
+    return value
+
+
+def effective_degree(degree: int, n: int) -> int:
+    """The degree :func:`neighbours` really uses for ``n`` parties.
+
+    ``n - 1`` (complete) when ``degree`` is 0 or the rounded-up even degree is at
+    least ``n - 1``; otherwise ``degree`` rounded up to the next even number.
+    """
+    degree = _check_count(degree, "degree")
+    n = _check_count(n, "parties")
+    even = degree + (degree % 2)
+    if degree == 0 or even >= n - 1:
+        return max(n - 1, 0)
+    return even
+
+
+def _permutation(n: int, seed: bytes) -> list[int]:
+    """Fisher-Yates shuffle of ``range(n)`` driven by the public PRG.
+
+    Each draw uses 128 bits reduced mod (i + 1); the bias is below 2**-96 for
+    any realistic n, and the permutation is public anyway.
+    """
+    words = prg.expand(seed, format_dst("graph/perm"), 2 * n)
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        r = (int(words[2 * i]) << 64) | int(words[2 * i + 1])
+        j = r % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def neighbours(parties: Sequence[str], degree: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """The neighbour sets of ``parties`` (symmetric, never containing the party itself).
+
+    ``degree`` 0, or a degree reaching n - 1, gives the complete graph. Otherwise
+    odd degrees are rounded up to the next even k and the result is the Harary
+    graph H(k, n) over a permutation of ``parties``: position i is adjacent to
+    positions i +- 1 .. i +- k/2 (mod n), so every party has exactly k neighbours.
+    Preconditions: ``parties`` distinct; everyone passes them in the same order;
+    ``seed`` at least 16 bytes (from :func:`graph_seed`).
+    """
+    names = list(parties)
+    if len(set(names)) != len(names):
+        raise InvalidArgument("must be distinct", field="parties")
+    n = len(names)
+    k = effective_degree(degree, n)
+    if k >= n - 1:
+        everyone = frozenset(names)
+        return {p: everyone - {p} for p in names}
+    ring = [names[i] for i in _permutation(n, seed)]
+    half = k // 2
+    result: dict[str, frozenset[str]] = {}
+    for pos, party in enumerate(ring):
+        adjacent = set()
+        for step in range(1, half + 1):
+            adjacent.add(ring[(pos + step) % n])
+            adjacent.add(ring[(pos - step) % n])
+        result[party] = frozenset(adjacent)
+    return {p: result[p] for p in names}
+
+
+def default_degree(n: int, cutoff: int) -> int:
+    """Graph degree for a round of ``n`` invited parties (0 means complete).
+
+    Complete for ``n <= cutoff``. Above it, k = ceil(4 * log2(n)) rounded up to
+    an even number (n = 40 gives 22, n = 1000 gives 40). Bell et al. 2020 prove
+    that k = O(log n) suffices, with a constant that grows with the tolerated
+    fractions of corrupt and dropped parties; 4 * log2(n) is our conservative
+    choice for the default threshold of 2/3 of the holders. Deployments that
+    expect heavy dropout or collusion should configure a larger degree.
+    Returns 0 (complete) when that k would reach n - 1 anyway.
+    """
+    n = _check_count(n, "parties")
+    cutoff = _check_count(cutoff, "cutoff")
+    if n <= cutoff or n < 2:
+        return 0
+    k = math.ceil(4 * math.log2(n))
+    k += k % 2
+    return 0 if k >= n - 1 else k
+
+
+def default_threshold(holders: int) -> int:
+    """Shamir threshold for a holder set of ``holders`` parties: ceil(2 * holders / 3), >= 2.
+
+    A party's shares are held by its closed neighbourhood N(u) | {u} (all n
+    parties for the complete graph). Returns 1 only when ``holders == 1``.
+    """
+    holders = _check_count(holders, "holders")
+    if holders < 1:
+        raise InvalidArgument("must be at least 1", field="holders")
+    if holders == 1:
+        return 1
+    return max(2, -(-2 * holders // 3))

@@ -1,0 +1,220 @@
+"""Peer identity from the verified client certificate, and per-service authorization.
+
+Who is rejected where:
+
+- A client with **no certificate**, or a certificate that does **not chain to the
+  blindsum CA**, is rejected in the TLS handshake itself, because the server
+  credentials require and verify client certificates
+  (``require_client_auth=True``). No RPC runs; the client sees ``UNAVAILABLE``.
+  gRPC's Python API can only require-and-verify, so this cannot be turned into an
+  RPC-level status.
+- A certificate that chains to the CA but carries no valid
+  ``spiffe://blindsum/<role>/<name>`` URI SAN, or whose identity ``is_known``
+  rejects (not enrolled, revoked), gets ``UNAUTHENTICATED``.
+- A valid identity whose role the policy does not allow for the service gets
+  ``PERMISSION_DENIED``; a service absent from the policy gets ``UNIMPLEMENTED``.
+
+Identity always comes from the certificate (``auth_context``), never from metadata.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+import grpc.aio
+
+from blindsum.errors import InvalidArgument, Unauthenticated
+from blindsum.log import get_logger
+from blindsum.transport.pki import Identity, Role, identity_from_cert_pem
+
+_log = get_logger(__name__)
+
+#: The standard health service: open to any authenticated (and known) peer.
+HEALTH_SERVICE = "grpc.health.v1.Health"
+_PEM_CERT_KEY = "x509_pem_cert"
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+if TYPE_CHECKING:
+    _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
+else:  # the runtime class is not generic
+    _InterceptorBase = grpc.aio.ServerInterceptor
+
+
+def peer_identity(context: Context) -> Identity:
+    """The caller's identity from its TLS client certificate's URI SAN.
+
+    Raises Unauthenticated if the connection carries no client certificate or
+    the certificate has no valid blindsum identity.
+    """
+    auth = context.auth_context()
+    certs = list(auth.get(_PEM_CERT_KEY, ()))
+    if len(certs) != 1:
+        raise Unauthenticated("no client certificate on this connection", field="peer")
+    return identity_from_cert_pem(certs[0])
+
+
+def _service_of(method: str) -> str:
+    """``"/pkg.Service/Method"`` -> ``"pkg.Service"`` ("" if malformed)."""
+    parts = method.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
+        return ""
+    return parts[1]
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class AuthorizationInterceptor(_InterceptorBase):
+    """Allow a call only if the peer's role is in ``policy[service]``.
+
+    ``policy`` maps full service names (``"blindsum.rpc.v1.RoundService"``) to the
+    roles allowed to call them; everything else is denied. ``is_known`` (optional)
+    is a fast, non-blocking check, e.g. enrollment and revocation.
+
+    The peer certificate is only reachable from the servicer context, so the check
+    runs inside a wrapper around the method handler, before the servicer method.
+    """
+
+    def __init__(
+        self,
+        policy: Mapping[str, frozenset[Role]],
+        is_known: Callable[[Identity], bool] | None = None,
+    ) -> None:
+        checked: dict[str, frozenset[Role]] = {}
+        for service, roles in policy.items():
+            if not service or "/" in service:
+                raise InvalidArgument(f"bad service name {service!r}", field="policy")
+            if not all(isinstance(r, Role) for r in roles):
+                raise InvalidArgument(f"roles for {service} must be Role values", field="policy")
+            checked[service] = frozenset(roles)
+        self._policy: Mapping[str, frozenset[Role]] = MappingProxyType(checked)
+        self._is_known = is_known
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method = handler_call_details.method
+        service = _service_of(method)
+        if service != HEALTH_SERVICE and service not in self._policy:
+            _log.warning("rpc_denied", method=method, reason="unknown_service")
+            return _abort_handler(grpc.StatusCode.UNIMPLEMENTED, f"unknown service {service!r}")
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            # Unknown method of a known service: grpc itself answers UNIMPLEMENTED.
+            return handler
+        return self._wrap(handler, service, method)
+
+    async def _authorize(self, service: str, method: str, context: Context) -> None:
+        """Abort the call unless the peer may call ``service``."""
+        try:
+            identity = peer_identity(context)
+        except Unauthenticated as err:
+            _log.warning("rpc_denied", method=method, reason="no_identity", exc=err)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, err.message)
+        if self._is_known is not None:
+            try:
+                known = self._is_known(identity)
+            except Exception as err:
+                _log.error("rpc_identity_check_failed", method=method, peer=identity.uri, exc=err)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+            if not known:
+                _log.warning("rpc_denied", method=method, peer=identity.uri, reason="not_known")
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"{identity.uri} is not enrolled or has been revoked",
+                )
+        if service == HEALTH_SERVICE:
+            return
+        if identity.role not in self._policy[service]:
+            _log.warning("rpc_denied", method=method, peer=identity.uri, reason="role")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {identity.role.value} may not call {service}",
+            )
+
+    def _wrap(self, handler: Handler, service: str, method: str) -> Handler:
+        authorize = self._authorize
+        if handler.unary_unary is not None:
+            # grpc-stubs types behaviours for the sync API; aio passes an aio context.
+            inner_uu: Callable[..., Any] = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Context) -> Any:
+                await authorize(service, method, context)
+                return await _maybe_await(inner_uu(request, context))
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            # grpc-stubs types behaviours for the sync API; aio passes an aio context.
+            inner_us: Callable[..., Any] = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Context) -> None:
+                await authorize(service, method, context)
+                await _drain(inner_us(request, context), context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            # grpc-stubs types behaviours for the sync API; aio passes an aio context.
+            inner_su: Callable[..., Any] = handler.stream_unary
+
+            async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
+                await authorize(service, method, context)
+                return await _maybe_await(inner_su(requests, context))
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            # grpc-stubs types behaviours for the sync API; aio passes an aio context.
+            inner_ss: Callable[..., Any] = handler.stream_stream
+
+            async def stream_stream(requests: AsyncIterator[Any], context: Context) -> None:
+                await authorize(service, method, context)
+                await _drain(inner_ss(requests, context), context)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return _abort_handler(grpc.StatusCode.UNIMPLEMENTED, f"unsupported handler for {method}")
+
+
+async def _drain(result: Any, context: Context) -> None:
+    """Run a streaming behaviour: an (async) iterator of responses, or a coroutine
+    that writes with ``context.write`` itself."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            await context.write(item)
+    elif inspect.isawaitable(result):
+        await result
+    elif isinstance(result, Iterable):
+        for item in result:
+            await context.write(item)
+
+
+def _abort_handler(code: grpc.StatusCode, details: str) -> Handler:
+    async def abort(_request: Any, context: Context) -> Any:
+        await context.abort(code, details)
+
+    return grpc.unary_unary_rpc_method_handler(abort)

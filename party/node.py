@@ -1,0 +1,398 @@
+"""The party node: takes part in rounds over gRPC with mTLS.
+
+One-shot mode (:meth:`PartyNode.run_round`) follows a single round through its
+phases; daemon mode (:meth:`PartyNode.daemon`) joins every round the party is
+invited to. Before each submission the node writes the message it is about to
+send to its state directory (mode 0600), so a retry, or a restart of the node,
+re-sends byte-identical messages and the aggregator sees an idempotent replay.
+The client-side consistency checks of DESIGN §1 live in the protocol layer
+(``SecAggParty``); refusing an unsafe unmask request ends this party's round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import Message
+
+from blindsum import codec
+from blindsum.bundle import Bundle
+from blindsum.crypto.he import BfvParams, BfvPublicContext, to_centred
+from blindsum.crypto.sign import VerifyKey
+from blindsum.errors import BlindsumError, FailedPrecondition, InvalidArgument, Unavailable
+from blindsum.log import get_logger
+from blindsum.model import Mode, Phase, RoundState, RoundView
+from blindsum.protocol.he import context_transcript, make_receipt
+from blindsum.protocol.secagg import SecAggConfig, SecAggParty
+from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
+from blindsum.schema import Schema
+from blindsum.transport.errors import error_from_rpc, is_transient
+from blindsum.transport.pki import Identity, Role, verify_identity_cert, write_private
+from blindsum.transport.tls import secure_channel
+from blindsum.types import RandFn, U64Vector
+
+log = get_logger("blindsum.party")
+
+VectorSource = Callable[[Schema], U64Vector]
+
+
+_REQUEST_TYPES: dict[str, type[Message]] = {
+    "Advertise": round_pb2.AdvertiseRequest,
+    "SubmitShares": round_pb2.SubmitSharesRequest,
+    "SubmitMasked": round_pb2.SubmitMaskedRequest,
+    "SubmitUnmask": round_pb2.SubmitUnmaskRequest,
+    "SubmitCiphertext": round_pb2.SubmitCiphertextRequest,
+}
+
+
+class SimulatedDropout(BlindsumError):
+    """Raised when the node was told to vanish after a phase (demo and tests)."""
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 8
+    first_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    rpc_timeout_s: float = 30.0
+
+
+class RoundClient:
+    """Typed calls to the RoundService with bounded, jittered retries on transient errors."""
+
+    def __init__(self, bundle: Bundle, *, address: str | None = None) -> None:
+        self.bundle = bundle
+        self.channel = secure_channel(
+            address or bundle.config.aggregator,
+            bundle.tls,
+            bundle.ca_cert_pem,
+            server_name=bundle.config.server_name,
+        )
+        self.stub = round_pb2_grpc.RoundServiceStub(self.channel)
+        self.retry = RetryPolicy(
+            max_attempts=bundle.config.max_attempts, rpc_timeout_s=bundle.config.rpc_timeout_s
+        )
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def call(self, rpc: str, request: Message) -> Any:
+        method: Callable[..., Awaitable[Any]] = getattr(self.stub, rpc)
+        delay = self.retry.first_backoff_s
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return await method(request, timeout=self.retry.rpc_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if not is_transient(exc.code()) or attempt == self.retry.max_attempts:
+                    raise error_from_rpc(exc, f"RoundService.{rpc}") from None
+                log.info("rpc_retry", rpc=rpc, attempt=attempt, code=exc.code().name)
+            jitter = secrets.randbelow(1000) / 1000.0
+            await asyncio.sleep(delay * (0.5 + jitter))
+            delay = min(delay * 2, self.retry.max_backoff_s)
+        raise Unavailable(f"RoundService.{rpc}: no attempts left")  # pragma: no cover
+
+
+@dataclass
+class _RoundState:
+    """What the node remembers about one round, persisted as JSON (0600)."""
+
+    path: Path
+    data: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> _RoundState:
+        if path.exists():
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                raise InvalidArgument(f"state file {path.name} is corrupt", field="state")
+            return cls(path, dict(raw))
+        return cls(path)
+
+    def get(self, key: str) -> bytes | None:
+        value = self.data.get(key)
+        return None if value is None else bytes.fromhex(value)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.data[key] = value.hex()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(self.path, json.dumps(self.data, sort_keys=True).encode(), overwrite=True)
+
+
+class PartyNode:
+    """Runs the party side of secagg and he rounds for one bundle."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        address: str | None = None,
+        progress: Callable[[str], None] | None = None,
+        rand: RandFn = secrets.token_bytes,
+        drop_after: Phase | None = None,
+    ) -> None:
+        if bundle.identity.role is not Role.PARTY or bundle.identity_key is None:
+            raise InvalidArgument("this bundle is not a party bundle", field="--bundle")
+        self.bundle = bundle
+        self.name = bundle.config.name
+        self.client = RoundClient(bundle, address=address)
+        self.progress = progress or (lambda _msg: None)
+        self.rand = rand
+        self.drop_after = drop_after
+        self.poll = bundle.config.poll_interval_s
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def _say(self, view: RoundView, message: str) -> None:
+        self.progress(f"[{self.name}] {view.round_id} {view.phase.value}: {message}")
+
+    async def _view(self, round_id: str) -> RoundView:
+        info = await self.client.call("GetRound", common_pb2.RoundRef(round_id=round_id))
+        return codec.round_view_from_pb(info)
+
+    def _schema(self, view: RoundView) -> Schema:
+        schema = Schema.from_toml(view.schema_toml)
+        if schema.schema_id != view.schema_id:
+            raise InvalidArgument(
+                "the round's schema text does not hash to its schema id", field="schema_id"
+            )
+        return schema
+
+    # -- one round ------------------------------------------------------------
+
+    async def run_round(self, round_id: str, source: VectorSource) -> RoundView:
+        """Take part in ``round_id`` until it completes or aborts; returns the final view."""
+        view = await self._view(round_id)
+        if self.name not in view.parties:
+            raise FailedPrecondition(f"{self.name} is not invited to round {round_id}")
+        schema = self._schema(view)
+        state = _RoundState.load(self.bundle.state_dir / f"{round_id}.json")
+        vector = source(schema)
+        if view.mode is Mode.HE:
+            return await self._run_he(view, vector, state)
+        return await self._run_secagg(view, schema, vector, state)
+
+    async def _wait_phase(self, round_id: str, done: set[Phase]) -> RoundView:
+        """Poll until the round is in a phase this node has not finished, or closed."""
+        last = None
+        while True:
+            view = await self._view(round_id)
+            if view.state is not RoundState.OPEN or view.phase not in done:
+                return view
+            waiting = view.waiting_for
+            note = f"waiting for {len(waiting)} of {len(view.parties)} parties"
+            if note != last:
+                self._say(view, note)
+                last = note
+            await asyncio.sleep(self.poll)
+
+    def _finish(self, view: RoundView) -> RoundView:
+        if view.state is RoundState.COMPLETE:
+            self._say(view, "round complete")
+        else:
+            self._say(view, f"round aborted: {view.abort_reason}")
+        return view
+
+    def _maybe_drop(self, view: RoundView, phase: Phase) -> None:
+        if self.drop_after is phase:
+            self._say(view, f"simulating a dropout after the {phase.value} phase")
+            raise SimulatedDropout(f"{self.name} dropped out after {phase.value}")
+
+    async def _submit(
+        self, state: _RoundState, rpc: str, build: Callable[[], Awaitable[Message]]
+    ) -> None:
+        """Build the phase message once, persist it, then send it (again, on a retry)."""
+        stored = state.get(rpc)
+        if stored is None:
+            stored = (await build()).SerializeToString()
+            state.put(rpc, stored)
+        await self.client.call(rpc, _REQUEST_TYPES[rpc].FromString(stored))
+
+    async def _run_secagg(
+        self, view: RoundView, schema: Schema, vector: U64Vector, state: _RoundState
+    ) -> RoundView:
+        identity_key = self.bundle.identity_key
+        if identity_key is None:  # checked in __init__; keeps the type narrow
+            raise InvalidArgument("bundle has no identity key", field="--bundle")
+        config = SecAggConfig(
+            round_id=view.round_id,
+            schema_id=view.schema_id,
+            parties=view.parties,
+            threshold=view.threshold,
+            vector_length=view.vector_length,
+            graph_degree=view.graph_degree,
+        )
+        saved = state.get("protocol")
+        party = (
+            SecAggParty.from_state(saved, identity_key, self.rand)
+            if saved
+            else SecAggParty(config, self.name, identity_key, self.rand)
+        )
+
+        def persist() -> None:
+            state.put("protocol", party.to_state())
+
+        done: set[Phase] = set()
+        rid = view.round_id
+        while True:
+            view = await self._wait_phase(rid, done)
+            if view.state is not RoundState.OPEN:
+                return self._finish(view)
+            phase = view.phase
+            schema_id, invited = view.schema_id, len(view.parties)
+            if phase is Phase.ADVERTISE:
+
+                async def build_advert(schema_id: str = schema_id) -> Message:
+                    advert = party.advertise()
+                    persist()
+                    return codec.advert_to_request(rid, schema_id, advert)
+
+                await self._submit(state, "Advertise", build_advert)
+                self._say(view, "sent signed key advertisement")
+            elif phase is Phase.SHARE:
+                if self.name not in view.advertised:
+                    return self._finish(await self._wait_closed(rid))
+
+                async def build_shares() -> Message:
+                    roster = await self.client.call("GetRoster", common_pb2.RoundRef(round_id=rid))
+                    adverts, keys = {}, {}
+                    for i, entry in enumerate(roster.adverts):
+                        advert, cert = codec.signed_advert_from_pb(entry, i)
+                        _, raw = verify_identity_cert(
+                            cert,
+                            self.bundle.ca_cert_pem,
+                            expected=Identity(Role.PARTY, advert.party),
+                        )
+                        adverts[advert.party] = advert
+                        keys[advert.party] = VerifyKey.from_bytes(raw)
+                    shares = party.share(adverts, keys)
+                    persist()
+                    return round_pb2.SubmitSharesRequest(
+                        round_id=rid, envelopes=codec.shares_to_pb(shares)
+                    )
+
+                await self._submit(state, "SubmitShares", build_shares)
+                self._say(view, "verified the signed roster and sent encrypted shares")
+                self._maybe_drop(view, Phase.SHARE)
+            elif phase is Phase.MASK:
+                if self.name not in view.shared:
+                    return self._finish(await self._wait_closed(rid))
+
+                async def build_masked(
+                    schema_id: str = schema_id, invited: int = invited
+                ) -> Message:
+                    env = await self.client.call("GetEnvelopes", common_pb2.RoundRef(round_id=rid))
+                    shares = codec.shares_from_pb(env.envelopes, max_count=invited)
+                    y = party.mask(shares, list(env.shared), vector)
+                    persist()
+                    return round_pb2.SubmitMaskedRequest(
+                        round_id=rid,
+                        schema_id=schema_id,
+                        masked_vector=codec.vector_to_bytes(y),
+                    )
+
+                await self._submit(state, "SubmitMasked", build_masked)
+                self._say(view, "sent masked vector")
+                self._maybe_drop(view, Phase.MASK)
+            elif phase is Phase.UNMASK:
+                if self.name not in view.masked:
+                    return self._finish(await self._wait_closed(rid))
+
+                async def build_unmask() -> Message:
+                    req = await self.client.call(
+                        "GetUnmaskRequest", common_pb2.RoundRef(round_id=rid)
+                    )
+                    reveals = party.unmask(list(req.survivors), list(req.dropped))
+                    persist()
+                    return round_pb2.SubmitUnmaskRequest(
+                        round_id=rid, shares=codec.reveals_to_pb(reveals)
+                    )
+
+                await self._submit(state, "SubmitUnmask", build_unmask)
+                self._say(view, "checked the unmask request and revealed shares")
+            else:
+                return self._finish(await self._wait_closed(rid))
+            done.add(phase)
+
+    async def _wait_closed(self, round_id: str) -> RoundView:
+        while True:
+            view = await self._view(round_id)
+            if view.state is not RoundState.OPEN:
+                return view
+            await asyncio.sleep(self.poll)
+
+    async def _run_he(self, view: RoundView, vector: U64Vector, state: _RoundState) -> RoundView:
+        identity_key = self.bundle.identity_key
+        custodian_key = self.bundle.custodian_key
+        if identity_key is None or custodian_key is None:
+            raise InvalidArgument(
+                "he rounds need the identity key and the pinned custodian key", field="--bundle"
+            )
+        rid = view.round_id
+        if view.state is RoundState.OPEN and view.phase is Phase.COLLECT:
+
+            async def build() -> Message:
+                ctx = await self.client.call("GetPublicContext", common_pb2.RoundRef(round_id=rid))
+                custodian_key.verify(ctx.signature, context_transcript(ctx.context))
+                public = BfvPublicContext.from_bytes(
+                    ctx.context,
+                    expected=BfvParams(
+                        poly_modulus_degree=ctx.poly_modulus_degree,
+                        plain_modulus=ctx.plain_modulus,
+                    ),
+                )
+                chunks = public.encrypt(to_centred(vector))
+                signature = make_receipt(
+                    identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks
+                )
+                return round_pb2.SubmitCiphertextRequest(
+                    round_id=rid,
+                    schema_id=view.schema_id,
+                    chunks=chunks,
+                    receipt_signature=signature,
+                )
+
+            await self._submit(state, "SubmitCiphertext", build)
+            self._say(view, "sent ciphertext with a signed receipt")
+            self._maybe_drop(view, Phase.COLLECT)
+        return self._finish(await self._wait_phase(rid, {Phase.COLLECT}))
+
+    # -- daemon -----------------------------------------------------------------
+
+    async def daemon(
+        self, source: VectorSource, *, stop: asyncio.Event, max_rounds: int | None = None
+    ) -> list[RoundView]:
+        """Join every open round this party is invited to until ``stop`` is set."""
+        finished: list[RoundView] = []
+        seen: set[str] = set()
+        while not stop.is_set():
+            listing = await self.client.call(
+                "ListRounds", round_pb2.ListRoundsRequest(only_open=True)
+            )
+            for info in listing.rounds:
+                if info.round_id in seen:
+                    continue
+                seen.add(info.round_id)
+                try:
+                    finished.append(await self.run_round(info.round_id, source))
+                except BlindsumError as exc:
+                    log.warning("round_failed", round_id=info.round_id, error=str(exc))
+                    self.progress(f"[{self.name}] {info.round_id}: {exc}")
+                if max_rounds is not None and len(finished) >= max_rounds:
+                    return finished
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(self.poll, 0.5))
+        return finished
+
+
+def zero_vector(schema: Schema) -> U64Vector:
+    return np.zeros(schema.vector_length, dtype=np.uint64)

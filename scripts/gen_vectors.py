@@ -1,0 +1,375 @@
+"""Regenerate the committed test vectors in tests/vectors/v1/ (or check them).
+
+    .venv/bin/python scripts/gen_vectors.py            # rewrite tests/vectors/v1/*.json
+    .venv/bin/python scripts/gen_vectors.py --check    # exit 1 if any file would change
+
+Every vector is deterministic: randomness comes from the DRBG described in each
+file's ``provenance`` (SHAKE-256 over a label and a counter), never from the OS.
+tests/unit/test_crypto_vectors.py replays every file against the library and
+checks that this script still produces the committed bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from blindsum.crypto import envelope, kex, prg, shamir
+from blindsum.crypto.encoding import format_dst
+from blindsum.crypto.sign import SigningKey
+from blindsum.protocol import graph, secagg
+from blindsum.types import RandFn
+
+VECTOR_DIR = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "v1"
+
+DRBG_DESCRIPTION = (
+    "rand(n) = SHAKE-256(label || counter.to_bytes(8, 'big')).digest(n); counter starts at 0 "
+    "and increases by one per call"
+)
+
+
+def drbg(label: bytes) -> RandFn:
+    """The deterministic stand-in for secrets.token_bytes used by every vector."""
+    counter = itertools.count()
+
+    def rand(n: int) -> bytes:
+        return hashlib.shake_256(label + next(counter).to_bytes(8, "big")).digest(n)
+
+    return rand
+
+
+def provenance(what: str) -> dict[str, str]:
+    return {
+        "generator": "scripts/gen_vectors.py",
+        "protocol": "blindsum/v1",
+        "drbg": DRBG_DESCRIPTION,
+        "description": what,
+    }
+
+
+def prg_vectors() -> dict[str, Any]:
+    seed = bytes(range(32))
+    expand_cases = []
+    for label, length in (("vectors/a", 4), ("vectors/b", 4), ("vectors/a", 0)):
+        dst = format_dst(label)
+        out = prg.expand(seed, dst, length)
+        expand_cases.append(
+            {
+                "seed": seed.hex(),
+                "dst": dst.hex(),
+                "length": length,
+                "output": [f"{int(v):016x}" for v in out],
+            }
+        )
+    b_seed = drbg(b"prg/self")(32)
+    self_cases = [
+        {
+            "seed": b_seed.hex(),
+            "round_id": "round-1",
+            "party": "alice",
+            "length": 5,
+            "output": [
+                f"{int(v):016x}"
+                for v in prg.self_mask(b_seed, round_id="round-1", party="alice", length=5)
+            ],
+        }
+    ]
+    shared = drbg(b"prg/pair")(32)
+    pair_cases = [
+        {
+            "shared_secret": shared.hex(),
+            "round_id": "round-1",
+            "a": "bob",
+            "b": "alice",
+            "length": 5,
+            "output": [
+                f"{int(v):016x}"
+                for v in prg.pair_mask(shared, round_id="round-1", a="bob", b="alice", length=5)
+            ],
+        }
+    ]
+    return {
+        "provenance": provenance(
+            "PRG: HKDF-SHA256(seed, salt=None, info=dst) -> AES-256-CTR keystream from a zero "
+            "counter block, read as little-endian uint64 (output words in hex)"
+        ),
+        "expand": expand_cases,
+        "self_mask": self_cases,
+        "pair_mask": pair_cases,
+        "failures": [
+            {
+                "seed": bytes(15).hex(),
+                "dst": format_dst("vectors/a").hex(),
+                "length": 1,
+                "error": "InvalidArgument",
+                "field": "seed",
+            },
+        ],
+    }
+
+
+def shamir_vectors() -> dict[str, Any]:
+    cases: list[dict[str, Any]] = []
+    for label, secret, threshold, xs in (
+        (b"shamir/1", bytes(range(32)), 3, [1, 2, 3, 4, 5]),
+        (b"shamir/2", b"\x00" * 31 + b"\x07", 2, [3, 9, 4294967296]),
+        (b"shamir/3", b"\xff" * 64, 1, [1, 2]),
+    ):
+        shares = shamir.split(secret, threshold=threshold, xs=xs, rand=drbg(label))
+        cases.append(
+            {
+                "drbg_label": label.hex(),
+                "secret": secret.hex(),
+                "threshold": threshold,
+                "xs": xs,
+                "shares": {str(x): shares[x].to_bytes().hex() for x in xs},
+            }
+        )
+    first = cases[0]
+    return {
+        "provenance": provenance(
+            "Shamir over GF(2^521-1): coefficients are rand(80) mod P in order a_1..a_{t-1}; "
+            "share y is 66 bytes big-endian"
+        ),
+        "split": cases,
+        "failures": [
+            {
+                "what": "t-1 shares",
+                "threshold": 3,
+                "secret_len": 32,
+                "shares": {k: first["shares"][k] for k in ("1", "2")},
+                "error": "InvalidArgument",
+                "field": "shares",
+            },
+            {
+                "what": "share value not below P",
+                "x": 1,
+                "share": ((1 << 521) - 1).to_bytes(66, "big").hex(),
+                "error": "InvalidArgument",
+                "field": "share",
+            },
+        ],
+    }
+
+
+def _envelope_case() -> dict[str, Any]:
+    rand = drbg(b"envelope")
+    sender = kex.KeyPair.generate(rand)
+    receiver = kex.KeyPair.generate(rand)
+    ctx = {"round_id": "round-1", "sender": "alice", "receiver": "bob", "phase": "share"}
+    plaintext = b"a share for bob"
+    nonce, ct = envelope.seal_share(
+        own_private=sender.private,
+        peer_public=receiver.public,
+        plaintext=plaintext,
+        rand=rand,
+        **ctx,
+    )
+    return {
+        "sender_private": sender.private.hex(),
+        "sender_public": sender.public.hex(),
+        "receiver_private": receiver.private.hex(),
+        "receiver_public": receiver.public.hex(),
+        **ctx,
+        "plaintext": plaintext.hex(),
+        "nonce": nonce.hex(),
+        "ciphertext": ct.hex(),
+    }
+
+
+def envelope_vectors() -> dict[str, Any]:
+    case = _envelope_case()
+    ct = bytes.fromhex(case["ciphertext"])
+    flipped_ct = bytes([ct[0] ^ 0x01]) + ct[1:]
+    nonce = bytes.fromhex(case["nonce"])
+    flipped_nonce = nonce[:-1] + bytes([nonce[-1] ^ 0x80])
+    failures = [
+        {
+            "what": "ciphertext bit flipped",
+            "override": {"ciphertext": flipped_ct.hex()},
+            "error": "InvalidTag",
+        },
+        {"what": "tag truncated", "override": {"ciphertext": ct[:-1].hex()}, "error": "InvalidTag"},
+        {
+            "what": "nonce changed",
+            "override": {"nonce": flipped_nonce.hex()},
+            "error": "InvalidTag",
+        },
+        {"what": "other round", "override": {"round_id": "round-2"}, "error": "InvalidTag"},
+        {"what": "other sender", "override": {"sender": "carol"}, "error": "InvalidTag"},
+        {"what": "other receiver", "override": {"receiver": "carol"}, "error": "InvalidTag"},
+        {"what": "other phase", "override": {"phase": "unmask"}, "error": "InvalidTag"},
+        {
+            "what": "short nonce",
+            "override": {"nonce": nonce[:11].hex()},
+            "error": "InvalidArgument",
+        },
+    ]
+    return {
+        "provenance": provenance(
+            "AES-256-GCM share envelope: key = HKDF-SHA256(X25519(c_u, c_v), info=format_dst("
+            "'envelope/key', round, sender, receiver)); AAD = format_dst('envelope/aad', round, "
+            "sender, receiver, phase); ciphertext includes the 16-byte tag. The receiver opens "
+            "with receiver_private and sender_public."
+        ),
+        "valid": [case],
+        "failures": failures,
+    }
+
+
+def kex_vectors() -> dict[str, Any]:
+    rand = drbg(b"kex")
+    a = kex.KeyPair.generate(rand)
+    b = kex.KeyPair.generate(rand)
+    shared = kex.agree(a.private, b.public)
+    dst = format_dst("vectors/kex")
+    return {
+        "provenance": provenance("X25519 agreement and HKDF-SHA256 key derivation"),
+        "agree": [
+            {
+                "private": a.private.hex(),
+                "public": a.public.hex(),
+                "peer_private": b.private.hex(),
+                "peer_public": b.public.hex(),
+                "shared": shared.hex(),
+            }
+        ],
+        "derive_key": [
+            {
+                "shared": shared.hex(),
+                "dst": dst.hex(),
+                "length": 32,
+                "key": kex.derive_key(shared, dst).hex(),
+            },
+            {
+                "shared": shared.hex(),
+                "dst": dst.hex(),
+                "length": 48,
+                "key": kex.derive_key(shared, dst, 48).hex(),
+            },
+        ],
+        "failures": [
+            {
+                "what": "low-order point",
+                "private": a.private.hex(),
+                "peer_public": bytes(32).hex(),
+                "error": "InvalidArgument",
+                "field": "public_key",
+            },
+            {
+                "what": "short key",
+                "private": a.private.hex(),
+                "peer_public": bytes(31).hex(),
+                "error": "InvalidArgument",
+                "field": "public_key",
+            },
+        ],
+    }
+
+
+def secagg_vectors() -> dict[str, Any]:
+    config = secagg.SecAggConfig(
+        round_id="round-1",
+        schema_id="schema-1",
+        parties=tuple(f"p{i:02d}" for i in range(10)),
+        threshold=3,
+        vector_length=4,
+        graph_degree=4,
+    )
+    identity = SigningKey.generate(drbg(b"secagg/identity"))
+    party = secagg.SecAggParty(config, "p00", identity, drbg(b"secagg/p00"))
+    advert = party.advertise()
+    adverts = {
+        p: (
+            kex.KeyPair.generate(drbg(b"c" + p.encode())).public,
+            kex.KeyPair.generate(drbg(b"s" + p.encode())).public,
+        )
+        for p in config.parties
+    }
+    seed = graph.graph_seed(adverts)
+    nbrs = graph.neighbours(config.parties, config.graph_degree, seed)
+    return {
+        "provenance": provenance(
+            "secagg advert signature (Ed25519 over advert_transcript) and the neighbour graph "
+            "(Harary H(k, n) over a Fisher-Yates permutation from prg.expand(graph_seed, "
+            "format_dst('graph/perm'), 2n))"
+        ),
+        "config": {
+            "round_id": config.round_id,
+            "schema_id": config.schema_id,
+            "parties": list(config.parties),
+            "threshold": config.threshold,
+            "vector_length": config.vector_length,
+            "graph_degree": config.graph_degree,
+        },
+        "advert": {
+            "identity_public": identity.public_bytes.hex(),
+            "party": advert.party,
+            "c_public": advert.c_public.hex(),
+            "s_public": advert.s_public.hex(),
+            "transcript": secagg.advert_transcript(
+                config, advert.party, advert.c_public, advert.s_public
+            ).hex(),
+            "signature": advert.signature.hex(),
+        },
+        "graph": {
+            "adverts": {p: [c.hex(), s.hex()] for p, (c, s) in adverts.items()},
+            "seed": seed.hex(),
+            "degree": config.graph_degree,
+            "neighbours": {p: sorted(v) for p, v in nbrs.items()},
+        },
+        "failures": [
+            {
+                "what": "advert signature over another round id",
+                "round_id": "round-2",
+                "error": "InvalidSignature",
+            }
+        ],
+    }
+
+
+def build_vectors() -> dict[str, dict[str, Any]]:
+    """Every vector file's content, keyed by file name."""
+    return {
+        "prg.json": prg_vectors(),
+        "shamir.json": shamir_vectors(),
+        "envelope.json": envelope_vectors(),
+        "kex.json": kex_vectors(),
+        "secagg.json": secagg_vectors(),
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=VECTOR_DIR, help="output directory")
+    parser.add_argument("--check", action="store_true", help="fail if a file would change")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    stale = []
+    for name, doc in build_vectors().items():
+        path = out / name
+        text = render(doc)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    if stale:
+        print("stale vector files: " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The fault list: bad certificates, uninvited parties, malformed and replayed messages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from aggregator.service import RunningAggregator
+from blindsum import codec
+from blindsum.bundle import load_bundle
+from blindsum.crypto.sign import SigningKey
+from blindsum.model import Mode, OpenRoundSpec, Phase
+from blindsum.protocol.secagg import SecAggConfig, SecAggParty
+from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
+from blindsum.transport.pki import Identity, Role, create_ca, issue_tls_cert
+from blindsum.transport.tls import secure_channel
+from tests.conftest import PARTIES, Deployment
+from tests.integration.test_rounds_grpc import party_vector, run_parties
+
+
+def _stub(
+    deployment: Deployment, port: int, name: str
+) -> tuple[grpc.aio.Channel, round_pb2_grpc.RoundServiceAsyncStub]:
+    bundle = load_bundle(deployment.bundle(name))
+    channel = secure_channel(f"127.0.0.1:{port}", bundle.tls, bundle.ca_cert_pem)
+    return channel, round_pb2_grpc.RoundServiceStub(channel)
+
+
+@pytest_asyncio.fixture
+async def stub_a(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> AsyncIterator[round_pb2_grpc.RoundServiceAsyncStub]:
+    channel, stub = _stub(deployment, aggregator.port, "team-a")
+    yield stub
+    await channel.close(None)
+
+
+def _advert(
+    view_round: str, schema_id: str, parties: tuple[str, ...], key: SigningKey
+) -> round_pb2.AdvertiseRequest:
+    cfg = SecAggConfig(
+        round_id=view_round,
+        schema_id=schema_id,
+        parties=parties,
+        threshold=4,
+        vector_length=1,
+        graph_degree=0,
+    )
+    import secrets
+
+    advert = SecAggParty(cfg, "team-a", key, secrets.token_bytes).advertise()
+    return codec.advert_to_request(view_round, schema_id, advert)
+
+
+async def _open(agg: RunningAggregator, parties: tuple[str, ...] = PARTIES, **kw: object) -> str:
+    spec = OpenRoundSpec(mode=kw.pop("mode", Mode.SECAGG), parties=parties, **kw)  # type: ignore[arg-type]
+    return (await agg.manager.open_round(spec)).round_id
+
+
+async def test_certificate_from_another_ca_is_rejected_and_nothing_stored(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    rid = await _open(aggregator)
+    rogue_ca = create_ca("rogue")
+    rogue = issue_tls_cert(rogue_ca, Identity(Role.PARTY, "team-a"))
+    real_ca = load_bundle(deployment.bundle("team-a")).ca_cert_pem
+    channel = secure_channel(f"127.0.0.1:{aggregator.port}", rogue, real_ca)
+    try:
+        stub = round_pb2_grpc.RoundServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Advertise(round_pb2.AdvertiseRequest(round_id=rid), timeout=5)
+        # The TLS handshake refuses the certificate, so no RPC runs at all.
+        assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        await channel.close(None)
+    assert aggregator.store.submissions(rid, "advertise") == []
+
+
+async def test_missing_client_certificate_is_rejected(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    ca = load_bundle(deployment.bundle("team-a")).ca_cert_pem
+    creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    channel = grpc.aio.secure_channel(
+        f"127.0.0.1:{aggregator.port}",
+        creds,
+        options=[("grpc.ssl_target_name_override", "blindsum-aggregator")],
+    )
+    try:
+        stub = round_pb2_grpc.RoundServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListRounds(round_pb2.ListRoundsRequest(), timeout=5)
+        assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        await channel.close(None)
+
+
+async def test_revoked_party_is_unauthenticated(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    aggregator.store.revoke("team-a")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.ListRounds(round_pb2.ListRoundsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_uninvited_party_is_permission_denied(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    rid = await _open(aggregator, parties=("team-b", "team-c", "team-d"))
+    channel, stub = _stub(deployment, aggregator.port, "team-a")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetRound(common_pb2.RoundRef(round_id=rid))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Advertise(
+                round_pb2.AdvertiseRequest(
+                    round_id=rid,
+                    c_public_key=b"\x01" * 32,
+                    s_public_key=b"\x02" * 32,
+                    signature=b"\x03" * 64,
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await channel.close(None)
+
+
+async def test_party_cannot_use_admin_or_report_service(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    from blindsum.rpc.v1 import admin_pb2, admin_pb2_grpc, report_pb2_grpc
+
+    bundle = load_bundle(deployment.bundle("team-a"))
+    channel = secure_channel(f"127.0.0.1:{aggregator.port}", bundle.tls, bundle.ca_cert_pem)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await admin_pb2_grpc.AdminServiceStub(channel).ListRounds(
+                admin_pb2.ListAllRoundsRequest()
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await report_pb2_grpc.ReportServiceStub(channel).GetReport(
+                common_pb2.RoundRef(round_id="x")
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await channel.close(None)
+
+
+async def test_malformed_advert_fields_are_invalid_argument(
+    aggregator: RunningAggregator, stub_a: round_pb2_grpc.RoundServiceAsyncStub
+) -> None:
+    rid = await _open(aggregator)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.Advertise(round_pb2.AdvertiseRequest(round_id=rid, c_public_key=b"\x01" * 31))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "c_public_key" in (err.value.details() or "")
+    # A well-formed advert whose signature does not verify.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.Advertise(
+            round_pb2.AdvertiseRequest(
+                round_id=rid,
+                schema_id=aggregator.manager.view(rid).schema_id,
+                c_public_key=b"\x01" * 32,
+                s_public_key=b"\x02" * 32,
+                signature=b"\x03" * 64,
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert aggregator.store.submissions(rid, "advertise") == []
+
+
+async def test_wrong_schema_id_is_invalid_argument(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    rid = await _open(aggregator)
+    view = aggregator.manager.view(rid)
+    key = load_bundle(deployment.bundle("team-a")).identity_key
+    assert key is not None
+    req = _advert(rid, view.schema_id, view.parties, key)
+    req.schema_id = "00" * 32
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.Advertise(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "schema_id" in (err.value.details() or "")
+
+
+async def test_retry_is_idempotent_and_a_different_second_submission_is_rejected(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    rid = await _open(aggregator)
+    view = aggregator.manager.view(rid)
+    key = load_bundle(deployment.bundle("team-a")).identity_key
+    assert key is not None
+    req = _advert(rid, view.schema_id, view.parties, key)
+    first = await stub_a.Advertise(req)
+    again = await stub_a.Advertise(req)
+    assert (first.replay, again.replay) == (False, True)
+    assert first.digest_hex == again.digest_hex
+    other = _advert(rid, view.schema_id, view.parties, key)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.Advertise(other)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert aggregator.store.submitted_parties(rid, "advertise") == ["team-a"]
+
+
+async def test_replay_from_an_old_round_is_rejected(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    old = await _open(aggregator)
+    view = aggregator.manager.view(old)
+    key = load_bundle(deployment.bundle("team-a")).identity_key
+    assert key is not None
+    req = _advert(old, view.schema_id, view.parties, key)
+    await stub_a.Advertise(req)
+    await aggregator.manager.abort(old, "test")
+    new = await _open(aggregator)
+    # The same signed advert, pointed at the new round: the signature binds the old round id.
+    req.round_id = new
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.Advertise(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # And anything sent to the closed round is refused.
+    req.round_id = old
+    fresh = _advert(old, view.schema_id, view.parties, key)
+    fresh.round_id = old
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.Advertise(fresh)
+    assert err.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS)
+
+
+async def test_wrong_length_masked_vector_is_invalid_argument(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    rid = await _open(aggregator, phase_timeout_s=30)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    # Run the round up to the mask phase with four parties stopping after share...
+    task = run_parties(
+        deployment,
+        aggregator.port,
+        rid,
+        vectors,
+        drop_after={n: Phase.SHARE for n in PARTIES},
+    )
+    await task
+    assert aggregator.manager.view(rid).phase is Phase.MASK
+    channel, stub = _stub(deployment, aggregator.port, "team-a")
+    try:
+        view = aggregator.manager.view(rid)
+        bad = round_pb2.SubmitMaskedRequest(
+            round_id=rid,
+            schema_id=view.schema_id,
+            masked_vector=b"\x00" * (8 * view.vector_length - 8),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SubmitMasked(bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "masked_vector" in (err.value.details() or "")
+    finally:
+        await channel.close(None)
+    assert aggregator.store.accumulator(rid) is None
+
+
+async def test_oversized_message_is_resource_exhausted(
+    aggregator: RunningAggregator, stub_a: round_pb2_grpc.RoundServiceAsyncStub
+) -> None:
+    rid = await _open(aggregator)
+    huge = round_pb2.SubmitMaskedRequest(round_id=rid, masked_vector=b"\x00" * (40 * 1024 * 1024))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.SubmitMasked(huge)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The server is still healthy afterwards.
+    await stub_a.ListRounds(round_pb2.ListRoundsRequest())
+
+
+async def test_malformed_ciphertext_is_invalid_argument(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    rid = await _open(aggregator, mode=Mode.HE)
+    view = aggregator.manager.view(rid)
+    from blindsum.protocol.he import make_receipt
+
+    key = load_bundle(deployment.bundle("team-a")).identity_key
+    assert key is not None
+    chunks = [b"not a ciphertext" * 10]
+    sig = make_receipt(key, round_id=rid, schema_id=view.schema_id, chunks=chunks)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.SubmitCiphertext(
+            round_pb2.SubmitCiphertextRequest(
+                round_id=rid, schema_id=view.schema_id, chunks=chunks, receipt_signature=sig
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert aggregator.store.submissions(rid, "collect") == []
+
+
+async def test_unknown_round_is_not_found(stub_a: round_pb2_grpc.RoundServiceAsyncStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.GetRound(common_pb2.RoundRef(round_id="r-does-not-exist"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_vector_helpers_are_exact() -> None:
+    v = np.array([0, 1, 2**64 - 1], dtype=np.uint64)
+    assert np.array_equal(codec.vector_from_bytes(codec.vector_to_bytes(v), 3), v)

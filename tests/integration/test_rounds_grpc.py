@@ -1,0 +1,244 @@
+"""Whole rounds over real gRPC + mTLS on 127.0.0.1:0, with in-process party nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from aggregator.service import RunningAggregator, start_aggregator
+from blindsum import codec
+from blindsum.bundle import load_bundle
+from blindsum.errors import BlindsumError
+from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
+from blindsum.rpc.v1 import common_pb2, report_pb2_grpc
+from blindsum.schema import Schema
+from blindsum.transport.tls import secure_channel
+from blindsum.types import U64Vector
+from party.node import PartyNode, SimulatedDropout
+from tests.conftest import PARTIES, Deployment
+
+SCHEMA = Schema.default()
+
+
+def party_vector(index: int, *, skip_americas: bool = False) -> U64Vector:
+    """A valid per-party vector: every region present except, optionally, Americas."""
+    rng = np.random.default_rng(index)
+    values: dict[str, dict[str, float | int | list[int]]] = {}
+    for region in SCHEMA.regions:
+        if skip_americas and region == "Americas":
+            continue
+        per: dict[str, float | int | list[int]] = {}
+        for m in SCHEMA.metrics:
+            if m.kind.value == "histogram":
+                per[m.name] = [int(x) for x in rng.integers(0, 50, m.slots)]
+            elif m.kind.value == "sum":
+                per[m.name] = float(rng.integers(0, 400))
+            else:
+                per[m.name] = int(rng.integers(0, 500))
+        values[region] = per
+    return SCHEMA.encode(values)
+
+
+def plain_sum(vectors: Sequence[U64Vector]) -> list[int]:
+    total = np.zeros(SCHEMA.vector_length, dtype=np.uint64)
+    for v in vectors:
+        total += v
+    return [int(x) for x in total.view(np.int64)]
+
+
+def assert_report_matches(report: Report, expected: list[int], k: int = 3) -> None:
+    names = SCHEMA.slot_names
+    for region in report.regions:
+        contributors = expected[SCHEMA.contributor_index(region.region)]
+        assert region.suppressed == (contributors < k)
+        if region.suppressed:
+            assert region.cells == ()
+            continue
+        assert region.contributors == contributors
+        assert len(region.cells) == SCHEMA.vector_length // len(SCHEMA.regions) - 1
+        for slot, value in region.cells:
+            assert value == expected[names.index(f"{region.region}/{slot}")], slot
+
+
+async def run_parties(
+    deployment: Deployment,
+    port: int,
+    round_id: str,
+    vectors: dict[str, U64Vector],
+    *,
+    drop_after: dict[str, Phase] | None = None,
+) -> dict[str, RoundView | BaseException]:
+    drop_after = drop_after or {}
+
+    async def one(name: str) -> RoundView:
+        bundle = load_bundle(deployment.bundle(name))
+        bundle = replace(bundle, config=replace(bundle.config, poll_interval_s=0.05))
+        node = PartyNode(bundle, address=f"127.0.0.1:{port}", drop_after=drop_after.get(name))
+        try:
+            return await node.run_round(round_id, lambda _schema: vectors[name])
+        finally:
+            await node.close()
+
+    names = list(vectors)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(one(n) for n in names), return_exceptions=True), timeout=120
+    )
+    return dict(zip(names, results, strict=True))
+
+
+async def open_round(agg: RunningAggregator, **kw: object) -> RoundView:
+    spec = OpenRoundSpec(**{"mode": Mode.SECAGG, "parties": PARTIES, **kw})  # type: ignore[arg-type]
+    return await agg.manager.open_round(spec)
+
+
+async def test_secagg_round_all_parties(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator)
+    vectors = {n: party_vector(i, skip_americas=i >= 2) for i, n in enumerate(PARTIES)}
+    results = await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    assert all(
+        isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in results.values()
+    )
+    report = aggregator.manager.report(view.round_id)
+    assert set(report.included_parties) == set(PARTIES)
+    assert_report_matches(report, plain_sum(list(vectors.values())))
+    americas = next(r for r in report.regions if r.region == "Americas")
+    assert americas.suppressed and americas.contributors == 0
+
+
+async def test_secagg_dropout_after_share_recovers(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator, phase_timeout_s=2)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    results = await run_parties(
+        deployment, aggregator.port, view.round_id, vectors, drop_after={"team-e": Phase.SHARE}
+    )
+    assert isinstance(results["team-e"], SimulatedDropout)
+    report = aggregator.manager.report(view.round_id)
+    assert report.included_parties == ("team-a", "team-b", "team-c", "team-d")
+    assert_report_matches(report, plain_sum([vectors[n] for n in PARTIES[:4]]))
+
+
+async def test_secagg_dropout_after_mask_still_included(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator, phase_timeout_s=2)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    await run_parties(
+        deployment, aggregator.port, view.round_id, vectors, drop_after={"team-b": Phase.MASK}
+    )
+    report = aggregator.manager.report(view.round_id)
+    # team-b's masked vector arrived; its self-mask is removed from the other parties' shares.
+    assert set(report.included_parties) == set(PARTIES)
+    assert_report_matches(report, plain_sum(list(vectors.values())))
+
+
+async def test_secagg_too_few_survivors_aborts_with_reason(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator, phase_timeout_s=2)
+    assert view.threshold == 4
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    results = await run_parties(
+        deployment,
+        aggregator.port,
+        view.round_id,
+        vectors,
+        drop_after={"team-d": Phase.SHARE, "team-e": Phase.SHARE},
+    )
+    final = aggregator.manager.view(view.round_id)
+    assert final.state is RoundState.ABORTED
+    assert "3" in final.abort_reason and "4" in final.abort_reason
+    assert all(
+        isinstance(r, SimulatedDropout) or r.state is RoundState.ABORTED  # type: ignore[union-attr]
+        for r in results.values()
+    )
+    with pytest.raises(BlindsumError, match="aborted"):
+        aggregator.manager.report(view.round_id)
+
+
+async def test_secagg_absent_party_at_advertise_is_dropped(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator, phase_timeout_s=2)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES[:4])}
+    await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    report = aggregator.manager.report(view.round_id)
+    assert report.included_parties == PARTIES[:4]
+    assert_report_matches(report, plain_sum(list(vectors.values())))
+
+
+async def test_he_round_all_parties(deployment: Deployment, aggregator: RunningAggregator) -> None:
+    view = await open_round(aggregator, mode=Mode.HE)
+    vectors = {n: party_vector(10 + i, skip_americas=i >= 2) for i, n in enumerate(PARTIES)}
+    results = await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    assert all(
+        isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in results.values()
+    )
+    report = aggregator.manager.report(view.round_id)
+    assert_report_matches(report, plain_sum(list(vectors.values())))
+
+
+async def test_he_too_few_receipts_aborts(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator, mode=Mode.HE, phase_timeout_s=2, min_contributors=3)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES[:2])}
+    await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    final = aggregator.manager.view(view.round_id)
+    assert final.state is RoundState.ABORTED
+    assert "receipts" in final.abort_reason
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_aggregator_restart_mid_round_completes(deployment: Deployment) -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    agg = await start_aggregator(deployment.agg_dir, listen=address)
+    view = await open_round(agg, phase_timeout_s=30)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    parties = asyncio.create_task(run_parties(deployment, port, view.round_id, vectors))
+    # Kill the aggregator once the round is past the share phase, then start a fresh one.
+    for _ in range(400):
+        if agg.manager.view(view.round_id).phase in (Phase.MASK, Phase.UNMASK):
+            break
+        await asyncio.sleep(0.02)
+    assert agg.manager.view(view.round_id).phase in (Phase.MASK, Phase.UNMASK)
+    await agg.stop(grace=None)
+    await asyncio.sleep(0.3)
+    agg2 = await start_aggregator(deployment.agg_dir, listen=address)
+    try:
+        results = await parties
+        assert all(isinstance(r, RoundView) for r in results.values()), results
+        report = agg2.manager.report(view.round_id)
+        assert_report_matches(report, plain_sum(list(vectors.values())))
+    finally:
+        await agg2.stop(grace=None)
+
+
+async def test_reader_fetches_report_over_grpc(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    view = await open_round(aggregator)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    reader = load_bundle(deployment.reader)
+    channel = secure_channel(f"127.0.0.1:{aggregator.port}", reader.tls, reader.ca_cert_pem)
+    try:
+        stub = report_pb2_grpc.ReportServiceStub(channel)
+        msg = await stub.GetReport(common_pb2.RoundRef(round_id=view.round_id))
+    finally:
+        await channel.close(None)
+    assert codec.report_from_pb(msg) == aggregator.manager.report(view.round_id)

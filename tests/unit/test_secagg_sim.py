@@ -1,0 +1,349 @@
+"""In-process secagg simulations: whole rounds with dropouts at every phase."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from blindsum.crypto.sign import SigningKey
+from blindsum.errors import RoundAborted
+from blindsum.protocol import graph
+from blindsum.protocol.secagg import (
+    SecAggConfig,
+    SecAggParty,
+    SecAggServer,
+    ServerStage,
+    ShareKind,
+)
+from blindsum.types import RandFn, U64Vector
+
+
+def drbg(seed: bytes) -> RandFn:
+    counter = itertools.count()
+
+    def rand(n: int) -> bytes:
+        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
+
+    return rand
+
+
+@dataclass
+class Cluster:
+    config: SecAggConfig
+    identities: dict[str, SigningKey]
+    parties: dict[str, SecAggParty]
+    server: SecAggServer
+    inputs: dict[str, U64Vector]
+
+
+def make_cluster(
+    n: int, *, degree: int = 0, threshold: int | None = None, length: int = 6, seed: bytes = b"s"
+) -> Cluster:
+    names = tuple(f"party-{i:02d}" for i in range(n))
+    k = graph.effective_degree(degree, n)
+    t = threshold if threshold is not None else graph.default_threshold(k + 1)
+    config = SecAggConfig(
+        round_id="round-1",
+        schema_id="schema-abc",
+        parties=names,
+        threshold=t,
+        vector_length=length,
+        graph_degree=degree,
+    )
+    identities = {p: SigningKey.generate(drbg(seed + b"id" + p.encode())) for p in names}
+    parties = {p: SecAggParty(config, p, identities[p], drbg(seed + p.encode())) for p in names}
+    # Inputs near the top of the ring, so wrap-around is exercised.
+    gen = drbg(seed + b"inputs")
+    inputs = {p: np.frombuffer(gen(8 * length), dtype="<u8").astype(np.uint64) for p in names}
+    return Cluster(config, identities, parties, SecAggServer(config), inputs)
+
+
+def ring_sum(vectors: Collection[U64Vector], length: int) -> U64Vector:
+    total = np.zeros(length, dtype=np.uint64)
+    for v in vectors:
+        total += v
+    return total
+
+
+def run_round(
+    c: Cluster,
+    *,
+    no_advert: Collection[str] = (),
+    after_advertise: Collection[str] = (),
+    after_share: Collection[str] = (),
+    after_mask: Collection[str] = (),
+    during_unmask: Collection[str] = (),
+) -> U64Vector:
+    """Run a round; each collection names parties that go silent at that point."""
+    server = c.server
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    for p, party in c.parties.items():
+        if p not in no_advert:
+            server.add_advert(party.advertise(), verify_keys[p])
+    server.close_advertise()
+    roster = server.roster()
+    for p in server.u1:
+        if p not in after_advertise:
+            server.add_shares(p, c.parties[p].share(roster, verify_keys))
+    server.close_share()
+    for p in server.u2:
+        if p not in after_share:
+            y = c.parties[p].mask(server.shares_for(p), server.u2, c.inputs[p])
+            server.add_masked(p, y)
+    survivors, dropped = server.close_mask()
+    for p in survivors:
+        if p in after_mask:
+            continue
+        reveals = c.parties[p].unmask(survivors, dropped)
+        if p not in during_unmask:
+            server.add_reveals(p, reveals)
+    return server.finish()
+
+
+def expected_sum(c: Cluster) -> U64Vector:
+    return ring_sum([c.inputs[p] for p in c.server.u3], c.config.vector_length)
+
+
+def test_complete_n5_no_dropouts() -> None:
+    c = make_cluster(5)
+    assert c.config.threshold == 4
+    result = run_round(c)
+    assert c.server.u3 == c.config.parties
+    assert np.array_equal(result, ring_sum(c.inputs.values(), 6))
+    assert c.server.stage is ServerStage.FINISHED
+    assert np.array_equal(c.server.finish(), result)  # finishing twice is stable
+
+
+def test_masked_vectors_hide_inputs() -> None:
+    c = make_cluster(5)
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    for p, party in c.parties.items():
+        c.server.add_advert(party.advertise(), verify_keys[p])
+    c.server.close_advertise()
+    for p in c.server.u1:
+        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    c.server.close_share()
+    ys = {}
+    for p in c.server.u2:
+        ys[p] = c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p])
+        assert not np.any(ys[p] == c.inputs[p])
+        c.server.add_masked(p, ys[p])
+    # Pairwise masks cancel in the sum but self masks remain until unmasking.
+    assert not np.array_equal(c.server.running_sum, ring_sum(c.inputs.values(), 6))
+
+
+@pytest.mark.parametrize(
+    "drops",
+    [
+        {"no_advert": {"party-01"}},
+        {"after_advertise": {"party-02"}},
+        {"after_share": {"party-03"}},
+        {"after_share": {"party-00", "party-04"}},
+        {"after_mask": {"party-01"}},
+        {"during_unmask": {"party-04"}},
+        {"after_advertise": {"party-00"}, "after_share": {"party-02"}},
+        {"after_share": {"party-01"}, "during_unmask": {"party-03"}},
+    ],
+)
+def test_complete_n5_dropouts(drops: dict[str, set[str]]) -> None:
+    c = make_cluster(5, threshold=3)
+    result = run_round(c, **drops)
+    gone_before_mask = set().union(
+        drops.get("no_advert", set()),
+        drops.get("after_advertise", set()),
+        drops.get("after_share", set()),
+    )
+    assert set(c.server.u3) == set(c.config.parties) - gone_before_mask
+    assert np.array_equal(result, expected_sum(c))
+
+
+def test_dropped_after_share_is_unmasked_with_key_shares() -> None:
+    c = make_cluster(5, threshold=3)
+    run_round(c, after_share={"party-02"})
+    assert c.server.dropped == ("party-02",)
+    for p in c.server.u3:
+        assert ("party-02", ShareKind.MASK_KEY) in c.parties[p].revealed
+        assert ("party-02", ShareKind.SELF_MASK) not in c.parties[p].revealed
+        assert (p, ShareKind.SELF_MASK) in c.parties[p].revealed
+
+
+def test_sparse_n40_no_dropouts() -> None:
+    degree = graph.default_degree(40, cutoff=8)
+    c = make_cluster(40, degree=degree, length=5)
+    assert degree == 22
+    assert c.config.threshold == graph.default_threshold(23) == 16
+    result = run_round(c)
+    nbrs = c.server.neighbours()
+    assert all(len(v) == 22 for v in nbrs.values())
+    for p, party in c.parties.items():
+        assert party.neighbours == nbrs[p]
+    assert np.array_equal(result, ring_sum(c.inputs.values(), 5))
+
+
+def test_sparse_n40_dropouts_at_every_phase() -> None:
+    c = make_cluster(40, degree=22, threshold=14, length=5)
+    result = run_round(
+        c,
+        no_advert={"party-39"},
+        after_advertise={"party-05", "party-17"},
+        after_share={"party-01", "party-22", "party-30"},
+        after_mask={"party-08"},
+        during_unmask={"party-11", "party-35"},
+    )
+    assert len(c.server.u1) == 39
+    assert len(c.server.u2) == 37
+    assert len(c.server.u3) == 34
+    assert set(c.server.dropped) == {"party-01", "party-22", "party-30"}
+    assert np.array_equal(result, expected_sum(c))
+
+
+def test_sparse_small_degree() -> None:
+    c = make_cluster(12, degree=4, threshold=3, length=3, seed=b"small")
+    result = run_round(c, after_share={"party-03"})
+    assert all(len(v) == 4 for v in c.server.neighbours().values())
+    assert np.array_equal(result, expected_sum(c))
+
+
+def test_abort_fewer_than_t_adverts() -> None:
+    c = make_cluster(5, threshold=4)
+    with pytest.raises(RoundAborted, match="only 3 parties advertised"):
+        run_round(c, no_advert={"party-00", "party-01"})
+    assert c.server.stage is ServerStage.ABORTED
+    assert c.server.abort_reason is not None
+    with pytest.raises(RoundAborted):
+        c.server.close_advertise()
+
+
+def test_abort_fewer_than_t_shares() -> None:
+    c = make_cluster(5, threshold=4)
+    with pytest.raises(RoundAborted, match="only 3 parties sent shares"):
+        run_round(c, after_advertise={"party-00", "party-03"})
+
+
+def test_abort_fewer_than_t_masked() -> None:
+    c = make_cluster(5, threshold=4)
+    with pytest.raises(RoundAborted, match="only 3 parties sent masked inputs"):
+        run_round(c, after_share={"party-02", "party-04"})
+
+
+def test_abort_fewer_than_t_reveals() -> None:
+    c = make_cluster(5, threshold=4)
+    with pytest.raises(RoundAborted, match="fewer than 4 shares"):
+        run_round(c, during_unmask={"party-02", "party-04"})
+    assert not c.server.can_finish()
+
+
+def test_sparse_abort_when_a_holder_set_is_too_small() -> None:
+    # Every neighbour of one party drops: its shares cannot be recovered.
+    c = make_cluster(12, degree=4, threshold=3, length=3, seed=b"iso")
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    for p, party in c.parties.items():
+        c.server.add_advert(party.advertise(), verify_keys[p])
+    c.server.close_advertise()
+    victim = "party-00"
+    silent = c.server.neighbours()[victim]
+    for p in c.server.u1:
+        if p not in silent:
+            c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    with pytest.raises(RoundAborted, match=victim):
+        c.server.close_share()
+
+
+def test_can_finish_tracks_reveals() -> None:
+    c = make_cluster(5, threshold=3)
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    for p, party in c.parties.items():
+        c.server.add_advert(party.advertise(), verify_keys[p])
+    c.server.close_advertise()
+    for p in c.server.u1:
+        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    c.server.close_share()
+    for p in c.server.u2:
+        y = c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p])
+        c.server.add_masked(p, y)
+    survivors, dropped = c.server.close_mask()
+    states = []
+    for p in survivors:
+        states.append(c.server.can_finish())
+        c.server.add_reveals(p, c.parties[p].unmask(survivors, dropped))
+    states.append(c.server.can_finish())
+    assert states == [False, False, False, True, True, True]
+    assert np.array_equal(c.server.finish(), ring_sum(c.inputs.values(), 6))
+
+
+def test_server_restart_with_restored_sum() -> None:
+    """A rebuilt server (inputs replayed, running sum restored) finishes identically."""
+    c = make_cluster(5, threshold=3)
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    adverts = {p: party.advertise() for p, party in c.parties.items()}
+    for p, a in adverts.items():
+        c.server.add_advert(a, verify_keys[p])
+    c.server.close_advertise()
+    shares = {p: c.parties[p].share(c.server.roster(), verify_keys) for p in c.server.u1}
+    for p, s in shares.items():
+        c.server.add_shares(p, s)
+    c.server.close_share()
+    ys = {
+        p: c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p]) for p in c.server.u2
+    }
+    for p in ("party-00", "party-01"):
+        c.server.add_masked(p, ys[p])
+    saved_sum = c.server.running_sum
+    saved_digests = {p: c.server.masked_digest(p) for p in c.server.masked_parties}
+
+    rebuilt = SecAggServer(c.config)
+    for p, a in adverts.items():
+        rebuilt.add_advert(a, verify_keys[p])
+    rebuilt.close_advertise()
+    for p, s in shares.items():
+        rebuilt.add_shares(p, s)
+    rebuilt.close_share()
+    rebuilt.restore_masked(
+        saved_sum,
+        ["party-00", "party-01"],
+        digests={p: d for p, d in saved_digests.items() if d is not None},
+    )
+    rebuilt.add_masked("party-00", ys["party-00"])  # an identical retry is a no-op
+    for p in ("party-02", "party-03"):
+        rebuilt.add_masked(p, ys[p])
+    survivors, dropped = rebuilt.close_mask()
+    assert dropped == ("party-04",)
+    for p in survivors:
+        rebuilt.add_reveals(p, c.parties[p].unmask(survivors, dropped))
+    expected = ring_sum([c.inputs[p] for p in survivors], 6)
+    assert np.array_equal(rebuilt.finish(), expected)
+
+
+def test_party_restart_mid_round() -> None:
+    """Parties persisted after every phase and restored from state finish the round."""
+    c = make_cluster(5, threshold=3)
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+
+    def reload(p: str) -> SecAggParty:
+        return SecAggParty.from_state(
+            c.parties[p].to_state(), c.identities[p], drbg(b"after-restart" + p.encode())
+        )
+
+    for p in c.parties:
+        c.server.add_advert(c.parties[p].advertise(), verify_keys[p])
+        c.parties[p] = reload(p)
+    c.server.close_advertise()
+    for p in c.server.u1:
+        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+        c.parties[p] = reload(p)
+    c.server.close_share()
+    for p in c.server.u2:
+        if p == "party-03":
+            continue
+        y = c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p])
+        c.server.add_masked(p, y)
+        c.parties[p] = reload(p)
+    survivors, dropped = c.server.close_mask()
+    for p in survivors:
+        c.server.add_reveals(p, c.parties[p].unmask(survivors, dropped))
+    assert np.array_equal(c.server.finish(), expected_sum(c))

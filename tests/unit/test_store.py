@@ -1,0 +1,126 @@
+"""The round store on SQLite (always) and on the PostgreSQL server (when reachable)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregator.store import RoundRecord, Store, now_ms, open_store
+from blindsum.errors import AlreadyExists, InvalidArgument, NotFound
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed"
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any connection failure means: skip
+        return f"PostgreSQL at 127.0.0.1:5432 is not reachable ({type(exc).__name__})"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = open_store("sqlite:///db.sqlite", base_dir=tmp_path)
+        yield s
+        s.close()
+        return
+    reason = _pg_available()
+    if reason:
+        pytest.skip(reason)
+    s = open_store(PG_URL)
+    yield s
+    s.close()
+
+
+def _round(round_id: str) -> RoundRecord:
+    t = now_ms()
+    return RoundRecord(
+        round_id=round_id,
+        mode="secagg",
+        state="open",
+        phase="advertise",
+        schema_toml="x",
+        schema_id="ab" * 32,
+        parties=("a", "b", "c"),
+        threshold=2,
+        min_contributors=3,
+        graph_degree=0,
+        phase_timeout_s=10,
+        phase_deadline_ms=t + 10_000,
+        abort_reason="",
+        created_ms=t,
+        updated_ms=t,
+    )
+
+
+def test_round_roundtrip_and_update(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    rec = _round(rid)
+    store.create_round(rec)
+    assert store.round(rid) == rec
+    with pytest.raises(AlreadyExists):
+        store.create_round(rec)
+    moved = rec.with_phase("share", rec.phase_deadline_ms + 5)
+    store.update_round(moved)
+    assert store.round(rid).phase == "share"
+    assert rid in [r.round_id for r in store.rounds(state="open")]
+    with pytest.raises(NotFound):
+        store.round("r-missing-" + uuid.uuid4().hex[:6])
+
+
+def test_submissions_are_idempotent_and_exclusive(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    assert store.put_submission(rid, "advertise", "a", "d1", b"payload") is True
+    assert store.put_submission(rid, "advertise", "a", "d1", b"payload") is False
+    with pytest.raises(AlreadyExists, match="different advertise"):
+        store.put_submission(rid, "advertise", "a", "d2", b"other")
+    assert [s.payload for s in store.submissions(rid, "advertise")] == [b"payload"]
+    assert store.submitted_parties(rid, "advertise") == ["a"]
+
+
+def test_transaction_rolls_back_every_write(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_submission(rid, "mask", "a", "d", None)
+        store.put_accumulator(rid, b"\x01" * 8, ["a"])
+        raise RuntimeError("crash between the two writes")
+    assert store.submissions(rid, "mask") == []
+    assert store.accumulator(rid) is None
+
+
+def test_accumulator_release_and_audit(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    store.put_accumulator(rid, b"\x00" * 16, ["b", "a"])
+    store.put_accumulator(rid, b"\x01" * 16, ["a", "b", "c"])
+    assert store.accumulator(rid) == (b"\x01" * 16, ["a", "b", "c"])
+    store.put_release(rid, b"report")
+    assert store.release(rid) == b"report"
+    with pytest.raises(AlreadyExists):
+        store.put_release(rid, b"again")
+    store.audit(rid, "phase", phase="share")
+    assert store.audit_log(rid)[-1][2:] == ("phase", {"phase": "share"})
+
+
+def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
+    s = open_store("sqlite:///agg.sqlite", base_dir=tmp_path)
+    s.create_round(_round("r-persist"))
+    s.put_submission("r-persist", "advertise", "a", "d", b"x")
+    s.close()
+    again = open_store("sqlite:///agg.sqlite", base_dir=tmp_path)
+    assert again.round("r-persist").parties == ("a", "b", "c")
+    assert again.submitted_parties("r-persist", "advertise") == ["a"]
+    again.close()
+
+
+def test_bad_store_url_is_named() -> None:
+    with pytest.raises(InvalidArgument, match=r"store\.url"):
+        open_store("mysql://nope")
