@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from blindsum.errors import Internal
-from blindsum.model import Mode, RegionResult, Report
-from blindsum.schema import Schema
+from blindsum.model import Cell, Mode, RegionResult, Report
+from blindsum.schema import MetricKind, Schema
 
 
 def build_report(
@@ -33,15 +33,16 @@ def build_report(
             f"{schema.vector_length}"
         )
     names = schema.slot_names
+    scales = _slot_scales(schema)
     regions = []
     for region in schema.regions:
         contributors = int(totals[schema.contributor_index(region)])
         suppressed = contributors < min_contributors
         prefix = f"{region}/"
-        cells: tuple[tuple[str, int], ...] = ()
+        cells: tuple[Cell, ...] = ()
         if not suppressed:
             cells = tuple(
-                (name[len(prefix) :], int(totals[i]))
+                Cell(name[len(prefix) :], int(totals[i]), scales[i])
                 for i, name in enumerate(names)
                 if name.startswith(prefix) and i != schema.contributor_index(region)
             )
@@ -62,3 +63,13 @@ def build_report(
         included_parties=included_parties,
         released_ms=released_ms,
     )
+
+
+def _slot_scales(schema: Schema) -> list[int]:
+    """The fixed-point scale of every slot in layout order (1 for counts and bins)."""
+    scales = [1] * schema.vector_length
+    for region in schema.regions:
+        for metric in schema.metrics:
+            if metric.kind is MetricKind.SUM:
+                scales[schema.slot_index(region, metric.name)] = metric.scale
+    return scales

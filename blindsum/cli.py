@@ -122,13 +122,13 @@ def report_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     ]
     slots: list[str] = []
     for region in report.regions:
-        for slot, _ in region.cells:
-            if slot not in slots:
-                slots.append(slot)
+        for cell in region.cells:
+            if cell.slot not in slots:
+                slots.append(cell.slot)
     for slot in slots:
         row = [slot]
         for region in report.regions:
-            values = dict(region.cells)
+            values = {c.slot: c.display for c in region.cells}
             row.append("suppressed" if region.suppressed else str(values.get(slot, "")))
         rows.append(row)
     return header, rows
@@ -167,7 +167,7 @@ def report_json(report: Report) -> dict[str, Any]:
                 "region": r.region,
                 "suppressed": r.suppressed,
                 "contributors": None if r.suppressed else r.contributors,
-                "cells": dict(r.cells),
+                "cells": {c.slot: c.display for c in r.cells},
             }
             for r in report.regions
         ],
@@ -350,7 +350,7 @@ def _vector_source(path: Path) -> Any:
 
 
 async def _party_submit(args: argparse.Namespace) -> int:
-    from party.node import PartyNode  # noqa: PLC0415
+    from party.node import PartyNode, SimulatedDropout  # noqa: PLC0415
 
     bundle = load_bundle(args.bundle)
     node = PartyNode(
@@ -365,6 +365,8 @@ async def _party_submit(args: argparse.Namespace) -> int:
         else:
             round_id = await _next_round(node, args.wait)
         view = await node.run_round(round_id, _vector_source(args.metrics))
+    except SimulatedDropout:
+        return 0
     finally:
         await node.close()
     return 0 if view.state.value == "complete" else 3

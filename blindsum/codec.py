@@ -12,6 +12,7 @@ import numpy as np
 
 from blindsum.errors import InvalidArgument
 from blindsum.model import (
+    Cell,
     Mode,
     OpenRoundSpec,
     Phase,
@@ -282,7 +283,7 @@ def report_to_pb(report: Report) -> report_pb2.Report:
                 region=r.region,
                 suppressed=r.suppressed,
                 contributors=r.contributors,
-                cells=[report_pb2.Cell(slot=s, value=v) for s, v in r.cells],
+                cells=[report_pb2.Cell(slot=c.slot, value=c.value, scale=c.scale) for c in r.cells],
             )
             for r in report.regions
         ],
@@ -302,7 +303,7 @@ def report_from_pb(msg: report_pb2.Report) -> Report:
                 region=r.region,
                 suppressed=r.suppressed,
                 contributors=r.contributors,
-                cells=tuple((c.slot, c.value) for c in r.cells),
+                cells=tuple(Cell(c.slot, c.value, c.scale or 1) for c in r.cells),
             )
             for r in msg.regions
         ),

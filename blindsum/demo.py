@@ -162,8 +162,8 @@ def check_report(schema: Schema, report: Report, files: Sequence[Path]) -> bool:
             continue
         if region.contributors != contributors:
             return False
-        for slot, value in region.cells:
-            if expected[names.index(f"{region.region}/{slot}")] != value:
+        for cell in region.cells:
+            if expected[names.index(f"{region.region}/{cell.slot}")] != cell.value:
                 return False
     return True
 

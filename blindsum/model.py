@@ -93,11 +93,24 @@ class OpenRoundSpec:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """One released total. ``value`` is exact; sums are fixed point (``value / scale``)."""
+
+    slot: str
+    value: int
+    scale: int = 1
+
+    @property
+    def display(self) -> float | int:
+        return self.value if self.scale == 1 else self.value / self.scale
+
+
+@dataclass(frozen=True)
 class RegionResult:
     region: str
     suppressed: bool
     contributors: int
-    cells: tuple[tuple[str, int], ...] = field(default=())
+    cells: tuple[Cell, ...] = field(default=())
 
 
 @dataclass(frozen=True)

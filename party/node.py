@@ -189,7 +189,12 @@ class PartyNode:
             if view.state is not RoundState.OPEN or view.phase not in done:
                 return view
             waiting = view.waiting_for
-            note = f"waiting for {len(waiting)} of {len(view.parties)} parties"
+            if waiting:
+                who = ", ".join(waiting) if len(waiting) <= 4 else f"{len(waiting)} parties"
+                expected = len(waiting) + len(view.submitted)
+                note = f"waiting for {who} ({len(view.submitted)} of {expected} done)"
+            else:
+                note = "all expected parties are in; waiting for the aggregator"
             if note != last:
                 self._say(view, note)
                 last = note

@@ -61,8 +61,8 @@ def assert_report_matches(report: Report, expected: list[int], k: int = 3) -> No
             continue
         assert region.contributors == contributors
         assert len(region.cells) == SCHEMA.vector_length // len(SCHEMA.regions) - 1
-        for slot, value in region.cells:
-            assert value == expected[names.index(f"{region.region}/{slot}")], slot
+        for cell in region.cells:
+            assert cell.value == expected[names.index(f"{region.region}/{cell.slot}")], cell.slot
 
 
 async def run_parties(

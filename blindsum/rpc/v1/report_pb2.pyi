@@ -25,17 +25,23 @@ class Cell(_message.Message):
 
     SLOT_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
     slot: _builtins.str
     value: _builtins.int
+    """Exact integer total. Sums are fixed point: the value in the metric's unit
+    is value / scale.
+    """
+    scale: _builtins.int
     def __init__(
         self,
         *,
         slot: _builtins.str = ...,
         value: _builtins.int = ...,
+        scale: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["slot", b"slot", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scale", b"scale", "slot", b"slot", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,163 @@
+"""The `blindsum` command: a manual deployment driven only through the CLI, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blindsum.cli import main
+from blindsum.schema import Schema
+
+CLI = [sys.executable, "-m", "blindsum.cli"]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def write_csv_metrics(path: Path, schema: Schema, scale: int) -> None:
+    """A metrics file in the long CSV format, every metric of APAC and EMEA."""
+    lines = ["region,metric,bin,value"]
+    for region in ("APAC", "EMEA"):
+        for m in schema.metrics:
+            if m.kind.value == "histogram":
+                lines += [f"{region},{m.name},{i},{scale * (i + 1)}" for i in range(m.slots)]
+            elif m.kind.value == "sum":
+                lines.append(f"{region},{m.name},,{scale * 2.5}")
+            else:
+                lines.append(f"{region},{m.name},,{scale * 10}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Path]:
+    agg = tmp_path / "agg"
+    assert run("aggregator", "init", str(agg), "--listen", "127.0.0.1:0").returncode == 0
+    for name in ("north", "south", "west"):
+        res = run("aggregator", "enroll", str(agg), name, "-o", str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+    server = subprocess.Popen(
+        [*CLI, "aggregator", "serve", str(agg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert "listening on port" in line
+        yield agg
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+
+
+def test_manual_round_through_the_cli(served: Path, tmp_path: Path) -> None:
+    agg = served
+    address = (agg / "aggregator.addr").read_text().strip()
+    schema = Schema.default()
+    opened = run(
+        "aggregator",
+        "open-round",
+        str(agg),
+        "--parties",
+        "north,south,west",
+        "--min-contributors",
+        "3",
+        "--phase-timeout",
+        "20",
+        "--round-id",
+        "week-47",
+    )
+    assert opened.returncode == 0, opened.stderr
+    assert "waiting for: north, south, west" in opened.stdout
+    procs = []
+    for i, name in enumerate(("north", "south", "west")):
+        metrics = tmp_path / f"{name}.csv"
+        write_csv_metrics(metrics, schema, i + 1)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *CLI,
+                    "party",
+                    "submit",
+                    "--bundle",
+                    str(tmp_path / name),
+                    "--metrics",
+                    str(metrics),
+                    "--aggregator",
+                    address,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "round complete" in err
+    status = run("aggregator", "status", str(agg), "week-47", "--json")
+    assert json.loads(status.stdout)[0]["state"] == "complete"
+    as_csv = run("report", "show", str(agg), "week-47", "--format", "csv")
+    rows = {r[0]: r[1:] for r in csv.reader(io.StringIO(as_csv.stdout))}
+    assert rows["contributors"] == ["3", "3", "<3"]
+    assert rows["tickets"] == ["60", "60", "suppressed"]  # 10 + 20 + 30
+    assert rows["resolution_hours_sum"][:2] == ["15.0", "15.0"]  # 2.5 * (1 + 2 + 3)
+    as_json = json.loads(run("report", "show", str(agg), "week-47", "--format", "json").stdout)
+    assert as_json["regions"][0]["cells"]["csat[5,6)"] == 5 * 6
+
+
+def test_init_twice_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["aggregator", "init", str(tmp_path / "a"), "--listen", "127.0.0.1:0"]) == 0
+    capsys.readouterr()
+    assert main(["aggregator", "init", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("blindsum: error:") and "already holds an aggregator" in err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["aggregator", "enroll", "{agg}", "Bad Name!", "-o", "{tmp}/x"], "name"),
+        (["report", "show", "{agg}", "no-such-round"], "does not exist"),
+        (["aggregator", "status", "{agg}", "no-such-round"], "does not exist"),
+        (["party", "submit", "--bundle", "{tmp}/missing", "--metrics", "m.json"], "--bundle"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    agg = tmp_path / "agg"
+    assert main(["aggregator", "init", str(agg), "--listen", "127.0.0.1:0"]) == 0
+    capsys.readouterr()
+    code = main([a.format(agg=agg, tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert needle in err and err.count("\n") == 0
+
+
+def test_open_round_without_a_server_is_unavailable(tmp_path: Path) -> None:
+    agg = tmp_path / "agg"
+    assert run("aggregator", "init", str(agg), "--listen", "127.0.0.1:1").returncode == 0
+    started = time.monotonic()
+    res = run("aggregator", "open-round", str(agg), "--parties", "a,b,c", timeout=120)
+    assert res.returncode == 4, res.stderr
+    assert "AdminService.OpenRound" in res.stderr
+    assert time.monotonic() - started < 120
