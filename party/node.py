@@ -45,6 +45,10 @@ log = get_logger("blindsum.party")
 VectorSource = Callable[[Schema], U64Vector]
 
 
+#: Every RoundService call is idempotent (reads, or submissions deduplicated by
+#: digest), so a call cut off by a server shutdown (CANCELLED) is safe to retry.
+_RETRY_ALSO = frozenset({grpc.StatusCode.CANCELLED})
+
 _REQUEST_TYPES: dict[str, type[Message]] = {
     "Advertise": round_pb2.AdvertiseRequest,
     "SubmitShares": round_pb2.SubmitSharesRequest,
@@ -92,7 +96,8 @@ class RoundClient:
             try:
                 return await method(request, timeout=self.retry.rpc_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if not is_transient(exc.code()) or attempt == self.retry.max_attempts:
+                retryable = is_transient(exc.code()) or exc.code() in _RETRY_ALSO
+                if not retryable or attempt == self.retry.max_attempts:
                     raise error_from_rpc(exc, f"RoundService.{rpc}") from None
                 log.info("rpc_retry", rpc=rpc, attempt=attempt, code=exc.code().name)
             jitter = secrets.randbelow(1000) / 1000.0

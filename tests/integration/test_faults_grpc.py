@@ -319,3 +319,57 @@ async def test_unknown_round_is_not_found(stub_a: round_pb2_grpc.RoundServiceAsy
 def test_vector_helpers_are_exact() -> None:
     v = np.array([0, 1, 2**64 - 1], dtype=np.uint64)
     assert np.array_equal(codec.vector_from_bytes(codec.vector_to_bytes(v), 3), v)
+
+
+async def test_he_submission_retry_is_idempotent_and_a_second_ciphertext_is_refused(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    from blindsum.crypto.he import BfvParams, BfvPublicContext, to_centred
+    from blindsum.protocol.he import context_transcript, make_receipt
+
+    rid = await _open(aggregator, mode=Mode.HE)
+    view = aggregator.manager.view(rid)
+    bundle = load_bundle(deployment.bundle("team-a"))
+    assert bundle.identity_key is not None and bundle.custodian_key is not None
+    ctx = await stub_a.GetPublicContext(common_pb2.RoundRef(round_id=rid))
+    bundle.custodian_key.verify(ctx.signature, context_transcript(ctx.context))
+    public = BfvPublicContext.from_bytes(
+        ctx.context, expected=BfvParams(ctx.poly_modulus_degree, ctx.plain_modulus)
+    )
+    vector = party_vector(1)
+
+    def request() -> round_pb2.SubmitCiphertextRequest:
+        chunks = public.encrypt(to_centred(vector))
+        assert bundle.identity_key is not None
+        sig = make_receipt(
+            bundle.identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks
+        )
+        return round_pb2.SubmitCiphertextRequest(
+            round_id=rid, schema_id=view.schema_id, chunks=chunks, receipt_signature=sig
+        )
+
+    first = request()
+    a1 = await stub_a.SubmitCiphertext(first)
+    a2 = await stub_a.SubmitCiphertext(first)
+    assert (a1.replay, a2.replay, a1.digest_hex) == (False, True, a2.digest_hex)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.SubmitCiphertext(request())  # fresh randomness: a different ciphertext
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert aggregator.store.submitted_parties(rid, "collect") == ["team-a"]
+    # A receipt signed for another round does not verify here.
+    forged = request()
+    forged.receipt_signature = make_receipt(
+        bundle.identity_key,
+        round_id="r-other",
+        schema_id=view.schema_id,
+        chunks=list(forged.chunks),
+    )
+    channel, stub_b = _stub(deployment, aggregator.port, "team-b")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub_b.SubmitCiphertext(forged)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await channel.close(None)

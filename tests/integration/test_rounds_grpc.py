@@ -242,3 +242,44 @@ async def test_reader_fetches_report_over_grpc(
     finally:
         await channel.close(None)
     assert codec.report_from_pb(msg) == aggregator.manager.report(view.round_id)
+
+
+async def test_party_restart_mid_round_resumes_from_its_state(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """A party node that dies after sharing and is started again finishes the round."""
+    view = await open_round(aggregator, phase_timeout_s=30)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    first = await asyncio.wait_for(
+        _crash_then_resume(deployment, aggregator, view.round_id, vectors), timeout=120
+    )
+    assert first
+    report = aggregator.manager.report(view.round_id)
+    assert set(report.included_parties) == set(PARTIES)
+    assert_report_matches(report, plain_sum(list(vectors.values())))
+
+
+async def _crash_then_resume(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    round_id: str,
+    vectors: dict[str, U64Vector],
+) -> bool:
+    others = {n: v for n, v in vectors.items() if n != "team-a"}
+    rest = asyncio.create_task(run_parties(deployment, aggregator.port, round_id, others))
+    crashed = await run_parties(
+        deployment,
+        aggregator.port,
+        round_id,
+        {"team-a": vectors["team-a"]},
+        drop_after={"team-a": Phase.SHARE},
+    )
+    assert isinstance(crashed["team-a"], SimulatedDropout)
+    state_file = deployment.bundle("team-a") / "state" / f"{round_id}.json"
+    assert state_file.exists() and state_file.stat().st_mode & 0o077 == 0
+    resumed = await run_parties(
+        deployment, aggregator.port, round_id, {"team-a": vectors["team-a"]}
+    )
+    await rest
+    view = resumed["team-a"]
+    return isinstance(view, RoundView) and view.state is RoundState.COMPLETE
