@@ -61,24 +61,20 @@ def init(
     """Create a new aggregator directory. Refuses to overwrite an existing one."""
     if (directory / cfgmod.CONFIG_NAME).exists():
         raise AlreadyExists(f"{directory} already holds an aggregator", field="DIR")
-    directory.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfgmod.AggregatorConfig(), server=cfgmod.ServerSection(listen=listen))
     tls_paths = cfg.tls
+    server_name = cfg.server.server_name
 
+    # Everything is checked and generated before the first file is written.
     if pki is None:
         ca = create_ca()
     else:
-        ca_cert_pem = pki.ca_cert.read_bytes()
         if pki.ca_key is None:
             raise InvalidArgument(
                 "init needs the CA key to issue the admin and custodian certificates",
                 field="--ca-key",
             )
-        ca = KeyAndCert(key_pem=pki.ca_key.read_bytes(), cert_pem=ca_cert_pem)
-    _write_public(directory / tls_paths.ca_cert, ca.cert_pem)
-    write_private(directory / tls_paths.ca_key, ca.key_pem)
-
-    server_name = cfg.server.server_name
+        ca = KeyAndCert(key_pem=pki.ca_key.read_bytes(), cert_pem=pki.ca_cert.read_bytes())
     if pki is not None and pki.cert is not None and pki.key is not None:
         server = KeyAndCert(key_pem=pki.key.read_bytes(), cert_pem=pki.cert.read_bytes())
         load_ca_and_check(ca.cert_pem, server.cert_pem, server.key_pem)
@@ -89,6 +85,10 @@ def init(
             dns_names=(server_name, *SERVER_DNS),
             ip_addresses=SERVER_IPS,
         )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_public(directory / tls_paths.ca_cert, ca.cert_pem)
+    write_private(directory / tls_paths.ca_key, ca.key_pem)
     _write_public(directory / tls_paths.cert, server.cert_pem)
     write_private(directory / tls_paths.key, server.key_pem)
 

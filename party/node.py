@@ -268,6 +268,7 @@ class PartyNode:
 
                 await self._submit(state, "Advertise", build_advert)
                 self._say(view, "sent signed key advertisement")
+                self._maybe_drop(view, Phase.ADVERTISE)
             elif phase is Phase.SHARE:
                 if self.name not in view.advertised:
                     return self._finish(await self._wait_closed(rid))

@@ -161,3 +161,67 @@ def test_open_round_without_a_server_is_unavailable(tmp_path: Path) -> None:
     assert res.returncode == 4, res.stderr
     assert "AdminService.OpenRound" in res.stderr
     assert time.monotonic() - started < 120
+
+
+def test_init_with_an_existing_ca_and_server_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blindsum.transport.pki import (
+        Identity,
+        Role,
+        create_ca,
+        issue_tls_cert,
+        verify_identity_cert,
+    )
+
+    ca = create_ca("Acme support CA")
+    server = issue_tls_cert(
+        ca, Identity(Role.AGGREGATOR, "agg"), dns_names=("blindsum-aggregator",)
+    )
+    other = issue_tls_cert(create_ca("other"), Identity(Role.AGGREGATOR, "agg"))
+    files = {}
+    for name, data in {
+        "ca.crt": ca.cert_pem,
+        "ca.key": ca.key_pem,
+        "srv.crt": server.cert_pem,
+        "srv.key": server.key_pem,
+        "other.crt": other.cert_pem,
+        "other.key": other.key_pem,
+    }.items():
+        files[name] = tmp_path / name
+        files[name].write_bytes(data)
+    agg = tmp_path / "agg"
+    argv = [
+        "aggregator",
+        "init",
+        str(agg),
+        "--ca-cert",
+        str(files["ca.crt"]),
+        "--ca-key",
+        str(files["ca.key"]),
+    ]
+    # A server certificate from another CA is refused, and nothing is half-written.
+    bad = tmp_path / "bad"
+    assert (
+        main(
+            [
+                *argv[:2],
+                str(bad),
+                *argv[3:],
+                "--cert",
+                str(files["other.crt"]),
+                "--key",
+                str(files["other.key"]),
+            ]
+        )
+        == 2
+    )
+    assert "blindsum: error:" in capsys.readouterr().err
+    assert not bad.exists()
+    assert main([*argv, "--cert", str(files["srv.crt"]), "--key", str(files["srv.key"])]) == 0
+    assert (agg / "ca" / "ca.crt").read_bytes() == ca.cert_pem
+    assert (agg / "tls" / "server.crt").read_bytes() == server.cert_pem
+    assert (agg / "ca" / "ca.key").stat().st_mode & 0o077 == 0
+    assert main(["aggregator", "enroll", str(agg), "acme-emea", "-o", str(tmp_path / "b")]) == 0
+    identity, _ = verify_identity_cert((tmp_path / "b" / "identity.crt").read_bytes(), ca.cert_pem)
+    assert identity == Identity(Role.PARTY, "acme-emea")

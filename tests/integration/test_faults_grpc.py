@@ -254,7 +254,7 @@ async def test_wrong_length_masked_vector_is_invalid_argument(
         aggregator.port,
         rid,
         vectors,
-        drop_after={n: Phase.SHARE for n in PARTIES},
+        drop_after=dict.fromkeys(PARTIES, Phase.SHARE),
     )
     await task
     assert aggregator.manager.view(rid).phase is Phase.MASK
@@ -373,3 +373,50 @@ async def test_he_submission_retry_is_idempotent_and_a_second_ciphertext_is_refu
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await channel.close(None)
+
+
+async def test_malformed_shares_are_invalid_argument(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    rid = await _open(aggregator, phase_timeout_s=30)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    # Everyone advertises, then stops, so the round sits in the share phase.
+    await run_parties(
+        deployment,
+        aggregator.port,
+        rid,
+        vectors,
+        drop_after=dict.fromkeys(PARTIES, Phase.ADVERTISE),
+    )
+    assert aggregator.manager.view(rid).phase is Phase.SHARE
+    channel, stub = _stub(deployment, aggregator.port, "team-a")
+    try:
+        cases = [
+            # envelope claiming another sender
+            [
+                round_pb2.Envelope(
+                    sender="team-b", receiver="team-c", nonce=b"\x00" * 12, ciphertext=b"\x00" * 200
+                )
+            ],
+            # wrong nonce length
+            [
+                round_pb2.Envelope(
+                    sender="team-a", receiver="team-b", nonce=b"\x00" * 5, ciphertext=b"\x00" * 200
+                )
+            ],
+            # too few envelopes (one neighbour only)
+            [
+                round_pb2.Envelope(
+                    sender="team-a", receiver="team-b", nonce=b"\x00" * 12, ciphertext=b"\x00" * 200
+                )
+            ],
+        ]
+        for envelopes in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SubmitShares(
+                    round_pb2.SubmitSharesRequest(round_id=rid, envelopes=envelopes)
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, envelopes
+    finally:
+        await channel.close(None)
+    assert aggregator.store.submissions(rid, "share") == []
