@@ -150,11 +150,14 @@ def enroll(
     signing = SigningKey.generate(secrets.token_bytes)
     identity_cert = issue_identity_cert(ca, identity, signing.public_bytes)
     if role is Role.PARTY:
-        store = open_store(cfg.store.url, base_dir=directory)
-        try:
-            store.enroll(name, identity_cert)
-        finally:
-            store.close()
+        # Both registries: the aggregator's, and the custodian's own (receipts are
+        # checked against it, so the aggregator alone cannot add parties).
+        for url in (cfg.store.url, cfg.custodian.store_url):
+            store = open_store(url, base_dir=directory)
+            try:
+                store.enroll(name, identity_cert)
+            finally:
+                store.close()
     custodian_pub = cfgmod.resolve(directory, cfg.custodian.key_dir) / "signing.pub"
     party_cfg = PartyConfig(
         name=name,
@@ -171,3 +174,14 @@ def enroll(
     write_private(out / "identity.key", signing.to_pem())
     (out / BUNDLE_CONFIG).write_text(dump_config(party_cfg))
     return party_cfg
+
+
+def revoke(directory: Path, name: str) -> None:
+    """Revoke a party in the aggregator's and the custodian's registries."""
+    cfg = cfgmod.load(directory)
+    for url in (cfg.store.url, cfg.custodian.store_url):
+        store = open_store(url, base_dir=directory)
+        try:
+            store.revoke(name)
+        finally:
+            store.close()

@@ -3,7 +3,8 @@
 It hands out a signed public context, and it decrypts an aggregate only when
 the request carries at least k receipts from distinct enrolled parties, each
 an Ed25519 signature over (round id, schema id, SHA-256 of that party's
-ciphertext) checked against the party's CA-issued identity certificate. It
+ciphertext) checked against the identity certificate in the custodian's own
+registry (written at enrollment; the aggregator cannot add parties to it). It
 decrypts at most one aggregate per round (a retry of the identical request gets
 the same answer), so an aggregator cannot difference two subsets, and it keeps
 its own audit trail in its own store.
@@ -26,7 +27,7 @@ from aggregator.store import Store
 from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import InvalidArgument, PermissionDenied
+from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
 from blindsum.protocol.he import (
     ReceiptRecord,
@@ -71,28 +72,36 @@ class Custodian:
         round_id: str,
         schema_id: str,
         chunks: Sequence[bytes],
-        receipts: Sequence[tuple[ReceiptRecord, bytes]],
+        receipts: Sequence[ReceiptRecord],
         vector_length: int,
         min_receipts: int,
     ) -> tuple[list[int], bytes]:
         """Check the receipts, decrypt once per round, sign and audit the result."""
         k = max(min_receipts, self.min_receipts)
         verify_keys: dict[str, VerifyKey] = {}
-        for i, (receipt, cert_pem) in enumerate(receipts):
+        for i, receipt in enumerate(receipts):
+            # The custodian's own registry, not certificates relayed by the aggregator.
             try:
-                _, raw = verify_identity_cert(
-                    cert_pem, self.ca_cert_pem, expected=Identity(Role.PARTY, receipt.party)
-                )
-            except InvalidArgument as exc:
+                record = self.store.party(receipt.party)
+            except NotFound:
                 raise PermissionDenied(
-                    f"receipt {i} ({receipt.party!r}) has no valid identity certificate: {exc}",
+                    f"receipt {i}: {receipt.party!r} is not enrolled with the custodian",
                     field="receipts",
                 ) from None
+            if record.revoked:
+                raise PermissionDenied(
+                    f"receipt {i}: {receipt.party!r} is revoked", field="receipts"
+                )
+            _, raw = verify_identity_cert(
+                record.identity_cert_pem,
+                self.ca_cert_pem,
+                expected=Identity(Role.PARTY, receipt.party),
+            )
             verify_keys[receipt.party] = VerifyKey.from_bytes(raw)
         authorize_decrypt(
             round_id=round_id,
             schema_id=schema_id,
-            receipts=[r for r, _ in receipts],
+            receipts=receipts,
             verify_keys=verify_keys,
             min_receipts=k,
         )
@@ -102,7 +111,7 @@ class Custodian:
                 schema_id,
                 vector_length,
                 *chunks,
-                *sorted(r.party for r, _ in receipts),
+                *sorted(r.party for r in receipts),
             )
         ).hexdigest()
         previous = [s for s in self.store.submissions(round_id, _DECRYPT_PHASE) if s.party == _SELF]
@@ -129,7 +138,7 @@ class Custodian:
                 round_id,
                 "decrypted",
                 schema_id=schema_id,
-                receipts=sorted(r.party for r, _ in receipts),
+                receipts=sorted(r.party for r in receipts),
                 slots=vector_length,
             )
         log.info("decrypted", round_id=round_id, receipts=len(receipts))
@@ -169,9 +178,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         for i, r in enumerate(request.receipts):
             if len(r.ciphertext_sha256) != 32 or len(r.signature) != 64:
                 raise InvalidArgument("malformed receipt", field=f"receipts[{i}]")
-            receipts.append(
-                (ReceiptRecord(r.party, r.ciphertext_sha256, r.signature), r.identity_cert_pem)
-            )
+            receipts.append(ReceiptRecord(r.party, r.ciphertext_sha256, r.signature))
         values, signature = self.custodian.decrypt(
             round_id=request.round_id,
             schema_id=request.schema_id,
@@ -188,13 +195,18 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
 class GrpcCustodianClient:
     """The aggregator's view of the custodian, over mTLS with the aggregator's certificate."""
 
-    def __init__(self, channel: grpc.aio.Channel, custodian_key: VerifyKey) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, custodian_key: VerifyKey, *, timeout_s: float = 30.0
+    ) -> None:
         self._stub = custodian_pb2_grpc.CustodianServiceStub(channel)
         self._key = custodian_key
+        self.timeout_s = timeout_s
 
     async def public_context(self) -> SignedPublicContext:
         try:
-            msg = await self._stub.GetPublicContext(custodian_pb2.PublicContextRequest())
+            msg = await self._stub.GetPublicContext(
+                custodian_pb2.PublicContextRequest(), timeout=self.timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, "CustodianService.GetPublicContext") from None
         self._key.verify(msg.signature, context_transcript(msg.context))
@@ -212,7 +224,7 @@ class GrpcCustodianClient:
         round_id: str,
         schema_id: str,
         chunks: Sequence[bytes],
-        receipts: Sequence[tuple[ReceiptRecord, bytes]],
+        receipts: Sequence[ReceiptRecord],
         vector_length: int,
         min_receipts: int,
     ) -> list[int]:
@@ -222,18 +234,15 @@ class GrpcCustodianClient:
             aggregate_chunks=list(chunks),
             receipts=[
                 custodian_pb2.Receipt(
-                    party=r.party,
-                    ciphertext_sha256=r.digest,
-                    signature=r.signature,
-                    identity_cert_pem=cert,
+                    party=r.party, ciphertext_sha256=r.digest, signature=r.signature
                 )
-                for r, cert in receipts
+                for r in receipts
             ],
             vector_length=vector_length,
             min_receipts=min_receipts,
         )
         try:
-            msg = await self._stub.Decrypt(request)
+            msg = await self._stub.Decrypt(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, "CustodianService.Decrypt") from None
         values = list(msg.values)

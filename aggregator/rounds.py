@@ -11,10 +11,11 @@ is what makes a restart mid-round safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -25,12 +26,14 @@ from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvPublicContext
 from blindsum.crypto.sign import VerifyKey
 from blindsum.errors import (
+    Aborted,
     AlreadyExists,
     BlindsumError,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     RoundAborted,
+    Unavailable,
 )
 from blindsum.log import get_logger
 from blindsum.model import (
@@ -43,7 +46,7 @@ from blindsum.model import (
     RoundView,
 )
 from blindsum.protocol import graph
-from blindsum.protocol.he import HeAccumulator, ReceiptRecord
+from blindsum.protocol.he import HeAccumulator, ReceiptRecord, ciphertext_digest
 from blindsum.protocol.secagg import (
     Advert,
     Reveal,
@@ -96,7 +99,7 @@ class CustodianClient(Protocol):
         round_id: str,
         schema_id: str,
         chunks: Sequence[bytes],
-        receipts: Sequence[tuple[ReceiptRecord, bytes]],
+        receipts: Sequence[ReceiptRecord],
         vector_length: int,
         min_receipts: int,
     ) -> list[int]: ...
@@ -194,17 +197,18 @@ class RoundManager:
         if mode is Mode.SECAGG:
             advertised = tuple(self.store.submitted_parties(rid, Phase.ADVERTISE.value))
             shared = tuple(self.store.submitted_parties(rid, Phase.SHARE.value))
-            acc = self.store.accumulator(rid)
-            masked = tuple(acc[1]) if acc else ()
+            masked = tuple(self.store.submitted_parties(rid, Phase.MASK.value))
+            consistent = tuple(self.store.submitted_parties(rid, Phase.CONSISTENCY.value))
             unmasked = tuple(self.store.submitted_parties(rid, Phase.UNMASK.value))
             current = {
                 Phase.ADVERTISE.value: advertised,
                 Phase.SHARE.value: shared,
                 Phase.MASK.value: masked,
+                Phase.CONSISTENCY.value: consistent,
                 Phase.UNMASK.value: unmasked,
             }.get(rec.phase, ())
         else:
-            advertised = shared = masked = unmasked = ()
+            advertised = shared = masked = consistent = unmasked = ()
             current = tuple(self.store.submitted_parties(rid, Phase.COLLECT.value))
         return RoundView(
             round_id=rid,
@@ -226,6 +230,7 @@ class RoundManager:
             shared=shared,
             masked=masked,
             unmasked=unmasked,
+            consistent=consistent,
         )
 
     def list_rounds(self, *, party: str | None = None, only_open: bool = False) -> list[RoundView]:
@@ -284,18 +289,34 @@ class RoundManager:
                 field="schema_toml",
             )
         n = len(parties)
+        if n > schema.max_parties:
+            raise InvalidArgument(
+                f"{n} parties exceed the schema's max_parties {schema.max_parties}",
+                field="parties",
+            )
         if spec.mode is Mode.SECAGG:
             if n < 2:
                 raise InvalidArgument("secagg needs at least 2 parties", field="parties")
             degree = graph.default_degree(n, self.settings.sparse_above)
             holders = n if degree == 0 else degree + 1
             threshold = spec.threshold or graph.default_threshold(holders)
-            if not 1 <= threshold <= holders:
+            if not holders // 2 + 1 <= threshold <= holders:
                 raise InvalidArgument(
-                    f"must be between 1 and {holders} (the share holders per party)",
+                    f"must be between {holders // 2 + 1} and {holders}: more than half of the "
+                    f"{holders} share holders per party, so two groups of survivors given "
+                    "different lists can never both reach t",
                     field="threshold",
                 )
             schema.check_overflow(n, 64)
+            # SecAggConfig enforces 2 <= t <= holders and 2t > holders (consistency check).
+            SecAggConfig(
+                round_id="validate",
+                schema_id=schema.schema_id,
+                parties=parties,
+                threshold=threshold,
+                vector_length=schema.vector_length,
+                graph_degree=degree,
+            )
             first = Phase.ADVERTISE
         else:
             degree = 0
@@ -388,7 +409,8 @@ class RoundManager:
         config = self._secagg_config(rec)
         srv = SecAggServer(config)
         order = PHASES[Mode.SECAGG]
-        reached = order.index(Phase(rec.phase)) if rec.phase in {p.value for p in order} else 4
+        # How far the round got; DONE counts as past every phase.
+        reached = order.index(Phase(rec.phase)) if Phase(rec.phase) in order else len(order)
         rid = rec.round_id
         for sub in self.store.submissions(rid, Phase.ADVERTISE.value):
             req = round_pb2.AdvertiseRequest.FromString(sub.payload or b"")
@@ -406,6 +428,11 @@ class RoundManager:
                 srv.restore_masked(codec.vector_from_bytes(acc[0], config.vector_length), acc[1])
         if reached > 2:
             srv.close_mask()
+            for sub in self.store.submissions(rid, Phase.CONSISTENCY.value):
+                creq = round_pb2.SubmitConsistencyRequest.FromString(sub.payload or b"")
+                srv.add_consistency(sub.party, creq.signature, self._identity(sub.party)[0])
+        if reached > 3:
+            srv.close_consistency()
             for sub in self.store.submissions(rid, Phase.UNMASK.value):
                 ureq = round_pb2.SubmitUnmaskRequest.FromString(sub.payload or b"")
                 reveals = codec.reveals_from_pb(
@@ -414,6 +441,20 @@ class RoundManager:
                 srv.add_reveals(sub.party, reveals)
         self._secagg[rid] = srv
         return srv
+
+    @contextlib.contextmanager
+    def _evict_on_error(self, rec: RoundRecord) -> Iterator[None]:
+        """Drop the cached protocol state if a step fails between memory and store.
+
+        The cache is rebuilt from the store on next use, so memory never holds an
+        input that the store does not.
+        """
+        try:
+            yield
+        except BaseException:
+            self._secagg.pop(rec.round_id, None)
+            self._he.pop(rec.round_id, None)
+            raise
 
     # -- secagg handlers --------------------------------------------------------
 
@@ -439,9 +480,12 @@ class RoundManager:
                 return replay
             self._require_open(rec, Phase.ADVERTISE, "Advertise")
             self._check_schema(rec, schema_id)
-            srv = self._server(rec)
-            srv.add_advert(advert, self._identity(party)[0])
-            self.store.put_submission(rec.round_id, Phase.ADVERTISE.value, party, digest, payload)
+            with self._evict_on_error(rec):
+                srv = self._server(rec)
+                srv.add_advert(advert, self._identity(party)[0])
+                self.store.put_submission(
+                    rec.round_id, Phase.ADVERTISE.value, party, digest, payload
+                )
             log.info("advertised", round_id=rec.round_id, party=party)
             await self._advance(rec)
             return Ack(digest, False)
@@ -453,6 +497,10 @@ class RoundManager:
                 raise FailedPrecondition(
                     f"round {rec.round_id!r} has no roster yet (phase {rec.phase})",
                     field="GetRoster",
+                )
+            if rec.state != RoundState.OPEN.value:
+                raise FailedPrecondition(
+                    f"round {rec.round_id!r} is {rec.state}", field="GetRoster"
                 )
             srv = self._server(rec)
             return [(a, self._identity(p)[1]) for p, a in sorted(srv.roster().items())]
@@ -473,9 +521,10 @@ class RoundManager:
             if replay:
                 return replay
             self._require_open(rec, Phase.SHARE, "SubmitShares")
-            srv = self._server(rec)
-            srv.add_shares(party, shares)
-            self.store.put_submission(rec.round_id, Phase.SHARE.value, party, digest, payload)
+            with self._evict_on_error(rec):
+                srv = self._server(rec)
+                srv.add_shares(party, shares)
+                self.store.put_submission(rec.round_id, Phase.SHARE.value, party, digest, payload)
             log.info("shares_received", round_id=rec.round_id, party=party, count=len(shares))
             await self._advance(rec)
             return Ack(digest, False)
@@ -508,26 +557,61 @@ class RoundManager:
             self._check_schema(rec, schema_id)
             srv = self._server(rec)
             vector = codec.vector_from_bytes(vector_bytes, srv.config.vector_length)
-            srv.add_masked(party, vector)
-            running, parties = srv.running_sum, srv.masked_parties
-            with self.store.transaction():
-                self.store.put_submission(rec.round_id, Phase.MASK.value, party, digest, None)
-                self.store.put_accumulator(rec.round_id, codec.vector_to_bytes(running), parties)
+            with self._evict_on_error(rec):
+                srv.add_masked(party, vector)
+                running, parties = srv.running_sum, srv.masked_parties
+                with self.store.transaction():
+                    self.store.put_submission(rec.round_id, Phase.MASK.value, party, digest, None)
+                    self.store.put_accumulator(
+                        rec.round_id, codec.vector_to_bytes(running), parties
+                    )
             log.info("masked_received", round_id=rec.round_id, party=party)
             await self._advance(rec)
             return Ack(digest, False)
 
-    async def unmask_request(self, party: str, round_id: str) -> tuple[list[str], list[str]]:
+    async def unmask_request(
+        self, party: str, round_id: str
+    ) -> tuple[list[str], list[str], dict[str, bytes]]:
+        """The survivor and dropped lists; in the unmask phase also the consistency signatures."""
         async with self._lock:
             rec = self._round_for_party(party, round_id)
-            self._require_open(rec, Phase.UNMASK, "GetUnmaskRequest")
+            if rec.phase == Phase.CONSISTENCY.value:
+                self._require_open(rec, Phase.CONSISTENCY, "GetUnmaskRequest")
+            else:
+                self._require_open(rec, Phase.UNMASK, "GetUnmaskRequest")
             srv = self._server(rec)
             if party not in srv.u3:
                 raise PermissionDenied(
                     f"party {party!r} did not submit a masked vector", field="GetUnmaskRequest"
                 )
-            survivors, dropped = srv.u3, srv.dropped
-            return list(survivors), list(dropped)
+            signatures: dict[str, bytes] = {}
+            if rec.phase == Phase.UNMASK.value:
+                if party not in srv.consistency_signers:
+                    raise PermissionDenied(
+                        f"party {party!r} did not sign the survivor lists", field="GetUnmaskRequest"
+                    )
+                signatures = srv.consistency_signatures()
+            return list(srv.u3), list(srv.dropped), signatures
+
+    async def submit_consistency(
+        self, party: str, round_id: str, signature: bytes, payload: bytes
+    ) -> Ack:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            digest = _digest(signature)
+            replay = self._replay(rec, Phase.CONSISTENCY, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, Phase.CONSISTENCY, "SubmitConsistency")
+            with self._evict_on_error(rec):
+                srv = self._server(rec)
+                srv.add_consistency(party, signature, self._identity(party)[0])
+                self.store.put_submission(
+                    rec.round_id, Phase.CONSISTENCY.value, party, digest, payload
+                )
+            log.info("consistency_signed", round_id=rec.round_id, party=party)
+            await self._advance(rec)
+            return Ack(digest, False)
 
     async def submit_unmask(
         self, party: str, round_id: str, reveals: Sequence[Reveal], payload: bytes
@@ -539,9 +623,10 @@ class RoundManager:
             if replay:
                 return replay
             self._require_open(rec, Phase.UNMASK, "SubmitUnmask")
-            srv = self._server(rec)
-            srv.add_reveals(party, reveals)
-            self.store.put_submission(rec.round_id, Phase.UNMASK.value, party, digest, payload)
+            with self._evict_on_error(rec):
+                srv = self._server(rec)
+                srv.add_reveals(party, reveals)
+                self.store.put_submission(rec.round_id, Phase.UNMASK.value, party, digest, payload)
             log.info("reveals_received", round_id=rec.round_id, party=party, count=len(reveals))
             await self._advance(rec)
             return Ack(digest, False)
@@ -592,8 +677,6 @@ class RoundManager:
     ) -> Ack:
         async with self._lock:
             rec = self._round_for_party(party, round_id)
-            from blindsum.protocol.he import ciphertext_digest  # noqa: PLC0415
-
             ct_digest = ciphertext_digest(chunks)
             digest = _digest(ct_digest, receipt_signature)
             replay = self._replay(rec, Phase.COLLECT, party, digest)
@@ -602,30 +685,22 @@ class RoundManager:
             self._require_open(rec, Phase.COLLECT, "SubmitCiphertext")
             self._check_schema(rec, schema_id)
             acc = await self._accumulator(rec)
-            # The receipt must verify before the ciphertext joins the sum.
-            from blindsum.protocol.he import verify_receipt  # noqa: PLC0415
-
-            verify_receipt(
-                self._identity(party)[0],
-                receipt_signature,
-                round_id=rec.round_id,
-                schema_id=rec.schema_id,
-                digest=ct_digest,
-            )
-            acc.add(party, chunks, receipt_signature)
-            receipt_payload = round_pb2.SubmitCiphertextRequest(
-                chunks=[ct_digest], receipt_signature=receipt_signature
-            ).SerializeToString()
-            container = round_pb2.SubmitCiphertextRequest(chunks=acc.aggregate())
-            with self.store.transaction():
-                self.store.put_submission(
-                    rec.round_id, Phase.COLLECT.value, party, digest, receipt_payload
-                )
-                self.store.put_accumulator(
-                    rec.round_id,
-                    container.SerializeToString(),
-                    [r.party for r in acc.receipts()],
-                )
+            with self._evict_on_error(rec):
+                # verify_key: the receipt must verify before the ciphertext joins the sum.
+                acc.add(party, chunks, receipt_signature, verify_key=self._identity(party)[0])
+                receipt_payload = round_pb2.SubmitCiphertextRequest(
+                    chunks=[ct_digest], receipt_signature=receipt_signature
+                ).SerializeToString()
+                container = round_pb2.SubmitCiphertextRequest(chunks=acc.aggregate())
+                with self.store.transaction():
+                    self.store.put_submission(
+                        rec.round_id, Phase.COLLECT.value, party, digest, receipt_payload
+                    )
+                    self.store.put_accumulator(
+                        rec.round_id,
+                        container.SerializeToString(),
+                        [r.party for r in acc.receipts()],
+                    )
             log.info("ciphertext_received", round_id=rec.round_id, party=party)
             await self._advance(rec)
             return Ack(digest, False)
@@ -633,13 +708,22 @@ class RoundManager:
     # -- phase transitions ------------------------------------------------------
 
     async def tick(self) -> None:
-        """Advance every open round whose phase deadline has passed."""
+        """Advance every open round whose phase deadline has passed.
+
+        A protocol failure aborts only the round it belongs to; anything else
+        (a locked database, an unreachable custodian) is logged and retried on
+        the next tick, so one bad round never stops the others.
+        """
         async with self._lock:
             for rec in self.store.rounds(state=RoundState.OPEN.value):
                 try:
                     await self._advance(rec)
                 except BlindsumError as exc:
                     self._abort(self.store.round(rec.round_id), f"internal failure: {exc}")
+                except Exception as exc:
+                    self._secagg.pop(rec.round_id, None)
+                    self._he.pop(rec.round_id, None)
+                    log.error("tick_failed", round_id=rec.round_id, exc=exc)
 
     async def _advance(self, rec: RoundRecord) -> None:
         """Move the round forward while its current phase is finished."""
@@ -684,12 +768,22 @@ class RoundManager:
                 if not self._phase_over(rec, srv.u2, srv.masked_parties):
                     return False
                 srv.close_mask()
+                self._next_phase(rec, Phase.CONSISTENCY)
+            elif phase is Phase.CONSISTENCY:
+                if not self._phase_over(rec, srv.u3, srv.consistency_signers):
+                    return False
+                srv.close_consistency()
                 self._next_phase(rec, Phase.UNMASK)
             elif phase is Phase.UNMASK:
                 revealed = self.store.submitted_parties(rec.round_id, Phase.UNMASK.value)
-                if not self._phase_over(rec, srv.u3, revealed):
+                if not self._phase_over(rec, srv.consistency_signers, revealed):
                     return False
-                total = srv.finish()
+                try:
+                    total = srv.finish()
+                except RoundAborted:
+                    raise
+                except BlindsumError as exc:
+                    raise RoundAborted(f"reconstruction failed: {exc}") from exc
                 self._release(rec, _signed(total), srv.u3)
             else:
                 return False
@@ -714,16 +808,19 @@ class RoundManager:
             self._abort(rec, "no custodian is configured")
             return True
         acc = await self._accumulator(rec)
-        receipts = [(r, self._identity(r.party)[1]) for r in acc.receipts()]
         try:
             values = await self.custodian.decrypt(
                 round_id=rec.round_id,
                 schema_id=rec.schema_id,
                 chunks=acc.aggregate(),
-                receipts=receipts,
+                receipts=acc.receipts(),
                 vector_length=self._schema(rec).vector_length,
                 min_receipts=rec.threshold,
             )
+        except (Unavailable, Aborted) as exc:
+            # Parties submitted once and left: keep the round and retry on the next tick.
+            log.warning("custodian_unavailable", round_id=rec.round_id, exc=exc)
+            return False
         except BlindsumError as exc:
             self._abort(rec, f"custodian refused to decrypt: {exc}")
             return True

@@ -24,7 +24,7 @@ from aggregator.store import Store, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import BlindsumError, NotFound, PermissionDenied
+from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
 from blindsum.model import Mode
 from blindsum.rpc.v1 import (
@@ -146,10 +146,25 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> round_pb2.UnmaskRequest:
         party = _party(context)
-        survivors, dropped = await self.m.unmask_request(party, request.round_id)
+        survivors, dropped, signatures = await self.m.unmask_request(party, request.round_id)
         return round_pb2.UnmaskRequest(
-            round_id=request.round_id, survivors=survivors, dropped=dropped
+            round_id=request.round_id,
+            survivors=survivors,
+            dropped=dropped,
+            signatures=codec.signatures_to_pb(signatures),
         )
+
+    @translate
+    async def SubmitConsistency(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.SubmitConsistencyRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        party = _party(context)
+        if len(request.signature) != 64:
+            raise InvalidArgument("expected a 64-byte Ed25519 signature", field="signature")
+        ack = await self.m.submit_consistency(
+            party, request.round_id, request.signature, request.SerializeToString()
+        )
+        return _ack(ack)
 
     @translate
     async def SubmitUnmask(  # noqa: N802 - gRPC method name
@@ -390,7 +405,7 @@ async def _ticker(manager: RoundManager, interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             await manager.tick()
-        except BlindsumError as exc:
+        except Exception as exc:
             log.error("tick_failed", exc=exc)
 
 

@@ -12,6 +12,7 @@ the blob type and the connection differ.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -408,6 +409,9 @@ class SqliteStore(Store):
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = str(path)
+        if not os.path.exists(self.path):
+            # The stores hold submissions and decrypted totals: owner-only from birth.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )

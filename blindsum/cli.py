@@ -206,8 +206,20 @@ def cmd_aggregator_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregator_revoke(args: argparse.Namespace) -> int:
+    from aggregator.admin import revoke  # noqa: PLC0415
+
+    revoke(args.dir, args.name)
+    print(f"revoked {args.name}: it can no longer connect, and its receipts are refused")
+    return 0
+
+
 def cmd_aggregator_serve(args: argparse.Namespace) -> int:
+    from aggregator import config as cfgmod  # noqa: PLC0415
     from aggregator.service import serve_forever  # noqa: PLC0415
+
+    if args.log_level is None:
+        log.configure(cfgmod.load(args.dir).log_level)
 
     asyncio.run(serve_forever(args.dir, listen=args.listen))
     return 0
@@ -432,9 +444,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="blindsum", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="blindsum",
+        description="blindsum: secure aggregation of customer-support KPIs "
+        "(secagg or BFV over gRPC with mutual TLS)",
+    )
     p.add_argument("--version", action="version", version=f"blindsum {__version__}")
-    p.add_argument("--log-level", default="WARNING", help="structured log level (stderr)")
+    p.add_argument(
+        "--log-level",
+        help="structured log level on stderr (default: log_level from aggregator.toml for "
+        "serve, else WARNING)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     agg = sub.add_parser("aggregator", help="run and operate the aggregator").add_subparsers(
@@ -457,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="aggregator address to put in the bundle")
     s.add_argument("--ca-key", type=Path)
     s.set_defaults(func=cmd_aggregator_enroll)
+
+    s = agg.add_parser("revoke", help="revoke an enrolled party")
+    s.add_argument("dir", type=Path)
+    s.add_argument("name")
+    s.set_defaults(func=cmd_aggregator_revoke)
 
     s = agg.add_parser("serve", help="run the aggregator (and embedded custodian)")
     s.add_argument("dir", type=Path)
@@ -549,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    log.configure(args.log_level)
+    log.configure(args.log_level or "WARNING")
     try:
         code: int = args.func(args)
     except BlindsumError as exc:

@@ -6,7 +6,8 @@ Decoders validate shapes and sizes before anything is parsed further and raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -37,6 +38,7 @@ _PHASE_TO_PB = {
     Phase.ADVERTISE: common_pb2.PHASE_ADVERTISE,
     Phase.SHARE: common_pb2.PHASE_SHARE,
     Phase.MASK: common_pb2.PHASE_MASK,
+    Phase.CONSISTENCY: common_pb2.PHASE_CONSISTENCY,
     Phase.UNMASK: common_pb2.PHASE_UNMASK,
     Phase.COLLECT: common_pb2.PHASE_COLLECT,
     Phase.DONE: common_pb2.PHASE_DONE,
@@ -63,9 +65,13 @@ def mode_from_pb(value: int, *, field: str = "mode") -> Mode:
         raise InvalidArgument(f"unknown mode {value}", field=field) from None
 
 
+_ROUND_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def check_round_id(round_id: str, *, field: str = "round_id") -> str:
-    if not round_id or len(round_id) > MAX_ROUND_ID_LEN or not round_id.isprintable():
-        raise InvalidArgument("must be 1..64 printable characters", field=field)
+    """Round ids name files on the party side, so only a safe charset is allowed."""
+    if not isinstance(round_id, str) or _ROUND_ID.fullmatch(round_id) is None:
+        raise InvalidArgument("must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", field=field)
     return round_id
 
 
@@ -93,6 +99,7 @@ def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
         shared=list(view.shared),
         masked=list(view.masked),
         unmasked=list(view.unmasked),
+        consistent=list(view.consistent),
     )
 
 
@@ -122,6 +129,7 @@ def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
         shared=tuple(info.shared),
         masked=tuple(info.masked),
         unmasked=tuple(info.unmasked),
+        consistent=tuple(info.consistent),
     )
 
 
@@ -253,6 +261,23 @@ def reveals_from_pb(
                 share=_check_len(s.share, share_bytes, f"shares[{i}].share"),
             )
         )
+    return out
+
+
+def signatures_to_pb(signatures: Mapping[str, bytes]) -> list[round_pb2.ConsistencySignature]:
+    return [round_pb2.ConsistencySignature(party=p, signature=s) for p, s in signatures.items()]
+
+
+def signatures_from_pb(
+    items: Sequence[round_pb2.ConsistencySignature], *, max_count: int
+) -> dict[str, bytes]:
+    if len(items) > max_count:
+        raise InvalidArgument(f"{len(items)} signatures, at most {max_count}", field="signatures")
+    out: dict[str, bytes] = {}
+    for i, item in enumerate(items):
+        if item.party in out:
+            raise InvalidArgument("duplicate signer", field=f"signatures[{i}].party")
+        out[item.party] = _check_len(item.signature, 64, f"signatures[{i}].signature")
     return out
 
 

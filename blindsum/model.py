@@ -25,6 +25,7 @@ class Phase(enum.Enum):
     ADVERTISE = "advertise"
     SHARE = "share"
     MASK = "mask"
+    CONSISTENCY = "consistency"
     UNMASK = "unmask"
     COLLECT = "collect"
     DONE = "done"
@@ -32,7 +33,7 @@ class Phase(enum.Enum):
 
 #: The phases each mode walks through, in order, before DONE.
 PHASES: dict[Mode, tuple[Phase, ...]] = {
-    Mode.SECAGG: (Phase.ADVERTISE, Phase.SHARE, Phase.MASK, Phase.UNMASK),
+    Mode.SECAGG: (Phase.ADVERTISE, Phase.SHARE, Phase.MASK, Phase.CONSISTENCY, Phase.UNMASK),
     Mode.HE: (Phase.COLLECT,),
 }
 
@@ -60,6 +61,7 @@ class RoundView:
     shared: tuple[str, ...] = ()
     masked: tuple[str, ...] = ()
     unmasked: tuple[str, ...] = ()
+    consistent: tuple[str, ...] = ()
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
@@ -73,8 +75,10 @@ class RoundView:
             expected = self.advertised
         elif self.phase is Phase.MASK:
             expected = self.shared
-        elif self.phase is Phase.UNMASK:
+        elif self.phase is Phase.CONSISTENCY:
             expected = self.masked
+        elif self.phase is Phase.UNMASK:
+            expected = self.consistent
         else:
             expected = ()
         done = set(self.submitted)

@@ -53,6 +53,7 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
     "Advertise": round_pb2.AdvertiseRequest,
     "SubmitShares": round_pb2.SubmitSharesRequest,
     "SubmitMasked": round_pb2.SubmitMaskedRequest,
+    "SubmitConsistency": round_pb2.SubmitConsistencyRequest,
     "SubmitUnmask": round_pb2.SubmitUnmaskRequest,
     "SubmitCiphertext": round_pb2.SubmitCiphertextRequest,
 }
@@ -180,7 +181,8 @@ class PartyNode:
         if self.name not in view.parties:
             raise FailedPrecondition(f"{self.name} is not invited to round {round_id}")
         schema = self._schema(view)
-        state = _RoundState.load(self.bundle.state_dir / f"{round_id}.json")
+        # check_round_id limits the charset, so the id is a safe file name.
+        state = _RoundState.load(self.bundle.state_dir / f"{codec.check_round_id(round_id)}.json")
         vector = source(schema)
         if view.mode is Mode.HE:
             return await self._run_he(view, vector, state)
@@ -314,22 +316,37 @@ class PartyNode:
                 await self._submit(state, "SubmitMasked", build_masked)
                 self._say(view, "sent masked vector")
                 self._maybe_drop(view, Phase.MASK)
-            elif phase is Phase.UNMASK:
+            elif phase is Phase.CONSISTENCY:
                 if self.name not in view.masked:
                     return self._finish(await self._wait_closed(rid))
 
-                async def build_unmask() -> Message:
+                async def build_consistency() -> Message:
                     req = await self.client.call(
                         "GetUnmaskRequest", common_pb2.RoundRef(round_id=rid)
                     )
-                    reveals = party.unmask(list(req.survivors), list(req.dropped))
+                    signature = party.sign_consistency(list(req.survivors), list(req.dropped))
+                    persist()
+                    return round_pb2.SubmitConsistencyRequest(round_id=rid, signature=signature)
+
+                await self._submit(state, "SubmitConsistency", build_consistency)
+                self._say(view, "checked and signed the survivor and dropped lists")
+            elif phase is Phase.UNMASK:
+                if self.name not in view.consistent:
+                    return self._finish(await self._wait_closed(rid))
+
+                async def build_unmask(invited: int = invited) -> Message:
+                    req = await self.client.call(
+                        "GetUnmaskRequest", common_pb2.RoundRef(round_id=rid)
+                    )
+                    signatures = codec.signatures_from_pb(req.signatures, max_count=invited)
+                    reveals = party.unmask(list(req.survivors), list(req.dropped), signatures)
                     persist()
                     return round_pb2.SubmitUnmaskRequest(
                         round_id=rid, shares=codec.reveals_to_pb(reveals)
                     )
 
                 await self._submit(state, "SubmitUnmask", build_unmask)
-                self._say(view, "checked the unmask request and revealed shares")
+                self._say(view, "verified t signatures on the lists and revealed shares")
             else:
                 return self._finish(await self._wait_closed(rid))
             done.add(phase)

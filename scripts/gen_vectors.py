@@ -293,12 +293,39 @@ def secagg_vectors() -> dict[str, Any]:
     }
     seed = graph.graph_seed(adverts)
     nbrs = graph.neighbours(config.parties, config.graph_degree, seed)
+    # Lists given out of config order on purpose: the transcript sorts them.
+    survivors = ["p05", "p00", "p01", "p02", "p04", "p06", "p07", "p09"]
+    dropped = ["p08", "p03"]
+    consistency = secagg.consistency_transcript(config, survivors, dropped)
     return {
         "provenance": provenance(
-            "secagg advert signature (Ed25519 over advert_transcript) and the neighbour graph "
+            "secagg advert signature (Ed25519 over advert_transcript), the neighbour graph "
             "(Harary H(k, n) over a Fisher-Yates permutation from prg.expand(graph_seed, "
-            "format_dst('graph/perm'), 2n))"
+            "format_dst('graph/perm'), 2n)) and the consistency-round signature (Ed25519 over "
+            "consistency_transcript = format_dst('consistency', round, schema, |U3|, *U3, "
+            "|U2 \\ U3|, *(U2 \\ U3)), lists in config order)"
         ),
+        "consistency": {
+            "identity_public": identity.public_bytes.hex(),
+            "survivors": survivors,
+            "dropped": dropped,
+            "transcript": consistency.hex(),
+            "signature": identity.sign(consistency).hex(),
+            "failures": [
+                {
+                    "what": "signature checked against lists with one party moved to dropped",
+                    "survivors": [p for p in survivors if p != "p09"],
+                    "dropped": [*dropped, "p09"],
+                    "error": "InvalidSignature",
+                },
+                {
+                    "what": "signature checked against lists that omit a dropped party",
+                    "survivors": survivors,
+                    "dropped": ["p03"],
+                    "error": "InvalidSignature",
+                },
+            ],
+        },
         "config": {
             "round_id": config.round_id,
             "schema_id": config.schema_id,

@@ -123,6 +123,9 @@ def default_threshold(holders: int) -> int:
 
     A party's shares are held by its closed neighbourhood N(u) | {u} (all n
     parties for the complete graph). Returns 1 only when ``holders == 1``.
+    The result always satisfies what SecAggConfig requires:
+    ``2 * t > holders`` (ceil(2h/3) > h/2, so two disjoint groups of holders
+    cannot both reach t) and ``t <= holders``.
     """
     holders = _check_count(holders, "holders")
     if holders < 1:

@@ -15,10 +15,22 @@ Phases and who learns what:
 3. mask: y_u = x_u + PRG(b_u) + sum_{v in N(u) & U2, v > u} PRG(s_uv)
    - sum_{v in N(u) & U2, v < u} PRG(s_uv) (mod 2**64), ordered by config index.
    U3 = parties whose y was accepted.
-4. unmask: for survivors U3 holders reveal b-shares, for dropped U2 \\ U3 they
-   reveal s-shares. A party never reveals both kinds for one owner, and it
-   refuses inconsistent requests (DESIGN §1). The aggregator removes the masks
-   and learns only sum_{u in U3} x_u.
+4. consistency: the aggregator announces (U3, U2 \\ U3). Each party checks the
+   lists (DESIGN §1), commits to them and signs consistency_transcript with its
+   identity key. U4 = parties whose signature was accepted; at least t.
+5. unmask: a party in U4 receives the signatures of U4 and reveals only if at
+   least t parties, itself included, signed the very lists it signed. Then for
+   survivors U3 holders reveal b-shares, for dropped U2 \\ U3 they reveal
+   s-shares. The aggregator removes the masks and learns only sum_{u in U3} x_u.
+
+Why the consistency round (Bonawitz et al. 2017, "ConsistencyCheck"): a party
+never reveals both kinds of share for one owner, but that check is local. A
+deviating aggregator could tell some holders of v "v survived" (they reveal
+b_v shares) and other holders "v dropped" (they reveal s_v shares), and then
+unmask y_v alone. Here every party signs exactly one view and reveals only for
+a view signed by t parties; since 2t > holders (see SecAggConfig), two disjoint
+groups of v's holders cannot both reach t, so b_v and s_v are never both
+recoverable.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +53,7 @@ from blindsum.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    InvalidSignature,
     RoundAborted,
     UnsafeRequest,
 )
@@ -55,8 +68,9 @@ SEED_BYTES = 32
 MAX_VECTOR_LENGTH = 1 << 24
 #: Longest accepted round id, schema id or party name, in characters.
 MAX_NAME_CHARS = 256
-#: Format tag of :meth:`SecAggParty.to_state` documents.
-STATE_FORMAT = "blindsum/secagg-party-state/v1"
+#: Format tag of :meth:`SecAggParty.to_state` documents (v2 added the consistency
+#: round: U1 verify keys and the signed lists; v1 states are refused).
+STATE_FORMAT = "blindsum/secagg-party-state/v2"
 
 
 # --------------------------------------------------------------------------- config
@@ -87,8 +101,9 @@ class SecAggConfig:
     ``parties[i]`` is ``i + 1`` and mask signs follow this order.
     ``graph_degree`` 0 means the complete graph. ``threshold`` must be at least 2
     when more than one party is invited (t = 1 would let a single reveal expose a
-    secret), and at most the size of a holder set (k + 1 for a sparse graph of
-    effective degree k, else the number of parties).
+    secret), more than half of a holder set, and at most the size of a holder set
+    (a holder set has k + 1 members for a sparse graph of effective degree k, else
+    the number of parties).
     """
 
     round_id: str
@@ -116,8 +131,17 @@ class SecAggConfig:
         _check_int(self.graph_degree, "graph_degree", 0)
         _check_int(self.vector_length, "vector_length", 1, MAX_VECTOR_LENGTH)
         n = len(parties)
-        max_holders = graph.effective_degree(self.graph_degree, n) + 1
-        _check_int(self.threshold, "threshold", 1 if n == 1 else 2, max_holders)
+        holders = graph.effective_degree(self.graph_degree, n) + 1
+        _check_int(self.threshold, "threshold", 1 if n == 1 else 2, holders)
+        # Honest-majority bound of the consistency round: each party reveals for
+        # one signed view only, so the holders of a secret that reveal b-shares
+        # and those that reveal s-shares are disjoint. With 2t > holders two
+        # disjoint groups cannot both reach t, so no aggregator can recover both
+        # the self mask and the mask key of one party (and so its input).
+        if 2 * self.threshold <= holders:
+            raise InvalidArgument(
+                f"must be more than half of the {holders} share holders", field="threshold"
+            )
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -161,6 +185,28 @@ def advert_transcript(config: SecAggConfig, party: str, c_public: bytes, s_publi
     return format_dst("advert", config.round_id, config.schema_id, party, c_public, s_public)
 
 
+def consistency_transcript(
+    config: SecAggConfig, survivors: Sequence[str], dropped: Sequence[str]
+) -> bytes:
+    """The bytes a consistency signature covers: round, schema and both lists.
+
+    Both lists are put in config order and prefixed with their length, so every
+    (survivors, dropped) pair has exactly one encoding. Preconditions: the names
+    are invited parties (InvalidArgument(field="party") otherwise).
+    """
+    surv = config.ordered(list(survivors))
+    drop = config.ordered(list(dropped))
+    return format_dst(
+        "consistency",
+        config.round_id,
+        config.schema_id,
+        len(surv),
+        *surv,
+        len(drop),
+        *drop,
+    )
+
+
 @dataclass(frozen=True)
 class SealedShare:
     """An envelope holding the shares of ``sender``'s secrets for ``receiver``.
@@ -188,7 +234,7 @@ class Reveal:
 
     owner: str
     kind: ShareKind
-    share: bytes  # 66 bytes, shamir.Share.to_bytes of the holder's x
+    share: bytes = field(repr=False)  # 66 bytes, shamir.Share.to_bytes of the holder's x
 
 
 def _share_plaintext(owner_index: int, holder_x: int, s_share: bytes, b_share: bytes) -> bytes:
@@ -259,6 +305,7 @@ class PartyStage(enum.Enum):
     ADVERTISED = "advertised"
     SHARED = "shared"
     MASKED = "masked"
+    SIGNED = "signed"
     UNMASKED = "unmasked"
 
 
@@ -268,12 +315,13 @@ _PARTY_ORDER = list(PartyStage)
 class SecAggParty:
     """The party's side of one secagg round.
 
-    Calls go advertise -> share -> mask -> unmask. Each of advertise, share and
-    mask is idempotent for an identical retry (same output) and refuses a
-    different second request. ``unmask`` may be called again, but it never
-    reveals both kinds of share for one owner, also across :meth:`to_state` /
-    :meth:`from_state`. Persist :meth:`to_state` (mode 0600) after every call and
-    before sending its result.
+    Calls go advertise -> share -> mask -> sign_consistency -> unmask. Each of
+    advertise, share, mask and sign_consistency is idempotent for an identical
+    retry (same output) and refuses a different second request. ``unmask`` may be
+    called again, but only for the signed lists, and it never reveals both kinds
+    of share for one owner, also across :meth:`to_state` / :meth:`from_state`.
+    Persist :meth:`to_state` (mode 0600) after every call and before sending its
+    result.
     """
 
     def __init__(self, config: SecAggConfig, me: str, identity: SigningKey, rand: RandFn) -> None:
@@ -293,12 +341,15 @@ class SecAggParty:
         self._advert: Advert | None = None
         self._b_seed: bytes | None = None
         self._adverts: dict[str, Advert] = {}
+        self._verify_keys: dict[str, VerifyKey] = {}  # U1 identity keys, from share()
         self._roster_digest: bytes | None = None
         self._neighbours: frozenset[str] = frozenset()
         self._sent: tuple[SealedShare, ...] = ()
         self._received: dict[str, tuple[bytes, bytes]] = {}  # owner -> (s share, b share)
         self._u2: tuple[str, ...] = ()
         self._y_digest: bytes | None = None
+        self._signed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._consistency_sig: bytes | None = None
         self._revealed: set[tuple[str, ShareKind]] = set()
 
     def __repr__(self) -> str:
@@ -333,6 +384,11 @@ class SecAggParty:
     def neighbours(self) -> frozenset[str]:
         """This party's neighbours in the round graph (empty before :meth:`share`)."""
         return self._neighbours
+
+    @property
+    def signed_lists(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The (survivors, dropped) lists signed in :meth:`sign_consistency` (None before)."""
+        return self._signed
 
     @property
     def revealed(self) -> frozenset[tuple[str, ShareKind]]:
@@ -464,6 +520,7 @@ class SecAggParty:
             )
             sent.append(SealedShare(sender=self._me, receiver=holder, nonce=nonce, ciphertext=ct))
         self._adverts = dict(roster)
+        self._verify_keys = {p: verify_keys[p] for p in roster}
         self._roster_digest = digest
         self._neighbours = nbrs
         self._b_seed = b_seed
@@ -582,18 +639,12 @@ class SecAggParty:
         self._stage = PartyStage.MASKED
         return y
 
-    # -- phase 4
+    # -- phases 4 (consistency) and 5 (unmask)
 
-    def unmask(self, survivors: Sequence[str], dropped: Sequence[str]) -> list[Reveal]:
-        """Reveal b-shares of surviving and s-shares of dropped neighbours (incl. self).
-
-        Raises UnsafeRequest, naming the problem, when a party is listed twice or
-        in both lists, this party is dropped or not a survivor, a party is not in
-        the U2 seen in :meth:`mask`, the lists do not cover that U2, there are
-        fewer than t survivors, or any owner's other kind of share was revealed
-        before (also before a restart). Nothing is revealed on refusal.
-        """
-        self._at_least(PartyStage.MASKED, "unmask")
+    def _check_lists(
+        self, survivors: Sequence[str], dropped: Sequence[str]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The DESIGN §1 checks on an announced (U3, U2 \\ U3); returns both in config order."""
         cfg = self._config
         surv = _names(survivors, "survivors")
         drop = _names(dropped, "dropped")
@@ -619,8 +670,83 @@ class SecAggParty:
             raise UnsafeRequest(
                 f"{len(surv_set)} survivors, threshold is {cfg.threshold}", field="survivors"
             )
+        return cfg.ordered(surv_set), cfg.ordered(drop_set)
+
+    def sign_consistency(self, survivors: Sequence[str], dropped: Sequence[str]) -> bytes:
+        """Check the aggregator's (U3, U2 \\ U3), commit to it and return our signature.
+
+        Precondition: :meth:`mask` succeeded. Raises UnsafeRequest, naming the
+        problem, when a party is listed twice or in both lists, this party is
+        dropped or not a survivor, a party is not in the U2 seen in :meth:`mask`,
+        the lists do not cover that U2, or there are fewer than t survivors. The
+        lists are recorded (persist :meth:`to_state` before sending the
+        signature); a retry with the same lists, in any order, returns the same
+        signature, and different lists are refused with UnsafeRequest.
+        """
+        self._at_least(PartyStage.MASKED, "sign the consistency check")
+        lists = self._check_lists(survivors, dropped)
+        if self._signed is not None:
+            if lists != self._signed or self._consistency_sig is None:
+                raise UnsafeRequest("already signed different survivor lists", field="survivors")
+            return self._consistency_sig
+        signature = self._identity.sign(consistency_transcript(self._config, *lists))
+        self._signed = lists
+        self._consistency_sig = signature
+        self._stage = PartyStage.SIGNED
+        return signature
+
+    def _check_signatures(
+        self, lists: tuple[tuple[str, ...], tuple[str, ...]], signatures: Mapping[str, bytes]
+    ) -> None:
+        if not isinstance(signatures, Mapping):
+            raise InvalidArgument("must be a mapping of party to signature", field="signatures")
+        survivors = frozenset(lists[0])
+        transcript = consistency_transcript(self._config, *lists)
+        for signer, signature in signatures.items():
+            if not isinstance(signer, str) or signer not in survivors:
+                raise UnsafeRequest(f"signer {signer!r} is not a survivor", field="signatures")
+            try:
+                self._verify_keys[signer].verify(signature, transcript)
+            except InvalidSignature:
+                raise UnsafeRequest(
+                    f"consistency signature of {signer!r} does not verify over our lists",
+                    field="signatures",
+                ) from None
+        if self._me not in signatures:
+            raise UnsafeRequest("our own consistency signature is missing", field="signatures")
+        if len(signatures) < self._config.threshold:
+            raise UnsafeRequest(
+                f"{len(signatures)} consistency signatures, threshold is {self._config.threshold}",
+                field="signatures",
+            )
+
+    def unmask(
+        self, survivors: Sequence[str], dropped: Sequence[str], signatures: Mapping[str, bytes]
+    ) -> list[Reveal]:
+        """Reveal b-shares of surviving and s-shares of dropped neighbours (incl. self).
+
+        Precondition: :meth:`sign_consistency` succeeded. ``survivors`` and
+        ``dropped`` must be the lists signed there (else UnsafeRequest).
+        ``signatures`` maps signer -> consistency signature (the aggregator's
+        U4): every signer must be a survivor and its signature must verify with
+        its U1 identity key over our lists, ours must be among them, and there
+        must be at least t. Raises UnsafeRequest, naming the problem, otherwise,
+        or when any owner's other kind of share was revealed before (also before
+        a restart). Nothing is revealed on refusal; a retry returns the same
+        shares.
+        """
+        self._at_least(PartyStage.MASKED, "unmask")
+        if self._signed is None:
+            raise FailedPrecondition("sign the consistency check first", field="stage")
+        lists = self._check_lists(survivors, dropped)
+        if lists != self._signed:
+            raise UnsafeRequest(
+                "survivor lists differ from the ones this party signed", field="survivors"
+            )
+        self._check_signatures(lists, signatures)
+        surv_set, drop_set = frozenset(lists[0]), frozenset(lists[1])
         plan: list[Reveal] = []
-        for owner in cfg.ordered(set(self._received)):
+        for owner in self._config.ordered(set(self._received)):
             s_share, b_share = self._received[owner]
             if owner in surv_set:
                 plan.append(Reveal(owner=owner, kind=ShareKind.SELF_MASK, share=b_share))
@@ -676,6 +802,14 @@ class SecAggParty:
             "received": {o: {"s": s.hex(), "b": b.hex()} for o, (s, b) in self._received.items()},
             "u2": list(self._u2),
             "y_digest": hx(self._y_digest),
+            "verify_keys": {p: k.raw.hex() for p, k in self._verify_keys.items()},
+            "consistency": None
+            if self._signed is None
+            else {
+                "survivors": list(self._signed[0]),
+                "dropped": list(self._signed[1]),
+                "signature": hx(self._consistency_sig),
+            },
             "revealed": sorted([o, k.name] for o, k in self._revealed),
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -747,6 +881,19 @@ class SecAggParty:
                 raise bad("own advert does not match the keys")
             party._adverts = adverts
             party._roster_digest = cls._roster_hash(adverts)
+            vks = dict(doc["verify_keys"])
+            if set(vks) != set(adverts):
+                raise bad("verify keys do not match the roster")
+            try:
+                party._verify_keys = {
+                    p: VerifyKey.from_bytes(unhex(vks[p], 32)) for p in config.ordered(set(vks))
+                }
+            except InvalidArgument as exc:
+                if exc.field == "state":
+                    raise
+                raise bad("malformed verify key") from None
+            if party._verify_keys[party._me] != identity.verify_key:
+                raise bad("own verify key does not match the identity")
             u1 = config.ordered(set(adverts))
             seed = graph.graph_seed({p: (adverts[p].c_public, adverts[p].s_public) for p in u1})
             party._neighbours = graph.neighbours(u1, config.graph_degree, seed)[party._me]
@@ -779,6 +926,23 @@ class SecAggParty:
                 raise bad("inconsistent U2")
             party._u2 = config.ordered(set(u2))
             party._y_digest = unhex(doc["y_digest"], 32)
+        consistency = doc["consistency"]
+        if order >= _PARTY_ORDER.index(PartyStage.SIGNED):
+            if not isinstance(consistency, dict):
+                raise bad("signed lists missing")
+            try:
+                lists = party._check_lists(
+                    [str(p) for p in consistency["survivors"]],
+                    [str(p) for p in consistency["dropped"]],
+                )
+                signature = unhex(consistency["signature"], 64)
+                identity.verify_key.verify(signature, consistency_transcript(config, *lists))
+            except (UnsafeRequest, InvalidSignature):
+                raise bad("signed lists are inconsistent") from None
+            party._signed = lists
+            party._consistency_sig = signature
+        elif consistency is not None:
+            raise bad("signed lists recorded before the consistency stage")
         revealed: set[tuple[str, ShareKind]] = set()
         for owner, kind in doc["revealed"]:
             if not config.is_invited(owner):
@@ -818,6 +982,7 @@ class ServerStage(enum.Enum):
     ADVERTISE = "advertise"
     SHARE = "share"
     MASK = "mask"
+    CONSISTENCY = "consistency"
     UNMASK = "unmask"
     FINISHED = "finished"
     ABORTED = "aborted"
@@ -829,7 +994,9 @@ class SecAggServer:
     Feed it the messages it receives; it validates them and keeps only what is
     needed (the masked vectors are summed on arrival, never stored). The
     service persists the inputs and can rebuild an instance after a restart by
-    replaying them (use :meth:`restore_masked` for the running sum).
+    replaying them in this order: adverts, close_advertise, shares,
+    close_share, :meth:`restore_masked` (the running sum), close_mask,
+    consistency signatures, close_consistency, reveals.
     """
 
     def __init__(self, config: SecAggConfig) -> None:
@@ -849,6 +1016,9 @@ class SecAggServer:
         self._masked: dict[str, bytes | None] = {}
         self._u3: tuple[str, ...] = ()
         self._dropped: tuple[str, ...] = ()
+        self._transcript: bytes | None = None
+        self._consistency: dict[str, bytes] = {}
+        self._signers: tuple[str, ...] = ()
         self._reveals: dict[str, tuple[Reveal, ...]] = {}
         self._result: U64Vector | None = None
 
@@ -888,6 +1058,20 @@ class SecAggServer:
     def dropped(self) -> tuple[str, ...]:
         """U2 minus U3 (empty before :meth:`close_mask`)."""
         return self._dropped
+
+    @property
+    def consistency_signers(self) -> tuple[str, ...]:
+        """Parties whose consistency signature was accepted, in config order (U4 once closed)."""
+        if self._signers:
+            return self._signers
+        return self._config.ordered(set(self._consistency))
+
+    def consistency_signatures(self) -> dict[str, bytes]:
+        """The accepted consistency signatures, signer -> signature, in config order.
+
+        Send these with the unmask request; each party checks them.
+        """
+        return {p: self._consistency[p] for p in self.consistency_signers}
 
     @property
     def masked_parties(self) -> tuple[str, ...]:
@@ -1100,8 +1284,10 @@ class SecAggServer:
         return self._masked.get(party)
 
     def close_mask(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Fix U3; return (survivors U3, dropped U2 \\ U3). RoundAborted if |U3| < t
-        or some needed secret has fewer than t holders in U3."""
+        """Fix U3 and open the consistency round; return (survivors U3, dropped U2 \\ U3).
+
+        RoundAborted if |U3| < t or some needed secret has fewer than t holders in U3.
+        """
         self._require(ServerStage.MASK, "close mask")
         cfg = self._config
         u3 = cfg.ordered(set(self._masked))
@@ -1125,17 +1311,76 @@ class SecAggServer:
                 )
         self._u3 = u3
         self._dropped = dropped
-        self._stage = ServerStage.UNMASK
+        self._transcript = consistency_transcript(cfg, u3, dropped)
+        self._stage = ServerStage.CONSISTENCY
         return u3, dropped
 
     # -- phase 4
 
+    def add_consistency(self, party: str, signature: bytes, verify_key: VerifyKey) -> None:
+        """Accept ``party``'s (in U3) signature over consistency_transcript(U3, dropped).
+
+        Raises InvalidArgument (not in U3, bad key type), InvalidSignature, or
+        AlreadyExists for a different second signature; identical re-adds are no-ops.
+        """
+        self._require(ServerStage.CONSISTENCY, "add a consistency signature")
+        if not isinstance(party, str) or party not in self._u3:
+            raise InvalidArgument("is not a survivor", field="party")
+        if not isinstance(verify_key, VerifyKey):
+            raise InvalidArgument("must be a VerifyKey", field="verify_key")
+        if not isinstance(signature, bytes):
+            raise InvalidArgument("must be bytes", field="signature")
+        existing = self._consistency.get(party)
+        if existing is not None:
+            if hmac.compare_digest(existing, signature):
+                return
+            raise AlreadyExists("party already sent a different signature", field="signature")
+        if self._transcript is None:
+            raise FailedPrecondition("mask phase is not closed", field="stage")
+        verify_key.verify(signature, self._transcript)
+        self._consistency[party] = signature
+
+    def close_consistency(self) -> None:
+        """Fix the signers U4; RoundAborted if |U4| < t or some needed secret has
+        fewer than t holders in U4 (only signers may reveal)."""
+        self._require(ServerStage.CONSISTENCY, "close consistency")
+        cfg = self._config
+        signers = cfg.ordered(set(self._consistency))
+        if len(signers) < cfg.threshold:
+            raise self._fail(
+                f"only {len(signers)} parties signed the consistency check, "
+                f"threshold is {cfg.threshold}",
+                "consistency",
+            )
+        signer_set = frozenset(signers)
+        for u in self._u3:
+            holders = _closed_neighbourhood(self._graph[u], u) & signer_set
+            if len(holders) < cfg.threshold:
+                raise self._fail(
+                    f"self mask of {u!r} has only {len(holders)} holders among signers",
+                    "consistency",
+                )
+        u3 = frozenset(self._u3)
+        for v in self._dropped:
+            if not self._graph[v] & u3:
+                continue
+            holders = self._graph[v] & signer_set
+            if len(holders) < cfg.threshold:
+                raise self._fail(
+                    f"mask key of {v!r} has only {len(holders)} holders among signers",
+                    "consistency",
+                )
+        self._signers = signers
+        self._stage = ServerStage.UNMASK
+
+    # -- phase 5
+
     def expected_reveals(self, party: str) -> frozenset[tuple[str, ShareKind]]:
-        """The exact (owner, kind) set ``party`` (in U3) must reveal."""
+        """The exact (owner, kind) set ``party`` (a consistency signer) must reveal."""
         if not self._u3:
             raise FailedPrecondition("mask phase is not closed", field="stage")
-        if party not in self._u3:
-            raise InvalidArgument("is not a survivor", field="party")
+        if party not in self._consistency:
+            raise InvalidArgument("did not sign the consistency check", field="party")
         nbrs = self._graph[party]
         u2 = frozenset(self._u2)
         out = {(o, ShareKind.SELF_MASK) for o in _closed_neighbourhood(nbrs, party) & set(self._u3)}
@@ -1143,13 +1388,14 @@ class SecAggServer:
         return frozenset(out)
 
     def add_reveals(self, party: str, reveals: Sequence[Reveal]) -> None:
-        """Accept ``party``'s unmask shares; they must be exactly :meth:`expected_reveals`.
+        """Accept the unmask shares of ``party`` (a consistency signer); they must be
+        exactly :meth:`expected_reveals`.
 
         Identical re-adds are no-ops; a different second set raises AlreadyExists.
         """
         self._require(ServerStage.UNMASK, "add reveals")
-        if not isinstance(party, str) or party not in self._u3:
-            raise InvalidArgument("is not a survivor", field="party")
+        if not isinstance(party, str) or party not in self._signers:
+            raise InvalidArgument("did not sign the consistency check", field="party")
         expected = self.expected_reveals(party)
         x = self._config.x_of(party)
         seen: set[tuple[str, ShareKind]] = set()

@@ -58,7 +58,7 @@ def rounds(draw: st.DrawFn) -> tuple[SecAggConfig, list[U64Vector], bytes]:
     n = draw(st.integers(min_value=2, max_value=10))
     degree = draw(st.sampled_from([0, 2, 4]))
     k = graph.effective_degree(degree, n)
-    threshold = draw(st.integers(min_value=2, max_value=k + 1))
+    threshold = draw(st.integers(min_value=max(2, (k + 1) // 2 + 1), max_value=k + 1))
     length = draw(st.integers(min_value=1, max_value=6))
     config = SecAggConfig(
         round_id=draw(st.text(min_size=1, max_size=8)),

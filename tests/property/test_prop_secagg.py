@@ -1,6 +1,7 @@
 """Property: a secagg round with random dropouts either returns exactly the sum over
-the survivors, or aborts at close_mask precisely when some needed secret has fewer
-than t holders among the survivors."""
+the survivors U3, or aborts at close_mask precisely when some needed secret has fewer
+than t holders among the survivors, or at close_consistency precisely when there are
+fewer than t signers or some needed secret has fewer than t holders among them."""
 
 from __future__ import annotations
 
@@ -28,22 +29,42 @@ def drbg(seed: bytes) -> RandFn:
     return rand
 
 
+Scenario = tuple[SecAggConfig, frozenset[str], frozenset[str], bytes]
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[SecAggConfig, frozenset[str], bytes]:
+def scenarios(draw: st.DrawFn) -> Scenario:
     n = draw(st.integers(min_value=3, max_value=11))
     degree = draw(st.sampled_from([0, 2, 4]))
-    k = graph.effective_degree(degree, n)
-    threshold = draw(st.integers(min_value=2, max_value=min(k + 1, n - 1)))
+    holders = graph.effective_degree(degree, n) + 1
+    # SecAggConfig requires 2t > holders.
+    threshold = draw(st.integers(min_value=holders // 2 + 1, max_value=min(holders, n - 1)))
     names = tuple(f"q{i}" for i in range(n))
     config = SecAggConfig("round", "schema", names, threshold, 3, degree)
     dropped = draw(st.frozensets(st.sampled_from(names), max_size=n - threshold))
-    return config, dropped, draw(st.binary(min_size=1, max_size=6))
+    rest = sorted(set(names) - dropped)
+    silent = draw(st.frozensets(st.sampled_from(rest), max_size=len(rest) - threshold))
+    return config, dropped, silent, draw(st.binary(min_size=1, max_size=6))
+
+
+def _enough_holders(
+    nbrs: dict[str, frozenset[str]],
+    u3: frozenset[str],
+    dropped: frozenset[str],
+    responders: frozenset[str],
+    t: int,
+) -> bool:
+    """Every self mask in U3, and every mask key of a dropped party with a neighbour
+    in U3, has at least t holders among ``responders``."""
+    return all(len((nbrs[u] | {u}) & responders) >= t for u in u3) and all(
+        not (nbrs[v] & u3) or len(nbrs[v] & responders) >= t for v in dropped
+    )
 
 
 @settings(max_examples=30, deadline=None)
 @given(scenarios())
-def test_round_with_dropouts(case: tuple[SecAggConfig, frozenset[str], bytes]) -> None:
-    config, drop_after_share, seed = case
+def test_round_with_dropouts(case: Scenario) -> None:
+    config, drop_after_share, silent_at_consistency, seed = case
     ids = {p: SigningKey.generate(drbg(seed + b"id" + p.encode())) for p in config.parties}
     vks = {p: k.verify_key for p, k in ids.items()}
     parties = {p: SecAggParty(config, p, ids[p], drbg(seed + p.encode())) for p in config.parties}
@@ -66,11 +87,9 @@ def test_round_with_dropouts(case: tuple[SecAggConfig, frozenset[str], bytes]) -
     survivors = frozenset(config.parties) - drop_after_share
     nbrs = server.neighbours()
     t = config.threshold
-    feasible = all(len((nbrs[u] | {u}) & survivors) >= t for u in survivors) and all(
-        not (nbrs[v] & survivors) or len(nbrs[v] & survivors) >= t for v in drop_after_share
-    )
-    event(f"feasible={feasible}")
+    feasible = _enough_holders(nbrs, survivors, drop_after_share, survivors, t)
     if not feasible:
+        event("abort at close_mask")
         with pytest.raises(RoundAborted, match="holders among survivors"):
             server.close_mask()
         assert server.stage is ServerStage.ABORTED
@@ -79,7 +98,22 @@ def test_round_with_dropouts(case: tuple[SecAggConfig, frozenset[str], bytes]) -
     assert set(u3) == survivors
     assert set(dropped) == drop_after_share
     for p in u3:
-        server.add_reveals(p, parties[p].unmask(u3, dropped))
+        if p not in silent_at_consistency:
+            server.add_consistency(p, parties[p].sign_consistency(u3, dropped), vks[p])
+    signers = survivors - silent_at_consistency
+    assert len(signers) >= t  # by construction of the scenario
+    if not _enough_holders(nbrs, survivors, drop_after_share, signers, t):
+        event("abort at close_consistency")
+        with pytest.raises(RoundAborted, match="holders among signers"):
+            server.close_consistency()
+        assert server.stage is ServerStage.ABORTED
+        return
+    event(f"finished, {len(silent_at_consistency)} silent at consistency")
+    server.close_consistency()
+    assert set(server.consistency_signers) == signers
+    signatures = server.consistency_signatures()
+    for p in server.consistency_signers:
+        server.add_reveals(p, parties[p].unmask(u3, dropped, signatures))
     expected = np.zeros(config.vector_length, dtype=np.uint64)
     for p in u3:
         expected += inputs[p]

@@ -8,12 +8,13 @@ import itertools
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from blindsum.crypto import envelope, shamir
-from blindsum.crypto.encoding import encode_parts
+from blindsum.crypto.encoding import encode_parts, format_dst
 from blindsum.crypto.kex import KeyPair
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import (
@@ -25,6 +26,7 @@ from blindsum.errors import (
     RoundAborted,
     UnsafeRequest,
 )
+from blindsum.protocol import graph
 from blindsum.protocol.secagg import (
     Advert,
     PartyStage,
@@ -33,8 +35,10 @@ from blindsum.protocol.secagg import (
     SecAggConfig,
     SecAggParty,
     SecAggServer,
+    ServerStage,
     ShareKind,
     advert_transcript,
+    consistency_transcript,
 )
 from blindsum.types import RandFn, U64Vector
 
@@ -115,6 +119,18 @@ def masked(c: Cluster, skip: Collection[str] = ()) -> tuple[tuple[str, ...], tup
     return c.server.close_mask()
 
 
+def consistent(
+    c: Cluster, survivors: tuple[str, ...], dropped: tuple[str, ...], skip: Collection[str] = ()
+) -> dict[str, bytes]:
+    """Survivors not in ``skip`` sign; close the consistency round; return the signatures."""
+    for p in survivors:
+        if p not in skip:
+            sig = c.parties[p].sign_consistency(survivors, dropped)
+            c.server.add_consistency(p, sig, c.verify_keys[p])
+    c.server.close_consistency()
+    return c.server.consistency_signatures()
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -122,6 +138,7 @@ def masked(c: Cluster, skip: Collection[str] = ()) -> tuple[tuple[str, ...], tup
     ("kwargs", "field"),
     [
         ({"threshold": 1}, "threshold"),
+        ({"threshold": 2}, "threshold"),  # 2 * 2 <= 5 holders
         ({"threshold": 6}, "threshold"),
         ({"threshold": 0}, "threshold"),
         ({"parties": ()}, "parties"),
@@ -162,6 +179,26 @@ def test_config_sparse_threshold_bound_and_helpers() -> None:
         cfg.index("zed")
     assert info.value.field == "party"
     assert hash(cfg) == hash(SecAggConfig("r", "s", ("b", "a", "c"), 2, 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("n", "degree", "holders"),
+    [(2, 0, 2), (3, 0, 3), (4, 0, 4), (5, 0, 5), (9, 0, 9), (20, 4, 5), (40, 22, 23), (12, 3, 5)],
+)
+def test_config_requires_threshold_above_half_the_holders(
+    n: int, degree: int, holders: int
+) -> None:
+    """t <= holders / 2 would let two disjoint groups of holders each reach t."""
+    minimum = holders // 2 + 1
+    for t in range(2, minimum):
+        with pytest.raises(InvalidArgument, match="more than half") as info:
+            SecAggConfig("r", "s", names(n), t, 1, degree)
+        assert info.value.field == "threshold"
+    for t in range(max(2, minimum), holders + 1):
+        SecAggConfig("r", "s", names(n), t, 1, degree)
+    # The default threshold always passes.
+    SecAggConfig("r", "s", names(n), graph.default_threshold(holders), 1, degree)
+    assert SecAggConfig("r", "s", ("solo",), 1, 1, 0).threshold == 1
 
 
 # --------------------------------------------------------------------------- advertise / share
@@ -383,7 +420,7 @@ def test_mask_retry_same_y_and_refuses_changes() -> None:
         me.mask([e for e in env if e.sender != "p4"], [p for p in u2 if p != "p4"], c.inputs["p0"])
 
 
-# --------------------------------------------------------------------------- unmask refusals
+# --------------------------------------------------------------------------- consistency / unmask
 
 
 def _ready_to_unmask(c: Cluster) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -391,61 +428,243 @@ def _ready_to_unmask(c: Cluster) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return masked(c, skip={"p4"})
 
 
-@pytest.mark.parametrize(
-    ("survivors", "dropped", "match"),
-    [
-        (["p0", "p1", "p2", "p3"], ["p3", "p4"], "both"),
-        (["p1", "p2", "p3"], ["p0", "p4"], "dropped"),
-        (["p0", "p1", "p2", "p3", "mallory"], ["p4"], "not in U2"),
-        (["p0", "p1", "p2", "p3", "p1"], ["p4"], "duplicate"),
-        (["p0", "p1", "p2", "p3"], ["p4", "p4"], "duplicate"),
-        (["p0", "p1"], ["p2", "p3", "p4"], "survivors, threshold"),
-        (["p0", "p1", "p2"], ["p4"], "not listed"),
-        (["p1", "p2", "p3"], ["p4"], "not listed as a survivor"),
-    ],
-)
-def test_unmask_refusals(survivors: list[str], dropped: list[str], match: str) -> None:
+LIST_REFUSALS = [
+    (["p0", "p1", "p2", "p3"], ["p3", "p4"], "both"),
+    (["p1", "p2", "p3"], ["p0", "p4"], "dropped"),
+    (["p0", "p1", "p2", "p3", "mallory"], ["p4"], "not in U2"),
+    (["p0", "p1", "p2", "p3", "p1"], ["p4"], "duplicate"),
+    (["p0", "p1", "p2", "p3"], ["p4", "p4"], "duplicate"),
+    (["p0", "p1"], ["p2", "p3", "p4"], "survivors, threshold"),
+    (["p0", "p1", "p2"], ["p4"], "not listed"),
+    (["p1", "p2", "p3"], ["p4"], "not listed as a survivor"),
+]
+
+
+@pytest.mark.parametrize(("survivors", "dropped", "match"), LIST_REFUSALS)
+def test_sign_consistency_refusals(survivors: list[str], dropped: list[str], match: str) -> None:
     c = make()
     _ready_to_unmask(c)
     me = c.parties["p0"]
     with pytest.raises(UnsafeRequest, match=match):
-        me.unmask(survivors, dropped)
+        me.sign_consistency(survivors, dropped)
+    assert me.signed_lists is None
+    assert me.stage is PartyStage.MASKED
+    with pytest.raises(FailedPrecondition):  # nothing signed: no unmask either
+        me.unmask(survivors, dropped, {})
     assert me.revealed == frozenset()
 
 
-def test_unmask_before_mask_is_refused() -> None:
+@pytest.mark.parametrize(("survivors", "dropped", "match"), LIST_REFUSALS)
+def test_unmask_list_refusals(survivors: list[str], dropped: list[str], match: str) -> None:
+    c = make()
+    surv, drop = _ready_to_unmask(c)
+    sigs = consistent(c, surv, drop)
+    me = c.parties["p0"]
+    with pytest.raises(UnsafeRequest, match=match):
+        me.unmask(survivors, dropped, sigs)
+    assert me.revealed == frozenset()
+
+
+def test_consistency_and_unmask_before_mask_are_refused() -> None:
     c = make()
     shared(advertised(c))
     with pytest.raises(FailedPrecondition):
-        c.parties["p0"].unmask(["p0", "p1", "p2"], [])
+        c.parties["p0"].sign_consistency(["p0", "p1", "p2"], [])
+    with pytest.raises(FailedPrecondition):
+        c.parties["p0"].unmask(["p0", "p1", "p2"], [], {})
+
+
+def test_sign_consistency_signs_the_transcript_and_is_idempotent() -> None:
+    c = make()
+    survivors, dropped = _ready_to_unmask(c)
+    me = c.parties["p0"]
+    sig = me.sign_consistency(survivors, dropped)
+    c.verify_keys["p0"].verify(sig, consistency_transcript(c.config, survivors, dropped))
+    assert me.stage is PartyStage.SIGNED
+    assert me.signed_lists == (survivors, dropped)
+    assert me.sign_consistency(list(reversed(survivors)), dropped) == sig
+    with pytest.raises(UnsafeRequest, match="already signed"):
+        me.sign_consistency(["p0", "p1", "p2", "p3", "p4"], [])
+    with pytest.raises(UnsafeRequest, match="already signed"):
+        me.sign_consistency(["p0", "p2", "p3"], ["p1", "p4"])
+    assert me.signed_lists == (survivors, dropped)
+
+
+def test_consistency_vector_replays() -> None:
+    """tests/vectors/v1/secagg.json (scripts/gen_vectors.py): transcript and signature."""
+    path = Path(__file__).resolve().parents[1] / "vectors" / "v1" / "secagg.json"
+    v = json.loads(path.read_text(encoding="utf-8"))
+    config = SecAggConfig(**{**v["config"], "parties": tuple(v["config"]["parties"])})
+    case = v["consistency"]
+    transcript = consistency_transcript(config, case["survivors"], case["dropped"])
+    assert transcript.hex() == case["transcript"]
+    surv, drop = config.ordered(case["survivors"]), config.ordered(case["dropped"])
+    assert transcript == format_dst(
+        "consistency", "round-1", "schema-1", len(surv), *surv, len(drop), *drop
+    )
+    vk = VerifyKey.from_bytes(bytes.fromhex(case["identity_public"]))
+    vk.verify(bytes.fromhex(case["signature"]), transcript)
+    assert case["failures"]
+    for failure in case["failures"]:
+        assert failure["error"] == "InvalidSignature"
+        with pytest.raises(InvalidSignature):
+            vk.verify(
+                bytes.fromhex(case["signature"]),
+                consistency_transcript(config, failure["survivors"], failure["dropped"]),
+            )
+
+
+def test_consistency_transcript_is_unambiguous_and_ordered() -> None:
+    c = make()
+    cfg = c.config
+    base = consistency_transcript(cfg, ["p0", "p1", "p2"], ["p3"])
+    assert consistency_transcript(cfg, ["p2", "p0", "p1"], ["p3"]) == base
+    assert consistency_transcript(cfg, ["p0", "p1", "p2", "p3"], []) != base
+    assert consistency_transcript(cfg, ["p0", "p1"], ["p2", "p3"]) != base
+    other_round = SecAggConfig("r2", "s", cfg.parties, T, L, 0)
+    assert consistency_transcript(other_round, ["p0", "p1", "p2"], ["p3"]) != base
+
+
+def test_unmask_signature_checks() -> None:
+    c = make()
+    survivors, dropped = _ready_to_unmask(c)
+    sigs = consistent(c, survivors, dropped)
+    assert set(sigs) == set(survivors)
+    me = c.parties["p0"]
+
+    def refused(signatures: dict[str, bytes], match: str) -> None:
+        with pytest.raises(UnsafeRequest, match=match):
+            me.unmask(survivors, dropped, signatures)
+        assert me.revealed == frozenset()
+        assert me.stage is PartyStage.SIGNED
+
+    bad = bytearray(sigs["p2"])
+    bad[0] ^= 1
+    refused({**sigs, "p2": bytes(bad)}, "'p2' does not verify")
+    refused({**sigs, "p2": b"short"}, "'p2' does not verify")
+    # p3's valid signature, sent as p2's.
+    refused({**sigs, "p2": sigs["p3"]}, "'p2' does not verify")
+    # The dropped party never signed; a signature in its name is refused.
+    p4_sig = c.identities["p4"].sign(consistency_transcript(c.config, survivors, dropped))
+    refused({**sigs, "p4": p4_sig}, "'p4' is not a survivor")
+    refused({**sigs, "mallory": sigs["p1"]}, "'mallory' is not a survivor")
+    refused({p: sigs[p] for p in ("p1", "p2", "p3")}, "own consistency signature is missing")
+    refused({p: sigs[p] for p in ("p0", "p1")}, "2 consistency signatures, threshold is 3")
+    with pytest.raises(InvalidArgument) as info:
+        me.unmask(survivors, dropped, [sigs["p0"]])  # type: ignore[arg-type]  # not a mapping
+    assert info.value.field == "signatures"
+    # Exactly t valid signatures are enough.
+    reveals = me.unmask(survivors, dropped, {p: sigs[p] for p in ("p0", "p1", "p2")})
+    assert {(r.owner, r.kind) for r in reveals} == me.revealed
+
+
+def test_unmask_refuses_signatures_over_a_different_list() -> None:
+    """The split-view attack in miniature: p1 and p2 signed other lists, so p0
+    (which signed the real ones) does not count them and reveals nothing."""
+    c = make()
+    survivors, dropped = _ready_to_unmask(c)
+    assert (survivors, dropped) == (("p0", "p1", "p2", "p3"), ("p4",))
+    me = c.parties["p0"]
+    mine = me.sign_consistency(survivors, dropped)
+    other_view = (["p1", "p2", "p3"], ["p0", "p4"])  # "p0 dropped": p0's key share is wanted
+    others = {p: c.parties[p].sign_consistency(*other_view) for p in ("p1", "p2")}
+    p3 = c.parties["p3"].sign_consistency(survivors, dropped)
+    for name in ("p1", "p2"):
+        with pytest.raises(UnsafeRequest, match=f"'{name}' does not verify over our lists"):
+            me.unmask(survivors, dropped, {"p0": mine, "p3": p3, name: others[name]})
+    with pytest.raises(UnsafeRequest, match="2 consistency signatures"):
+        me.unmask(survivors, dropped, {"p0": mine, "p3": p3})
+    assert me.revealed == frozenset()
+    # The other group cannot unmask either: p0 and p3 refuse to sign its view.
+    for p in ("p1", "p2"):
+        with pytest.raises(UnsafeRequest, match="2 consistency signatures"):
+            c.parties[p].unmask(*other_view, others)
+        assert c.parties[p].revealed == frozenset()
+    with pytest.raises(UnsafeRequest, match="already signed"):
+        c.parties["p3"].sign_consistency(*other_view)
 
 
 def test_unmask_never_reveals_both_kinds_and_survives_restart() -> None:
     c = make()
     survivors, dropped = _ready_to_unmask(c)
     assert dropped == ("p4",)
+    sigs = consistent(c, survivors, dropped)
     me = c.parties["p0"]
-    first = me.unmask(survivors, dropped)
+    first = me.unmask(survivors, dropped, sigs)
     kinds = {(r.owner, r.kind) for r in first}
     assert kinds == {(p, ShareKind.SELF_MASK) for p in survivors} | {("p4", ShareKind.MASK_KEY)}
     assert me.revealed == frozenset(kinds)
-    assert me.unmask(survivors, dropped) == first  # an identical retry is fine
+    assert me.unmask(survivors, dropped, sigs) == first  # an identical retry is fine
 
-    # Claim p4 survived after all (so p4's y could be unmasked with both secrets).
-    with pytest.raises(UnsafeRequest, match="both kinds"):
-        me.unmask(["p0", "p1", "p2", "p3", "p4"], [])
-    # Claim p1 dropped: its key share would join the already revealed b share.
-    with pytest.raises(UnsafeRequest, match="both kinds"):
-        me.unmask(["p0", "p2", "p3"], ["p1", "p4"])
+    # Claim p4 survived after all, or that p1 dropped: not the signed lists.
+    all_in = consistency_transcript(c.config, ["p0", "p1", "p2", "p3", "p4"], [])
+    forged = {p: c.identities[p].sign(all_in) for p in c.config.parties}
+    with pytest.raises(UnsafeRequest, match="differ from the ones this party signed"):
+        me.unmask(["p0", "p1", "p2", "p3", "p4"], [], forged)
+    with pytest.raises(UnsafeRequest, match="differ from the ones this party signed"):
+        me.unmask(["p0", "p2", "p3"], ["p1", "p4"], sigs)
 
     restored = SecAggParty.from_state(me.to_state(), c.identities["p0"], drbg(b"new"))
     assert restored.revealed == me.revealed
     assert restored.stage is PartyStage.UNMASKED
-    with pytest.raises(UnsafeRequest, match="both kinds"):
-        restored.unmask(["p0", "p1", "p2", "p3", "p4"], [])
-    with pytest.raises(UnsafeRequest, match="both kinds"):
-        restored.unmask(["p0", "p2", "p3"], ["p1", "p4"])
-    assert restored.unmask(survivors, dropped) == first
+    with pytest.raises(UnsafeRequest, match="differ from the ones this party signed"):
+        restored.unmask(["p0", "p1", "p2", "p3", "p4"], [], forged)
+    assert restored.unmask(survivors, dropped, sigs) == first
+
+    # Defence in depth: the persisted record of revealed kinds is still checked,
+    # even if the stored reveals and signed lists were to disagree.
+    doc = json.loads(me.to_state())
+    doc["revealed"] = [*doc["revealed"], ["p1", "MASK_KEY"]]
+    odd = SecAggParty.from_state(json.dumps(doc).encode(), c.identities["p0"], drbg(b"odd"))
+    with pytest.raises(UnsafeRequest, match="both kinds of share for 'p1'"):
+        odd.unmask(survivors, dropped, sigs)
+
+
+def test_state_round_trip_keeps_signed_lists_and_verify_keys() -> None:
+    c = make()
+    survivors, dropped = _ready_to_unmask(c)
+    me = c.parties["p0"]
+    mine = me.sign_consistency(survivors, dropped)
+    data = me.to_state()
+    doc = json.loads(data)
+    assert doc["stage"] == "signed"
+    assert doc["consistency"]["survivors"] == list(survivors)
+    assert doc["consistency"]["dropped"] == list(dropped)
+    assert doc["verify_keys"] == {p: k.raw.hex() for p, k in c.verify_keys.items()}
+
+    restored = SecAggParty.from_state(data, c.identities["p0"], drbg(b"restart"))
+    assert restored.to_state() == data
+    assert restored.signed_lists == (survivors, dropped)
+    assert restored.sign_consistency(survivors, dropped) == mine
+    with pytest.raises(UnsafeRequest, match="already signed"):
+        restored.sign_consistency(["p0", "p1", "p2", "p3", "p4"], [])
+    others = {p: c.parties[p].sign_consistency(survivors, dropped) for p in ("p1", "p2", "p3")}
+    sigs = {"p0": mine, **others}
+    # The restored party still verifies every signer with its U1 identity key.
+    impostor = SigningKey.generate(drbg(b"impostor"))
+    forged = impostor.sign(consistency_transcript(c.config, survivors, dropped))
+    with pytest.raises(UnsafeRequest, match="'p2' does not verify"):
+        restored.unmask(survivors, dropped, {**sigs, "p2": forged})
+    assert restored.revealed == frozenset()
+    assert restored.unmask(survivors, dropped, sigs) == me.unmask(survivors, dropped, sigs)
+
+    def broken(change: dict[str, object]) -> bytes:
+        return json.dumps({**doc, **change}).encode()
+
+    p1_key = doc["verify_keys"]["p1"]
+    for bad in (
+        broken({"consistency": None}),  # signed stage without lists
+        broken({"consistency": {**doc["consistency"], "dropped": []}}),  # lists changed
+        broken({"consistency": {**doc["consistency"], "signature": "00" * 64}}),
+        broken({"verify_keys": {p: k for p, k in doc["verify_keys"].items() if p != "p3"}}),
+        broken({"verify_keys": {**doc["verify_keys"], "p0": p1_key}}),
+        broken({"verify_keys": {**doc["verify_keys"], "p1": "zz"}}),
+        broken({"verify_keys": {**doc["verify_keys"], "p1": "00" * 31}}),
+        broken({"stage": "masked"}),  # lists recorded before the consistency stage
+    ):
+        with pytest.raises(InvalidArgument) as info:
+            SecAggParty.from_state(bad, c.identities["p0"], drbg(b"x"))
+        assert info.value.field == "state"
 
 
 def test_state_round_trip_and_rejections() -> None:
@@ -455,12 +674,20 @@ def test_state_round_trip_and_rejections() -> None:
     data = me.to_state()
     doc = json.loads(data)
     assert doc["stage"] == "masked"
+    assert doc["consistency"] is None
     restored = SecAggParty.from_state(data, c.identities["p0"], drbg(b"x"))
     assert restored.to_state() == data
     with pytest.raises(InvalidArgument) as info:
         SecAggParty.from_state(data, c.identities["p1"], drbg(b"x"))
     assert info.value.field == "state"
-    for broken in (b"not json", b"[]", data.replace(b'"stage":"masked"', b'"stage":"weird"')):
+    pre_consistency = data.replace(b"party-state/v2", b"party-state/v1")  # older format
+    assert pre_consistency != data
+    for broken in (
+        b"not json",
+        b"[]",
+        data.replace(b'"stage":"masked"', b'"stage":"weird"'),
+        pre_consistency,
+    ):
         with pytest.raises(InvalidArgument) as info:
             SecAggParty.from_state(broken, c.identities["p0"], drbg(b"x"))
         assert info.value.field == "state"
@@ -471,11 +698,18 @@ def test_state_round_trip_and_rejections() -> None:
 
 def test_party_repr_hides_secrets() -> None:
     c = make()
-    _ready_to_unmask(c)
+    survivors, dropped = _ready_to_unmask(c)
+    sigs = consistent(c, survivors, dropped)
+    reveals = c.parties["p0"].unmask(survivors, dropped, sigs)
     doc = json.loads(c.parties["p0"].to_state())
-    text = repr(c.parties["p0"]) + repr(c.server) + repr(c.identities["p0"])
-    for secret in (doc["c_private"], doc["s_private"], doc["b_seed"]):
+    text = repr(c.parties["p0"]) + repr(c.server) + repr(c.identities["p0"]) + repr(reveals)
+    shares = [pair[k] for pair in doc["received"].values() for k in ("s", "b")]
+    for secret in (doc["c_private"], doc["s_private"], doc["b_seed"], *shares):
         assert secret not in text
+    for r in reveals:
+        assert r.share.hex() not in text
+        assert repr(r.share) not in text
+        assert repr(r) == f"Reveal(owner={r.owner!r}, kind={r.kind!r})"
 
 
 # --------------------------------------------------------------------------- server
@@ -517,6 +751,10 @@ def test_server_phase_order() -> None:
         c.server.add_shares("p0", [])
     with pytest.raises(FailedPrecondition):
         c.server.close_mask()
+    with pytest.raises(FailedPrecondition):
+        c.server.close_consistency()
+    with pytest.raises(FailedPrecondition):
+        c.server.add_consistency("p0", bytes(64), c.verify_keys["p0"])
     with pytest.raises(FailedPrecondition):
         c.server.finish()
     advertised(c)
@@ -582,10 +820,76 @@ def test_server_shares_for_and_add_masked_checks() -> None:
         c.server.restore_masked(y, ["p0"])
 
 
+def test_server_add_consistency_checks() -> None:
+    c = make()
+    survivors, dropped = _ready_to_unmask(c)
+    assert c.server.stage.value == "consistency"
+    with pytest.raises(FailedPrecondition):
+        c.server.add_reveals("p0", [])
+    sigs = {p: c.parties[p].sign_consistency(survivors, dropped) for p in survivors}
+    p4_sig = c.identities["p4"].sign(consistency_transcript(c.config, survivors, dropped))
+    with pytest.raises(InvalidArgument) as info:
+        c.server.add_consistency("p4", p4_sig, c.verify_keys["p4"])  # dropped, not in U3
+    assert info.value.field == "party"
+    with pytest.raises(InvalidSignature):
+        c.server.add_consistency("p0", sigs["p1"], c.verify_keys["p0"])
+    with pytest.raises(InvalidSignature):
+        c.server.add_consistency("p0", b"short", c.verify_keys["p0"])
+    other = c.identities["p0"].sign(consistency_transcript(c.config, ["p0", "p1", "p2"], ["p3"]))
+    with pytest.raises(InvalidSignature):  # over a different view
+        c.server.add_consistency("p0", other, c.verify_keys["p0"])
+    with pytest.raises(InvalidArgument) as info:
+        c.server.add_consistency("p0", sigs["p0"], c.identities["p0"])  # type: ignore[arg-type]  # not a VerifyKey
+    assert info.value.field == "verify_key"
+    assert not c.server.consistency_signers
+    for p in ("p3", "p1"):
+        c.server.add_consistency(p, sigs[p], c.verify_keys[p])
+    c.server.add_consistency("p1", sigs["p1"], c.verify_keys["p1"])  # identical: no-op
+    impostor = SigningKey.generate(drbg(b"impostor"))
+    swapped = impostor.sign(consistency_transcript(c.config, survivors, dropped))
+    with pytest.raises(AlreadyExists):
+        c.server.add_consistency("p1", swapped, impostor.verify_key)
+    assert c.server.consistency_signers == ("p1", "p3")
+    assert list(c.server.consistency_signatures()) == ["p1", "p3"]
+    with pytest.raises(InvalidArgument, match="did not sign"):
+        c.server.expected_reveals("p0")
+    c.server.add_consistency("p0", sigs["p0"], c.verify_keys["p0"])
+    c.server.close_consistency()
+    assert c.server.stage is ServerStage.UNMASK
+    assert c.server.consistency_signatures() == {p: sigs[p] for p in ("p0", "p1", "p3")}
+    with pytest.raises(FailedPrecondition):
+        c.server.add_consistency("p2", sigs["p2"], c.verify_keys["p2"])
+    # p2 sent a masked input but no signature: it may not reveal, even with valid shares.
+    p2_reveals = c.parties["p2"].unmask(
+        survivors, dropped, {**c.server.consistency_signatures(), "p2": sigs["p2"]}
+    )
+    with pytest.raises(InvalidArgument, match="did not sign") as info:
+        c.server.add_reveals("p2", p2_reveals)
+    assert info.value.field == "party"
+    for p in ("p0", "p1", "p3"):
+        c.server.add_reveals(p, c.parties[p].unmask(survivors, dropped, sigs))
+    expected = np.zeros(L, dtype=np.uint64)
+    for p in survivors:
+        expected += c.inputs[p]
+    assert np.array_equal(c.server.finish(), expected)
+
+
+def test_server_close_consistency_below_threshold_aborts() -> None:
+    c = make()
+    survivors, dropped = _ready_to_unmask(c)
+    with pytest.raises(RoundAborted, match="only 2 parties signed") as info:
+        consistent(c, survivors, dropped, skip={"p1", "p2"})
+    assert "threshold is 3" in str(info.value)
+    assert c.server.stage is ServerStage.ABORTED
+    with pytest.raises(RoundAborted):
+        c.server.add_reveals("p0", [])
+
+
 def test_server_add_reveals_checks() -> None:
     c = make()
     survivors, dropped = _ready_to_unmask(c)
-    reveals = c.parties["p0"].unmask(survivors, dropped)
+    sigs = consistent(c, survivors, dropped)
+    reveals = c.parties["p0"].unmask(survivors, dropped, sigs)
     with pytest.raises(InvalidArgument) as info:
         c.server.add_reveals("p4", [])
     assert info.value.field == "party"
@@ -618,9 +922,10 @@ def test_server_rejects_reveal_for_non_neighbour_in_sparse_graph() -> None:
     c = make(n=12, t=3, degree=2)
     shared(advertised(c))
     survivors, dropped = masked(c)
+    sigs = consistent(c, survivors, dropped)
     nbrs = c.server.neighbours()["p0"]
     stranger = next(p for p in survivors if p not in nbrs and p != "p0")
-    reveals = c.parties["p0"].unmask(survivors, dropped)
+    reveals = c.parties["p0"].unmask(survivors, dropped, sigs)
     assert {r.owner for r in reveals} == set(nbrs) | {"p0"}
     fake = Reveal(stranger, ShareKind.SELF_MASK, reveals[0].share)
     with pytest.raises(InvalidArgument, match="unexpected"):
@@ -631,8 +936,9 @@ def test_server_detects_corrupt_key_shares() -> None:
     """Shares that reconstruct to a key not matching the advert abort the round."""
     c = make()
     survivors, dropped = _ready_to_unmask(c)
+    sigs = consistent(c, survivors, dropped)
     for p in survivors:
-        reveals = c.parties[p].unmask(survivors, dropped)
+        reveals = c.parties[p].unmask(survivors, dropped, sigs)
         if p in ("p0", "p1", "p2"):
             reveals = [
                 dataclasses.replace(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from blindsum.crypto.sign import SigningKey
-from blindsum.errors import RoundAborted
+from blindsum.errors import InvalidSignature, RoundAborted, UnsafeRequest
 from blindsum.protocol import graph
 from blindsum.protocol.secagg import (
     SecAggConfig,
@@ -70,6 +70,18 @@ def ring_sum(vectors: Collection[U64Vector], length: int) -> U64Vector:
     return total
 
 
+def consistency_round(
+    c: Cluster, survivors: tuple[str, ...], dropped: tuple[str, ...], silent: Collection[str] = ()
+) -> dict[str, bytes]:
+    """Every survivor not in ``silent`` signs; close the round; return the signatures."""
+    for p in survivors:
+        if p not in silent:
+            sig = c.parties[p].sign_consistency(survivors, dropped)
+            c.server.add_consistency(p, sig, c.identities[p].verify_key)
+    c.server.close_consistency()
+    return c.server.consistency_signatures()
+
+
 def run_round(
     c: Cluster,
     *,
@@ -77,9 +89,15 @@ def run_round(
     after_advertise: Collection[str] = (),
     after_share: Collection[str] = (),
     after_mask: Collection[str] = (),
+    after_consistency: Collection[str] = (),
     during_unmask: Collection[str] = (),
 ) -> U64Vector:
-    """Run a round; each collection names parties that go silent at that point."""
+    """Run a round; each collection names parties that go silent at that point.
+
+    ``after_mask`` parties never sign the consistency check; ``after_consistency``
+    ones sign but never unmask; ``during_unmask`` ones unmask but their reveals
+    never arrive.
+    """
     server = c.server
     verify_keys = {p: k.verify_key for p, k in c.identities.items()}
     for p, party in c.parties.items():
@@ -96,10 +114,12 @@ def run_round(
             y = c.parties[p].mask(server.shares_for(p), server.u2, c.inputs[p])
             server.add_masked(p, y)
     survivors, dropped = server.close_mask()
-    for p in survivors:
-        if p in after_mask:
+    assert server.stage is ServerStage.CONSISTENCY
+    signatures = consistency_round(c, survivors, dropped, silent=after_mask)
+    for p in server.consistency_signers:
+        if p in after_consistency:
             continue
-        reveals = c.parties[p].unmask(survivors, dropped)
+        reveals = c.parties[p].unmask(survivors, dropped, signatures)
         if p not in during_unmask:
             server.add_reveals(p, reveals)
     return server.finish()
@@ -145,7 +165,9 @@ def test_masked_vectors_hide_inputs() -> None:
         {"after_share": {"party-03"}},
         {"after_share": {"party-00", "party-04"}},
         {"after_mask": {"party-01"}},
+        {"after_consistency": {"party-02"}},
         {"during_unmask": {"party-04"}},
+        {"after_mask": {"party-00"}, "during_unmask": {"party-03"}},
         {"after_advertise": {"party-00"}, "after_share": {"party-02"}},
         {"after_share": {"party-01"}, "during_unmask": {"party-03"}},
     ],
@@ -193,12 +215,14 @@ def test_sparse_n40_dropouts_at_every_phase() -> None:
         after_advertise={"party-05", "party-17"},
         after_share={"party-01", "party-22", "party-30"},
         after_mask={"party-08"},
+        after_consistency={"party-20"},
         during_unmask={"party-11", "party-35"},
     )
     assert len(c.server.u1) == 39
     assert len(c.server.u2) == 37
     assert len(c.server.u3) == 34
     assert set(c.server.dropped) == {"party-01", "party-22", "party-30"}
+    assert len(c.server.consistency_signers) == 33
     assert np.array_equal(result, expected_sum(c))
 
 
@@ -267,10 +291,12 @@ def test_can_finish_tracks_reveals() -> None:
         y = c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p])
         c.server.add_masked(p, y)
     survivors, dropped = c.server.close_mask()
+    assert not c.server.can_finish()
+    signatures = consistency_round(c, survivors, dropped)
     states = []
     for p in survivors:
         states.append(c.server.can_finish())
-        c.server.add_reveals(p, c.parties[p].unmask(survivors, dropped))
+        c.server.add_reveals(p, c.parties[p].unmask(survivors, dropped, signatures))
     states.append(c.server.can_finish())
     assert states == [False, False, False, True, True, True]
     assert np.array_equal(c.server.finish(), ring_sum(c.inputs.values(), 6))
@@ -313,10 +339,35 @@ def test_server_restart_with_restored_sum() -> None:
         rebuilt.add_masked(p, ys[p])
     survivors, dropped = rebuilt.close_mask()
     assert dropped == ("party-04",)
+    sigs = {p: c.parties[p].sign_consistency(survivors, dropped) for p in survivors}
+    for p, sig in sigs.items():
+        rebuilt.add_consistency(p, sig, verify_keys[p])
+    rebuilt.add_consistency("party-00", sigs["party-00"], verify_keys["party-00"])  # no-op
+    rebuilt.close_consistency()
+
+    # A second rebuild from the persisted inputs, now including the signatures.
+    again = SecAggServer(c.config)
+    for p, a in adverts.items():
+        again.add_advert(a, verify_keys[p])
+    again.close_advertise()
+    for p, s in shares.items():
+        again.add_shares(p, s)
+    again.close_share()
+    again.restore_masked(rebuilt.running_sum, list(rebuilt.masked_parties))
+    assert again.close_mask() == (survivors, dropped)
+    for p, sig in rebuilt.consistency_signatures().items():
+        again.add_consistency(p, sig, verify_keys[p])
+    again.close_consistency()
+    assert again.consistency_signatures() == rebuilt.consistency_signatures()
+
+    signatures = rebuilt.consistency_signatures()
     for p in survivors:
-        rebuilt.add_reveals(p, c.parties[p].unmask(survivors, dropped))
+        reveals = c.parties[p].unmask(survivors, dropped, signatures)
+        rebuilt.add_reveals(p, reveals)
+        again.add_reveals(p, reveals)
     expected = ring_sum([c.inputs[p] for p in survivors], 6)
     assert np.array_equal(rebuilt.finish(), expected)
+    assert np.array_equal(again.finish(), expected)
 
 
 def test_party_restart_mid_round() -> None:
@@ -345,5 +396,121 @@ def test_party_restart_mid_round() -> None:
         c.parties[p] = reload(p)
     survivors, dropped = c.server.close_mask()
     for p in survivors:
-        c.server.add_reveals(p, c.parties[p].unmask(survivors, dropped))
+        sig = c.parties[p].sign_consistency(survivors, dropped)
+        c.parties[p] = reload(p)
+        c.server.add_consistency(p, sig, verify_keys[p])
+    c.server.close_consistency()
+    signatures = c.server.consistency_signatures()
+    for p in survivors:
+        reveals = c.parties[p].unmask(survivors, dropped, signatures)
+        c.server.add_reveals(p, reveals)
+        c.parties[p] = reload(p)
+        # A restarted party repeats the same reveals for a retried request.
+        assert c.parties[p].unmask(survivors, dropped, signatures) == reveals
     assert np.array_equal(c.server.finish(), expected_sum(c))
+
+
+# --------------------------------------------------------------------------- consistency round
+
+
+def test_abort_fewer_than_t_consistency_signers() -> None:
+    c = make_cluster(5, threshold=4)
+    with pytest.raises(RoundAborted, match="only 3 parties signed the consistency check") as info:
+        run_round(c, after_mask={"party-01", "party-03"})
+    assert "threshold is 4" in str(info.value)
+    assert info.value.field == "consistency"
+    assert c.server.stage is ServerStage.ABORTED
+    # Nobody revealed anything: unmasking never started.
+    assert all(not party.revealed for party in c.parties.values())
+
+
+def test_party_dropped_during_consistency_is_still_unmasked() -> None:
+    """A party in U3 that never signs: its y is in the sum, so its self mask must be
+    removed from the signers' b-shares; the round still finishes with t signers."""
+    c = make_cluster(5, threshold=3)
+    result = run_round(c, after_mask={"party-02"})
+    assert "party-02" in c.server.u3
+    assert c.server.dropped == ()
+    assert "party-02" not in c.server.consistency_signers
+    assert len(c.server.consistency_signers) == 4
+    assert np.array_equal(result, ring_sum(c.inputs.values(), 6))
+    for p in c.server.consistency_signers:
+        assert ("party-02", ShareKind.SELF_MASK) in c.parties[p].revealed
+    assert c.parties["party-02"].revealed == frozenset()
+
+
+def test_sparse_abort_when_signers_miss_a_holder_set() -> None:
+    """Enough signers overall, but one secret's holders among them are fewer than t."""
+    c = make_cluster(12, degree=4, threshold=3, length=3, seed=b"sig")
+    victim = "party-00"
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    for p, party in c.parties.items():
+        c.server.add_advert(party.advertise(), verify_keys[p])
+    c.server.close_advertise()
+    for p in c.server.u1:
+        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    c.server.close_share()
+    for p in c.server.u2:
+        c.server.add_masked(p, c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p]))
+    survivors, dropped = c.server.close_mask()
+    silent = set(sorted(c.server.neighbours()[victim])[:3])
+    with pytest.raises(RoundAborted, match=f"self mask of '{victim}' has only 2 holders"):
+        consistency_round(c, survivors, dropped, silent=silent)
+
+
+def _split_view_setup() -> tuple[Cluster, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]:
+    """Four parties, t = 3 (the least allowed for 4 holders); everyone masks.
+
+    A deviating aggregator shows holders {v, d} the view "everyone survived" (they
+    would reveal v's self-mask share) and holders {h1, h2} the view "v dropped"
+    (they would reveal v's mask-key share): together, y_v could be unmasked alone.
+    """
+    c = make_cluster(4, threshold=3, seed=b"split")
+    assert c.config.threshold == 3
+    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    for p, party in c.parties.items():
+        c.server.add_advert(party.advertise(), verify_keys[p])
+    c.server.close_advertise()
+    for p in c.server.u1:
+        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    c.server.close_share()
+    for p in c.server.u2:
+        c.server.add_masked(p, c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p]))
+    v, d, h1, h2 = c.config.parties
+    everyone: tuple[tuple[str, ...], tuple[str, ...]] = ((v, d, h1, h2), ())
+    v_dropped: tuple[tuple[str, ...], tuple[str, ...]] = ((d, h1, h2), (v,))
+    return c, {v: everyone, d: everyone, h1: v_dropped, h2: v_dropped}
+
+
+def test_split_view_attack_cannot_collect_t_signatures() -> None:
+    c, views = _split_view_setup()
+    sigs = {p: c.parties[p].sign_consistency(*view) for p, view in views.items()}
+    for p, view in views.items():
+        same_view = {q: sigs[q] for q, w in views.items() if w == view}
+        assert len(same_view) == 2  # each group holds only 2 < t signatures over its view
+        with pytest.raises(UnsafeRequest, match="2 consistency signatures, threshold is 3"):
+            c.parties[p].unmask(*view, same_view)
+        # Padding with the other group's signatures fails: they cover other lists
+        # (or their signer is not even a survivor in this view).
+        padded = {q: sigs[q] for q in view[0]}
+        with pytest.raises(UnsafeRequest, match="does not verify over our lists"):
+            c.parties[p].unmask(*view, padded)
+        with pytest.raises(UnsafeRequest):
+            c.parties[p].unmask(*view, sigs)
+        # Asking a party to sign the other view too is refused.
+        other = next(w for w in views.values() if w != view)
+        if p in other[0]:
+            with pytest.raises(UnsafeRequest, match="already signed"):
+                c.parties[p].sign_consistency(*other)
+    for party in c.parties.values():
+        assert party.revealed == frozenset()
+    # The honest server path refuses the split too: one view's transcript only.
+    u3, dropped = c.server.close_mask()
+    for p, view in views.items():
+        if view == (u3, dropped):
+            c.server.add_consistency(p, sigs[p], c.identities[p].verify_key)
+        else:
+            with pytest.raises(InvalidSignature):
+                c.server.add_consistency(p, sigs[p], c.identities[p].verify_key)
+    with pytest.raises(RoundAborted, match="only 2 parties signed"):
+        c.server.close_consistency()

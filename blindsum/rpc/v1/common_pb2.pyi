@@ -78,6 +78,8 @@ class _PhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Phase.ValueType
     PHASE_COLLECT: _Phase.ValueType  # 5
     """he: ciphertexts with receipts"""
     PHASE_DONE: _Phase.ValueType  # 6
+    PHASE_CONSISTENCY: _Phase.ValueType  # 7
+    """secagg: U3 members sign the survivor/dropped lists"""
 
 class Phase(_Phase, metaclass=_PhaseEnumTypeWrapper): ...
 
@@ -93,6 +95,8 @@ PHASE_UNMASK: Phase.ValueType  # 4
 PHASE_COLLECT: Phase.ValueType  # 5
 """he: ciphertexts with receipts"""
 PHASE_DONE: Phase.ValueType  # 6
+PHASE_CONSISTENCY: Phase.ValueType  # 7
+"""secagg: U3 members sign the survivor/dropped lists"""
 Global___Phase: _TypeAlias = Phase  # noqa: Y015
 
 @_typing.final
@@ -139,6 +143,7 @@ class RoundInfo(_message.Message):
     SHARED_FIELD_NUMBER: _builtins.int
     MASKED_FIELD_NUMBER: _builtins.int
     UNMASKED_FIELD_NUMBER: _builtins.int
+    CONSISTENT_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     mode: Global___Mode.ValueType
     state: Global___RoundState.ValueType
@@ -173,6 +178,10 @@ class RoundInfo(_message.Message):
     def masked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def unmasked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def consistent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Parties that signed the survivor/dropped lists (secagg consistency check)."""
+
     def __init__(
         self,
         *,
@@ -195,10 +204,11 @@ class RoundInfo(_message.Message):
         shared: _abc.Iterable[_builtins.str] | None = ...,
         masked: _abc.Iterable[_builtins.str] | None = ...,
         unmasked: _abc.Iterable[_builtins.str] | None = ...,
+        consistent: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "created_unix_ms", b"created_unix_ms", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "consistent", b"consistent", "created_unix_ms", b"created_unix_ms", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

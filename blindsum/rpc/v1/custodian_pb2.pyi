@@ -35,27 +35,28 @@ Global___PublicContextRequest: _TypeAlias = PublicContextRequest  # noqa: Y015
 
 @_typing.final
 class Receipt(_message.Message):
+    """The custodian checks each receipt against the identity key in its own
+    registry of enrolled parties, never against anything the aggregator relays.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PARTY_FIELD_NUMBER: _builtins.int
     CIPHERTEXT_SHA256_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
-    IDENTITY_CERT_PEM_FIELD_NUMBER: _builtins.int
     party: _builtins.str
     ciphertext_sha256: _builtins.bytes
     signature: _builtins.bytes
-    identity_cert_pem: _builtins.bytes
     def __init__(
         self,
         *,
         party: _builtins.str = ...,
         ciphertext_sha256: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
-        identity_cert_pem: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext_sha256", b"ciphertext_sha256", "identity_cert_pem", b"identity_cert_pem", "party", b"party", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext_sha256", b"ciphertext_sha256", "party", b"party", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

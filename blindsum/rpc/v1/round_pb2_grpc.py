@@ -77,6 +77,11 @@ class RoundServiceStub:
                 request_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.SerializeToString,
                 response_deserializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.UnmaskRequest.FromString,
                 _registered_method=True)
+        self.SubmitConsistency = channel.unary_unary(
+                '/blindsum.rpc.v1.RoundService/SubmitConsistency',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.SubmitConsistencyRequest.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.Ack.FromString,
+                _registered_method=True)
         self.SubmitUnmask = channel.unary_unary(
                 '/blindsum.rpc.v1.RoundService/SubmitUnmask',
                 request_serializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.SubmitUnmaskRequest.SerializeToString,
@@ -146,8 +151,17 @@ class RoundServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUnmaskRequest(self, request, context):
-        """secagg phase 4: survivors and dropped parties, then the revealed shares.
+        """secagg phases 4 and 5: the survivor and dropped lists. In the consistency
+        phase each survivor signs them; in the unmask phase the request carries
+        every signature, and a party reveals only if at least t survivors signed
+        the very lists it signed.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitConsistency(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -213,6 +227,11 @@ def add_RoundServiceServicer_to_server(servicer, server):
                     servicer.GetUnmaskRequest,
                     request_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.FromString,
                     response_serializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.UnmaskRequest.SerializeToString,
+            ),
+            'SubmitConsistency': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitConsistency,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.SubmitConsistencyRequest.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.Ack.SerializeToString,
             ),
             'SubmitUnmask': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitUnmask,
@@ -448,6 +467,33 @@ class RoundService:
             '/blindsum.rpc.v1.RoundService/GetUnmaskRequest',
             blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.SerializeToString,
             blindsum_dot_rpc_dot_v1_dot_round__pb2.UnmaskRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitConsistency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.RoundService/SubmitConsistency',
+            blindsum_dot_rpc_dot_v1_dot_round__pb2.SubmitConsistencyRequest.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_common__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,7 +48,12 @@ class RoundServiceStub:
     """secagg phase 3: the envelopes addressed to the caller, then the masked vector."""
     SubmitMasked: _grpc.UnaryUnaryMultiCallable[_round_pb2.SubmitMaskedRequest, _common_pb2.Ack]
     GetUnmaskRequest: _grpc.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.UnmaskRequest]
-    """secagg phase 4: survivors and dropped parties, then the revealed shares."""
+    """secagg phases 4 and 5: the survivor and dropped lists. In the consistency
+    phase each survivor signs them; in the unmask phase the request carries
+    every signature, and a party reveals only if at least t survivors signed
+    the very lists it signed.
+    """
+    SubmitConsistency: _grpc.UnaryUnaryMultiCallable[_round_pb2.SubmitConsistencyRequest, _common_pb2.Ack]
     SubmitUnmask: _grpc.UnaryUnaryMultiCallable[_round_pb2.SubmitUnmaskRequest, _common_pb2.Ack]
     GetPublicContext: _grpc.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.PublicContext]
     """he: the custodian-signed public context, then one ciphertext submission."""
@@ -73,7 +78,12 @@ class RoundServiceAsyncStub(RoundServiceStub):
     """secagg phase 3: the envelopes addressed to the caller, then the masked vector."""
     SubmitMasked: _aio.UnaryUnaryMultiCallable[_round_pb2.SubmitMaskedRequest, _common_pb2.Ack]  # type: ignore[assignment]
     GetUnmaskRequest: _aio.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.UnmaskRequest]  # type: ignore[assignment]
-    """secagg phase 4: survivors and dropped parties, then the revealed shares."""
+    """secagg phases 4 and 5: the survivor and dropped lists. In the consistency
+    phase each survivor signs them; in the unmask phase the request carries
+    every signature, and a party reveals only if at least t survivors signed
+    the very lists it signed.
+    """
+    SubmitConsistency: _aio.UnaryUnaryMultiCallable[_round_pb2.SubmitConsistencyRequest, _common_pb2.Ack]  # type: ignore[assignment]
     SubmitUnmask: _aio.UnaryUnaryMultiCallable[_round_pb2.SubmitUnmaskRequest, _common_pb2.Ack]  # type: ignore[assignment]
     GetPublicContext: _aio.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.PublicContext]  # type: ignore[assignment]
     """he: the custodian-signed public context, then one ciphertext submission."""
@@ -143,7 +153,18 @@ class RoundServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _common_pb2.RoundRef,
         context: _ServicerContext,
     ) -> _typing.Union[_round_pb2.UnmaskRequest, _abc.Awaitable[_round_pb2.UnmaskRequest]]:
-        """secagg phase 4: survivors and dropped parties, then the revealed shares."""
+        """secagg phases 4 and 5: the survivor and dropped lists. In the consistency
+        phase each survivor signs them; in the unmask phase the request carries
+        every signature, and a party reveals only if at least t survivors signed
+        the very lists it signed.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitConsistency(
+        self,
+        request: _round_pb2.SubmitConsistencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Ack, _abc.Awaitable[_common_pb2.Ack]]: ...
 
     @_abc_1.abstractmethod
     def SubmitUnmask(

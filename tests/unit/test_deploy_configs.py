@@ -1,0 +1,206 @@
+"""The sample configs, deploy files and README stay true to the code.
+
+The samples in deploy/examples are parsed with the real typed config classes and
+must list every key with its default. The README's command-line section may name
+only commands that exist, and must name all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aggregator.config import AggregatorConfig
+from blindsum.bundle import PartyConfig
+from blindsum.cli import build_parser
+from blindsum.config import load_config
+from blindsum.errors import ConfigError
+from blindsum.schema import Schema, load_metrics_file
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+EXAMPLES = DEPLOY / "examples"
+README = ROOT / "README.md"
+
+SAMPLES: list[tuple[str, type[Any]]] = [
+    ("aggregator.toml", AggregatorConfig),
+    ("party.toml", PartyConfig),
+]
+
+
+# -- sample configs --------------------------------------------------------------
+
+
+def test_sample_aggregator_config_is_the_default_config() -> None:
+    cfg = load_config(EXAMPLES / "aggregator.toml", AggregatorConfig)
+    assert cfg == AggregatorConfig()
+
+
+def test_sample_party_config_uses_the_defaults() -> None:
+    cfg = load_config(EXAMPLES / "party.toml", PartyConfig)
+    assert cfg == PartyConfig(name="team-a", aggregator="127.0.0.1:7443")
+
+
+def _field_tree(cls: type[Any]) -> dict[str, Any]:
+    """Field names of a config dataclass; nested dataclasses become sub-dicts."""
+    hints = typing.get_type_hints(cls)
+    tree: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        is_section = isinstance(tp, type) and dataclasses.is_dataclass(tp)
+        tree[f.name] = _field_tree(tp) if is_section else None
+    return tree
+
+
+def _key_tree(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _key_tree(v) if isinstance(v, dict) else None for k, v in data.items()}
+
+
+@pytest.mark.parametrize(("name", "cls"), SAMPLES)
+def test_sample_lists_every_key(name: str, cls: type[Any]) -> None:
+    data = tomllib.loads((EXAMPLES / name).read_text())
+    assert _key_tree(data) == _field_tree(cls)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "anchor", "injected", "dotted"),
+    [
+        ("aggregator.toml", AggregatorConfig, "", "lisen = 1\n", "lisen"),
+        ("aggregator.toml", AggregatorConfig, "[server]\n", "listn = 'x'\n", "server.listn"),
+        (
+            "aggregator.toml",
+            AggregatorConfig,
+            "[custodian]\n",
+            "embeded = true\n",
+            "custodian.embeded",
+        ),
+        ("party.toml", PartyConfig, "", "agregator = 'x'\n", "agregator"),
+    ],
+)
+def test_unknown_key_in_a_copy_is_rejected(
+    tmp_path: Path, name: str, cls: type[Any], anchor: str, injected: str, dotted: str
+) -> None:
+    text = (EXAMPLES / name).read_text()
+    if anchor:
+        assert anchor in text
+        text = text.replace(anchor, anchor + injected, 1)
+    else:
+        text = injected + text
+    copy = tmp_path / name
+    copy.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(copy, cls)
+    assert f"unknown key {dotted}" in excinfo.value.message
+    assert name in excinfo.value.message
+
+
+# -- deploy files ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", sorted((EXAMPLES / "metrics").iterdir()), ids=lambda p: Path(p).name
+)
+def test_sample_metrics_files_encode_with_the_default_schema(path: Path) -> None:
+    schema = Schema.default()
+    vector = load_metrics_file(path, schema)
+    assert vector.dtype == np.uint64
+    assert vector.shape == (schema.vector_length,)
+    contributing = [int(vector[schema.contributor_index(r)]) for r in schema.regions]
+    assert set(contributing) <= {0, 1}
+    assert sum(contributing) >= 1
+
+
+def test_deploy_directory_holds_no_private_key() -> None:
+    files = [p for p in DEPLOY.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert path.suffix not in {".key", ".pem", ".p12"}, path
+        text = path.read_text(errors="replace")
+        assert not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text), path
+
+
+# -- README ----------------------------------------------------------------------
+
+
+def _readme() -> str:
+    return README.read_text()
+
+
+def test_readme_gives_the_two_make_commands() -> None:
+    text = _readme()
+    assert "make demo" in text
+    assert "make test" in text
+
+
+def _cli_section(text: str) -> str:
+    match = re.search(r"^## Command line\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, "README has no '## Command line' section"
+    return match.group(1)
+
+
+def _code_lines(section: str) -> list[str]:
+    """Lines inside fenced code blocks, plus every inline code span."""
+    lines: list[str] = []
+    fenced = False
+    for line in section.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            lines.append(line)
+        else:
+            lines += re.findall(r"`([^`]+)`", line)
+    return lines
+
+
+_INVOCATION = re.compile(r"(?<![\w/.-])blindsum[ \t]+([a-z][a-z-]*)(?:[ \t]+([a-z][a-z-]*))?")
+
+
+def _mentioned(section: str) -> set[tuple[str, str | None]]:
+    found: set[tuple[str, str | None]] = set()
+    for line in _code_lines(section):
+        for match in _INVOCATION.finditer(line):
+            found.add((match.group(1), match.group(2)))
+    return found
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _parser_commands() -> dict[str, set[str]]:
+    """Top-level command -> its subcommands (empty for a command without any)."""
+    return {name: set(_subcommands(sub)) for name, sub in _subcommands(build_parser()).items()}
+
+
+def test_every_command_in_the_readme_cli_section_exists() -> None:
+    commands = _parser_commands()
+    mentioned = _mentioned(_cli_section(_readme()))
+    assert mentioned
+    for group, cmd in sorted(mentioned, key=str):
+        assert group in commands, f"README names `blindsum {group}`, which does not exist"
+        if commands[group]:
+            assert cmd in commands[group], f"README names `blindsum {group} {cmd}`"
+
+
+def test_the_readme_cli_section_names_every_command() -> None:
+    commands = _parser_commands()
+    named: set[tuple[str, str | None]] = {(g, c) for g, subs in commands.items() for c in subs}
+    named |= {(g, None) for g, subs in commands.items() if not subs}
+    documented = {
+        (g, c if commands.get(g) else None) for g, c in _mentioned(_cli_section(_readme()))
+    }
+    assert ("aggregator", "open-round") in named
+    assert ("demo", None) in named
+    assert named <= documented, sorted(named - documented, key=str)
