@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -103,6 +103,10 @@ class CustodianClient(Protocol):
         vector_length: int,
         min_receipts: int,
     ) -> list[int]: ...
+
+
+#: A running-sum checkpoint: the serialized sum and the parties in it.
+Checkpoint = tuple[bytes, list[str]]
 
 
 def _digest(*parts: bytes | str | int) -> str:
@@ -469,26 +473,61 @@ class RoundManager:
                 )
         return None
 
+    async def _accept(
+        self,
+        party: str,
+        round_id: str,
+        phase: Phase,
+        rpc: str,
+        *,
+        digest: str,
+        apply: Callable[[RoundRecord], Awaitable[Checkpoint | None]],
+        payload: bytes | None,
+        schema_id: str | None = None,
+    ) -> Ack:
+        """The one path every submission takes.
+
+        An identical retry is acknowledged as a replay, whatever the phase is now.
+        Otherwise the round must be open and in ``phase``; ``apply`` validates the
+        input against the protocol state and returns an optional running-sum
+        checkpoint; the submission and checkpoint are written in one transaction
+        before the acknowledgement, and the round may then advance.
+        """
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            replay = self._replay(rec, phase, party, digest)
+            if replay:
+                return replay
+            self._require_open(rec, phase, rpc)
+            if schema_id is not None:
+                self._check_schema(rec, schema_id)
+            with self._evict_on_error(rec):
+                checkpoint = await apply(rec)
+                with self.store.transaction():
+                    self.store.put_submission(rec.round_id, phase.value, party, digest, payload)
+                    if checkpoint is not None:
+                        self.store.put_accumulator(rec.round_id, *checkpoint)
+            log.info("submission", round_id=rec.round_id, phase=phase.value, party=party)
+            await self._advance(rec)
+            return Ack(digest, False)
+
     async def advertise(
         self, party: str, round_id: str, schema_id: str, advert: Advert, payload: bytes
     ) -> Ack:
-        async with self._lock:
-            rec = self._round_for_party(party, round_id)
-            digest = _digest(advert.c_public, advert.s_public, advert.signature)
-            replay = self._replay(rec, Phase.ADVERTISE, party, digest)
-            if replay:
-                return replay
-            self._require_open(rec, Phase.ADVERTISE, "Advertise")
-            self._check_schema(rec, schema_id)
-            with self._evict_on_error(rec):
-                srv = self._server(rec)
-                srv.add_advert(advert, self._identity(party)[0])
-                self.store.put_submission(
-                    rec.round_id, Phase.ADVERTISE.value, party, digest, payload
-                )
-            log.info("advertised", round_id=rec.round_id, party=party)
-            await self._advance(rec)
-            return Ack(digest, False)
+        async def apply(rec: RoundRecord) -> None:
+            self._server(rec).add_advert(advert, self._identity(party)[0])
+
+        digest = _digest(advert.c_public, advert.s_public, advert.signature)
+        return await self._accept(
+            party,
+            round_id,
+            Phase.ADVERTISE,
+            "Advertise",
+            digest=digest,
+            apply=apply,
+            payload=payload,
+            schema_id=schema_id,
+        )
 
     async def roster(self, party: str, round_id: str) -> list[tuple[Advert, bytes]]:
         async with self._lock:
@@ -508,26 +547,22 @@ class RoundManager:
     async def submit_shares(
         self, party: str, round_id: str, shares: Sequence[SealedShare], payload: bytes
     ) -> Ack:
-        async with self._lock:
-            rec = self._round_for_party(party, round_id)
-            digest = _digest(
-                *[
-                    p
-                    for s in sorted(shares, key=lambda s: s.receiver)
-                    for p in (s.sender, s.receiver, s.nonce, s.ciphertext)
-                ]
-            )
-            replay = self._replay(rec, Phase.SHARE, party, digest)
-            if replay:
-                return replay
-            self._require_open(rec, Phase.SHARE, "SubmitShares")
-            with self._evict_on_error(rec):
-                srv = self._server(rec)
-                srv.add_shares(party, shares)
-                self.store.put_submission(rec.round_id, Phase.SHARE.value, party, digest, payload)
-            log.info("shares_received", round_id=rec.round_id, party=party, count=len(shares))
-            await self._advance(rec)
-            return Ack(digest, False)
+        async def apply(rec: RoundRecord) -> None:
+            self._server(rec).add_shares(party, shares)
+
+        ordered = sorted(shares, key=lambda s: s.receiver)
+        digest = _digest(
+            *[p for s in ordered for p in (s.sender, s.receiver, s.nonce, s.ciphertext)]
+        )
+        return await self._accept(
+            party,
+            round_id,
+            Phase.SHARE,
+            "SubmitShares",
+            digest=digest,
+            apply=apply,
+            payload=payload,
+        )
 
     async def envelopes(self, party: str, round_id: str) -> tuple[list[SealedShare], list[str]]:
         async with self._lock:
@@ -547,27 +582,22 @@ class RoundManager:
     async def submit_masked(
         self, party: str, round_id: str, schema_id: str, vector_bytes: bytes
     ) -> Ack:
-        async with self._lock:
-            rec = self._round_for_party(party, round_id)
-            digest = _digest(vector_bytes)
-            replay = self._replay(rec, Phase.MASK, party, digest)
-            if replay:
-                return replay
-            self._require_open(rec, Phase.MASK, "SubmitMasked")
-            self._check_schema(rec, schema_id)
+        async def apply(rec: RoundRecord) -> Checkpoint:
             srv = self._server(rec)
-            vector = codec.vector_from_bytes(vector_bytes, srv.config.vector_length)
-            with self._evict_on_error(rec):
-                srv.add_masked(party, vector)
-                running, parties = srv.running_sum, srv.masked_parties
-                with self.store.transaction():
-                    self.store.put_submission(rec.round_id, Phase.MASK.value, party, digest, None)
-                    self.store.put_accumulator(
-                        rec.round_id, codec.vector_to_bytes(running), parties
-                    )
-            log.info("masked_received", round_id=rec.round_id, party=party)
-            await self._advance(rec)
-            return Ack(digest, False)
+            srv.add_masked(party, codec.vector_from_bytes(vector_bytes, srv.config.vector_length))
+            return codec.vector_to_bytes(srv.running_sum), list(srv.masked_parties)
+
+        # Only the digest is stored: the vector goes straight into the running sum.
+        return await self._accept(
+            party,
+            round_id,
+            Phase.MASK,
+            "SubmitMasked",
+            digest=_digest(vector_bytes),
+            apply=apply,
+            payload=None,
+            schema_id=schema_id,
+        )
 
     async def unmask_request(
         self, party: str, round_id: str
@@ -596,40 +626,35 @@ class RoundManager:
     async def submit_consistency(
         self, party: str, round_id: str, signature: bytes, payload: bytes
     ) -> Ack:
-        async with self._lock:
-            rec = self._round_for_party(party, round_id)
-            digest = _digest(signature)
-            replay = self._replay(rec, Phase.CONSISTENCY, party, digest)
-            if replay:
-                return replay
-            self._require_open(rec, Phase.CONSISTENCY, "SubmitConsistency")
-            with self._evict_on_error(rec):
-                srv = self._server(rec)
-                srv.add_consistency(party, signature, self._identity(party)[0])
-                self.store.put_submission(
-                    rec.round_id, Phase.CONSISTENCY.value, party, digest, payload
-                )
-            log.info("consistency_signed", round_id=rec.round_id, party=party)
-            await self._advance(rec)
-            return Ack(digest, False)
+        async def apply(rec: RoundRecord) -> None:
+            self._server(rec).add_consistency(party, signature, self._identity(party)[0])
+
+        return await self._accept(
+            party,
+            round_id,
+            Phase.CONSISTENCY,
+            "SubmitConsistency",
+            digest=_digest(signature),
+            apply=apply,
+            payload=payload,
+        )
 
     async def submit_unmask(
         self, party: str, round_id: str, reveals: Sequence[Reveal], payload: bytes
     ) -> Ack:
-        async with self._lock:
-            rec = self._round_for_party(party, round_id)
-            digest = _digest(*[p for r in reveals for p in (r.owner, r.kind.value, r.share)])
-            replay = self._replay(rec, Phase.UNMASK, party, digest)
-            if replay:
-                return replay
-            self._require_open(rec, Phase.UNMASK, "SubmitUnmask")
-            with self._evict_on_error(rec):
-                srv = self._server(rec)
-                srv.add_reveals(party, reveals)
-                self.store.put_submission(rec.round_id, Phase.UNMASK.value, party, digest, payload)
-            log.info("reveals_received", round_id=rec.round_id, party=party, count=len(reveals))
-            await self._advance(rec)
-            return Ack(digest, False)
+        async def apply(rec: RoundRecord) -> None:
+            self._server(rec).add_reveals(party, reveals)
+
+        digest = _digest(*[p for r in reveals for p in (r.owner, r.kind.value, r.share)])
+        return await self._accept(
+            party,
+            round_id,
+            Phase.UNMASK,
+            "SubmitUnmask",
+            digest=digest,
+            apply=apply,
+            payload=payload,
+        )
 
     # -- he handlers -------------------------------------------------------------
 
@@ -675,35 +700,29 @@ class RoundManager:
         chunks: Sequence[bytes],
         receipt_signature: bytes,
     ) -> Ack:
-        async with self._lock:
-            rec = self._round_for_party(party, round_id)
-            ct_digest = ciphertext_digest(chunks)
-            digest = _digest(ct_digest, receipt_signature)
-            replay = self._replay(rec, Phase.COLLECT, party, digest)
-            if replay:
-                return replay
-            self._require_open(rec, Phase.COLLECT, "SubmitCiphertext")
-            self._check_schema(rec, schema_id)
+        ct_digest = ciphertext_digest(chunks)
+
+        async def apply(rec: RoundRecord) -> Checkpoint:
             acc = await self._accumulator(rec)
-            with self._evict_on_error(rec):
-                # verify_key: the receipt must verify before the ciphertext joins the sum.
-                acc.add(party, chunks, receipt_signature, verify_key=self._identity(party)[0])
-                receipt_payload = round_pb2.SubmitCiphertextRequest(
-                    chunks=[ct_digest], receipt_signature=receipt_signature
-                ).SerializeToString()
-                container = round_pb2.SubmitCiphertextRequest(chunks=acc.aggregate())
-                with self.store.transaction():
-                    self.store.put_submission(
-                        rec.round_id, Phase.COLLECT.value, party, digest, receipt_payload
-                    )
-                    self.store.put_accumulator(
-                        rec.round_id,
-                        container.SerializeToString(),
-                        [r.party for r in acc.receipts()],
-                    )
-            log.info("ciphertext_received", round_id=rec.round_id, party=party)
-            await self._advance(rec)
-            return Ack(digest, False)
+            # verify_key: the receipt must verify before the ciphertext joins the sum.
+            acc.add(party, chunks, receipt_signature, verify_key=self._identity(party)[0])
+            container = round_pb2.SubmitCiphertextRequest(chunks=acc.aggregate())
+            return container.SerializeToString(), [r.party for r in acc.receipts()]
+
+        # The stored payload is the receipt: the ciphertext digest (in chunks[0]) and signature.
+        receipt = round_pb2.SubmitCiphertextRequest(
+            chunks=[ct_digest], receipt_signature=receipt_signature
+        ).SerializeToString()
+        return await self._accept(
+            party,
+            round_id,
+            Phase.COLLECT,
+            "SubmitCiphertext",
+            digest=_digest(ct_digest, receipt_signature),
+            apply=apply,
+            payload=receipt,
+            schema_id=schema_id,
+        )
 
     # -- phase transitions ------------------------------------------------------
 
