@@ -152,11 +152,17 @@ def enroll(
     if role is Role.PARTY:
         # Both registries: the aggregator's, and the custodian's own (receipts are
         # checked against it, so the aggregator alone cannot add parties).
-        for url in (cfg.store.url, cfg.custodian.store_url):
-            store = open_store(url, base_dir=directory)
-            try:
+        stores = [
+            open_store(url, base_dir=directory) for url in (cfg.store.url, cfg.custodian.store_url)
+        ]
+        try:
+            for store in stores:  # check both before writing either
+                if any(p.name == name for p in store.parties()):
+                    raise AlreadyExists(f"party {name!r} is already enrolled", field="name")
+            for store in stores:
                 store.enroll(name, identity_cert)
-            finally:
+        finally:
+            for store in stores:
                 store.close()
     custodian_pub = cfgmod.resolve(directory, cfg.custodian.key_dir) / "signing.pub"
     party_cfg = PartyConfig(

@@ -105,6 +105,9 @@ class CustodianClient(Protocol):
     ) -> list[int]: ...
 
 
+#: How long an he round waits before asking an unreachable custodian again.
+CUSTODIAN_RETRY_MS = 5_000
+
 #: A running-sum checkpoint: the serialized sum and the parties in it.
 Checkpoint = tuple[bytes, list[str]]
 
@@ -144,6 +147,7 @@ class RoundManager:
         self._schemas: dict[str, Schema] = {}
         self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
         self._he_context: SignedPublicContext | None = None
+        self._custodian_retry_at: dict[str, int] = {}
 
     # -- lookups --------------------------------------------------------------
 
@@ -826,8 +830,11 @@ class RoundManager:
         if self.custodian is None:
             self._abort(rec, "no custodian is configured")
             return True
-        acc = await self._accumulator(rec)
+        now = self._clock_ms()
+        if now < self._custodian_retry_at.get(rec.round_id, 0):
+            return False
         try:
+            acc = await self._accumulator(rec)
             values = await self.custodian.decrypt(
                 round_id=rec.round_id,
                 schema_id=rec.schema_id,
@@ -837,7 +844,8 @@ class RoundManager:
                 min_receipts=rec.threshold,
             )
         except (Unavailable, Aborted) as exc:
-            # Parties submitted once and left: keep the round and retry on the next tick.
+            # Parties submitted once and left: keep the round, retry a little later.
+            self._custodian_retry_at[rec.round_id] = now + CUSTODIAN_RETRY_MS
             log.warning("custodian_unavailable", round_id=rec.round_id, exc=exc)
             return False
         except BlindsumError as exc:

@@ -98,7 +98,8 @@ def format_status(view: RoundView) -> str:
             f"  advertised {len(view.advertised)}/{len(view.parties)}  "
             f"shared {len(view.shared)}/{len(view.advertised) or '-'}  "
             f"masked {len(view.masked)}/{len(view.shared) or '-'}  "
-            f"unmasked {len(view.unmasked)}/{len(view.masked) or '-'}"
+            f"signed {len(view.consistent)}/{len(view.masked) or '-'}  "
+            f"unmasked {len(view.unmasked)}/{len(view.consistent) or '-'}"
         )
     else:
         lines.append(f"  submitted {len(view.submitted)}/{len(view.parties)}")
@@ -301,6 +302,7 @@ def _view_json(view: RoundView) -> dict[str, Any]:
         "advertised": list(view.advertised),
         "shared": list(view.shared),
         "masked": list(view.masked),
+        "consistent": list(view.consistent),
         "unmasked": list(view.unmasked),
         "submitted": list(view.submitted),
         "waiting_for": list(view.waiting_for),

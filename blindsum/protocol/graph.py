@@ -8,9 +8,11 @@ party's secrets can be recovered by fewer than t colluders among its
 neighbours) with overwhelming probability. We use a Harary graph H(k, n) over a
 pseudo-random permutation of the parties, as they do.
 
-The permutation is derived from a hash of every advertised key, so neither the
-aggregator nor any single party can choose it after seeing the others' keys,
-and every participant computes the same graph.
+The permutation is derived from a hash of every advertised key, so every
+participant computes the same graph and nobody picks it outright. It is not
+unbiasable: a party that advertises last, colluding with the aggregator (which
+also chooses U1), can grind its keys to steer the permutation. A
+commit-then-reveal step would close that; see docs/THREAT_MODEL.md.
 """
 
 from __future__ import annotations

@@ -283,3 +283,39 @@ async def _crash_then_resume(
     await rest
     view = resumed["team-a"]
     return isinstance(view, RoundView) and view.state is RoundState.COMPLETE
+
+
+async def test_he_round_survives_a_custodian_outage(
+    deployment: Deployment, aggregator: RunningAggregator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreachable custodian delays the release; it never loses the round."""
+    from aggregator import config as cfgmod
+    from aggregator import rounds as rounds_mod
+    from aggregator.service import start_custodian
+
+    view = await open_round(aggregator, mode=Mode.HE, phase_timeout_s=30)
+    await aggregator.manager.public_context("team-a", view.round_id)  # cached before the outage
+    assert aggregator.custodian_server is not None
+    await aggregator.custodian_server.stop(None)
+    monkeypatch.setattr(rounds_mod, "CUSTODIAN_RETRY_MS", 100)
+    vectors = {n: party_vector(60 + i) for i, n in enumerate(PARTIES)}
+    parties = asyncio.create_task(run_parties(deployment, aggregator.port, view.round_id, vectors))
+    for _ in range(200):
+        if len(aggregator.manager.view(view.round_id).submitted) == len(PARTIES):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # several ticks with the custodian down
+    assert aggregator.manager.view(view.round_id).state is RoundState.OPEN
+    cfg = cfgmod.load(deployment.agg_dir)
+    server, _, custodian = await start_custodian(
+        deployment.agg_dir, cfg, f"127.0.0.1:{aggregator.custodian_port}"
+    )
+    try:
+        results = await parties
+        assert all(isinstance(r, RoundView) for r in results.values()), results
+        assert_report_matches(
+            aggregator.manager.report(view.round_id), plain_sum(list(vectors.values()))
+        )
+    finally:
+        await server.stop(None)
+        custodian.store.close()
