@@ -1,0 +1,887 @@
+"""Ingest: CSV / JSONL files and SQL results through a mapping, bad rows quarantined."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import sqlite3
+import stat
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blindsum.errors import ConfigError, InvalidArgument
+from party import ingest as ingest_mod
+from party.ingest import (
+    IngestResult,
+    Quarantined,
+    ingest_file,
+    ingest_rows,
+    ingest_sql,
+    write_quarantine,
+)
+from party.mapping import Mapping, load_mapping, mapping_from_toml
+from party.tickets import Status
+
+DATASET_CSV = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "datasets"
+    / "support_tickets_4teams.csv"
+)
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+HEADER = (
+    "ticket_id,created_date,status,region,csat_score,first_response_minutes,"
+    "resolution_hours,resolved_date,requester_name,requester_email,subject,team"
+)
+GOOD = "T1,2024-10-29 22:00:00,Resolved,APAC,5,90,3.5,2024-10-30 01:30:00,Ann Lee,ann@x.org,Hi,A"
+
+PII = ("Ann Lee", "ann@x.org", "Zed Quux", "zed.quux@example.com", "+1 555 0100", "ORD-99177")
+
+
+@pytest.fixture(scope="module")
+def generic() -> Mapping:
+    return load_mapping("generic")
+
+
+def _csv(tmp_path: Path, *rows: str, header: str = HEADER, name: str = "t.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _check_counts(result: IngestResult) -> None:
+    s = result.summary
+    assert s.read == s.accepted + s.quarantined
+    assert s.accepted == len(result.tickets)
+    assert s.quarantined == len(result.quarantine)
+    assert sum(s.by_reason.values()) == s.quarantined
+
+
+def _only(result: IngestResult) -> Quarantined:
+    _check_counts(result)
+    assert len(result.quarantine) == 1, result.quarantine
+    return result.quarantine[0]
+
+
+# ---------------------------------------------------------------- the good path
+
+
+def test_good_row_is_fully_mapped(tmp_path: Path, generic: Mapping) -> None:
+    result = ingest_file(_csv(tmp_path, GOOD), generic)
+    _check_counts(result)
+    assert result.summary.read == 1
+    (t,) = result.tickets
+    assert t.line == 2
+    assert t.ticket_id == "T1"
+    assert t.status is Status.RESOLVED
+    assert t.region == "APAC"
+    assert t.created == datetime(2024, 10, 29, 22, 0, tzinfo=UTC)
+    assert t.resolved_at == datetime(2024, 10, 30, 1, 30, tzinfo=UTC)
+    assert t.csat == 5
+    assert t.first_response_hours == 1.5
+    assert t.resolution_hours == 3.5
+    assert t.requester_name == "Ann Lee"
+    assert t.requester_email == "ann@x.org"
+    assert t.subject == "Hi"
+    assert t.extras == (("team", "A"),)
+    # Mapped optional columns absent from the file are simply empty.
+    assert t.requester_phone is None
+    assert t.nps is None
+    assert t.country is None
+    assert "Ann Lee" not in repr(t)
+
+
+def test_summary_json(tmp_path: Path, generic: Mapping) -> None:
+    path = _csv(tmp_path, GOOD, GOOD.replace("T1,", "T2,").replace(",5,", ",7,"))
+    summary = json.loads(ingest_file(path, generic).summary.to_json())
+    assert summary == {
+        "source": str(path),
+        "read": 2,
+        "accepted": 1,
+        "quarantined": 1,
+        "by_reason": {"out_of_range": 1},
+    }
+
+
+def test_the_dataset_ingests_completely(generic: Mapping) -> None:
+    if not DATASET_CSV.is_file():
+        pytest.skip(f"dataset absent: {DATASET_CSV.name} lives in the shared workspace only")
+    result = ingest_file(DATASET_CSV, generic)
+    _check_counts(result)
+    assert result.summary.read == 5000
+    assert result.summary.accepted == 5000
+    with DATASET_CSV.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_id = {t.ticket_id: t for t in result.tickets}
+    assert len(by_id) == len(rows)
+    teams = set()
+    for i, row in enumerate(rows):
+        t = by_id[row["ticket_id"]]
+        assert t.line == i + 2
+        assert t.region == row["region"]
+        assert t.country == row["country"]
+        assert t.channel == row["channel"]
+        assert (
+            t.status
+            is {
+                "Resolved": Status.RESOLVED,
+                "Escalated": Status.ESCALATED,
+                "In Progress": Status.OPEN,
+            }[row["status"]]
+        )
+        assert t.first_response_hours == float(row["first_response_minutes"]) / 60
+        assert t.resolution_hours == float(row["resolution_hours"])
+        assert t.csat == (int(float(row["csat_score"])) if row["csat_score"] else None)
+        assert t.created == datetime.fromisoformat(row["created_date"]).replace(tzinfo=UTC)
+        assert (t.resolved_at is None) == (row["resolved_date"] == "")
+        assert dict(t.extras)["team"] == row["team"]
+        teams.add(row["team"])
+    assert teams == {"Team_Alpha", "Team_Beta", "Team_Gamma", "Team_Delta"}
+
+
+# ---------------------------------------------------------------- bad rows -> quarantine
+
+
+def test_unparseable_date_is_quarantined_with_row_and_column(
+    tmp_path: Path, generic: Mapping
+) -> None:
+    bad = GOOD.replace("T1,2024-10-29 22:00:00", "T2,29th of Octember")
+    result = ingest_file(_csv(tmp_path, GOOD, bad, GOOD.replace("T1,", "T3,")), generic)
+    q = _only(result)
+    assert q.reason == "bad_date"
+    assert q.line == 3
+    assert q.column == "created_date"
+    assert "line 3" in q.message
+    assert "'created_date'" in q.message
+    assert [t.ticket_id for t in result.tickets] == ["T1", "T3"]  # nothing else is lost
+
+
+def test_csat_outside_scale_is_quarantined(tmp_path: Path, generic: Mapping) -> None:
+    result = ingest_file(_csv(tmp_path, GOOD.replace(",5,", ",7,")), generic)
+    q = _only(result)
+    assert q.reason == "out_of_range"
+    assert q.column == "csat_score"
+    assert "line 2" in q.message
+    assert "1..5" in q.message
+    assert result.tickets == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2.0", 2), (" 4 ", 4), ("1e0", 1), ("", None), ("N/A", None)],
+)
+def test_csat_parsing(tmp_path: Path, generic: Mapping, value: str, expected: int | None) -> None:
+    result = ingest_file(_csv(tmp_path, GOOD.replace(",5,", f",{value},")), generic)
+    _check_counts(result)
+    assert [t.csat for t in result.tickets] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [("2.5", "bad_number"), ("five", "bad_number"), ("0", "out_of_range")]
+)
+def test_bad_csat(tmp_path: Path, generic: Mapping, value: str, reason: str) -> None:
+    q = _only(ingest_file(_csv(tmp_path, GOOD.replace(",5,", f",{value},")), generic))
+    assert q.reason == reason
+    assert q.column == "csat_score"
+
+
+def test_status_vocabulary_and_unknown_status(tmp_path: Path, generic: Mapping) -> None:
+    rows = [
+        GOOD.replace("T1,", "A,").replace("Resolved", "in progress"),
+        GOOD.replace("T1,", "B,").replace("Resolved", " ESCALATED "),
+        GOOD.replace("T1,", "C,").replace("Resolved", "Closed"),
+        GOOD.replace("T1,", "D,").replace("Resolved", "Archived"),
+    ]
+    result = ingest_file(_csv(tmp_path, *rows), generic)
+    assert [t.status for t in result.tickets] == [Status.OPEN, Status.ESCALATED, Status.RESOLVED]
+    q = _only(result)
+    assert q.reason == "unknown_status"
+    assert q.line == 5
+    assert "'Archived'" in q.message  # the status value helps fix the vocabulary
+    assert result.tickets[1].escalated
+
+
+@pytest.mark.parametrize(("column", "index"), [("ticket_id", 0), ("status", 2), ("region", 3)])
+def test_missing_required_value(tmp_path: Path, generic: Mapping, column: str, index: int) -> None:
+    cells = GOOD.split(",")
+    cells[index] = "  "
+    q = _only(ingest_file(_csv(tmp_path, ",".join(cells)), generic))
+    assert q.reason == "missing_required"
+    assert q.column == column
+
+
+def test_duplicate_ticket_id(tmp_path: Path, generic: Mapping) -> None:
+    result = ingest_file(_csv(tmp_path, GOOD, GOOD.replace(",5,", ",4,")), generic)
+    q = _only(result)
+    assert q.reason == "duplicate_id"
+    assert q.line == 3
+    assert "line 2" in q.message
+    assert result.tickets[0].csat == 5
+
+
+def test_durations_given_derived_and_negative(tmp_path: Path) -> None:
+    mapping = mapping_from_toml(
+        """
+[mapping]
+name = "d"
+[columns]
+ticket_id = "id"
+region = "region"
+status = "status"
+created = "created"
+first_response_at = "responded"
+resolved_at = "resolved"
+resolution_hours = { column = "res_secs", unit = "seconds" }
+"""
+    )
+    header = "id,region,status,created,responded,resolved,res_secs"
+    rows = [
+        "a,EMEA,resolved,2024-01-01T10:00:00,2024-01-01T10:30:00,2024-01-02T10:00:00,",
+        "b,EMEA,resolved,2024-01-01T10:00:00,,2024-01-01T12:00:00,5400",
+        "c,EMEA,resolved,2024-01-01T10:00:00,,,01:45:00",
+        "d,EMEA,resolved,2024-01-01T10:00:00,2024-01-01T09:00:00,,",
+        "e,EMEA,resolved,2024-01-01T10:00:00,,,-60",
+        "f,EMEA,resolved,2024-01-02T10:00:00,,2024-01-01T10:00:00,",
+    ]
+    result = ingest_file(_csv(tmp_path, *rows, header=header), mapping)
+    _check_counts(result)
+    got = {t.ticket_id: (t.first_response_hours, t.resolution_hours) for t in result.tickets}
+    assert got == {"a": (0.5, 24.0), "b": (None, 1.5), "c": (None, 1.75)}
+    assert [(q.line, q.reason, q.column) for q in result.quarantine] == [
+        (5, "bad_duration", "responded"),
+        (6, "bad_duration", "res_secs"),
+        (7, "bad_duration", "resolved"),
+    ]
+
+
+def test_day_first_dates_and_time_zone(tmp_path: Path) -> None:
+    mapping = mapping_from_toml(
+        """
+[mapping]
+name = "eu"
+[source]
+delimiter = ";"
+[dates]
+formats = ["%d/%m/%Y %H:%M", "%d/%m/%Y"]
+timezone = "Europe/Berlin"
+[columns]
+ticket_id = "id"
+region = "region"
+status = "status"
+created = "created"
+resolved_at = "resolved"
+"""
+    )
+    rows = [
+        "1;EMEA;open;03/02/2024 10:00;",  # 3 February, CET (+01:00)
+        "2;EMEA;open;03/07/2024;2024-07-04T00:00:00Z",  # 3 July, CEST (+02:00); ISO not listed
+        "3;EMEA;open;2024-07-03 10:00;",
+    ]
+    result = ingest_file(_csv(tmp_path, *rows, header="id;region;status;created;resolved"), mapping)
+    t1 = result.tickets[0]
+    assert t1.created == datetime(2024, 2, 3, 9, 0, tzinfo=UTC)
+    assert [(q.line, q.reason, q.column) for q in result.quarantine] == [
+        (3, "bad_date", "resolved"),
+        (4, "bad_date", "created"),
+    ]
+    assert "formats:" in result.quarantine[0].message
+
+
+def test_auto_dates_day_first_versus_month_first(tmp_path: Path) -> None:
+    base = """
+[mapping]
+name = "auto"
+[dates]
+formats = ["auto"]
+dayfirst = {dayfirst}
+[columns]
+ticket_id = "id"
+region = "region"
+status = "status"
+created = "created"
+"""
+    path = _csv(
+        tmp_path,
+        "1,APAC,open,03/02/2024 10:00",
+        "2,APAC,open,2024-02-03T10:00:00+05:00",
+        "3,APAC,open,3 Feb 2024",
+        header="id,region,status,created",
+    )
+    dayfirst = ingest_file(path, mapping_from_toml(base.format(dayfirst="true")))
+    monthfirst = ingest_file(path, mapping_from_toml(base.format(dayfirst="false")))
+    assert [t.created for t in dayfirst.tickets] == [
+        datetime(2024, 2, 3, 10, 0, tzinfo=UTC),
+        datetime(2024, 2, 3, 5, 0, tzinfo=UTC),
+        datetime(2024, 2, 3, tzinfo=UTC),
+    ]
+    assert monthfirst.tickets[0].created == datetime(2024, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def test_quarantine_messages_never_contain_pii(tmp_path: Path) -> None:
+    mapping = mapping_from_toml(
+        """
+[mapping]
+name = "pii"
+[columns]
+ticket_id = "id"
+region = "region"
+status = "status"
+created = "created"
+csat = "csat"
+requester_name = "name"
+requester_email = "email"
+requester_phone = "phone"
+order_id = "order"
+subject = "subject"
+description = "description"
+[extras]
+birth = "birth"
+"""
+    )
+    lines = [
+        {"id": "Zed Quux", "region": "EMEA", "status": "open", "name": "Zed Quux"},
+        {"id": "x1", "region": "EMEA", "status": "open", "created": "zed.quux@example.com"},
+        {"id": "x2", "region": "EMEA", "status": "open", "email": ["zed.quux@example.com"]},
+        {"id": "x3", "region": "EMEA", "status": "open", "phone": {"n": "+1 555 0100"}},
+        {"id": "x4", "region": "EMEA", "status": "open", "csat": 9, "order": "ORD-99177"},
+        {"id": "x5", "region": "EMEA", "status": "open", "description": ["Ann Lee"]},
+        {"id": "x6", "region": "EMEA", "status": "open", "birth": {"d": "ann@x.org"}},
+        {"id": "Zed Quux", "region": "EMEA", "status": "open"},
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    qpath = tmp_path / "q.jsonl"
+    result = ingest_file(path, mapping, quarantine_path=qpath)
+    _check_counts(result)
+    assert [(q.reason, q.column) for q in result.quarantine] == [
+        ("bad_date", "created"),
+        ("bad_value", "email"),
+        ("bad_value", "phone"),
+        ("out_of_range", "csat"),
+        ("bad_value", "description"),
+        ("bad_value", "birth"),
+        ("duplicate_id", "id"),
+    ]
+    written = qpath.read_text(encoding="utf-8")
+    for entry in result.quarantine:
+        for secret in (*PII, "Zed", "ORD-"):
+            if entry.column == "created":
+                continue  # a date column holding an email is quoted (it is not an identity field)
+            assert secret not in entry.message
+    for secret in ("Zed Quux", "+1 555 0100", "ORD-99177", "Ann Lee", "ann@x.org"):
+        assert secret not in written
+
+
+def test_quarantine_file_is_private_jsonl(tmp_path: Path, generic: Mapping) -> None:
+    path = _csv(tmp_path, GOOD, "T2,broken", GOOD.replace("T1", "T3").replace("APAC", ""))
+    qpath = tmp_path / "q.jsonl"
+    qpath.write_text("old content\n")
+    qpath.chmod(0o644)
+    result = ingest_file(path, generic, quarantine_path=qpath)
+    assert stat.S_IMODE(qpath.stat().st_mode) == 0o600
+    entries = [json.loads(line) for line in qpath.read_text().splitlines()]
+    assert entries == [q.to_dict() for q in result.quarantine]
+    assert [(e["line"], e["reason"]) for e in entries] == [
+        (3, "malformed_row"),
+        (4, "missing_required"),
+    ]
+    assert set(entries[0]) == {"line", "reason", "column", "message"}
+
+
+def test_write_quarantine_creates_0600(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    write_quarantine([Quarantined(4, "bad_date", "c", "line 4: x")], path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {
+        "line": 4,
+        "reason": "bad_date",
+        "column": "c",
+        "message": "line 4: x",
+    }
+    with pytest.raises(InvalidArgument, match="cannot write quarantine"):
+        write_quarantine([], tmp_path / "missing-dir" / "q.jsonl")
+
+
+# ---------------------------------------------------------------- malformed CSV structure
+
+
+def test_wrong_field_count_is_quarantined(tmp_path: Path, generic: Mapping) -> None:
+    result = ingest_file(
+        _csv(tmp_path, GOOD, "T2,only,three", GOOD.replace("T1,", "T3,") + ",extra"), generic
+    )
+    _check_counts(result)
+    assert [t.ticket_id for t in result.tickets] == ["T1"]
+    assert [(q.line, q.reason, q.column) for q in result.quarantine] == [
+        (3, "malformed_row", None),
+        (4, "malformed_row", None),
+    ]
+    assert "3 fields, header has 12" in result.quarantine[0].message
+
+
+def test_unclosed_quote_loses_only_its_own_row(tmp_path: Path, generic: Mapping) -> None:
+    bad = GOOD.replace("T1,", "T2,").replace(",Hi,", ',"Hi there,')
+    rows = [GOOD, bad, *(GOOD.replace("T1,", f"T{i},") for i in range(3, 7))]
+    result = ingest_file(_csv(tmp_path, *rows), generic)
+    _check_counts(result)
+    assert [t.ticket_id for t in result.tickets] == ["T1", "T3", "T4", "T5", "T6"]
+    assert [t.line for t in result.tickets] == [2, 4, 5, 6, 7]
+    q = _only(result)
+    assert (q.line, q.reason) == (3, "malformed_row")
+
+
+def test_stray_quote_is_quarantined(tmp_path: Path, generic: Mapping) -> None:
+    bad = GOOD.replace("T1,", "T2,").replace(",Hi,", ',"Hi" there,')
+    result = ingest_file(_csv(tmp_path, GOOD, bad, GOOD.replace("T1,", "T3,")), generic)
+    q = _only(result)
+    assert (q.line, q.reason) == (3, "malformed_row")
+    assert [t.ticket_id for t in result.tickets] == ["T1", "T3"]
+
+
+def test_multiline_quoted_text_keeps_line_numbers(tmp_path: Path, generic: Mapping) -> None:
+    multi = GOOD.replace("T1,", "T2,").replace(",Hi,", ',"Hi,\nsecond line\nthird",')
+    result = ingest_file(_csv(tmp_path, GOOD, multi, "", GOOD.replace("T1,", "T3,")), generic)
+    _check_counts(result)
+    assert [(t.ticket_id, t.line) for t in result.tickets] == [("T1", 2), ("T2", 3), ("T3", 7)]
+    assert result.tickets[1].subject == "Hi,\nsecond line\nthird"
+
+
+def test_byte_order_mark_and_crlf(tmp_path: Path, generic: Mapping) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{HEADER}\r\n{GOOD}\r\n".encode())
+    result = ingest_file(path, generic)
+    _check_counts(result)
+    assert result.tickets[0].ticket_id == "T1"
+    assert result.tickets[0].extras == (("team", "A"),)
+
+
+def test_header_case_insensitive_fallback(tmp_path: Path, generic: Mapping) -> None:
+    result = ingest_file(_csv(tmp_path, GOOD, header=HEADER.upper()), generic)
+    _check_counts(result)
+    assert result.tickets[0].region == "APAC"
+
+
+# ---------------------------------------------------------------- whole-file failures
+
+
+def test_empty_file(tmp_path: Path, generic: Mapping) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidArgument) as info:
+        ingest_file(path, generic)
+    assert str(info.value) == f"{path}: empty file"
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n\n  \n")
+    with pytest.raises(InvalidArgument, match="no header row"):
+        ingest_file(blank, generic)
+
+
+def test_header_only_file_has_no_rows(tmp_path: Path, generic: Mapping) -> None:
+    result = ingest_file(_csv(tmp_path), generic)
+    assert (result.summary.read, result.tickets, result.quarantine) == (0, [], [])
+
+
+def test_non_utf8_file_names_line_and_byte(tmp_path: Path, generic: Mapping) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        f"{HEADER}\n{GOOD}\n".encode()
+        + GOOD.replace("Ann", "Jos\xe9").replace("T1,", "T2,").encode("latin-1")
+    )
+    with pytest.raises(InvalidArgument) as info:
+        ingest_file(path, generic)
+    message = str(info.value)
+    offset = len(f"{HEADER}\n{GOOD}\n".encode()) + GOOD.index("Ann") + 3
+    assert message.startswith(f"{path}: line 3: not valid utf-8 at byte offset {offset}")
+    assert "\n" not in message
+    latin = mapping_from_toml(
+        """
+[mapping]
+name = "latin"
+[source]
+encoding = "latin-1"
+[columns]
+ticket_id = "ticket_id"
+region = "region"
+status = "status"
+requester_name = "requester_name"
+"""
+    )
+    result = ingest_file(path, latin)
+    assert [t.requester_name for t in result.tickets] == ["Ann Lee", "José Lee"]
+
+
+def test_csv_without_header(tmp_path: Path, generic: Mapping) -> None:
+    path = tmp_path / "nohead.csv"
+    path.write_text(f"{GOOD}\n{GOOD.replace('T1,', 'T2,')}\n")
+    with pytest.raises(InvalidArgument) as info:
+        ingest_file(path, generic)
+    assert "none of the mapping's columns" in str(info.value)
+    assert "line 1" in str(info.value)
+
+
+def test_required_column_missing_from_header(tmp_path: Path, generic: Mapping) -> None:
+    path = _csv(tmp_path, "T1,APAC", header="ticket_id,region")
+    with pytest.raises(InvalidArgument) as info:
+        ingest_file(path, generic)
+    assert str(info.value) == (
+        f"{path}: mapping column 'status' (field status) not in file header (line 1)"
+    )
+
+
+def test_duplicate_mapped_header_column(tmp_path: Path, generic: Mapping) -> None:
+    path = _csv(tmp_path, "T1,APAC,open,EMEA", header="ticket_id,region,status,region")
+    with pytest.raises(InvalidArgument, match="'region' appears 2 times"):
+        ingest_file(path, generic)
+
+
+def test_unknown_column_in_mapping_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[mapping]\nname = "x"\n[columns]\nticket_id = "id"\nregion = "r"\nstatus = "s"\n'
+        'satisfaction = "csat"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert str(info.value).startswith(f"{path}: unknown key columns.satisfaction")
+
+
+def test_missing_unreadable_and_oversized(
+    tmp_path: Path, generic: Mapping, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InvalidArgument, match="file not found"):
+        ingest_file(tmp_path / "nope.csv", generic)
+    folder = tmp_path / "dir.csv"
+    folder.mkdir()
+    with pytest.raises(InvalidArgument, match="not a regular file"):
+        ingest_file(folder, generic)
+    path = _csv(tmp_path, GOOD)
+    monkeypatch.setattr(ingest_mod, "MAX_FILE_BYTES", 10)
+    with pytest.raises(InvalidArgument, match="larger than 10 bytes"):
+        ingest_file(path, generic)
+
+
+def test_format_from_extension_or_mapping(tmp_path: Path, generic: Mapping) -> None:
+    path = _csv(tmp_path, GOOD, name="export.txt")
+    with pytest.raises(InvalidArgument, match="cannot tell the format"):
+        ingest_file(path, generic)
+    forced = mapping_from_toml(
+        '[mapping]\nname = "x"\n[source]\nformat = "csv"\n'
+        '[columns]\nticket_id = "ticket_id"\nregion = "region"\nstatus = "status"\n'
+    )
+    assert [t.ticket_id for t in ingest_file(path, forced).tickets] == ["T1"]
+    sql = mapping_from_toml(
+        '[mapping]\nname = "db"\n[source]\nformat = "sql"\n'
+        '[columns]\nticket_id = "ticket_id"\nregion = "region"\nstatus = "status"\n'
+    )
+    with pytest.raises(InvalidArgument, match="SQL source"):
+        ingest_file(path, sql)
+
+
+# ---------------------------------------------------------------- JSONL
+
+
+def test_jsonl(tmp_path: Path, generic: Mapping) -> None:
+    records = [
+        {
+            "ticket_id": 17,
+            "status": "Resolved",
+            "region": "EMEA",
+            "csat_score": 4.0,
+            "first_response_minutes": 30,
+            "nps_score": None,
+            "requester_email": "a@b.c",
+        },
+        "not json {",
+        [1, 2],
+        {"ticket_id": "x", "status": "Resolved", "region": "EMEA", "csat_score": 2.5},
+    ]
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    lines.insert(1, "")
+    lines.append('{"ticket_id": "y", "status": "open", "region": "APAC", "csat_score": NaN}')
+    path = tmp_path / "t.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    result = ingest_file(path, generic)
+    _check_counts(result)
+    (t,) = result.tickets
+    assert (t.ticket_id, t.line, t.csat, t.first_response_hours, t.nps) == ("17", 1, 4, 0.5, None)
+    assert t.requester_email == "a@b.c"
+    assert t.extras == (("team", ""),)
+    assert [(q.line, q.reason) for q in result.quarantine] == [
+        (3, "malformed_row"),
+        (4, "malformed_row"),
+        (5, "bad_number"),
+        (6, "malformed_row"),
+    ]
+    assert "NaN" in result.quarantine[3].message
+
+
+def test_jsonl_required_column_never_present(tmp_path: Path, generic: Mapping) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"ticket_id": "a", "region": "EMEA", "state": "open"}\n')
+    with pytest.raises(InvalidArgument) as info:
+        ingest_file(path, generic)
+    assert "mapping column 'status' (field status) not in any record" in str(info.value)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n \n")
+    with pytest.raises(InvalidArgument, match="no records"):
+        ingest_file(blank, generic)
+
+
+def test_ingest_rows(generic: Mapping) -> None:
+    rows = [
+        {"ticket_id": "a", "status": "Escalated", "region": "EMEA", "team": "Team_X"},
+        {"ticket_id": "b", "status": "Resolved", "region": "EMEA", "csat_score": "9"},
+    ]
+    result = ingest_rows(rows, generic, source="synthetic")
+    assert result.summary.source == "synthetic"
+    assert [t.line for t in result.tickets] == [1]
+    assert result.tickets[0].extras == (("team", "Team_X"),)
+    assert _only(result).reason == "out_of_range"
+    with pytest.raises(InvalidArgument, match="field region"):
+        ingest_rows([{"ticket_id": "a", "status": "open"}], generic)
+
+
+# ---------------------------------------------------------------- presets on sample exports
+
+
+def test_zendesk_like_export(tmp_path: Path) -> None:
+    header = (
+        "Id,Requester,Requester email,Subject,Description,Status,Via,Priority,Created at,"
+        "Solved at,Satisfaction Score,First reply time in minutes,"
+        "Full resolution time in minutes,Region,Organization"
+    )
+    rows = [
+        '101,Ann Lee,ann@x.org,Login,"Cannot log in, help",Solved,Web,high,'
+        "2024-10-29 22:00:00 +0100,29/10/2024 23:30,Good,45,90,EMEA,Acme",
+        "102,Bo,bo@y.org,Refund,Where is it,On-hold,Email,low,30/10/2024 08:00,,Offered,,,APAC,",
+        "103,Cy,cy@z.org,Other,Hm,Pending,Email,low,31/10/2024 08:00,,Bad,10,,Americas,",
+    ]
+    result = ingest_file(_csv(tmp_path, *rows, header=header), load_mapping("zendesk"))
+    _check_counts(result)
+    assert result.summary.accepted == 3
+    t1, t2, t3 = result.tickets
+    assert t1.created == datetime(2024, 10, 29, 21, 0, tzinfo=UTC)
+    assert t1.resolved_at == datetime(2024, 10, 29, 23, 30, tzinfo=UTC)
+    assert (t1.status, t1.csat, t1.first_response_hours, t1.resolution_hours) == (
+        Status.RESOLVED,
+        5,
+        0.75,
+        1.5,
+    )
+    assert t1.extras == (("organization", "Acme"),)
+    assert (t2.status, t2.csat, t2.created) == (
+        Status.OPEN,
+        None,
+        datetime(2024, 10, 30, 8, 0, tzinfo=UTC),
+    )
+    assert t3.csat == 1
+
+
+def test_freshdesk_like_export(tmp_path: Path) -> None:
+    header = (
+        "Ticket ID,Subject,Description,Status,Priority,Source,Type,Created time,Resolved time,"
+        "First response time (in hrs),Resolution time (in hrs),Contact,Email,Phone,"
+        "Survey results,Region,Company Name"
+    )
+    rows = [
+        "9,Broken,It broke,Closed,Urgent,Portal,Incident,2024-10-29 10:00:00,"
+        "2024-10-29 14:00:00,00:30:00,4.0,Dee,dee@x.org,+44 20 7946 0000,Awesome,EMEA,Initech",
+        "10,Slow,Slow,Waiting on Customer,Low,Email,Question,29-10-2024 10:00,,1.25,,Eve,"
+        "eve@x.org,,Not Good,APAC,",
+    ]
+    result = ingest_file(_csv(tmp_path, *rows, header=header), load_mapping("freshdesk"))
+    _check_counts(result)
+    t1, t2 = result.tickets
+    assert (t1.status, t1.csat, t1.first_response_hours, t1.resolution_hours) == (
+        Status.RESOLVED,
+        5,
+        0.5,
+        4.0,
+    )
+    assert t1.requester_phone == "+44 20 7946 0000"
+    assert (t2.status, t2.csat, t2.first_response_hours) == (Status.OPEN, 1, 1.25)
+    assert t2.created == datetime(2024, 10, 29, 10, 0, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- property: nothing is lost
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    "T1",
+                    "T2",
+                    "",
+                    "APAC",
+                    "open",
+                    "Resolved",
+                    "7",
+                    "2.0",
+                    '"',
+                    "x,y",
+                    "2024-01-02",
+                    "\n",
+                    "zz",
+                ]
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        max_size=12,
+    )
+)
+def test_every_row_is_counted(rows: list[list[str]]) -> None:
+    import tempfile
+
+    mapping = mapping_from_toml(
+        '[mapping]\nname = "p"\n[columns]\nticket_id = "id"\nregion = "region"\n'
+        'status = "status"\ncsat = "csat"\ncreated = "created"\n'
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.csv"
+        body = "\n".join(",".join(r) for r in rows)
+        path.write_text(f"id,region,status,csat,created\n{body}\n", encoding="utf-8")
+        result = ingest_file(path, mapping)
+    _check_counts(result)
+    assert {q.reason for q in result.quarantine} <= set(ingest_mod.REASONS)
+    assert all(q.line >= 2 for q in result.quarantine)
+    assert all(t.line >= 2 for t in result.tickets)
+
+
+# ---------------------------------------------------------------- SQL sources
+
+
+SQL_ROWS = [
+    ("s1", "APAC", "Resolved", "2024-10-29 22:00:00", 5, 90.0, "Ann Lee", "T_A"),
+    ("s2", "EMEA", "Escalated", "2024-10-30 08:00:00", None, None, "Bo", "T_A"),
+    ("s3", "EMEA", "Resolved", "2024-10-31 08:00:00", 7, 10.0, "Cy", "T_B"),
+    ("s4", "EMEA", "Resolved", "not a date", 3, 10.0, "Di", "T_B"),
+]
+SQL_QUERY = (
+    "SELECT ticket_id, region, status, created_date, csat_score, first_response_minutes, "
+    "requester_name, team FROM {table} ORDER BY ticket_id"
+)
+
+
+def _check_sql_result(result: IngestResult) -> None:
+    _check_counts(result)
+    assert result.summary.read == 4
+    assert [(t.line, t.ticket_id) for t in result.tickets] == [(1, "s1"), (2, "s2")]
+    s1, s2 = result.tickets
+    assert s1.created == datetime(2024, 10, 29, 22, 0, tzinfo=UTC)
+    assert (s1.csat, s1.first_response_hours, s1.requester_name) == (5, 1.5, "Ann Lee")
+    assert s1.extras == (("team", "T_A"),)
+    assert (s2.status, s2.csat, s2.first_response_hours) == (Status.ESCALATED, None, None)
+    assert [(q.line, q.reason, q.column) for q in result.quarantine] == [
+        (3, "out_of_range", "csat_score"),
+        (4, "bad_date", "created_date"),
+    ]
+
+
+def test_sql_sqlite(tmp_path: Path, generic: Mapping) -> None:
+    db = tmp_path / "tickets.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE tickets (ticket_id TEXT, region TEXT, status TEXT, created_date TEXT, "
+            "csat_score INTEGER, first_response_minutes REAL, requester_name TEXT, team TEXT)"
+        )
+        conn.executemany("INSERT INTO tickets VALUES (?,?,?,?,?,?,?,?)", SQL_ROWS)
+    conn.close()
+    qpath = tmp_path / "q.jsonl"
+    result = ingest_sql(
+        f"sqlite:///{db}", SQL_QUERY.format(table="tickets"), generic, quarantine_path=qpath
+    )
+    _check_sql_result(result)
+    assert result.summary.source == f"sqlite:///{db}"
+    assert len(qpath.read_text().splitlines()) == 2
+
+
+def test_sql_errors(tmp_path: Path, generic: Mapping) -> None:
+    with pytest.raises(InvalidArgument, match="not a valid SQLAlchemy"):
+        ingest_sql("not a url", "SELECT 1", generic)
+    with pytest.raises(InvalidArgument, match="database file not found"):
+        ingest_sql(f"sqlite:///{tmp_path / 'missing.db'}", "SELECT 1", generic)
+    assert not (tmp_path / "missing.db").exists()
+    db = tmp_path / "e.db"
+    sqlite3.connect(db).close()
+    with pytest.raises(InvalidArgument) as info:
+        ingest_sql(f"sqlite:///{db}", "SELECT * FROM nope", generic)
+    assert "query failed (no such table: nope)" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InvalidArgument, match=r"field status\) not in query result"):
+        ingest_sql(f"sqlite:///{db}", "SELECT 'a' AS ticket_id, 'EMEA' AS region", generic)
+    with pytest.raises(InvalidArgument) as info:
+        ingest_sql("postgresql://u:s3cr3t@127.0.0.1:1/x", "SELECT 1", generic)
+    assert "s3cr3t" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def _pg_unavailable() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed"
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            pass
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any connection failure means: skip
+        return f"PostgreSQL at 127.0.0.1:5432 is not reachable ({type(exc).__name__})"
+
+
+@pytest.fixture
+def pg_table() -> Iterator[str]:
+    reason = _pg_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    table = f"blindsum_ingest_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (ticket_id TEXT, region TEXT, status TEXT, "
+            "created_date TEXT, csat_score NUMERIC, first_response_minutes DOUBLE PRECISION, "
+            "requester_name TEXT, team TEXT, created_ts TIMESTAMPTZ)"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                [
+                    (*row, datetime(2024, 10, 29, 23, 0, tzinfo=UTC) if i == 0 else None)
+                    for i, row in enumerate(SQL_ROWS)
+                ],
+            )
+    try:
+        yield table
+    finally:
+        with psycopg.connect(PG_URL) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.postgres
+def test_sql_postgres(pg_table: str, generic: Mapping) -> None:
+    result = ingest_sql(PG_URL, SQL_QUERY.format(table=pg_table), generic)
+    _check_sql_result(result)
+    assert result.summary.source == PG_URL
+    # Native timestamps and numerics from the driver are handled too.
+    native = ingest_sql(
+        PG_URL,
+        f"SELECT ticket_id, region, status, created_ts AS created_date, csat_score "
+        f"FROM {pg_table} WHERE ticket_id = 's1'",
+        generic,
+    )
+    _check_counts(native)
+    (t,) = native.tickets
+    assert t.created == datetime(2024, 10, 29, 23, 0, tzinfo=UTC)
+    assert t.csat == 5
