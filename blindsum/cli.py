@@ -356,11 +356,133 @@ def cmd_report_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vector_source(path: Path) -> Any:
-    def source(schema: Schema) -> Any:
-        return load_metrics_file(path, schema)
+def _vector_source(args: argparse.Namespace) -> Any:
+    """The node's input: a per-region metrics file, or a ticket export run through the pipeline."""
+    if args.metrics is not None:
+        path: Path = args.metrics
 
-    return source
+        def from_file(schema: Schema) -> Any:
+            return load_metrics_file(path, schema)
+
+        return from_file
+    from party.pipeline import tickets_source  # noqa: PLC0415
+
+    def report(run: Any) -> None:
+        _print_ingest(run.ingest.summary, run.summary)
+
+    return tickets_source(_ticket_source(args), _secret_path(args), report=report)
+
+
+def _ticket_source(args: argparse.Namespace) -> Any:
+    from party.pipeline import TicketSource  # noqa: PLC0415
+
+    return TicketSource(
+        location=str(args.tickets),
+        mapping=args.mapping,
+        query=args.query,
+        quarantine=args.quarantine,
+    )
+
+
+def _secret_path(args: argparse.Namespace) -> Path:
+    from party.pipeline import default_secret_path  # noqa: PLC0415
+
+    if getattr(args, "secret", None):
+        return Path(args.secret)
+    return default_secret_path(getattr(args, "bundle", None))
+
+
+def _print_ingest(ingest: Any, metrics: Any | None = None) -> None:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(ingest.by_reason.items())) or "none"
+    print(
+        f"ingest {ingest.source}: read {ingest.read}, accepted {ingest.accepted}, "
+        f"quarantined {ingest.quarantined} ({reasons})",
+        file=sys.stderr,
+    )
+    if metrics is not None:
+        clipped = sum(metrics.clipped.values())
+        print(
+            f"metrics: {metrics.tickets_used} tickets used, {metrics.capped} over the "
+            f"per-customer cap, {metrics.unknown_region} in unknown regions, "
+            f"{clipped} values clipped",
+            file=sys.stderr,
+        )
+
+
+def cmd_party_anonymize(args: argparse.Namespace) -> int:
+    from party.pipeline import TicketSource, anonymize_export  # noqa: PLC0415
+
+    source = TicketSource(
+        location=str(args.file), mapping=args.mapping, query=args.query, quarantine=args.quarantine
+    )
+    result, lineage, lineage_path = anonymize_export(source, _secret_path(args), args.output)
+    _print_ingest(result.summary)
+    replaced = ", ".join(f"{k} {v}" for k, v in sorted(lineage.entities.items())) or "none"
+    print(f"wrote {lineage.rows_out} anonymized rows to {args.output}")
+    print(f"replaced: {replaced}")
+    print(f"lineage ({lineage.rules_version}) in {lineage_path}")
+    return 0
+
+
+def cmd_party_metrics(args: argparse.Namespace) -> int:
+    from party.pipeline import compute  # noqa: PLC0415
+
+    schema = Schema.load(args.schema) if args.schema else Schema.default()
+    run = compute(_ticket_source(args), schema, _secret_path(args))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "schema_id": schema.schema_id,
+                    "ingest": json.loads(run.ingest.summary.to_json()),
+                    "metrics": json.loads(run.summary.to_json()),
+                    "values": run.values,
+                    "vector": [int(v) for v in run.vector],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    _print_ingest(run.ingest.summary, run.summary)
+    regions = [r for r in schema.regions]
+    header = ["metric", *regions]
+    rows: list[list[str]] = []
+    for metric in schema.metrics:
+        for b, label in enumerate(metric.slot_labels):
+            row = [label]
+            for region in regions:
+                value = run.values.get(region, {}).get(metric.name)
+                if value is None:
+                    row.append("-")
+                elif isinstance(value, list):
+                    row.append(str(value[b]))
+                else:
+                    row.append(f"{value:g}" if isinstance(value, float) else str(value))
+            rows.append(row)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(f"(computed locally for schema {schema.schema_id[:12]}; nothing was sent)")
+    return 0
+
+
+def cmd_party_synthetic(args: argparse.Namespace) -> int:
+    import datetime as dt  # noqa: PLC0415
+
+    from party.synthetic import TeamProfile, generate_rows, write_rows  # noqa: PLC0415
+
+    profile = TeamProfile(
+        name=args.team,
+        regions=tuple(args.regions),
+        tickets_per_region=args.tickets_per_region,
+        failure_region=args.failure_region,
+    )
+    start = dt.date.fromisoformat(args.start) if args.start else dt.date.today()
+    rows = generate_rows(profile, seed=args.seed, start=start, days=args.days)
+    write_rows(rows, args.output)
+    print(f"wrote {len(rows)} synthetic tickets for {args.team} to {args.output}")
+    return 0
 
 
 async def _party_submit(args: argparse.Namespace) -> int:
@@ -378,7 +500,7 @@ async def _party_submit(args: argparse.Namespace) -> int:
             round_id = args.round
         else:
             round_id = await _next_round(node, args.wait)
-        view = await node.run_round(round_id, _vector_source(args.metrics))
+        view = await node.run_round(round_id, _vector_source(args))
     except SimulatedDropout:
         return 0
     finally:
@@ -420,7 +542,7 @@ async def _party_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await node.daemon(_vector_source(args.metrics), stop=stop, max_rounds=args.max_rounds)
+        await node.daemon(_vector_source(args), stop=stop, max_rounds=args.max_rounds)
     finally:
         await node.close()
     return 0
@@ -443,6 +565,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------
+
+
+def _ticket_options(s: argparse.ArgumentParser, *, with_tickets: bool) -> None:
+    if with_tickets:
+        s.add_argument("--tickets", required=True, help="CSV/JSONL export, or a SQL URL")
+    s.add_argument(
+        "--mapping", default="generic", help="preset (generic|zendesk|freshdesk) or TOML file"
+    )
+    s.add_argument("--query", help="SQL query, for a SQL URL source")
+    s.add_argument("--quarantine", type=Path, help="write rejected rows here (JSON lines)")
+    s.add_argument("--secret", type=Path, help="party HMAC secret (created 0600 on first use)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -531,7 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = party.add_parser(name, help=helptext)
         s.add_argument("--bundle", type=Path, required=True)
-        s.add_argument("--metrics", type=Path, required=True, help="JSON or CSV per-region values")
+        source = s.add_mutually_exclusive_group(required=True)
+        source.add_argument("--metrics", type=Path, help="JSON or CSV per-region values")
+        source.add_argument(
+            "--tickets", help="ticket export (CSV/JSONL file or SQL URL) to run the pipeline on"
+        )
+        _ticket_options(s, with_tickets=False)
         s.add_argument("--aggregator", help="override the bundle's aggregator address")
         if name == "submit":
             s.add_argument("--round", help="round id (default: the next open round)")
@@ -546,6 +684,31 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--max-rounds", type=int)
         s.set_defaults(func=func)
+
+    s = party.add_parser("anonymize", help="write an anonymized copy of a ticket export")
+    s.add_argument("file", help="CSV/JSONL export, or a SQL URL with --query")
+    s.add_argument("-o", "--output", type=Path, required=True, help=".csv or .jsonl")
+    s.add_argument("--bundle", type=Path, help="take the party secret from this bundle")
+    _ticket_options(s, with_tickets=False)
+    s.set_defaults(func=cmd_party_anonymize)
+
+    s = party.add_parser("metrics", help="compute the KPI vector locally; sends nothing")
+    _ticket_options(s, with_tickets=True)
+    s.add_argument("--bundle", type=Path, help="take the party secret from this bundle")
+    s.add_argument("--schema", type=Path, help="campaign schema TOML (default: built-in)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_party_metrics)
+
+    s = party.add_parser("synthetic", help="generate a realistic synthetic ticket export")
+    s.add_argument("--team", required=True)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--regions", nargs="+", default=["APAC", "EMEA", "Americas"])
+    s.add_argument("--tickets-per-region", type=int, default=200)
+    s.add_argument("--failure-region", help="inject a service failure (escalations x3) here")
+    s.add_argument("--start", help="first day, YYYY-MM-DD (default: today)")
+    s.add_argument("--days", type=int, default=7)
+    s.add_argument("-o", "--output", type=Path, required=True, help=".csv or .jsonl")
+    s.set_defaults(func=cmd_party_synthetic)
 
     rep = sub.add_parser("report", help="read released results").add_subparsers(
         dest="sub", required=True
@@ -585,6 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # e.g. `blindsum party metrics ... | head`
+        sys.stderr.close()
+        return 0
     except OSError as exc:
         _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return 2

@@ -1,12 +1,14 @@
 """``blindsum demo``: a whole deployment on 127.0.0.1, in separate processes.
 
 It initialises an aggregator with a dev CA generated now, enrolls N parties,
-writes each party a metrics file, starts ``blindsum aggregator serve`` (with the
-embedded custodian) and one ``blindsum party submit`` process per party, and
+writes each party a synthetic ticket export (with PII in the free text), starts
+``blindsum aggregator serve`` (with the embedded custodian) and one
+``blindsum party submit --tickets`` process per party, which runs the whole
+pipeline (ingest -> anonymize -> metrics -> protect), and
 runs a secagg round in which ``--drop`` parties vanish after the share phase,
 then an he round. It prints the released per-region table and checks it
-against the plaintext sum of the included parties' inputs, which the demo
-computes from the files it wrote, for its own check only.
+against the plaintext sum of the included parties' vectors, which the demo
+recomputes from the exports it wrote, for its own check only.
 
 Like ``cli``, this module is a composition root and may import both roles.
 """
@@ -14,6 +16,7 @@ Like ``cli``, this module is a composition root and may import both roles.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -35,7 +38,13 @@ from blindsum.cli import _admin_channel, format_report, report_json
 from blindsum.errors import BlindsumError, Unavailable
 from blindsum.model import Mode, OpenRoundSpec, Report
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
-from blindsum.schema import Schema, load_metrics_file
+from blindsum.schema import Schema
+from blindsum.types import U64Vector
+from party.pipeline import TicketSource, compute, default_secret_path
+from party.synthetic import TeamProfile, generate_rows, write_rows
+
+#: The demo's week of tickets (fixed, so runs are comparable).
+DEMO_WEEK = dt.date(2026, 11, 16)
 
 TEAM_NAMES = ("team-alpha", "team-beta", "team-gamma", "team-delta", "team-epsilon")
 
@@ -56,39 +65,16 @@ def team_names(n: int) -> list[str]:
     return [TEAM_NAMES[i] if i < len(TEAM_NAMES) else f"team-{i + 1:03d}" for i in range(n)]
 
 
-def synthetic_metrics(schema: Schema, index: int, *, seed: int = 2026) -> dict[str, Any]:
-    """Plausible per-region KPIs for demo party ``index`` (not secret; seeded for repeatability).
-
-    Only the first two parties serve the Americas, so with k = 3 that region is
-    suppressed and the demo shows small-cell suppression at work.
-    """
-    rng = np.random.default_rng([seed, index])
-    values: dict[str, Any] = {}
-    for region in schema.regions:
-        if region == "Americas" and index >= 2:
-            continue
-        tickets = int(rng.integers(150, 600))
-        region_values: dict[str, Any] = {}
-        for metric in schema.metrics:
-            if metric.optional:
-                continue
-            if metric.kind.value == "count":
-                if metric.name == "tickets":
-                    region_values[metric.name] = tickets
-                elif metric.name == "responses":
-                    region_values[metric.name] = int(tickets * rng.uniform(0.9, 1.0))
-                elif metric.name == "escalated":
-                    region_values[metric.name] = int(tickets * rng.uniform(0.03, 0.12))
-                else:
-                    region_values[metric.name] = int(tickets * rng.uniform(0.7, 0.95))
-            elif metric.kind.value == "histogram":
-                weights = rng.dirichlet(np.ones(metric.slots) * 2.0)
-                region_values[metric.name] = [int(x) for x in rng.multinomial(tickets, weights)]
-            else:
-                hi = metric.clip[1] if metric.clip else 1.0
-                region_values[metric.name] = round(float(tickets * rng.uniform(0.3, 0.8) * hi), 1)
-        values[region] = region_values
-    return values
+def team_profile(name: str, index: int) -> TeamProfile:
+    """Demo team ``index``: only the first two serve the Americas (so k = 3 suppresses
+    it), and the first team has a service failure in EMEA (escalations x3)."""
+    regions = ("APAC", "EMEA", "Americas") if index < 2 else ("APAC", "EMEA")
+    return TeamProfile(
+        name=name,
+        regions=regions,
+        tickets_per_region=120 + 20 * (index % 3),
+        failure_region="EMEA" if index == 0 else None,
+    )
 
 
 def _spawn(args: Sequence[str], *, quiet: bool) -> subprocess.Popen[bytes]:
@@ -143,16 +129,17 @@ async def _final(directory: Path, round_id: str) -> tuple[Any, Report | None]:
         await channel.close(None)
 
 
-def expected_totals(schema: Schema, files: Sequence[Path]) -> list[int]:
+def party_vector(schema: Schema, tickets: Path, bundle: Path) -> U64Vector:
+    """The demo's own check: the same pipeline the party ran, with the party's secret."""
+    return compute(TicketSource(str(tickets)), schema, default_secret_path(bundle)).vector
+
+
+def check_report(schema: Schema, report: Report, vectors: Sequence[U64Vector]) -> bool:
+    """Every released cell and contributor count equals the plaintext sum of ``vectors``."""
     total = np.zeros(schema.vector_length, dtype=np.uint64)
-    for path in files:
-        total += load_metrics_file(path, schema)
-    return [int(v) for v in total.view(np.int64)]
-
-
-def check_report(schema: Schema, report: Report, files: Sequence[Path]) -> bool:
-    """Every released cell and contributor count equals the plaintext sum of ``files``."""
-    expected = expected_totals(schema, files)
+    for vector in vectors:
+        total += vector
+    expected = [int(v) for v in total.view(np.int64)]
     names = schema.slot_names
     for region in report.regions:
         contributors = expected[schema.contributor_index(region.region)]
@@ -172,7 +159,7 @@ def _run_round(
     agg_dir: Path,
     address: str,
     bundles: dict[str, Path],
-    metrics: dict[str, Path],
+    tickets: dict[str, Path],
     *,
     mode: Mode,
     drop: int,
@@ -194,8 +181,8 @@ def _run_round(
             "submit",
             "--bundle",
             str(bundles[name]),
-            "--metrics",
-            str(metrics[name]),
+            "--tickets",
+            str(tickets[name]),
             "--aggregator",
             address,
             "--round",
@@ -212,7 +199,7 @@ def _run_round(
     view, report = asyncio.run(_final(agg_dir, round_id))
     included = tuple(report.included_parties) if report else ()
     ok = report is not None and check_report(
-        schema, report, [metrics[n] for n in names if n in included]
+        schema, report, [party_vector(schema, tickets[n], bundles[n]) for n in included]
     )
     return RoundResult(
         mode=mode.value,
@@ -245,13 +232,17 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
     say("  created a dev CA, server, admin and custodian certificates, and the SQLite store")
     schema = Schema.default()
     bundles: dict[str, Path] = {}
-    metrics: dict[str, Path] = {}
+    tickets: dict[str, Path] = {}
     for i, name in enumerate(team_names(parties)):
         bundles[name] = root / "parties" / name
         enroll(agg_dir, name, bundles[name])
-        metrics[name] = root / "parties" / f"{name}.metrics.json"
-        metrics[name].write_text(json.dumps(synthetic_metrics(schema, i), indent=2))
-    say(f"  enrolled {parties} parties and wrote their metrics files")
+        tickets[name] = root / "parties" / f"{name}.tickets.csv"
+        rows = generate_rows(team_profile(name, i), seed=2026 + i, start=DEMO_WEEK)
+        write_rows(rows, tickets[name])
+    say(
+        f"  enrolled {parties} parties and wrote each a synthetic ticket export "
+        "(names, emails and phones in the free text; team-alpha has a service failure in EMEA)"
+    )
     server = _spawn(["aggregator", "serve", str(agg_dir)], quiet=True)
     results: list[RoundResult] = []
     try:
@@ -263,7 +254,7 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
                 agg_dir,
                 address,
                 bundles,
-                metrics,
+                tickets,
                 mode=m,
                 drop=drop if m is Mode.SECAGG else 0,
                 schema=schema,

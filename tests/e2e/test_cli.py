@@ -225,3 +225,97 @@ def test_init_with_an_existing_ca_and_server_certificate(
     assert main(["aggregator", "enroll", str(agg), "acme-emea", "-o", str(tmp_path / "b")]) == 0
     identity, _ = verify_identity_cert((tmp_path / "b" / "identity.crt").read_bytes(), ca.cert_pem)
     assert identity == Identity(Role.PARTY, "acme-emea")
+
+
+def test_party_pipeline_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export = tmp_path / "tickets.csv"
+    assert (
+        main(
+            [
+                "party",
+                "synthetic",
+                "--team",
+                "north",
+                "--seed",
+                "7",
+                "--start",
+                "2026-11-16",
+                "-o",
+                str(export),
+            ]
+        )
+        == 0
+    )
+    raw = export.read_text()
+    # Append rows that must be quarantined, not dropped: a CSAT of 7 and a bad date.
+    header = raw.splitlines()[0].split(",")
+    bad = dict.fromkeys(header, "")
+    bad.update(
+        ticket_id="BAD-1",
+        region="APAC",
+        status="Resolved",
+        created_date="2026-11-17",
+        csat_score="7",
+    )
+    bad2 = dict(bad, ticket_id="BAD-2", csat_score="", created_date="17/31/2026 25:00")
+    export.write_text(
+        raw + ",".join(bad[h] for h in header) + "\n" + ",".join(bad2[h] for h in header) + "\n"
+    )
+    secret = tmp_path / "secret"
+    quarantine = tmp_path / "q.jsonl"
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "party",
+                "metrics",
+                "--tickets",
+                str(export),
+                "--secret",
+                str(secret),
+                "--quarantine",
+                str(quarantine),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["ingest"]["quarantined"] == 2
+    assert out["ingest"]["read"] == out["ingest"]["accepted"] + 2
+    assert set(out["ingest"]["by_reason"]) == {"out_of_range", "bad_date"}
+    lines = [json.loads(x) for x in quarantine.read_text().splitlines()]
+    assert {q["column"] for q in lines} == {"csat_score", "created_date"}
+    assert all(q["line"] > 1 for q in lines)
+    assert out["values"]["APAC"]["tickets"] > 0
+    assert secret.stat().st_mode & 0o077 == 0
+
+    anon = tmp_path / "anon.jsonl"
+    assert main(["party", "anonymize", str(export), "-o", str(anon), "--secret", str(secret)]) == 0
+    text = anon.read_text()
+    for row in csv.DictReader(io.StringIO(raw)):
+        for col in ("requester_email", "requester_phone", "order_id"):
+            if row[col]:
+                assert row[col] not in text
+    lineage = json.loads((tmp_path / "anon.jsonl.lineage.json").read_text())
+    assert lineage["rows_in"] == out["ingest"]["accepted"]
+    assert lineage["entities"]["EMAIL"] > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"", "empty"),
+        (b"ticket_id,region,status\nT1,APAC,Resolved\n\xff\xfe broken\n", "line 3"),
+        (b"ticket_id,region\nT1,APAC\n", "status"),
+    ],
+)
+def test_unreadable_exports_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, needle: str
+) -> None:
+    export = tmp_path / "bad.csv"
+    export.write_bytes(content)
+    code = main(["party", "metrics", "--tickets", str(export), "--secret", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("blindsum: error:") and needle in err and "\n" not in err

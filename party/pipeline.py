@@ -1,0 +1,113 @@
+"""The party's data pipeline, composed: ticket export -> ingest -> anonymize -> metrics.
+
+Raw tickets never leave this module's callers: ``tickets_source`` hands the
+node only the schema vector, and ``anonymize_export`` writes only anonymized
+rows and a lineage summary without raw values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from blindsum.errors import InvalidArgument
+from blindsum.schema import Schema
+from blindsum.types import U64Vector
+from party.anonymize import (
+    Anonymizer,
+    LineageSummary,
+    PartySecret,
+    Pseudonymizer,
+    write_export,
+    write_lineage,
+)
+from party.ingest import IngestResult, ingest_file, ingest_sql
+from party.mapping import load_mapping
+from party.metrics import MetricsSummary, MetricValues, compute_metrics
+
+SECRET_FILE = "party.secret"  # noqa: S105 - a file name, not a secret
+SQL_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "postgres:")
+
+
+def default_secret_path(bundle: Path | None = None) -> Path:
+    """Where the party's HMAC secret lives: in the bundle, else the user's config dir."""
+    if bundle is not None:
+        return bundle / SECRET_FILE
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "blindsum" / SECRET_FILE
+
+
+@dataclass(frozen=True)
+class TicketSource:
+    """A ticket export: a CSV/JSONL file, or a SQL URL with a query."""
+
+    location: str
+    mapping: str = "generic"
+    query: str | None = None
+    quarantine: Path | None = None
+
+    @property
+    def is_sql(self) -> bool:
+        return self.location.startswith(SQL_PREFIXES)
+
+    def ingest(self) -> IngestResult:
+        mapping = load_mapping(self.mapping)
+        if self.is_sql:
+            if not self.query:
+                raise InvalidArgument("a SQL source needs --query", field="--query")
+            return ingest_sql(self.location, self.query, mapping, quarantine_path=self.quarantine)
+        if self.query:
+            raise InvalidArgument("--query only applies to a SQL URL", field="--query")
+        return ingest_file(Path(self.location), mapping, quarantine_path=self.quarantine)
+
+
+@dataclass(frozen=True)
+class MetricsRun:
+    ingest: IngestResult
+    values: MetricValues
+    summary: MetricsSummary
+    vector: U64Vector
+
+
+def compute(source: TicketSource, schema: Schema, secret_path: Path) -> MetricsRun:
+    """Ingest and reduce tickets to the schema vector; the per-customer cap uses HMAC tokens."""
+    result = source.ingest()
+    pseudonymizer = Pseudonymizer(PartySecret.load_or_create(secret_path))
+    values, summary = compute_metrics(
+        result.tickets, schema, customer_of=pseudonymizer.customer_token
+    )
+    return MetricsRun(result, values, summary, schema.encode(values))
+
+
+def tickets_source(
+    source: TicketSource,
+    secret_path: Path,
+    *,
+    report: Callable[[MetricsRun], None] | None = None,
+) -> Callable[[Schema], U64Vector]:
+    """A vector source for the party node that runs the pipeline for the round's schema."""
+
+    def vector(schema: Schema) -> U64Vector:
+        run = compute(source, schema, secret_path)
+        if report is not None:
+            report(run)
+        return run.vector
+
+    return vector
+
+
+def anonymize_export(
+    source: TicketSource, secret_path: Path, out: Path
+) -> tuple[IngestResult, LineageSummary, Path]:
+    """Write the anonymized export to ``out`` and its lineage next to it."""
+    result = source.ingest()
+    anonymizer = Anonymizer(PartySecret.load_or_create(secret_path), load_mapping(source.mapping))
+    rows, lineage = anonymizer.anonymize(result.tickets)
+    extras = [name for t in result.tickets for name, _ in t.extras]  # same order as anonymize()
+    columns = [c for c, op in anonymizer.operators(extras).items() if op != "drop"]
+    write_export(rows, out, columns=columns)
+    lineage_path = out.with_name(out.name + ".lineage.json")
+    write_lineage(lineage, lineage_path)
+    return result, lineage, lineage_path
