@@ -367,10 +367,12 @@ def _vector_source(args: argparse.Namespace) -> Any:
         return from_file
     from party.pipeline import tickets_source  # noqa: PLC0415
 
-    def report(run: Any) -> None:
-        _print_ingest(run.ingest.summary, run.summary)
+    source = _ticket_source(args)
 
-    return tickets_source(_ticket_source(args), _secret_path(args), report=report)
+    def report(run: Any) -> None:
+        _print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
+
+    return tickets_source(source, _secret_path(args), report=report)
 
 
 def _ticket_source(args: argparse.Namespace) -> Any:
@@ -392,11 +394,12 @@ def _secret_path(args: argparse.Namespace) -> Path:
     return default_secret_path(getattr(args, "bundle", None))
 
 
-def _print_ingest(ingest: Any, metrics: Any | None = None) -> None:
+def _print_ingest(ingest: Any, metrics: Any | None = None, quarantine: Path | None = None) -> None:
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(ingest.by_reason.items())) or "none"
+    where = f" -> {quarantine}" if quarantine is not None and ingest.quarantined else ""
     print(
         f"ingest {ingest.source}: read {ingest.read}, accepted {ingest.accepted}, "
-        f"quarantined {ingest.quarantined} ({reasons})",
+        f"quarantined {ingest.quarantined} ({reasons}){where}",
         file=sys.stderr,
     )
     if metrics is not None:
@@ -416,7 +419,7 @@ def cmd_party_anonymize(args: argparse.Namespace) -> int:
         location=str(args.file), mapping=args.mapping, query=args.query, quarantine=args.quarantine
     )
     result, lineage, lineage_path = anonymize_export(source, _secret_path(args), args.output)
-    _print_ingest(result.summary)
+    _print_ingest(result.summary, quarantine=source.quarantine_target)
     replaced = ", ".join(f"{k} {v}" for k, v in sorted(lineage.entities.items())) or "none"
     print(f"wrote {lineage.rows_out} anonymized rows to {args.output}")
     print(f"replaced: {replaced}")
@@ -428,7 +431,8 @@ def cmd_party_metrics(args: argparse.Namespace) -> int:
     from party.pipeline import compute  # noqa: PLC0415
 
     schema = Schema.load(args.schema) if args.schema else Schema.default()
-    run = compute(_ticket_source(args), schema, _secret_path(args))
+    source = _ticket_source(args)
+    run = compute(source, schema, _secret_path(args))
     if args.json:
         print(
             json.dumps(
@@ -443,8 +447,8 @@ def cmd_party_metrics(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    _print_ingest(run.ingest.summary, run.summary)
-    regions = [r for r in schema.regions]
+    _print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
+    regions = list(schema.regions)
     header = ["metric", *regions]
     rows: list[list[str]] = []
     for metric in schema.metrics:

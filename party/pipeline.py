@@ -23,7 +23,7 @@ from party.anonymize import (
     write_export,
     write_lineage,
 )
-from party.ingest import IngestResult, ingest_file, ingest_sql
+from party.ingest import IngestResult, ingest_file, ingest_sql, write_quarantine
 from party.mapping import load_mapping
 from party.metrics import MetricsSummary, MetricValues, compute_metrics
 
@@ -52,15 +52,30 @@ class TicketSource:
     def is_sql(self) -> bool:
         return self.location.startswith(SQL_PREFIXES)
 
+    @property
+    def quarantine_target(self) -> Path:
+        """Where rejected rows go: ``--quarantine``, else next to the export file."""
+        if self.quarantine is not None:
+            return self.quarantine
+        if self.is_sql:
+            return Path("sql-source.quarantine.jsonl")
+        return Path(self.location + ".quarantine.jsonl")
+
     def ingest(self) -> IngestResult:
+        """Ingest the source. Rejected rows are never dropped silently: they are
+        written to :attr:`quarantine_target` (always, when one was given)."""
         mapping = load_mapping(self.mapping)
         if self.is_sql:
             if not self.query:
                 raise InvalidArgument("a SQL source needs --query", field="--query")
-            return ingest_sql(self.location, self.query, mapping, quarantine_path=self.quarantine)
-        if self.query:
-            raise InvalidArgument("--query only applies to a SQL URL", field="--query")
-        return ingest_file(Path(self.location), mapping, quarantine_path=self.quarantine)
+            result = ingest_sql(self.location, self.query, mapping)
+        else:
+            if self.query:
+                raise InvalidArgument("--query only applies to a SQL URL", field="--query")
+            result = ingest_file(Path(self.location), mapping)
+        if result.quarantine or self.quarantine is not None:
+            write_quarantine(result.quarantine, self.quarantine_target)
+        return result
 
 
 @dataclass(frozen=True)

@@ -289,6 +289,11 @@ def test_party_pipeline_commands(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert all(q["line"] > 1 for q in lines)
     assert out["values"]["APAC"]["tickets"] > 0
     assert secret.stat().st_mode & 0o077 == 0
+    # Without --quarantine, rejected rows land next to the export (nothing is lost).
+    assert main(["party", "metrics", "--tickets", str(export), "--secret", str(secret)]) == 0
+    default_q = tmp_path / "tickets.csv.quarantine.jsonl"
+    assert len(default_q.read_text().splitlines()) == 2
+    assert str(default_q) in capsys.readouterr().err
 
     anon = tmp_path / "anon.jsonl"
     assert main(["party", "anonymize", str(export), "-o", str(anon), "--secret", str(secret)]) == 0
