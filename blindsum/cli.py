@@ -439,6 +439,9 @@ def cmd_party_metrics(args: argparse.Namespace) -> int:
                 {
                     "schema_id": schema.schema_id,
                     "ingest": json.loads(run.ingest.summary.to_json()),
+                    "quarantine_file": str(source.quarantine_target)
+                    if run.ingest.summary.quarantined
+                    else None,
                     "metrics": json.loads(run.summary.to_json()),
                     "values": run.values,
                     "vector": [int(v) for v in run.vector],
@@ -755,6 +758,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `blindsum party metrics ... | head`
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        log.get_logger("blindsum.cli").error("unexpected_error", exc=exc)
+        _err(f"unexpected {type(exc).__name__}; rerun with --log-level DEBUG for details")
+        return 3
     except OSError as exc:
         _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return 2

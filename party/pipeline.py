@@ -8,8 +8,9 @@ rows and a lineage summary without raw values.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from blindsum.errors import InvalidArgument
@@ -23,9 +24,10 @@ from party.anonymize import (
     write_export,
     write_lineage,
 )
-from party.ingest import IngestResult, ingest_file, ingest_sql, write_quarantine
+from party.ingest import IngestResult, Quarantined, ingest_file, ingest_sql, write_quarantine
 from party.mapping import load_mapping
 from party.metrics import MetricsSummary, MetricValues, compute_metrics
+from party.tickets import Ticket
 
 SECRET_FILE = "party.secret"  # noqa: S105 - a file name, not a secret
 SQL_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "postgres:")
@@ -61,9 +63,14 @@ class TicketSource:
             return Path("sql-source.quarantine.jsonl")
         return Path(self.location + ".quarantine.jsonl")
 
-    def ingest(self) -> IngestResult:
+    def ingest(self, regions: Sequence[str] | None = None) -> IngestResult:
         """Ingest the source. Rejected rows are never dropped silently: they are
-        written to :attr:`quarantine_target` (always, when one was given)."""
+        written to :attr:`quarantine_target` (always, when one was given).
+
+        With ``regions`` (the campaign schema's), a ticket whose region is not
+        one of them (after a case-insensitive match) is quarantined too, with
+        its line, instead of being excluded later without a trace.
+        """
         mapping = load_mapping(self.mapping)
         if self.is_sql:
             if not self.query:
@@ -73,9 +80,50 @@ class TicketSource:
             if self.query:
                 raise InvalidArgument("--query only applies to a SQL URL", field="--query")
             result = ingest_file(Path(self.location), mapping)
+        if regions is not None:
+            column = mapping.columns["region"].column if "region" in mapping.columns else None
+            result = _check_regions(result, regions, column)
         if result.quarantine or self.quarantine is not None:
             write_quarantine(result.quarantine, self.quarantine_target)
         return result
+
+
+_SAFE_REGION = re.compile(r"[A-Za-z0-9 _-]{1,40}")
+
+
+def _check_regions(
+    result: IngestResult, regions: Sequence[str], column: str | None
+) -> IngestResult:
+    canonical = {r.casefold(): r for r in regions}
+    kept: list[Ticket] = []
+    rejected: list[Quarantined] = []
+    for ticket in result.tickets:
+        region = canonical.get(ticket.region.strip().casefold())
+        if region is None:
+            shown = repr(ticket.region) if _SAFE_REGION.fullmatch(ticket.region) else "the value"
+            rejected.append(
+                Quarantined(
+                    line=ticket.line,
+                    reason="unknown_region",
+                    column=column,
+                    message=f"line {ticket.line}: region {shown} is not one of the "
+                    f"campaign's regions ({', '.join(regions)})",
+                )
+            )
+        else:
+            kept.append(ticket if region == ticket.region else replace(ticket, region=region))
+    if not rejected:
+        return IngestResult(kept, result.quarantine, result.summary)
+    by_reason = dict(result.summary.by_reason)
+    by_reason["unknown_region"] = by_reason.get("unknown_region", 0) + len(rejected)
+    summary = replace(
+        result.summary,
+        accepted=result.summary.accepted - len(rejected),
+        quarantined=result.summary.quarantined + len(rejected),
+        by_reason=by_reason,
+    )
+    quarantine = sorted([*result.quarantine, *rejected], key=lambda q: q.line)
+    return IngestResult(kept, quarantine, summary)
 
 
 @dataclass(frozen=True)
@@ -88,7 +136,7 @@ class MetricsRun:
 
 def compute(source: TicketSource, schema: Schema, secret_path: Path) -> MetricsRun:
     """Ingest and reduce tickets to the schema vector; the per-customer cap uses HMAC tokens."""
-    result = source.ingest()
+    result = source.ingest(schema.regions)
     pseudonymizer = Pseudonymizer(PartySecret.load_or_create(secret_path))
     values, summary = compute_metrics(
         result.tickets, schema, customer_of=pseudonymizer.customer_token
@@ -113,10 +161,15 @@ def tickets_source(
     return vector
 
 
+EXPORT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
 def anonymize_export(
     source: TicketSource, secret_path: Path, out: Path
 ) -> tuple[IngestResult, LineageSummary, Path]:
     """Write the anonymized export to ``out`` and its lineage next to it."""
+    if out.suffix.lower() not in EXPORT_SUFFIXES:  # fail before the slow part
+        raise InvalidArgument(f"output must end in {', '.join(EXPORT_SUFFIXES)}", field="-o")
     result = source.ingest()
     anonymizer = Anonymizer(PartySecret.load_or_create(secret_path), load_mapping(source.mapping))
     rows, lineage = anonymizer.anonymize(result.tickets)

@@ -324,3 +324,36 @@ def test_unreadable_exports_exit_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("blindsum: error:") and needle in err and "\n" not in err
+
+
+def test_tickets_in_unknown_regions_are_quarantined_not_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "t.csv"
+    export.write_text(
+        "ticket_id,created_date,status,region\n"
+        "T1,2026-11-16 10:00:00,Resolved,emea\n"  # case differs: matched to EMEA
+        "T2,2026-11-16 11:00:00,Resolved,Atlantis\n"
+        "T3,2026-11-16 12:00:00,Escalated,APAC\n"
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "party",
+                "metrics",
+                "--tickets",
+                str(export),
+                "--secret",
+                str(tmp_path / "s"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["ingest"]["by_reason"] == {"unknown_region": 1}
+    assert out["ingest"]["read"] == 3 and out["ingest"]["accepted"] == 2
+    assert out["values"]["EMEA"]["tickets"] == 1 and out["values"]["APAC"]["escalated"] == 1
+    entry = json.loads((tmp_path / "t.csv.quarantine.jsonl").read_text())
+    assert (entry["line"], entry["reason"], entry["column"]) == (3, "unknown_region", "region")
