@@ -4,17 +4,54 @@ A :class:`~party.mapping.Mapping` says which source column feeds which field.
 Two kinds of failure are kept apart:
 
 * the whole source is unusable (unreadable, not in the declared encoding,
-  empty, no header, a required mapped column absent, a failing query): this
-  raises :class:`~blindsum.errors.InvalidArgument` with a one-line message
-  naming the file (and line / byte offset when known);
+  empty, no header, a mapped column absent, a failing query): this raises
+  :class:`~blindsum.errors.InvalidArgument` with a one-line message naming
+  the file (and line / byte offset when known);
 * one row is bad (unparseable date, CSAT 7 on a 1..5 scale, unknown status,
   wrong field count, ...): the row is *quarantined* with its line number, a
   short reason code and a message naming the row and column, and ingest goes
-  on. Nothing is dropped silently: ``read == accepted + quarantined``.
+  on. Nothing is dropped silently: ``read == accepted + quarantined``, where
+  ``read`` counts the records as the reader found them.
 
-Quarantine messages may quote a bad date, number or status (to help fix the
-mapping) but never the value of an identity field, a free-text field, the
-ticket id or an extras column.
+Mapped columns. A mapped column (``[columns]`` field or ``[extras]`` name)
+absent from the CSV header or SQL result is an error unless the mapping lists
+it in ``[columns].optional``. An optional column is absent without complaint,
+except when the source has an unmapped column whose name is within one or two
+edits of it (``csat_scroe`` / ``csat_score``): that is taken as a typo in the
+mapping and refused too. JSONL records may omit keys (exporters often drop
+null values), so for JSONL and in-memory rows the check runs once the whole
+source is read: a non-optional mapped key that no record has is an error.
+
+Quarantine messages never echo a cell that could hold personal data. The
+fields that may hold it (identity, free text, ticket id, extras) are never
+shown. A bad date, number or status is quoted only when its shape cannot
+carry a name or a phone number: a numeric date (``2024-13-45``,
+``31/02/2024 10:00``, with a year 1900..2199), a short number (at most four
+integer digits) or a phrase made only of common ticket-workflow or rating
+words (``Archived``, ``Waiting on Third Party``, ``Not Good``). Anything else is described by
+length and character classes (``a value of 34 characters: letters, digits,
+spaces, punctuation``).
+
+CSV recovery. A record whose quoting is broken (the csv module raises: a quote
+never closed, text after a closing quote, a field over
+:data:`CSV_FIELD_LIMIT`) is quarantined. When it spans several lines, the
+reader goes back to the line after its first one, because the broken quote
+has probably swallowed real rows. Rows that start on a line the broken record
+covered, or on the line right after it, are *in doubt*: they may be text from
+inside someone's quoted field. An in-doubt row is accepted only when it is a
+single line with exactly the header's field count and no quote character;
+any other in-doubt row is quarantined as ``malformed_row`` ("follows a
+malformed record (line N); not trusted"). A record whose quoting is well formed but
+whose field count is wrong is quarantined as one record with its line span;
+the reader does not go back into it, since its quoted newlines are field text,
+not rows. Going back is bounded: at most :data:`MAX_CSV_RESYNCS` times and at
+most :data:`CSV_REREAD_FACTOR` times the file size re-read in total, or the
+file is refused.
+
+JSONL. Each line is parsed on its own; a line that is not valid JSON
+(including one nested too deeply for the parser, or a number too long to
+convert) or not a JSON object is quarantined as ``malformed_row`` and the
+next line is read.
 """
 
 from __future__ import annotations
@@ -67,6 +104,14 @@ REASONS: tuple[str, ...] = (
 #: (each one makes the reader go back and re-read from the record's second line).
 MAX_CSV_RESYNCS = 1000
 
+#: Bytes re-read after malformed CSV records, as a multiple of the file size,
+#: after which the file is refused (keeps recovery linear in the file size).
+CSV_REREAD_FACTOR = 2
+
+#: Largest CSV field accepted (a long e-mail thread fits); set on every CSV read,
+#: as ``csv.field_size_limit`` is process-wide.
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+
 _FILE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _BOM = b"\xef\xbb\xbf"
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
@@ -74,6 +119,29 @@ _CLOCK = re.compile(r"^(\d{1,6}):([0-5]\d)(?::([0-5]\d(?:\.\d+)?))?$")
 _SHOW_MAX = 40
 #: Fields whose raw values never appear in a message (extras never do either).
 _SECRET_FIELDS = frozenset((*IDENTITY_FIELDS, *FREE_TEXT_FIELDS, "ticket_id"))
+#: Value shapes that may be quoted in a message (see the module docstring).
+_SAFE_NUMBER = re.compile(r"[+-]?\d{1,4}(?:\.\d{1,6})?")
+_SAFE_DATE = re.compile(
+    r"(?:(?P<y1>\d{4})[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?P<y2>\d{4}))"
+    r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?: ?[AaPp][Mm])?)?"
+    r"(?: ?(?:Z|UTC|[+-]\d{2}:?\d{2}))?"
+)
+_WORD_SPLIT = re.compile(r"[\s_/-]+")
+#: Words a status or score label may be quoted with: ticket workflow and
+#: satisfaction words, none of them a likely name.
+_SAFE_WORD_LINES = (
+    "open opened new pending hold on in progress waiting wait for awaiting customer",
+    "third party solved resolved closed close escalated escalation reopened reopen",
+    "archived deleted spam merged duplicate assigned unassigned active inactive done",
+    "complete completed cancelled canceled rejected response reply replied answered",
+    "review needs info triage backlog blocked todo to do working investigating under",
+    "internal external fixed wontfix not good bad great poor neutral awesome",
+    "satisfied unsatisfied dissatisfied very offered unoffered yes no none null nil na",
+    "unknown",
+)
+_SAFE_WORDS = frozenset(word for line in _SAFE_WORD_LINES for word in line.split())
+#: Unmapped column names compared with an absent mapped column (typo check).
+_MAX_TYPO_CANDIDATES = 1000
 
 _AUTO_COMMON = (
     "%Y-%m-%d %H:%M:%S %z",
@@ -167,7 +235,7 @@ def ingest_file(
     try:
         with path.open("rb") as fh:
             if fmt == "csv":
-                _read_csv(fh, mapping, label, collector)
+                _read_csv(fh, mapping, label, collector, size)
             else:
                 _read_jsonl(fh, mapping, label, collector)
     except OSError as err:
@@ -237,14 +305,14 @@ def ingest_rows(
 
     Useful for generated rows and tests. Keys are matched exactly; a mapped
     column missing from a record is empty. Raises InvalidArgument when a
-    required column appears in none of the records.
+    mapped column that is not optional appears in none of the records.
     """
     collector = _Collector(mapping, source)
     tracker = _KeyTracker(mapping)
     for number, row in enumerate(rows, start=1):
         tracker.see(row)
         collector.add(number, {c: row[c] for c in tracker.columns if c in row})
-    tracker.check(collector.read, source, "record")
+    tracker.check(collector.read, mapping, source, "in any record")
     return collector.finish(quarantine_path)
 
 
@@ -286,9 +354,10 @@ def _file_format(path: Path, mapping: Mapping, label: str) -> str:
 class _Lines:
     """Binary lines -> decoded text, tracking line numbers and byte offsets.
 
-    ``line`` is the number of the last line returned; ``record_start`` the
-    first line of the record being read and ``resync_offset`` the byte offset
-    just after it (where to resume when that record turns out malformed).
+    ``line`` is the number of the last line returned and ``text`` its text;
+    ``record_start`` the first line of the record being read and
+    ``resync_offset`` the byte offset just after it (where to resume when that
+    record turns out malformed).
     """
 
     def __init__(self, fh: IO[bytes], encoding: str, label: str, line: int, offset: int) -> None:
@@ -297,6 +366,7 @@ class _Lines:
         self.label = label
         self.line = line
         self.offset = offset
+        self.text = ""
         self.record_start: int | None = None
         self.resync_offset = offset
         fh.seek(offset)
@@ -318,16 +388,20 @@ class _Lines:
             raw = raw[len(_BOM) :]
             start += len(_BOM)
         try:
-            return raw.decode(self.encoding)
+            self.text = raw.decode(self.encoding)
         except UnicodeDecodeError as err:
             raise InvalidArgument(
                 f"line {self.line}: not valid {self.encoding} at byte offset {start + err.start} "
                 "(set [source].encoding in the mapping)",
                 field=self.label,
             ) from None
+        return self.text
 
 
-def _read_csv(fh: IO[bytes], mapping: Mapping, label: str, collector: _Collector) -> None:
+def _read_csv(
+    fh: IO[bytes], mapping: Mapping, label: str, collector: _Collector, size: int
+) -> None:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     lines = _Lines(fh, mapping.encoding, label, 0, 0)
     reader = csv.reader(lines, delimiter=mapping.delimiter, strict=True)
     header: list[str] | None = None
@@ -348,43 +422,89 @@ def _read_csv(fh: IO[bytes], mapping: Mapping, label: str, collector: _Collector
     positions = _resolve_header(header, mapping, label, f"file header (line {header_line})")
     width = len(header)
 
-    resume: tuple[int, int] | None = (lines.line, lines.offset)
+    budget = CSV_REREAD_FACTOR * size
+    reread = 0
     resyncs = 0
+    # (first line of the last broken record, last line whose rows are in doubt)
+    doubt: tuple[int, int] | None = None
+    resume: tuple[int, int] | None = (lines.line, lines.offset)
     while resume is not None:
         lines = _Lines(fh, mapping.encoding, label, resume[0], resume[1])
         reader = csv.reader(lines, delimiter=mapping.delimiter, strict=True)
         resume = None
         while True:
             lines.record_start = None
-            problem: str | None
             try:
                 row = next(reader)
             except StopIteration:
                 break
             except csv.Error as err:
-                row, problem = [], f"malformed CSV ({err})"
-            else:
-                if len(row) <= 1 and not "".join(row).strip():
-                    continue  # a blank line is not a record
-                problem = None if len(row) == width else f"{len(row)} fields, header has {width}"
-            start = lines.record_start or lines.line
-            if problem is None:
-                collector.add(start, {c: row[i] for c, i in positions.items()})
-                continue
-            span = f"line {start}" if lines.line == start else f"lines {start}-{lines.line}"
-            collector.reject(Quarantined(start, "malformed_row", None, f"{span}: {problem}"))
-            if lines.line > start:
+                start, end = lines.record_start or lines.line, lines.line
+                collector.reject(
+                    Quarantined(
+                        start, "malformed_row", None, f"{_span(start, end)}: malformed CSV ({err})"
+                    )
+                )
+                doubt = (start, max(end + 1, doubt[1] if doubt else 0))
+                if end == start:
+                    continue
                 # The record swallowed following lines (e.g. an unclosed quote):
                 # resume on the line after its first one so those rows are not lost.
                 resyncs += 1
-                if resyncs > MAX_CSV_RESYNCS:
+                reread += lines.offset - lines.resync_offset
+                if resyncs > MAX_CSV_RESYNCS or reread > budget:
                     raise InvalidArgument(
-                        f"more than {MAX_CSV_RESYNCS} malformed multi-line records "
-                        "(check [source].delimiter and quoting)",
+                        f"too many malformed multi-line records (more than {MAX_CSV_RESYNCS}, "
+                        f"or more than {CSV_REREAD_FACTOR}x the file re-read; "
+                        "check [source].delimiter and quoting)",
                         field=label,
-                    )
+                    ) from None
                 resume = (start, lines.resync_offset)
                 break
+            start, end = lines.record_start or lines.line, lines.line
+            if len(row) <= 1 and not "".join(row).strip():
+                continue  # a blank line is not a record
+            if doubt is not None and start <= doubt[1]:
+                trusted = end == start and len(row) == width and '"' not in lines.text
+                if not trusted:
+                    message = f"follows a malformed record (line {doubt[0]}); not trusted"
+                    collector.reject(
+                        Quarantined(start, "malformed_row", None, f"{_span(start, end)}: {message}")
+                    )
+                    continue
+            if len(row) != width:
+                message = f"{len(row)} fields, header has {width}"
+                collector.reject(
+                    Quarantined(start, "malformed_row", None, f"{_span(start, end)}: {message}")
+                )
+                continue
+            collector.add(start, {c: row[i] for c, i in positions.items()})
+
+
+def _span(start: int, end: int) -> str:
+    return f"line {start}" if end == start else f"lines {start}-{end}"
+
+
+class _ConstantNotAllowed(ValueError):
+    """A JSON NaN / Infinity constant (not valid JSON, though Python reads it)."""
+
+
+def _reject_constant(name: str) -> object:
+    raise _ConstantNotAllowed(f"{name} is not allowed")
+
+
+def _parse_json_line(text: str) -> tuple[object, str | None]:
+    """One JSONL line -> (value, None), or (None, why it is not valid JSON)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant), None
+    except RecursionError:
+        return None, "nested too deeply"
+    except _ConstantNotAllowed as err:
+        return None, str(err)
+    except json.JSONDecodeError as err:
+        return None, err.msg  # a fixed phrase; never the line's content
+    except ValueError:  # e.g. an integer longer than Python converts
+        return None, "unreadable value"
 
 
 def _read_jsonl(fh: IO[bytes], mapping: Mapping, label: str, collector: _Collector) -> None:
@@ -395,12 +515,10 @@ def _read_jsonl(fh: IO[bytes], mapping: Mapping, label: str, collector: _Collect
         lines.record_start = None
         if not text.strip():
             continue
-        try:
-            obj = json.loads(text, parse_constant=_reject_constant)
-        except (json.JSONDecodeError, ValueError) as err:
-            detail = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+        obj, problem = _parse_json_line(text)
+        if problem is not None:
             collector.reject(
-                Quarantined(line, "malformed_row", None, f"line {line}: invalid JSON ({detail})")
+                Quarantined(line, "malformed_row", None, f"line {line}: not valid JSON ({problem})")
             )
             continue
         if not isinstance(obj, dict):
@@ -412,50 +530,44 @@ def _read_jsonl(fh: IO[bytes], mapping: Mapping, label: str, collector: _Collect
         collector.add(line, {c: obj[c] for c in tracker.columns if c in obj})
     if collector.read == 0:
         raise InvalidArgument("empty file (no records)", field=label)
-    tracker.check(collector.read, label, "record")
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not allowed")
+    tracker.check(collector.read, mapping, label, "in any record")
 
 
 class _KeyTracker:
-    """For keyed records: which mapped columns exist, and were the required ones ever seen."""
+    """For keyed records: which mapped columns occur in some record, and which other keys."""
 
     def __init__(self, mapping: Mapping) -> None:
-        self.columns = _mapped_columns(mapping)
-        self.required = mapping.required_columns()
+        self.expected = mapping.mapped_columns()
+        self.columns = tuple(self.expected)
         self.seen: set[str] = set()
+        self.others: set[str] = set()
 
     def see(self, row: AbcMapping[str, object]) -> None:
-        if len(self.seen) < len(self.required):
-            self.seen.update(c for c in self.required.values() if c in row)
+        if len(self.seen) < len(self.columns):
+            self.seen.update(c for c in self.columns if c in row)
+        if len(self.others) < _MAX_TYPO_CANDIDATES:
+            self.others.update(k for k in row if isinstance(k, str) and k not in self.expected)
 
-    def check(self, read: int, label: str, what: str) -> None:
+    def check(self, read: int, mapping: Mapping, label: str, where: str) -> None:
         if read == 0:
             return
-        for name, column in self.required.items():
-            if column not in self.seen:
-                raise InvalidArgument(
-                    f"mapping column {column!r} (field {name}) not in any {what}", field=label
-                )
-
-
-def _mapped_columns(mapping: Mapping) -> tuple[str, ...]:
-    names = [spec.column for spec in mapping.columns.values()]
-    names.extend(mapping.extras.values())
-    return tuple(dict.fromkeys(names))
+        missing = [c for c in self.columns if c not in self.seen]
+        _check_missing(missing, mapping, sorted(self.others), label, where)
 
 
 def _resolve_header(header: list[str], mapping: Mapping, label: str, where: str) -> dict[str, int]:
-    """Mapped source column -> index in ``header`` (exact name, else unique case-insensitive)."""
+    """Mapped source column -> index in ``header`` (exact name, else unique case-insensitive).
+
+    Raises InvalidArgument when a mapped column is absent and not optional, or
+    absent and optional but with a near-identical unmapped name in ``header``.
+    """
     exact: dict[str, list[int]] = {}
     folded: dict[str, list[int]] = {}
     for index, name in enumerate(header):
         exact.setdefault(name, []).append(index)
         folded.setdefault(name.casefold(), []).append(index)
     positions: dict[str, int] = {}
-    for column in _mapped_columns(mapping):
+    for column in mapping.mapped_columns():
         found = exact.get(column) or folded.get(column.casefold()) or []
         if len(found) > 1:
             raise InvalidArgument(
@@ -470,13 +582,77 @@ def _resolve_header(header: list[str], mapping: Mapping, label: str, where: str)
             f"(no header row, or not a {mapping.name!r} export?)",
             field=label,
         )
-    for name in REQUIRED_FIELDS:
-        column = mapping.columns[name].column
-        if column not in positions:
-            raise InvalidArgument(
-                f"mapping column {column!r} (field {name}) not in {where}", field=label
-            )
+    used = set(positions.values())
+    others = [name for i, name in enumerate(header) if i not in used and name]
+    missing = [c for c in mapping.mapped_columns() if c not in positions]
+    _check_missing(missing, mapping, others[:_MAX_TYPO_CANDIDATES], label, f"in {where}")
     return positions
+
+
+def _check_missing(
+    missing: list[str], mapping: Mapping, others: list[str], label: str, where: str
+) -> None:
+    """Raise for the absent mapped columns that are not allowed to be absent (one line)."""
+    mapped = mapping.mapped_columns()
+    problems: list[tuple[int, str]] = []
+    for column in missing:
+        info = mapped[column]
+        hint = _near_miss(column, others)
+        message = f"mapping column {column!r} ({info.key}) not {where}"
+        if hint is not None:
+            problems.append((1, f"{message}, which has {hint!r}: a typo in the mapping?"))
+        elif info.required:
+            problems.append((0, message))
+        elif not info.optional:
+            problems.append(
+                (2, f"{message}; fix the name, or list {info.name} in columns.optional")
+            )
+    if not problems:
+        return
+    problems.sort(key=lambda p: p[0])
+    message = problems[0][1]
+    if len(problems) > 1:
+        more = len(problems) - 1
+        message += f" ({more} more mapped column{'s' if more > 1 else ''} missing too)"
+    raise InvalidArgument(message, field=label)
+
+
+def _fold_name(name: str) -> str:
+    return re.sub(r"[\s_-]+", "_", name.strip().casefold())
+
+
+def _near_miss(column: str, candidates: Iterable[str]) -> str | None:
+    """The candidate name closest to ``column`` within 1 edit (short names) or 2, if any.
+
+    Names are compared case-insensitively with spaces, ``_`` and ``-`` alike;
+    an edit is an insertion, deletion, substitution or swap of neighbours.
+    """
+    target = _fold_name(column)
+    limit = 1 if len(target) < 8 else 2
+    best: tuple[int, str] | None = None
+    for candidate in candidates:
+        name = _fold_name(candidate)
+        if abs(len(name) - len(target)) > limit or len(candidate) > 200:
+            continue
+        distance = _edit_distance(target, name)
+        if distance <= limit and (best is None or distance < best[0]):
+            best = (distance, candidate)
+    return None if best is None else best[1]
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (Levenshtein plus adjacent swaps)."""
+    before: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, previous = previous, current
+    return previous[len(b)]
 
 
 def _one_line(err: BaseException) -> str:
@@ -723,8 +899,8 @@ class _Converter:
             raise _Bad(
                 "out_of_range",
                 column,
-                f"line {line}, column {column!r} ({name}): {score} is outside the "
-                f"scale {scale[0]}..{scale[1]}",
+                f"line {line}, column {column!r} ({name}): {_show(score, name, quote=False)} "
+                f"is outside the scale {scale[0]}..{scale[1]}",
             )
         return score
 
@@ -747,12 +923,62 @@ class _Converter:
         kwargs[hours] = value
 
 
-def _show(raw: object, name: str) -> str:
-    """A short, quoted rendering of a bad value of a non-sensitive field for a message."""
+def _show(raw: object, name: str, *, quote: bool = True) -> str:
+    """A bad value of a non-sensitive field, as a message shows it.
+
+    The value is quoted (``repr``, or as is with ``quote=False``) only when
+    :func:`_safe_shape` says it cannot carry personal data; otherwise it is
+    described by type, length and character classes.
+    """
     if name in _SECRET_FIELDS:
         return "(value hidden)"
-    text = raw if isinstance(raw, str) else str(raw)
-    text = text.strip()
-    if len(text) > _SHOW_MAX:
-        text = text[:_SHOW_MAX] + "..."
-    return repr(text)
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return f"(a binary value of {_count(len(raw), 'byte')})"
+    if isinstance(raw, dict):
+        return "(an object)"
+    if isinstance(raw, list | tuple):
+        return "(a list)"
+    if isinstance(raw, bool):
+        text = "true" if raw else "false"
+    elif isinstance(raw, str | int | float | Decimal | datetime | date):
+        text = str(raw).strip()
+    else:
+        return f"(a value of type {type(raw).__name__})"
+    if _safe_shape(text):
+        return repr(text) if quote else text
+    return f"({_describe(text)})"
+
+
+def _safe_shape(text: str) -> bool:
+    """True for a short number, a numeric date or a phrase of ticket-workflow words."""
+    if not text or len(text) > _SHOW_MAX:
+        return False
+    if _SAFE_NUMBER.fullmatch(text):
+        return True
+    date = _SAFE_DATE.fullmatch(text)
+    if date is not None:
+        return 1900 <= int(date.group("y1") or date.group("y2")) <= 2199
+    words = [w for w in _WORD_SPLIT.split(text.casefold()) if w]
+    return bool(words) and text.isascii() and all(w in _SAFE_WORDS for w in words)
+
+
+def _describe(text: str) -> str:
+    """``a value of N characters: letters, digits, ...``: the shape, never the content."""
+    kinds = [
+        kind
+        for kind, test in (
+            ("letters", str.isalpha),
+            ("digits", str.isdigit),
+            ("spaces", str.isspace),
+            ("punctuation", lambda c: c.isprintable() and not c.isalnum() and not c.isspace()),
+            ("control characters", lambda c: not c.isprintable() and not c.isspace()),
+        )
+        if any(test(c) for c in text)
+    ]
+    if not text:
+        return "an empty value"
+    return f"a value of {_count(len(text), 'character')}: {', '.join(kinds)}"
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"

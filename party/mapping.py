@@ -2,7 +2,8 @@
 
 A mapping is a small TOML file (see ``docs/MAPPINGS.md``). It says where the
 rows come from (``[source]``), how dates are written (``[dates]``), which
-source column feeds which canonical field (``[columns]``), how the source's
+source column feeds which canonical field (``[columns]``) and which of those
+columns a file may lack (``[columns].optional``), how the source's
 status vocabulary maps onto open / escalated / resolved (``[status]``), the
 CSAT and NPS scales (``[scales]``), text values that mean "empty" or stand for
 a score (``[values]``), extra columns carried into the anonymized export
@@ -10,6 +11,12 @@ a score (``[values]``), extra columns carried into the anonymized export
 
 Parsing is strict: an unknown table, key, canonical field or operator is a
 :class:`~blindsum.errors.ConfigError` naming the file and the dotted key.
+
+A mapped column (a ``[columns]`` field or an ``[extras]`` name) must be present
+in the source (the CSV header, the SQL result, or at least one JSONL record)
+unless it is listed in ``[columns].optional``; the required fields (ticket_id,
+region, status) can never be optional. This turns a misspelled column name
+into an error instead of a column of empty values.
 Three presets ship with the package: ``generic``, ``zendesk`` (Zendesk-like)
 and ``freshdesk`` (Freshdesk-like); :func:`load_mapping` loads them by name.
 """
@@ -91,12 +98,24 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True)
+class MappedColumn:
+    """How a mapping names one source column: its dotted key, field / extras name, flags."""
+
+    key: str
+    name: str
+    optional: bool
+    required: bool
+
+
+@dataclass(frozen=True)
 class Mapping:
     """A parsed, validated mapping file. Treat the dict fields as read-only.
 
     ``status_vocab`` maps a lowercased, stripped source value to a :class:`Status`;
     ``empty_values``, ``csat_labels`` and ``nps_labels`` are keyed the same way.
     Duration columns always carry a unit (``hours`` when the file gives none).
+    ``optional`` holds the canonical fields and extras names whose source column
+    a file may lack (from ``[columns].optional``).
     ``origin`` names the file (or preset) in later error messages.
     """
 
@@ -115,6 +134,7 @@ class Mapping:
     extras: dict[str, str]
     operators: dict[str, str]
     empty_values: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
     csat_labels: dict[str, int] = field(default_factory=dict)
     nps_labels: dict[str, int] = field(default_factory=dict)
     origin: str = ""
@@ -126,6 +146,31 @@ class Mapping:
     def required_columns(self) -> dict[str, str]:
         """Canonical field -> source column for the fields every row must have."""
         return {f: self.columns[f].column for f in REQUIRED_FIELDS}
+
+    def mapped_columns(self) -> dict[str, MappedColumn]:
+        """Source column -> how the mapping names it, in mapping order ([columns], then [extras]).
+
+        When several keys name the same column, the first one is reported; the
+        column is optional only when every key naming it is optional, and
+        required when any of them is a required field.
+        """
+        keyed = [(f"columns.{name}", name, spec.column) for name, spec in self.columns.items()]
+        keyed += [(f"extras.{name}", name, column) for name, column in self.extras.items()]
+        found: dict[str, MappedColumn] = {}
+        for key, name, column in keyed:
+            optional = name in self.optional
+            required = key.startswith("columns.") and name in REQUIRED_FIELDS
+            before = found.get(column)
+            if before is None:
+                found[column] = MappedColumn(key, name, optional, required)
+            else:
+                found[column] = MappedColumn(
+                    before.key,
+                    before.name,
+                    before.optional and optional,
+                    before.required or required,
+                )
+        return found
 
 
 def to_hours(value: float, unit: str) -> float:
@@ -237,7 +282,8 @@ def parse_mapping(data: AbcMapping[str, Any], *, origin: str = "mapping") -> Map
     except ConfigError:
         raise p.error(f"dates.timezone: unknown time zone {tz_name!r}") from None
 
-    columns = p.columns(p.table(data, "columns", required=True))
+    column_table = p.table(data, "columns", required=True)
+    columns = p.columns({k: v for k, v in column_table.items() if k != "optional"})
     status_vocab = p.status(data.get("status"))
 
     scales = p.table(data, "scales")
@@ -255,6 +301,7 @@ def parse_mapping(data: AbcMapping[str, Any], *, origin: str = "mapping") -> Map
 
     extras = p.extras(p.table(data, "extras"))
     operators = p.operators(p.table(data, "anonymize"), extras)
+    optional = p.optional(column_table.get("optional", []), columns, extras)
 
     return Mapping(
         name=name,
@@ -272,6 +319,7 @@ def parse_mapping(data: AbcMapping[str, Any], *, origin: str = "mapping") -> Map
         extras=extras,
         operators=operators,
         empty_values=empty_values,
+        optional=optional,
         csat_labels=csat_labels,
         nps_labels=nps_labels,
         origin=origin,
@@ -406,6 +454,22 @@ class _Parser:
             if required not in columns:
                 raise self.error(f"missing key columns.{required} (required field)")
         return columns
+
+    def optional(
+        self, value: object, columns: dict[str, ColumnSpec], extras: dict[str, str]
+    ) -> frozenset[str]:
+        names = self.string_list(value, "columns.optional")
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            dotted = f"columns.optional[{i}]"
+            if name in REQUIRED_FIELDS:
+                raise self.error(f"{dotted}: {name} is a required field and cannot be optional")
+            if name not in columns and name not in extras:
+                raise self.error(f"{dotted}: {name!r} is not a field in [columns] or [extras]")
+            if name in seen:
+                raise self.error(f"{dotted}: {name} is listed twice")
+            seen.add(name)
+        return frozenset(seen)
 
     def status(self, value: object) -> dict[str, Status]:
         if value is None:

@@ -359,3 +359,80 @@ def test_every_operator_is_accepted_somewhere() -> None:
     extras = "\n".join(f'e{i} = "col{i}"' for i in range(len(OPERATORS)))
     m = _parse(f"[extras]\n{extras}\n[anonymize]\n{lines}\n")
     assert set(m.operators.values()) == OPERATORS
+
+
+# ---------------------------------------------------------------- optional columns
+
+
+def test_optional_columns_are_parsed() -> None:
+    m = _parse('csat = "Score"\nnps = "NPS"\noptional = ["nps", "team"]\n[extras]\nteam = "Team"\n')
+    assert m.optional == frozenset({"nps", "team"})
+    assert "optional" not in m.columns
+    flags = {c: (i.key, i.optional, i.required) for c, i in m.mapped_columns().items()}
+    assert flags == {
+        "id": ("columns.ticket_id", False, True),
+        "region": ("columns.region", False, True),
+        "status": ("columns.status", False, True),
+        "Score": ("columns.csat", False, False),
+        "NPS": ("columns.nps", True, False),
+        "Team": ("extras.team", True, False),
+    }
+    assert _parse("").optional == frozenset()
+
+
+def test_a_column_named_twice_is_optional_only_if_both_keys_are() -> None:
+    m = _parse('country = "region"\nchannel = "via"\ncategory = "via"\noptional = ["channel"]\n')
+    info = m.mapped_columns()
+    assert (info["region"].key, info["region"].required) == ("columns.region", True)
+    assert (info["via"].key, info["via"].optional) == ("columns.channel", False)
+    both = _parse('channel = "via"\ncategory = "via"\noptional = ["channel", "category"]\n')
+    assert both.mapped_columns()["via"].optional
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('optional = "csat"\n', "columns.optional must be an array of strings"),
+        ("optional = [1]\n", "columns.optional must be an array of strings"),
+        ('optional = ["status"]\n', "columns.optional[0]: status is a required field"),
+        ('csat = "c"\noptional = ["csat", "nps"]\n', "columns.optional[1]: 'nps' is not a field"),
+        ('csat = "c"\noptional = ["csat", "csat"]\n', "columns.optional[1]: csat is listed twice"),
+        ('optional = ["satisfaction"]\n', "columns.optional[0]: 'satisfaction' is not a field"),
+    ],
+)
+def test_invalid_optional_lists(text: str, expected: str) -> None:
+    message = _error(MINIMAL + text)
+    assert message.startswith("test.toml: ")
+    assert expected in message
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_require_only_the_required_fields(name: str) -> None:
+    m = load_mapping(name)
+    assert m.optional <= set(m.columns) | set(m.extras)
+    assert not m.optional & set(REQUIRED_FIELDS)
+    assert {c.name for c in m.mapped_columns().values() if not c.optional} == set(REQUIRED_FIELDS)
+
+
+def test_generic_preset_marks_what_the_dataset_lacks_optional() -> None:
+    m = load_mapping("generic")
+    lacking = {
+        "nps",
+        "requester_name",
+        "requester_email",
+        "requester_phone",
+        "requester_username",
+        "order_id",
+        "address",
+        "subject",
+        "description",
+        "first_response_at",
+        "escalated_at",
+    }
+    assert lacking <= m.optional
+    if not DATASET_CSV.is_file():
+        pytest.skip(f"dataset absent: {DATASET_CSV.name} (only in the shared workspace)")
+    with DATASET_CSV.open(encoding="utf-8", newline="") as fh:
+        header = set(next(csv.reader(fh)))
+    for column, info in m.mapped_columns().items():
+        assert column in header or info.optional, column
