@@ -145,14 +145,18 @@ def format_report(report: Report, fmt: str) -> str:
         writer.writerow(header)
         writer.writerows(rows)
         return buf.getvalue()
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    out = [
+    title = (
         f"round {report.round_id} ({report.mode.value}), schema {report.schema_id[:12]}, "
-        f"{len(report.included_parties)} parties included, k = {report.min_contributors}",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-    ]
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out) + "\n"
+        f"{len(report.included_parties)} parties included, k = {report.min_contributors}"
+    )
+    return title + "\n" + text_table(header, rows)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces, one line per row."""
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -466,10 +470,7 @@ def cmd_party_metrics(args: argparse.Namespace) -> int:
                 else:
                     row.append(f"{value:g}" if isinstance(value, float) else str(value))
             rows.append(row)
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    sys.stdout.write(text_table(header, rows))
     print(f"(computed locally for schema {schema.schema_id[:12]}; nothing was sent)")
     return 0
 
