@@ -50,7 +50,6 @@ _KIND_TO_PB = {
 }
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 
-MAX_NAME_LEN = 64
 MAX_ROUND_ID_LEN = 64
 
 

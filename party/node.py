@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from google.protobuf.message import Message
 
 from blindsum import codec
@@ -420,7 +419,3 @@ class PartyNode:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(self.poll, 0.5))
         return finished
-
-
-def zero_vector(schema: Schema) -> U64Vector:
-    return np.zeros(schema.vector_length, dtype=np.uint64)
