@@ -16,10 +16,16 @@ table (:data:`party.mapping.OPERATORS`):
     An opaque keyed token ``tok_<16 hex>``.
 ``scrub``
     Free text with personal data replaced by tags. Presidio pattern recognizers find
-    emails, phone numbers, card numbers, IP addresses, URLs, IBANs and SSNs; ad-hoc
-    recognizers built from the ticket's own requester name, email, phone, username,
-    order id and address find those values again in the text (case-insensitively and
-    with spacing or punctuation changes).
+    emails, phone numbers, card numbers, IP addresses, URLs, IBANs and SSNs. Identity
+    matchers find requester names, emails, phones, usernames, order ids and addresses
+    again in the text: the ticket's own values (and its ticket id, tagged
+    ``[TICKET_ID]``, unless the mapping keeps ticket ids), and in
+    :meth:`Anonymizer.anonymize` also every other ticket's values in the export (a
+    requester naming a spouse who is a customer too). They match on a folded copy of
+    the text (case, accents, fullwidth letters and zero-width characters ignored),
+    with spacing or punctuation changes, order numbers written in groups
+    ("ORD 1234 5678"), username stems ("jsmith" of "jsmith_88") and names glued to
+    other words ("JohnSmith1990").
 ``generalize:day|week|month``, ``year``
     A timestamp reduced to ``2024-10-29``, ``2024-W44``, ``2024-10`` or ``1987``.
 ``age_band``
@@ -34,8 +40,10 @@ value. They do not depend on the round, so the same customer keeps the same pseu
 week after week, and a different party secret gives unrelated pseudonyms. Without the
 secret they cannot be reversed or recomputed from a guessed value.
 
-Limits: there is no NER model, so names of people other than the requester (an
-agent, a relative) are only found when a pattern recognizer matches them.
+Limits: there is no NER model, so names of people who are not requesters in the
+same export (an agent, a relative) are only found when a pattern recognizer matches
+them. Another ticket's single-word values that are common words ("Will", "King",
+"info@") are not searched for outside that ticket (see ``_WIDE_STOPWORDS``).
 Nothing reaches the network: the NLP engine is a blank spaCy tokenizer and the
 email recognizer uses tldextract's bundled public-suffix snapshot.
 """
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import hmac
 import json
@@ -54,21 +63,15 @@ import secrets
 import stat
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import spacy
 import tldextract
-from presidio_analyzer import (
-    AnalyzerEngine,
-    EntityRecognizer,
-    Pattern,
-    PatternRecognizer,
-    RecognizerRegistry,
-)
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
 from presidio_analyzer import RecognizerResult as AnalyzerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts, SlimSpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
@@ -83,6 +86,7 @@ from presidio_analyzer.predefined_recognizers import (
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 from presidio_anonymizer.entities import RecognizerResult as SpanResult
+from spacy.lang.en.stop_words import STOP_WORDS as SPACY_STOP_WORDS
 from spacy.tokens import Doc
 
 from blindsum.crypto.encoding import format_dst
@@ -120,6 +124,7 @@ ENTITY_TAGS: dict[str, str] = {
     "USERNAME": "USERNAME",
     "ORDER_ID": "ORDER_ID",
     "ADDRESS": "ADDRESS",
+    "TICKET_ID": "TICKET_ID",
     "CREDIT_CARD": "CREDIT_CARD",
     "IP_ADDRESS": "IP_ADDRESS",
     "URL": "URL",
@@ -217,7 +222,7 @@ class PartySecret:
 
     @classmethod
     def _create(cls, path: Path) -> PartySecret:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_private_dirs(path.parent)
         key = secrets.token_bytes(SECRET_BYTES)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
@@ -236,6 +241,24 @@ class PartySecret:
             raise
         os.close(fd)
         return cls(key)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create every missing level of ``directory`` with mode 0700, whatever the umask.
+
+    Existing levels are left alone; a level created concurrently by someone else is
+    not chmodded.
+    """
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for level in reversed(missing):
+        try:
+            os.mkdir(level, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(level, 0o700)
 
 
 # --------------------------------------------------------------------------- lineage
@@ -344,9 +367,88 @@ def _norm_name(value: str) -> str:
 _NORMALIZERS = {"email": _norm_email, "username": _norm_username, "name": _norm_name}
 
 
-def _alnum_tokens(value: str) -> list[str]:
-    return re.findall(r"[^\W_]+", value)
+# --------------------------------------------------------------------------- folding
 
+#: Letters NFKD leaves whole, spelled the way people type them without the accent.
+_FOLD_LETTERS = str.maketrans(
+    {
+        "ł": "l",
+        "ø": "o",
+        "đ": "d",
+        "ð": "d",
+        "ħ": "h",
+        "\u0131": "i",  # dotless i
+        "ŀ": "l",
+        "ŧ": "t",
+        "ŋ": "n",
+        "ĸ": "k",
+        "æ": "ae",
+        "œ": "oe",
+        "þ": "th",
+    }
+)
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_char(ch: str) -> str:
+    """One character folded for matching: lowercase, accents and compatibility forms
+    (fullwidth, ligatures) removed; format characters (zero-width spaces and joiners,
+    soft hyphens) fold to nothing."""
+    if unicodedata.category(ch) == "Cf":
+        return ""
+    out = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", ch).casefold())
+    return "".join(c for c in out if not unicodedata.combining(c)).translate(_FOLD_LETTERS)
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """``original`` folded character by character (see :func:`_fold_char`).
+
+    ``starts[j]`` is the offset in ``original`` of the character that produced
+    ``text[j]``; None when the offsets are the same (ASCII text).
+    """
+
+    original: str = field(repr=False)
+    text: str = field(repr=False)
+    starts: tuple[int, ...] | None = field(repr=False)
+
+    def source(self, j: int) -> str:
+        """The original character behind folded character ``j``."""
+        return self.original[j if self.starts is None else self.starts[j]]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original offsets of the folded span ``[start, end)`` (``start < end``).
+
+        Characters folded to nothing right after the span (a combining accent, a
+        zero-width joiner) are included, so no stray mark is left behind a tag.
+        """
+        if self.starts is None:
+            return start, end
+        first = self.starts[start]
+        if end >= len(self.starts):
+            return first, len(self.original)
+        last, after = self.starts[end - 1], self.starts[end]
+        return first, (last + 1 if after == last else after)
+
+
+def _fold(text: str) -> _Folded:
+    if text.isascii():
+        return _Folded(text, text.lower(), None)
+    pieces: list[str] = []
+    starts: list[int] = []
+    for i, ch in enumerate(text):
+        folded = _fold_char(ch)
+        pieces.append(folded)
+        starts.extend([i] * len(folded))
+    return _Folded(text, "".join(pieces), tuple(starts))
+
+
+def _alnum_tokens(value: str) -> list[str]:
+    """The folded letter/digit runs of ``value`` (``"Zoë Ł-M"`` -> ``zoe``, ``l``, ``m``)."""
+    return re.findall(r"[^\W_]+", _fold(value).text)
+
+
+# --------------------------------------------------------------------------- identity matching
 
 #: What may stand between the parts of a value written differently in free text
 #: ("John Smith" / "Smith, John" / "ORD-123" / "ord 123"). Brackets are left out so
@@ -355,85 +457,342 @@ _GAP = r"[\s.,:;_\-'#/]{0,3}"
 _EMAIL_GAP = r"[\s.,_\-+@]{0,3}"
 _PHONE_GAP = r"[\s.\-()/]{0,3}"
 _DIGIT_GAP = r"[\s\-.()/]{0,2}"
+#: Between the digits of an order or ticket number ("1234 5678", "1234-5678").
+_RUN_GAP = r"[ \-]?"
+
+#: Terms are folded tokens joined by these marker characters (never inside a token),
+#: each standing for the separator regex it maps to.
+_MARKERS = {" ": _GAP, "@": _EMAIL_GAP, "~": _PHONE_GAP, ":": _DIGIT_GAP, "-": _RUN_GAP}
+
+#: How a term's regex is anchored, by kind: a whole word, a phone number's main
+#: digits (with an optional country prefix and extension), or a digit run.
+_PHONE_PREFIX = r"(?:(?:(?:\+|00)\s?)?\d{1,3}[\s\-.()/]{0,3})?\(?"
+_PHONE_EXTENSION = r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?"
+_FRAMES = {
+    "word": (r"(?<!\w)(?:", r")(?!\w)"),
+    "phone": (r"(?<![\d+])" + _PHONE_PREFIX + "(?:", ")" + _PHONE_EXTENSION + r"(?!\d)"),
+    "digits": (r"(?<!\d)(?:", r")(?!\d)"),
+}
+#: Longer terms are cut to their leading tokens (the regex nests one group per
+#: branching character).
+_MAX_TERM = 200
+#: Shortest digit runs matched on their own: a ticket's own order number, another
+#: ticket's order number, another ticket's phone number.
+_OWN_RUN = 4
+_WIDE_RUN = 6
+_WIDE_PHONE = 7
+#: Shortest name part (or username stem) matched inside a longer word ("JohnSmith1990").
+_GLUED_PIECE = 4
+
+#: Words never matched alone from *another* ticket's identity values: English stop
+#: words, common words that are also names ("Will", "King", "Grant") and generic
+#: mailbox or account names ("info@", "admin"). The ticket's own values still match.
+_WIDE_STOPWORDS = frozenset(
+    {w for w in SPACY_STOP_WORDS if w.isalpha()}
+    | {"april", "august", "june", "may", "summer", "autumn", "winter", "dawn", "day"}
+    | {"will", "bill", "mark", "marks", "grant", "chase", "frank", "guy", "jack", "joy"}
+    | {"hope", "faith", "grace", "rose", "holly", "ivy", "violet", "amber", "ruby", "pearl"}
+    | {"crystal", "penny", "sandy", "misty", "candy", "cherry", "ginger", "olive", "angel"}
+    | {"robin", "river", "sky", "storm", "ray", "sue", "don", "gene", "art", "earl", "duke"}
+    | {"king", "long", "young", "white", "black", "brown", "green", "gray", "grey", "best"}
+    | {"good", "rich", "love", "wise", "small", "short", "sharp", "stark", "stout", "noble"}
+    | {"hardy", "little", "strong", "price", "page", "case", "cross", "glass", "house"}
+    | {"hall", "hill", "wood", "woods", "stone", "lane", "park", "parks", "west", "north"}
+    | {"south", "east", "bell", "ball", "banks", "bass", "bean", "beard", "berry", "bird"}
+    | {"bond", "booth", "buck", "bush", "clay", "cook", "dale", "dean", "drake", "ford"}
+    | {"fox", "gates", "gross", "hart", "heath", "hood", "horn", "hunt", "key", "lamb"}
+    | {"lance", "marsh", "mason", "miles", "mills", "moon", "moss", "peck", "pope", "rice"}
+    | {"rush", "snow", "wall", "walls", "ward", "ware", "watts", "weeks", "wells", "wolf"}
+    | {"baker", "carter", "hunter", "miller", "porter", "potter", "fisher", "turner"}
+    | {"walker", "parker", "cooper", "bishop", "knight", "church", "field", "law", "max"}
+    | {"admin", "info", "contact", "support", "sales", "billing", "help", "hello", "mail"}
+    | {"email", "office", "team", "test", "user", "shop", "store", "service", "noreply"}
+    | {"reply", "order", "account", "customer", "ticket", "street", "road", "city"}
+    | {"unknown", "anonymous", "guest", "null", "nan", "client", "requester", "member"}
+)
 
 
-def _loose_regex(value: str, gap: str = _GAP) -> str | None:
-    """A regex matching ``value`` with any case and short punctuation/space changes."""
-    tokens = _alnum_tokens(value)
-    if not tokens:
-        return None
-    return r"(?<!\w)" + gap.join(re.escape(t) for t in tokens) + r"(?!\w)"
+@dataclass
+class _Terms:
+    """Identity values as matcher terms, grouped by (kind, entity, score).
+
+    ``pieces`` maps a name part or username stem to its entity and to the identity
+    records it belongs to, for the glued-word pass.
+    """
+
+    groups: dict[tuple[str, str, float], set[str]] = field(default_factory=dict)
+    pieces: dict[str, tuple[str, set[int]]] = field(default_factory=dict)
+
+    def add(self, kind: str, entity: str, term: str, score: float) -> None:
+        if len(term) > _MAX_TERM:  # keep whole leading tokens
+            cut = max(term.rfind(m, 0, _MAX_TERM) for m in " @~")
+            term = term[: cut if cut > 0 else _MAX_TERM]
+        if term:
+            self.groups.setdefault((kind, entity, score), set()).add(term)
+
+    def add_piece(self, piece: str, entity: str, record: int) -> None:
+        current = self.pieces.get(piece)
+        if current is None:
+            self.pieces[piece] = (entity, {record})
+        else:
+            current[1].add(record)
 
 
-def _phone_regex(value: str) -> str | None:
-    """Match the phone's main number in any grouping, with optional prefix and extension."""
+def _join(tokens: Sequence[str], marker: str = " ", *, runs: bool = False) -> str:
+    """Tokens joined by ``marker``; with ``runs``, digit tokens of 4 or more digits
+    may also be written with single spaces or dashes between their digits."""
+    return marker.join("-".join(t) if runs and t.isdigit() and len(t) >= 4 else t for t in tokens)
+
+
+def _wide_ok(tokens: Sequence[str]) -> bool:
+    """Whether another ticket's value is specific enough to look for everywhere: not
+    a stop word, and 6 characters or more when it has a number on its own ("A-2024"
+    and "2024" are not; "amy78" is)."""
+    if len(tokens) == 1 and tokens[0].isalpha():
+        return len(tokens[0]) >= 3 and tokens[0] not in _WIDE_STOPWORDS
+    size = sum(len(t) for t in tokens)
+    return size >= (6 if any(t.isdigit() for t in tokens) else 4)
+
+
+def _phone_core(value: str) -> str:
+    """The phone's main number (extension cut), last 10 digits, folded."""
     main = re.split(r"(?i)\s*(?:x|ext\.?|extension)\s*\d+\s*$", value.strip())[0]
-    digits = _norm_phone(main)
-    if len(digits) < 5:
-        return None
-    core = digits[-10:]
-    prefix = r"(?:(?:(?:\+|00)\s?)?\d{1,3}[\s\-.()/]{0,3})?"
-    extension = r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?"
-    return r"(?<![\d+])" + prefix + r"\(?" + _DIGIT_GAP.join(core) + extension + r"(?!\d)"
+    return "".join(ch for ch in _fold(main).text if ch.isdigit())[-10:]
 
 
-def _ticket_recognizers(ticket: Ticket) -> list[EntityRecognizer]:
-    """Ad-hoc recognizers that find this ticket's own identity values in free text."""
-    found: dict[str, dict[str, float]] = {}
+def _add_identity(terms: _Terms, ticket: Ticket, record: int, *, wide: bool) -> None:
+    """Add the terms that find ``ticket``'s identity values in free text.
 
-    def add(entity: str, regex: str | None, score: float = _WHOLE) -> None:
-        if regex is not None:
-            scores = found.setdefault(entity, {})
-            scores[regex] = max(score, scores.get(regex, 0.0))
+    ``wide`` is for another ticket's values: single words must pass :func:`_wide_ok`
+    and digit runs must be longer, so ordinary words and numbers are left alone.
+    """
 
-    if ticket.requester_name and ticket.requester_name.strip():
-        add("CUSTOMER_NAME", _loose_regex(ticket.requester_name))
-        parts = [
-            part
-            for part in _alnum_tokens(ticket.requester_name)
-            if part.casefold() not in _NAME_AFFIXES
-        ]
-        add("CUSTOMER_NAME", _loose_regex(" ".join(parts)))
+    def add(
+        entity: str, tokens: Sequence[str], score: float, marker: str = " ", runs: bool = False
+    ) -> None:
+        if tokens and (not wide or _wide_ok(tokens)):
+            terms.add("word", entity, _join(tokens, marker, runs=runs), score)
+
+    name = ticket.requester_name or ""
+    if name.strip():
+        tokens = _alnum_tokens(name)
+        parts = [t for t in tokens if t not in _NAME_AFFIXES]
+        add("CUSTOMER_NAME", tokens, _WHOLE)
+        add("CUSTOMER_NAME", parts, _WHOLE)
         if len(parts) >= 2:  # "Jane Q. Doe" is also written "Jane Doe" and "Doe, Jane"
-            add("CUSTOMER_NAME", _loose_regex(f"{parts[0]} {parts[-1]}"))
-            add("CUSTOMER_NAME", _loose_regex(f"{parts[-1]} {parts[0]}"))
+            add("CUSTOMER_NAME", [parts[0], parts[-1]], _WHOLE)
+            add("CUSTOMER_NAME", [parts[-1], parts[0]], _WHOLE)
         for part in parts:
-            if len(part) >= 2:
-                add("CUSTOMER_NAME", _loose_regex(part), _PART)
-    if ticket.requester_email and ticket.requester_email.strip():
-        add("EMAIL_ADDRESS", _loose_regex(ticket.requester_email, _EMAIL_GAP))
-        local = ticket.requester_email.strip().rpartition("@")[0]
+            if len(part) >= (3 if wide else 2):
+                add("CUSTOMER_NAME", [part], _PART)
+            if len(part) >= _GLUED_PIECE and part.isalpha() and (not wide or _wide_ok([part])):
+                terms.add_piece(part, "CUSTOMER_NAME", record)
+    email = (ticket.requester_email or "").strip()
+    if email:
+        add("EMAIL_ADDRESS", _alnum_tokens(email), _WHOLE, marker="@")
+        local = email.rpartition("@")[0]
         if len(local) >= 3:
-            add("EMAIL_ADDRESS", _loose_regex(local), _PART)
-    if ticket.requester_username and ticket.requester_username.strip():
-        add("USERNAME", _loose_regex(ticket.requester_username))
-    if ticket.requester_phone and ticket.requester_phone.strip():
-        add("PHONE_NUMBER", _loose_regex(ticket.requester_phone, _PHONE_GAP))
-        add("PHONE_NUMBER", _phone_regex(ticket.requester_phone), _PART)
-    if ticket.order_id and ticket.order_id.strip():
-        add("ORDER_ID", _loose_regex(ticket.order_id))
-        for run in re.findall(r"\d{4,}", ticket.order_id):
-            add("ORDER_ID", r"(?<!\d)" + re.escape(run) + r"(?!\d)", _PART)
-    if ticket.address and ticket.address.strip():
-        add("ADDRESS", _loose_regex(ticket.address))
-        for part in re.split(r"[,;\n]", ticket.address):
-            if len(part.strip()) >= 4:
-                add("ADDRESS", _loose_regex(part), _PART)
-    recognizers: list[EntityRecognizer] = []
-    for entity, regexes in found.items():
-        patterns = [
-            Pattern(f"ticket_{entity.lower()}_{i}", regex, score)
-            for i, (regex, score) in enumerate(regexes.items())
+            add("EMAIL_ADDRESS", _alnum_tokens(local), _PART)
+    username = (ticket.requester_username or "").strip()
+    if username:
+        add("USERNAME", _alnum_tokens(username), _WHOLE)
+        folded = _fold(username).text
+        stem = re.match(r"[^\W\d_]*", folded)
+        if stem is not None and len(stem.group()) >= _GLUED_PIECE:  # "jsmith" of "jsmith_88"
+            if stem.group() != folded:
+                add("USERNAME", [stem.group()], _PART)
+            if not wide or _wide_ok([stem.group()]):
+                terms.add_piece(stem.group(), "USERNAME", record)
+    phone = (ticket.requester_phone or "").strip()
+    if phone:
+        digits = sum(ch.isdigit() for ch in _fold(phone).text)
+        if not wide or digits >= _WIDE_PHONE:
+            add("PHONE_NUMBER", _alnum_tokens(phone), _WHOLE, marker="~")
+        core = _phone_core(phone)
+        if len(core) >= (_WIDE_PHONE if wide else 5):
+            terms.add("phone", "PHONE_NUMBER", ":".join(core), _PART)
+    order = (ticket.order_id or "").strip()
+    if order:
+        add("ORDER_ID", _alnum_tokens(order), _WHOLE, runs=True)
+        for run in re.findall(r"\d+", _fold(order).text):
+            if len(run) >= (_WIDE_RUN if wide else _OWN_RUN):
+                terms.add("digits", "ORDER_ID", "-".join(run), _PART)
+    address = (ticket.address or "").strip()
+    if address:
+        add("ADDRESS", _alnum_tokens(address), _WHOLE)
+        for line in re.split(r"[,;\n]", address):
+            if len(line.strip()) >= 4 and (not wide or any(ch.isdigit() for ch in line)):
+                add("ADDRESS", _alnum_tokens(line), _PART)
+
+
+def _add_ticket_id(terms: _Terms, ticket: Ticket) -> None:
+    """Add the ticket's own id ("TKT-004711", "tkt 004711", "#004711")."""
+    tokens = _alnum_tokens(ticket.ticket_id or "")
+    if sum(len(t) for t in tokens) >= 4:
+        terms.add("word", "TICKET_ID", _join(tokens, runs=True), _WHOLE)
+    for token in tokens:
+        if token.isdigit() and len(token) >= _OWN_RUN:
+            terms.add("digits", "TICKET_ID", "-".join(token), _PART)
+
+
+def _trie_regex(terms: Iterable[str]) -> str:
+    """One regex matching any of ``terms`` (marker characters as their separators).
+
+    The terms share their prefixes (a character trie), so matching costs about the
+    length of the longest term at each position, not the number of terms; longer
+    continuations are tried first.
+    """
+    root: dict[str, dict[str, Any]] = {}
+    for term in terms:
+        node = root
+        for ch in term:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a term ends here
+    return _node_regex(root)[0]
+
+
+def _node_regex(node: dict[str, dict[str, Any]]) -> tuple[str, int]:
+    """The regex and height of a trie node; chains of single children are unrolled."""
+    out: list[str] = []
+    height = 0
+    while True:
+        keys = [k for k in node if k]
+        if len(keys) == 1 and "" not in node:
+            out.append(_MARKERS.get(keys[0], re.escape(keys[0])))
+            height += 1
+            node = node[keys[0]]
+            continue
+        if keys:
+            subs = [(k, *_node_regex(node[k])) for k in keys]
+            subs.sort(key=lambda s: (-s[2], s[0]))
+            alts = "|".join(_MARKERS.get(k, re.escape(k)) + sub for k, sub, _ in subs)
+            out.append(f"(?:{alts})" + ("?" if "" in node else ""))
+            height += 1 + subs[0][2]
+        return "".join(out), height
+
+
+class _IdentityMatcher:
+    """Finds identity values (one ticket's, or a whole export's) in free text.
+
+    Matching runs on the folded text (:func:`_fold`), so case, accents, fullwidth
+    letters and zero-width characters do not hide a value; findings are mapped back
+    to offsets in the original text. Build cost is linear in the number of terms.
+    """
+
+    def __init__(self, terms: _Terms) -> None:
+        self._patterns = [
+            (entity, score, re.compile(_FRAMES[kind][0] + _trie_regex(group) + _FRAMES[kind][1]))
+            for (kind, entity, score), group in sorted(terms.groups.items())
+            if group
         ]
-        recognizers.append(
-            PatternRecognizer(
-                supported_entity=entity,
-                patterns=patterns,
-                name=f"ticket_{entity.lower()}",
-                supported_language="en",
-            )
+        self._pieces = {
+            piece: (entity, frozenset(recs)) for piece, (entity, recs) in terms.pieces.items()
+        }
+        self._piece_lengths = sorted({len(p) for p in self._pieces}, reverse=True)
+        self._piece_re = (
+            re.compile(r"(?=" + _trie_regex(self._pieces) + ")") if self._pieces else None
         )
-    return recognizers
+
+    @classmethod
+    def for_ticket(cls, ticket: Ticket, *, ticket_id: bool) -> _IdentityMatcher:
+        """The ticket's own values (and its ticket id when ``ticket_id``)."""
+        terms = _Terms()
+        _add_identity(terms, ticket, 0, wide=False)
+        if ticket_id:
+            _add_ticket_id(terms, ticket)
+        return cls(terms)
+
+    @classmethod
+    def for_export(cls, tickets: Iterable[Ticket]) -> _IdentityMatcher:
+        """Every ticket's values, to be found in every other ticket's free text."""
+        terms = _Terms()
+        for record, ticket in enumerate(tickets):
+            _add_identity(terms, ticket, record, wide=True)
+        return cls(terms)
+
+    def find(self, folded: _Folded) -> list[AnalyzerResult]:
+        """Every finding in ``folded``, with offsets in its original text (may overlap)."""
+        found: list[AnalyzerResult] = []
+        for entity, score, pattern in self._patterns:
+            for match in pattern.finditer(folded.text):
+                if match.end() > match.start():
+                    start, end = folded.span(match.start(), match.end())
+                    found.append(AnalyzerResult(entity, start, end, score))
+        for entity, start, end in self._glued(folded):
+            found.append(AnalyzerResult(entity, *folded.span(start, end), _PART))
+        return found
+
+    def _glued(self, folded: _Folded) -> list[tuple[str, int, int]]:
+        """Name parts and username stems inside longer words ("JohnSmith1990").
+
+        A word is split at its seams: its ends, letter/digit changes and lower-to-upper
+        case changes in the original text. A piece is found when it lies on a chain of
+        pieces of one identity record that runs from a seam to a seam, so "JohnSmith"
+        and "jsmith1990" match but "asking" (king) and "marketing" (mark) do not.
+        """
+        if self._piece_re is None:
+            return []
+        text = folded.text
+        words: dict[int, list[tuple[int, int]]] = {}
+        for hit in self._piece_re.finditer(text):
+            i = hit.start()
+            start = i
+            while start > 0 and text[start - 1].isalnum():
+                start -= 1
+            candidates = words.setdefault(start, [])
+            for length in self._piece_lengths:
+                if text[i : i + length] in self._pieces:
+                    candidates.append((i, i + length))
+        out: list[tuple[str, int, int]] = []
+        for start, candidates in words.items():
+            end = start
+            while end < len(text) and text[end].isalnum():
+                end += 1
+            if all(i == start and j == end for i, j in candidates):
+                continue  # a whole word: the word patterns match it
+            out.extend(self._chains(folded, start, end, candidates))
+        return out
+
+    def _chains(
+        self, folded: _Folded, start: int, end: int, candidates: list[tuple[int, int]]
+    ) -> list[tuple[str, int, int]]:
+        text = folded.text
+        seams = {start, end}
+        for k in range(start + 1, end):
+            digit_change = text[k - 1].isdigit() != text[k].isdigit()
+            camel = folded.source(k - 1).islower() and folded.source(k).isupper()
+            if digit_change or camel:
+                seams.add(k)
+        # records that reach a position by a chain from a seam (None: any record)
+        ahead: dict[int, frozenset[int] | None] = dict.fromkeys(seams)
+        for i, j in sorted(candidates):
+            if i in ahead:
+                ahead[j] = _join_records(
+                    ahead.get(j, frozenset()), _meet(ahead[i], self._pieces[text[i:j]][1])
+                )
+        behind: dict[int, frozenset[int] | None] = dict.fromkeys(seams)
+        for i, j in sorted(candidates, key=lambda c: (-c[1], -c[0])):
+            if j in behind:
+                behind[i] = _join_records(
+                    behind.get(i, frozenset()), _meet(behind[j], self._pieces[text[i:j]][1])
+                )
+        out: list[tuple[str, int, int]] = []
+        for i, j in sorted(set(candidates)):
+            entity, records = self._pieces[text[i:j]]
+            if i in ahead and j in behind and _meet(_meet(ahead[i], records), behind[j]):
+                if out and out[-1][0] == entity and i <= out[-1][2]:  # "John"+"Smith": one tag
+                    out[-1] = (entity, out[-1][1], max(j, out[-1][2]))
+                else:
+                    out.append((entity, i, j))
+        return out
+
+
+def _meet(a: frozenset[int] | None, b: frozenset[int] | None) -> frozenset[int] | None:
+    return b if a is None else a if b is None else a & b
+
+
+def _join_records(a: frozenset[int] | None, b: frozenset[int] | None) -> frozenset[int] | None:
+    return None if a is None or b is None else a | b
 
 
 def _priority(entity: str) -> int:
@@ -629,6 +988,7 @@ class Anonymizer:
         self._date_formats = tuple(mapping.date_formats)
         self._extras = tuple(str(name) for name in mapping.extras)
         self._explicit = _check_operators(dict(mapping.operators), self._extras)
+        self._scrub_ticket_id = self._explicit.get("ticket_id", "keep") != "keep"
         self._analyzer = build_analyzer()
         # presidio-anonymizer's __init__ is unannotated
         self._engine = AnonymizerEngine()  # type: ignore[no-untyped-call]
@@ -660,12 +1020,23 @@ class Anonymizer:
     def scrub(self, text: str, ticket: Ticket | None = None) -> tuple[str, Counter[str]]:
         """Replace personal data in ``text`` by tags; returns the text and tag counts.
 
-        With ``ticket``, that ticket's own identity values are searched for as well.
+        With ``ticket``, that ticket's own identity values are searched for as well
+        (and its ticket id, unless the mapping keeps ticket ids). The values of other
+        tickets are only searched for by :meth:`anonymize`, which knows the export.
         """
+        return self._scrub(text, [self._own_matcher(ticket)] if ticket is not None else [])
+
+    def _own_matcher(self, ticket: Ticket) -> _IdentityMatcher:
+        return _IdentityMatcher.for_ticket(ticket, ticket_id=self._scrub_ticket_id)
+
+    def _scrub(self, text: str, matchers: Sequence[_IdentityMatcher]) -> tuple[str, Counter[str]]:
         if not text.strip():
             return text, Counter()
-        ad_hoc = _ticket_recognizers(ticket) if ticket is not None else []
-        found = self._analyzer.analyze(text=text, language="en", ad_hoc_recognizers=ad_hoc or None)
+        found = self._analyzer.analyze(text=text, language="en")
+        if matchers:
+            folded = _fold(text)
+            for matcher in matchers:
+                found.extend(matcher.find(folded))
         spans = _merge_spans(found)
         if not spans:
             return text, Counter()
@@ -688,14 +1059,22 @@ class Anonymizer:
         }
 
     def anonymize(self, tickets: Sequence[Ticket]) -> tuple[list[dict[str, str]], LineageSummary]:
-        """One output row per ticket (canonical fields, then extras), plus the lineage."""
+        """One output row per ticket (canonical fields, then extras), plus the lineage.
+
+        Free text is scrubbed of its own ticket's identity values and of every other
+        ticket's (a requester naming a relative who is a customer too): the export's
+        values are gathered into one matcher per call, so the cost stays linear.
+        """
         seen_extras = [name for t in tickets for name, _ in t.extras]
         ops = self.operators(seen_extras)
         columns = [name for name, op in ops.items() if op != "drop"]
+        scrubbing = any(ops[name] == "scrub" for name in columns)
+        wide = [_IdentityMatcher.for_export(tickets)] if scrubbing and tickets else []
         entities: Counter[str] = Counter()
         suppressed: Counter[str] = Counter()
         rows: list[dict[str, str]] = []
         for ticket in tickets:
+            scrubber = _TicketScrubber(self, ticket, wide)
             extras = dict(ticket.extras)
             row: dict[str, str] = {}
             for name in columns:
@@ -703,7 +1082,12 @@ class Anonymizer:
                     getattr(ticket, name) if name in CANONICAL_FIELDS else extras.get(name)
                 )
                 row[name] = self._apply(
-                    ops[name], name, value, ticket=ticket, entities=entities, suppressed=suppressed
+                    ops[name],
+                    name,
+                    value,
+                    scrub=scrubber,
+                    entities=entities,
+                    suppressed=suppressed,
                 )
             rows.append(row)
         summary = LineageSummary(
@@ -723,7 +1107,7 @@ class Anonymizer:
         name: str,
         value: object,
         *,
-        ticket: Ticket,
+        scrub: Callable[[str], tuple[str, Counter[str]]],
         entities: Counter[str],
         suppressed: Counter[str],
     ) -> str:
@@ -742,7 +1126,7 @@ class Anonymizer:
             entities[tag] += 1
             return self.token(_as_text(value))
         if op == "scrub":
-            text, counts = self.scrub(_as_text(value), ticket)
+            text, counts = scrub(_as_text(value))
             entities.update(counts)
             return text
         if op in _TIME_OPERATORS:
@@ -760,6 +1144,23 @@ class Anonymizer:
                 return ""
             return band
         raise Internal(f"unhandled operator {op!r}", field=name)  # _check_operators prevents it
+
+
+class _TicketScrubber:
+    """Scrubs one ticket's free-text cells; its own matcher is built on first use."""
+
+    def __init__(
+        self, anonymizer: Anonymizer, ticket: Ticket, wide: Sequence[_IdentityMatcher]
+    ) -> None:
+        self._anonymizer = anonymizer
+        self._ticket = ticket
+        self._wide = wide
+        self._own: _IdentityMatcher | None = None
+
+    def __call__(self, text: str) -> tuple[str, Counter[str]]:
+        if self._own is None:
+            self._own = self._anonymizer._own_matcher(self._ticket)
+        return self._anonymizer._scrub(text, [self._own, *self._wide])
 
 
 def _default_operator(name: str) -> str:

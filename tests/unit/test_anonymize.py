@@ -146,6 +146,23 @@ def test_secret_is_hidden_from_repr(anonymizer: Anonymizer) -> None:
         PartySecret(b"short")
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o277], ids=["umask022", "umask277"])
+def test_secret_creates_every_missing_directory_0700(tmp_path: Path, umask: int) -> None:
+    """Every level created for the secret is 0700, whatever the umask (existing ones
+    are left alone)."""
+    os.chmod(tmp_path, 0o755)
+    path = tmp_path / "a" / "b" / "c" / "party.secret"
+    old = os.umask(umask)
+    try:
+        PartySecret.load_or_create(path)
+    finally:
+        os.umask(old)
+    for level in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
+        assert level.stat().st_mode & 0o777 == 0o700, level
+    assert tmp_path.stat().st_mode & 0o777 == 0o755
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 # --------------------------------------------------------------------------- the no-leak check
 
 
@@ -376,6 +393,179 @@ def test_email_containing_name_is_tagged_email(anonymizer: Anonymizer) -> None:
     # "Lee, Ann" is a name form, but a match must not run on into the email
     out, _ = anonymizer.scrub("Best, Ann Lee (ann.lee@example.com); Lee, Ann", t)
     assert out == "Best, [CUSTOMER_NAME] ([EMAIL]); [CUSTOMER_NAME]"
+
+
+# --------------------------------------------------------------------------- other tickets' values
+
+JOHN = {
+    "requester_name": "John Smith",
+    "requester_email": "john.smith@example.com",
+    "requester_phone": "+1 (555) 123-4567",
+    "requester_username": "jsmith_88",
+    "order_id": "ORD-12345678",
+    "address": "12 Baker Street, London NW1 6XE",
+}
+
+
+def test_other_tickets_values_are_scrubbed_in_the_export(anonymizer: Anonymizer) -> None:
+    john = ticket(ticket_id="T1", description="Where is my parcel?", **JOHN)
+    alice = ticket(
+        ticket_id="T2",
+        requester_name="Alice Jones",
+        requester_email="alice@jones.org",
+        order_id="ORD-99990000",
+        description=(
+            "My husband John Smith (order ORD-12345678, user jsmith_88) had the same "
+            "problem; write to JOHN.SMITH@example.com, call 555 123 4567, "
+            "he lives at 12 Baker Street."
+        ),
+    )
+    rows, summary = anonymizer.anonymize([john, alice])
+    assert rows[1]["description"] == (
+        "My husband [CUSTOMER_NAME] (order [ORDER_ID], user [USERNAME]) had the same "
+        "problem; write to [EMAIL], call [PHONE], he lives at [ADDRESS]."
+    )
+    assert rows[0]["description"] == "Where is my parcel?"
+    assert summary.entities["ADDRESS"] == 2  # John's field + Alice's text
+    _assert_no_pii(" | ".join(rows[1].values()), [john])
+    # scrub() alone knows only the ticket it is given
+    alone, _ = anonymizer.scrub(alice.description or "", alice)
+    assert "John Smith" in alone and "jsmith_88" in alone
+
+
+def test_other_tickets_common_words_are_left_alone(anonymizer: Anonymizer) -> None:
+    """Another customer's single-word values that are ordinary words, or short numbers,
+    do not turn ordinary text into tags; their full values still do."""
+    will = ticket(
+        ticket_id="T1",
+        requester_name="Will King",
+        requester_email="info@kingsmail.com",
+        requester_username="admin",
+        requester_phone="555-0100",
+        order_id="A-2024",
+    )
+    text = (
+        "I will be asking the king for info, admin rights, a 2024 budget and a marketing "
+        "plan; call 555-0100. Will King wrote from info@kingsmail.com."
+    )
+    bob = ticket(ticket_id="T2", requester_name="Bob Stone", description=text)
+    rows, _ = anonymizer.anonymize([will, bob])
+    assert rows[1]["description"] == (
+        "I will be asking the king for info, admin rights, a 2024 budget and a marketing "
+        "plan; call [PHONE]. [CUSTOMER_NAME] wrote from [EMAIL]."
+    )
+
+
+def test_export_matcher_does_not_grow_with_the_export() -> None:
+    """One combined matcher per export: the number of regexes it runs over each cell
+    is fixed by the kinds of values, not by the number of tickets."""
+    fake = Faker("en_US")
+    fake.seed_instance(5)
+
+    def customers(count: int) -> list[Ticket]:
+        return [
+            ticket(
+                ticket_id=f"T{i}",
+                requester_name=fake.name(),
+                requester_email=fake.email(),
+                requester_phone=fake.phone_number(),
+                requester_username=fake.user_name(),
+                order_id=f"ORD-{fake.random_int(10**7, 10**8 - 1)}",
+                address=fake.address(),
+            )
+            for i in range(count)
+        ]
+
+    small = anon._IdentityMatcher.for_export(customers(5))
+    large = anon._IdentityMatcher.for_export(customers(300))
+    assert 0 < len(large._patterns) == len(small._patterns) <= 12
+
+
+# --------------------------------------------------------------------------- ticket ids
+
+
+def test_own_ticket_id_is_scrubbed_when_not_kept(generic: Mapping) -> None:
+    t = ticket(ticket_id="TKT-004711", description="Re ticket TKT-004711 (tkt 004711, #004711)")
+    assert generic.operators.get("ticket_id") in ("token", "redact")
+    rows, summary = Anonymizer(SECRET, generic).anonymize([t])
+    assert TOKEN.match(rows[0]["ticket_id"])
+    assert rows[0]["description"] == "Re ticket [TICKET_ID] ([TICKET_ID], #[TICKET_ID])"
+    assert summary.entities["TICKET_ID"] == 4
+    out, counts = Anonymizer(SECRET, make_mapping({"ticket_id": "redact"})).scrub(
+        "see TKT-004711", t
+    )
+    assert (out, counts) == ("see [TICKET_ID]", {"TICKET_ID": 1})
+    kept = Anonymizer(SECRET, make_mapping())  # ticket_id defaults to keep
+    assert kept.anonymize([t])[0][0]["description"] == t.description
+
+
+# --------------------------------------------------------------------------- written differently
+
+
+def _fullwidth(text: str) -> str:
+    """ASCII letters, digits and punctuation as their fullwidth forms (U+FF01..)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("identity", "text", "expected"),
+    [
+        (
+            {"requester_name": "Zoë Łukasz-Müller"},
+            "Zoe Lukasz-Muller here; ZOË ŁUKASZ-MÜLLER; lukasz muller",
+            "[CUSTOMER_NAME] here; [CUSTOMER_NAME]; [CUSTOMER_NAME] [CUSTOMER_NAME]",
+        ),
+        (JOHN, "I am Jo\u200bhn Sm\u2060ith, Sm\u00adith", "I am [CUSTOMER_NAME], [CUSTOMER_NAME]"),
+        (JOHN, _fullwidth("JOHN SMITH jsmith_88"), "[CUSTOMER_NAME] [USERNAME]"),
+        (
+            JOHN,
+            "user JohnSmith1990 here, SmithJ too",
+            "user [CUSTOMER_NAME]1990 here, [CUSTOMER_NAME]J too",
+        ),
+        (JOHN, "JOHNSMITH1990 and xxJohn", "[CUSTOMER_NAME]1990 and xx[CUSTOMER_NAME]"),
+        (JOHN, "order ORD 1234 5678", "order [ORDER_ID]"),
+        (JOHN, "order ORD-1234-5678 or 1234 5678", "order [ORDER_ID] or [ORDER_ID]"),
+        (JOHN, "login jsmith, or jsmith1990", "login [USERNAME], or [USERNAME]1990"),
+        (JOHN, "email " + _fullwidth("john.smith@example") + ".com", "email [EMAIL]"),
+    ],
+)
+def test_variants_of_own_values_are_scrubbed(
+    anonymizer: Anonymizer, identity: dict[str, str], text: str, expected: str
+) -> None:
+    out, _ = anonymizer.scrub(text, ticket(**identity))
+    assert out == expected
+    # and the same when the value belongs to another ticket of the export
+    other = ticket(ticket_id="T9", requester_name="Ann Other", description=text)
+    rows, _ = anonymizer.anonymize([ticket(**identity), other])
+    assert rows[1]["description"] == expected
+
+
+def test_glued_names_need_a_seam(anonymizer: Anonymizer) -> None:
+    """A name part inside a longer word is only found where the word splits there."""
+    t = ticket(requester_name="Mark Kingston", requester_username="mkingston")
+    text = "asking about marketing at Kingstonia; MarkKingston99 and kingstonmark"
+    out, _ = anonymizer.scrub(text, t)
+    assert out == ("asking about marketing at Kingstonia; [CUSTOMER_NAME]99 and [CUSTOMER_NAME]")
+
+
+def test_glued_pieces_must_belong_to_one_customer(anonymizer: Anonymizer) -> None:
+    """Without a seam, a glued word is a name only when all its pieces are one
+    customer's ("annaberg"), not a mix of two customers' ("annamitchell")."""
+    anna = ticket(ticket_id="T1", requester_name="Anna Berg")
+    lena = ticket(ticket_id="T2", requester_name="Lena Mitchell")
+    text = ticket(ticket_id="T3", description="annamitchell, annaberg, lenamitchell")
+    rows, _ = anonymizer.anonymize([anna, lena, text])
+    assert rows[2]["description"] == "annamitchell, [CUSTOMER_NAME], [CUSTOMER_NAME]"
+
+
+def test_tags_replace_whole_original_characters(anonymizer: Anonymizer) -> None:
+    """Offsets found on the folded text land on the original: decomposed accents and
+    zero-width characters inside or right after a name go with it."""
+    t = ticket(requester_name="Zoë Łukasz-Müller")
+    text = "« Déjà vu » — Zoe\u0308\u200b L\u0301ukasz-Mu\u0308ller\u200d! ﬁn"
+    out, counts = anonymizer.scrub(text, t)
+    assert out == "« Déjà vu » — [CUSTOMER_NAME]! ﬁn"
+    assert counts == {"CUSTOMER_NAME": 1}
 
 
 # --------------------------------------------------------------------------- operators
