@@ -1219,7 +1219,7 @@ def write_export(
             if header:
                 writer = csv.DictWriter(handle, fieldnames=header)
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows({k: _csv_safe(v) for k, v in row.items()} for row in rows)
     elif suffix in (".jsonl", ".ndjson"):
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
@@ -1229,6 +1229,19 @@ def write_export(
             f"cannot tell the export format of {path.name}: use .csv, .jsonl or .ndjson",
             field="output",
         )
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _csv_safe(value: str) -> str:
+    """Defuse spreadsheet formulas: a text cell starting with = + - @ (or a tab or
+    CR) gets a leading apostrophe, as OWASP recommends for CSV exports. Numbers,
+    such as a negative duration, are left alone."""
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def write_lineage(summary: LineageSummary, path: Path) -> None:

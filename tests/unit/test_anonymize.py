@@ -946,3 +946,19 @@ def test_lineage_summary_json_shape() -> None:
         "mapping": "generic",
         "suppressed": {},
     }
+
+
+def test_csv_export_defuses_spreadsheet_formulas(tmp_path: Path) -> None:
+    from party.anonymize import write_export
+
+    rows = [
+        {"subject": '=HYPERLINK("http://x")', "note": "@SUM(A1)", "hours": "-1.5", "ok": "fine"}
+    ]
+    out = tmp_path / "x.csv"
+    write_export(rows, out)
+    text = out.read_text()
+    assert "'=HYPERLINK" in text and "'@SUM" in text
+    assert ",-1.5," in text and "fine" in text
+    jsonl = tmp_path / "x.jsonl"
+    write_export(rows, jsonl)  # JSON lines are data, not a spreadsheet: unchanged
+    assert '"=HYPERLINK' in jsonl.read_text()
