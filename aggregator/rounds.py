@@ -61,8 +61,6 @@ from blindsum.types import U64Vector
 
 log = get_logger("blindsum.aggregator.rounds")
 
-_SHARE_BYTES = 66
-
 
 @dataclass(frozen=True)
 class RoundSettings:
@@ -443,9 +441,7 @@ class RoundManager:
             srv.close_consistency()
             for sub in self.store.submissions(rid, Phase.UNMASK.value):
                 ureq = round_pb2.SubmitUnmaskRequest.FromString(sub.payload or b"")
-                reveals = codec.reveals_from_pb(
-                    ureq.shares, max_count=2 * len(rec.parties), share_bytes=_SHARE_BYTES
-                )
+                reveals = codec.reveals_from_pb(ureq.shares, max_count=2 * len(rec.parties))
                 srv.add_reveals(sub.party, reveals)
         self._secagg[rid] = srv
         return srv

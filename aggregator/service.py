@@ -26,7 +26,6 @@ from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
-from blindsum.model import Mode
 from blindsum.rpc.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -46,9 +45,6 @@ from blindsum.transport.tls import secure_channel, server_credentials
 log = get_logger("blindsum.aggregator")
 
 ADDRESS_FILE = "aggregator.addr"
-
-#: Maximum revealed shares / envelopes accepted in one message, per invited party.
-_SHARE_BYTES = 66
 
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -172,9 +168,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
     ) -> common_pb2.Ack:
         party = _party(context)
         rec = self.m.view(request.round_id)
-        reveals = codec.reveals_from_pb(
-            request.shares, max_count=2 * len(rec.parties), share_bytes=_SHARE_BYTES
-        )
+        reveals = codec.reveals_from_pb(request.shares, max_count=2 * len(rec.parties))
         ack = await self.m.submit_unmask(
             party, request.round_id, reveals, request.SerializeToString()
         )
@@ -436,4 +430,4 @@ async def serve_custodian_forever(directory: Path, *, listen: str) -> None:
     custodian.store.close()
 
 
-__all__ = ["Mode", "RunningAggregator", "serve_forever", "start_aggregator"]
+__all__ = ["RunningAggregator", "serve_forever", "start_aggregator"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from blindsum.crypto.shamir import SHARE_BYTES
 from blindsum.errors import InvalidArgument
 from blindsum.model import (
     Cell,
@@ -243,9 +244,7 @@ def reveals_to_pb(reveals: Sequence[Reveal]) -> list[round_pb2.RevealedShare]:
     ]
 
 
-def reveals_from_pb(
-    shares: Sequence[round_pb2.RevealedShare], *, max_count: int, share_bytes: int
-) -> list[Reveal]:
+def reveals_from_pb(shares: Sequence[round_pb2.RevealedShare], *, max_count: int) -> list[Reveal]:
     if len(shares) > max_count:
         raise InvalidArgument(f"{len(shares)} shares, at most {max_count} expected", field="shares")
     out = []
@@ -257,7 +256,7 @@ def reveals_from_pb(
             Reveal(
                 owner=s.owner,
                 kind=kind,
-                share=_check_len(s.share, share_bytes, f"shares[{i}].share"),
+                share=_check_len(s.share, SHARE_BYTES, f"shares[{i}].share"),
             )
         )
     return out
