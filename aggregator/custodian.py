@@ -22,15 +22,16 @@ from typing import Any
 
 import grpc
 
-from aggregator.rounds import SignedPublicContext
 from aggregator.store import Store
+from blindsum import codec
 from blindsum.crypto.encoding import encode_parts
-from blindsum.crypto.he import BfvParams, BfvSecretContext
+from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
 from blindsum.protocol.he import (
     ReceiptRecord,
+    SignedPublicContext,
     authorize_decrypt,
     context_transcript,
     result_transcript,
@@ -159,13 +160,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> round_pb2.PublicContext:
         peer_identity(context)
-        signed = self.custodian.public_context()
-        return round_pb2.PublicContext(
-            context=signed.context,
-            signature=signed.signature,
-            poly_modulus_degree=signed.params.poly_modulus_degree,
-            plain_modulus=signed.params.plain_modulus,
-        )
+        return codec.public_context_to_pb(self.custodian.public_context())
 
     @translate
     async def Decrypt(  # noqa: N802 - gRPC method name
@@ -209,14 +204,9 @@ class GrpcCustodianClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, "CustodianService.GetPublicContext") from None
-        self._key.verify(msg.signature, context_transcript(msg.context))
-        return SignedPublicContext(
-            context=msg.context,
-            signature=msg.signature,
-            params=BfvParams(
-                poly_modulus_degree=msg.poly_modulus_degree, plain_modulus=msg.plain_modulus
-            ),
-        )
+        signed = codec.public_context_from_pb(msg)
+        signed.verify(self._key)
+        return signed
 
     async def decrypt(
         self,

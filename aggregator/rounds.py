@@ -46,7 +46,12 @@ from blindsum.model import (
     RoundView,
 )
 from blindsum.protocol import graph
-from blindsum.protocol.he import HeAccumulator, ReceiptRecord, ciphertext_digest
+from blindsum.protocol.he import (
+    HeAccumulator,
+    ReceiptRecord,
+    SignedPublicContext,
+    ciphertext_digest,
+)
 from blindsum.protocol.secagg import (
     Advert,
     Reveal,
@@ -77,13 +82,6 @@ class RoundSettings:
 class Ack:
     digest_hex: str
     replay: bool
-
-
-@dataclass(frozen=True)
-class SignedPublicContext:
-    context: bytes
-    signature: bytes
-    params: BfvParams
 
 
 class CustodianClient(Protocol):

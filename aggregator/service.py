@@ -179,13 +179,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> round_pb2.PublicContext:
         party = _party(context)
-        signed = await self.m.public_context(party, request.round_id)
-        return round_pb2.PublicContext(
-            context=signed.context,
-            signature=signed.signature,
-            poly_modulus_degree=signed.params.poly_modulus_degree,
-            plain_modulus=signed.params.plain_modulus,
-        )
+        return codec.public_context_to_pb(await self.m.public_context(party, request.round_id))
 
     @translate
     async def SubmitCiphertext(  # noqa: N802 - gRPC method name

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from blindsum.crypto.he import BfvParams
 from blindsum.crypto.shamir import SHARE_BYTES
 from blindsum.errors import InvalidArgument
 from blindsum.model import (
@@ -23,6 +24,7 @@ from blindsum.model import (
     RoundState,
     RoundView,
 )
+from blindsum.protocol.he import SignedPublicContext
 from blindsum.protocol.secagg import Advert, Reveal, SealedShare, ShareKind
 from blindsum.rpc.v1 import admin_pb2, common_pb2, report_pb2, round_pb2
 from blindsum.types import U64Vector
@@ -277,6 +279,25 @@ def signatures_from_pb(
             raise InvalidArgument("duplicate signer", field=f"signatures[{i}].party")
         out[item.party] = _check_len(item.signature, 64, f"signatures[{i}].signature")
     return out
+
+
+def public_context_to_pb(signed: SignedPublicContext) -> round_pb2.PublicContext:
+    return round_pb2.PublicContext(
+        context=signed.context,
+        signature=signed.signature,
+        poly_modulus_degree=signed.params.poly_modulus_degree,
+        plain_modulus=signed.params.plain_modulus,
+    )
+
+
+def public_context_from_pb(msg: round_pb2.PublicContext) -> SignedPublicContext:
+    return SignedPublicContext(
+        context=msg.context,
+        signature=msg.signature,
+        params=BfvParams(
+            poly_modulus_degree=msg.poly_modulus_degree, plain_modulus=msg.plain_modulus
+        ),
+    )
 
 
 def vector_to_bytes(vector: U64Vector) -> bytes:

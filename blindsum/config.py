@@ -256,9 +256,9 @@ def _toml_value(value: Any, dotted: str) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return _toml_string(value)
+        return toml_string(value)
     if isinstance(value, Path):
-        return _toml_string(str(value))
+        return toml_string(str(value))
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v, dotted) for v in value) + "]"
     raise TypeError(f"{dotted}: cannot write {type(value).__name__} as TOML")
@@ -275,7 +275,8 @@ _ESCAPES = {
 }
 
 
-def _toml_string(text: str) -> str:
+def toml_string(text: str) -> str:
+    """A TOML basic string for ``text`` (quotes, backslashes and controls escaped)."""
     out = ['"']
     for ch in text:
         if ch in _ESCAPES:

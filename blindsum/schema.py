@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from blindsum.config import toml_string
 from blindsum.errors import BlindsumError, ConfigError, InvalidArgument
 from blindsum.types import U64Vector
 
@@ -114,19 +115,6 @@ def _safe_key(key: object) -> str:
         return key
     text = repr(key)
     return text[:66] + "..." if len(text) > 69 else text
-
-
-def _toml_str(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def _is_int(value: object) -> bool:
@@ -473,7 +461,7 @@ class Schema:
             if isinstance(v, bool):
                 return "true" if v else "false"
             if isinstance(v, str):
-                return _toml_str(v)
+                return toml_string(v)
             if isinstance(v, int):
                 return str(v)
             if isinstance(v, float):

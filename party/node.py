@@ -25,12 +25,12 @@ from google.protobuf.message import Message
 
 from blindsum import codec
 from blindsum.bundle import Bundle
-from blindsum.crypto.he import BfvParams, BfvPublicContext, to_centred
+from blindsum.crypto.he import to_centred
 from blindsum.crypto.sign import VerifyKey
 from blindsum.errors import BlindsumError, FailedPrecondition, InvalidArgument, Unavailable
 from blindsum.log import get_logger
 from blindsum.model import Mode, Phase, RoundState, RoundView
-from blindsum.protocol.he import context_transcript, make_receipt
+from blindsum.protocol.he import make_receipt
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
 from blindsum.schema import Schema
@@ -368,15 +368,10 @@ class PartyNode:
         if view.state is RoundState.OPEN and view.phase is Phase.COLLECT:
 
             async def build() -> Message:
-                ctx = await self.client.call("GetPublicContext", common_pb2.RoundRef(round_id=rid))
-                custodian_key.verify(ctx.signature, context_transcript(ctx.context))
-                public = BfvPublicContext.from_bytes(
-                    ctx.context,
-                    expected=BfvParams(
-                        poly_modulus_degree=ctx.poly_modulus_degree,
-                        plain_modulus=ctx.plain_modulus,
-                    ),
-                )
+                msg = await self.client.call("GetPublicContext", common_pb2.RoundRef(round_id=rid))
+                signed = codec.public_context_from_pb(msg)
+                signed.verify(custodian_key)  # pinned in the bundle: the aggregator cannot swap it
+                public = signed.open()
                 chunks = public.encrypt(to_centred(vector))
                 signature = make_receipt(
                     identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks

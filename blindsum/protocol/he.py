@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from blindsum.crypto.encoding import encode_parts, format_dst
-from blindsum.crypto.he import MAX_CHUNK_BYTES, MAX_CHUNKS, BfvPublicContext
+from blindsum.crypto.he import MAX_CHUNK_BYTES, MAX_CHUNKS, BfvParams, BfvPublicContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import (
     AlreadyExists,
@@ -121,6 +121,23 @@ def context_transcript(context_bytes: bytes) -> bytes:
     if not isinstance(context_bytes, bytes) or not context_bytes:
         raise InvalidArgument("must be non-empty bytes", field="context")
     return format_dst("he/context", hashlib.sha256(context_bytes).digest())
+
+
+@dataclass(frozen=True)
+class SignedPublicContext:
+    """The custodian's public BFV context and its signature over ``context_transcript``."""
+
+    context: bytes
+    signature: bytes
+    params: BfvParams
+
+    def verify(self, custodian_key: VerifyKey) -> None:
+        """Raise InvalidSignature unless the pinned custodian key signed this context."""
+        custodian_key.verify(self.signature, context_transcript(self.context))
+
+    def open(self) -> BfvPublicContext:
+        """Parse the context (size-checked) and check it carries the signed parameters."""
+        return BfvPublicContext.from_bytes(self.context, expected=self.params)
 
 
 def result_transcript(round_id: str, schema_id: str, values: Sequence[int]) -> bytes:
