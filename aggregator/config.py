@@ -66,12 +66,37 @@ class RoundsSection:
 
 
 @dataclass(frozen=True)
+class ReleaseSection:
+    """Differential privacy, budget, SLOs: see docs/THREAT_MODEL.md and README."""
+
+    #: DP for rounds opened without --dp: "off", "central" or "distributed".
+    dp: str = "central"
+    #: zCDP rho one release costs by default (per round, unit: one customer).
+    rho: float = 0.5
+    #: zCDP budget per campaign and window; a release that would exceed it is refused.
+    budget_rho: float = 2.0
+    #: Ledger window: "week" (ISO week of the round's opening, UTC), "month" or "all".
+    window: str = "week"
+    #: delta of the (epsilon, delta) conversion printed in reports.
+    delta: float = 1e-6
+    #: Confidence level of the reported intervals and of the flag tests.
+    confidence: float = 0.95
+    #: Service-level objectives; a negative value disables one.
+    slo_escalation_rate_max_pct: float = 15.0
+    slo_resolution_p90_max_hours: float = 72.0
+    slo_csat_mean_min: float = 3.5
+    #: Earlier releases of a campaign used for trends and movement flags.
+    history: int = 8
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     server: ServerSection = field(default_factory=ServerSection)
     store: StoreSection = field(default_factory=StoreSection)
     tls: TlsSection = field(default_factory=TlsSection)
     custodian: CustodianSection = field(default_factory=CustodianSection)
     rounds: RoundsSection = field(default_factory=RoundsSection)
+    release: ReleaseSection = field(default_factory=ReleaseSection)
     log_level: str = "INFO"
 
 

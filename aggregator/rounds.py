@@ -13,18 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from aggregator.release import build_report
-from aggregator.store import RoundRecord, Store, now_ms
-from blindsum import codec
+from aggregator.release import (
+    BudgetExhausted,
+    ReleaseInput,
+    ReleasePolicy,
+    build_report,
+    noise_plan,
+    release_rho,
+)
+from aggregator.store import LedgerEntry, RoundRecord, Store, now_ms
+from blindsum import codec, reportdoc
 from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvPublicContext
 from blindsum.crypto.sign import VerifyKey
+from blindsum.dp.plan import noise_bound
 from blindsum.errors import (
     Aborted,
     AlreadyExists,
@@ -38,6 +47,8 @@ from blindsum.errors import (
 from blindsum.log import get_logger
 from blindsum.model import (
     PHASES,
+    DpMode,
+    DpSpec,
     Mode,
     OpenRoundSpec,
     Phase,
@@ -76,6 +87,7 @@ class RoundSettings:
     max_parties: int = 10_000
     max_vector_length: int = 1 << 20
     default_min_contributors: int = 3
+    release: ReleasePolicy = field(default_factory=ReleasePolicy)
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,16 @@ def _digest(*parts: bytes | str | int) -> str:
 
 def _new_round_id() -> str:
     return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+def _dp_of(rec: RoundRecord) -> DpSpec:
+    return DpSpec(
+        mode=DpMode(rec.dp_mode),
+        rho=rec.dp_rho,
+        expected_parties=rec.dp_expected_parties,
+        campaign=rec.dp_campaign,
+        window=rec.dp_window,
+    )
 
 
 def _signed(vector: U64Vector) -> list[int]:
@@ -235,6 +257,7 @@ class RoundManager:
             masked=masked,
             unmasked=unmasked,
             consistent=consistent,
+            dp=_dp_of(rec),
         )
 
     def list_rounds(self, *, party: str | None = None, only_open: bool = False) -> list[RoundView]:
@@ -251,15 +274,21 @@ class RoundManager:
             raise FailedPrecondition(
                 f"round {round_id!r} has not completed (phase {rec.phase})", field="round_id"
             )
-        from blindsum.rpc.v1 import report_pb2  # noqa: PLC0415 - keeps the hot path imports small
-
-        msg = report_pb2.Report()
         data = self.store.release(round_id)
         try:
-            msg.ParseFromString(data)
-        except Exception as exc:  # protobuf raises DecodeError and friends
-            raise BlindsumError(f"stored release for round {round_id!r} is corrupt") from exc
-        return codec.report_from_pb(msg)
+            return reportdoc.decode(data, field="stored release")
+        except InvalidArgument as exc:
+            raise BlindsumError(f"stored release for round {round_id!r} is corrupt: {exc}") from exc
+
+    def _previous_reports(self, campaign: str, limit: int) -> list[Report]:
+        """The campaign's latest releases; a corrupt one is skipped with a warning."""
+        reports = []
+        for round_id, data in self.store.campaign_releases(campaign, limit):
+            try:
+                reports.append(reportdoc.decode(data, field="stored release"))
+            except InvalidArgument as exc:
+                log.warning("corrupt_release_skipped", round_id=round_id, exc=exc)
+        return reports
 
     # -- admin ----------------------------------------------------------------
 
@@ -298,6 +327,20 @@ class RoundManager:
                 f"{n} parties exceed the schema's max_parties {schema.max_parties}",
                 field="parties",
             )
+        now = self._clock_ms()
+        dp = self.settings.release.resolve(spec.dp, schema, n, now)
+        plan = noise_plan(schema, dp)
+        bound = noise_bound(plan)
+        if dp.mode is DpMode.DISTRIBUTED:
+            # The bound assumes expected_parties draws; every invited party may add one.
+            bound *= math.ceil(math.sqrt(n / dp.expected_parties))
+        # Refuse early what the release would refuse anyway; the release checks again
+        # because concurrent rounds may spend the same window.
+        self.settings.release.check_budget(
+            dp,
+            release_rho(plan, dp, dp.expected_parties)[0],
+            self.store.ledger_spent(dp.campaign, dp.window),
+        )
         if spec.mode is Mode.SECAGG:
             if n < 2:
                 raise InvalidArgument("secagg needs at least 2 parties", field="parties")
@@ -311,7 +354,7 @@ class RoundManager:
                     "different lists can never both reach t",
                     field="threshold",
                 )
-            schema.check_overflow(n, 64)
+            schema.check_overflow(n, 64, noise_bound=bound)
             # SecAggConfig enforces 2 <= t <= holders and 2t > holders (consistency check).
             SecAggConfig(
                 round_id="validate",
@@ -327,10 +370,9 @@ class RoundManager:
             threshold = spec.threshold or k
             if not 1 <= threshold <= n:
                 raise InvalidArgument(f"must be between 1 and {n}", field="threshold")
-            schema.check_overflow_mod(n, BfvParams().plain_modulus)
+            schema.check_overflow_mod(n, BfvParams().plain_modulus, noise_bound=bound)
             first = Phase.COLLECT
         timeout = spec.phase_timeout_s or self.settings.default_phase_timeout_s
-        now = self._clock_ms()
         rec = RoundRecord(
             round_id=codec.check_round_id(spec.round_id) if spec.round_id else _new_round_id(),
             mode=spec.mode.value,
@@ -347,6 +389,11 @@ class RoundManager:
             abort_reason="",
             created_ms=now,
             updated_ms=now,
+            dp_mode=dp.mode.value,
+            dp_rho=dp.rho,
+            dp_expected_parties=dp.expected_parties,
+            dp_campaign=dp.campaign,
+            dp_window=dp.window,
         )
         with self.store.transaction():
             self.store.create_round(rec)
@@ -358,6 +405,10 @@ class RoundManager:
                 threshold=threshold,
                 min_contributors=k,
                 schema_id=rec.schema_id,
+                dp_mode=dp.mode.value,
+                dp_rho=dp.rho,
+                campaign=dp.campaign,
+                window=dp.window,
             )
         log.info(
             "round_opened",
@@ -850,29 +901,46 @@ class RoundManager:
 
     def _release(self, rec: RoundRecord, totals: list[int], included: Sequence[str]) -> None:
         schema = self._schema(rec)
-        report = build_report(
-            schema,
-            totals,
+        dp = _dp_of(rec)
+        policy = self.settings.release
+        given = ReleaseInput(
+            schema=schema,
+            totals=totals,
             round_id=rec.round_id,
             mode=Mode(rec.mode),
             min_contributors=rec.min_contributors,
             included_parties=tuple(sorted(included)),
             released_ms=self._clock_ms(),
+            dp=dp,
         )
+        previous = self._previous_reports(dp.campaign, policy.history)
         done = replace(
             rec, state=RoundState.COMPLETE.value, phase=Phase.DONE.value, updated_ms=now_ms()
         )
-        with self.store.transaction():
-            self.store.put_release(rec.round_id, codec.report_to_pb(report).SerializeToString())
-            self.store.update_round(done)
-            self.store.audit(
-                rec.round_id,
-                "round_complete",
-                included=list(report.included_parties),
-                suppressed=[r.region for r in report.regions if r.suppressed],
-            )
-        self._secagg.pop(rec.round_id, None)
-        self._he.pop(rec.round_id, None)
+        try:
+            # One transaction: the budget check, the ledger charge and the release land
+            # together or not at all.
+            with self.store.transaction():
+                spent = self.store.ledger_spent(dp.campaign, dp.window)
+                report = build_report(given, policy, spent_before=spent, previous=previous)
+                self.store.put_release(rec.round_id, reportdoc.encode(report), campaign=dp.campaign)
+                if dp.mode is not DpMode.OFF:
+                    self.store.ledger_charge(
+                        LedgerEntry(dp.campaign, dp.window, rec.round_id, report.dp.rho, now_ms())
+                    )
+                self.store.update_round(done)
+                self.store.audit(
+                    rec.round_id,
+                    "round_complete",
+                    included=list(report.included_parties),
+                    suppressed=[r.region for r in report.regions if r.suppressed],
+                    dp_mode=dp.mode.value,
+                    rho=report.dp.rho,
+                    flags=sum(len(r.flags) for r in report.regions),
+                )
+        except BudgetExhausted as exc:
+            self._abort(rec, f"release refused: {exc}")
+            return
         log.info(
             "round_complete",
             round_id=rec.round_id,

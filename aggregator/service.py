@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import grpc
 
 from aggregator import config as cfgmod
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
+from aggregator.release import policy_from_config
 from aggregator.rounds import Ack, CustodianClient, RoundManager, RoundSettings
 from aggregator.store import Store, open_store
 from blindsum import codec
@@ -361,6 +363,7 @@ async def start_aggregator(
             max_parties=cfg.rounds.max_parties,
             max_vector_length=cfg.rounds.max_vector_length,
             default_min_contributors=cfg.rounds.default_min_contributors,
+            release=policy_from_config(**dataclasses.asdict(cfg.release)),
         ),
         custodian=custodian_client,
     )

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from blindsum.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def now_ms() -> int:
@@ -50,6 +50,12 @@ class RoundRecord:
     abort_reason: str
     created_ms: int
     updated_ms: int
+    # Differential privacy declared at open (DpSpec); "off" with rho 0 when disabled.
+    dp_mode: str = "off"
+    dp_rho: float = 0.0
+    dp_expected_parties: int = 0
+    dp_campaign: str = ""
+    dp_window: str = ""
 
     def with_phase(self, phase: str, deadline_ms: int) -> RoundRecord:
         return replace(self, phase=phase, phase_deadline_ms=deadline_ms, updated_ms=now_ms())
@@ -91,7 +97,10 @@ _DDL = [
         threshold INTEGER NOT NULL, min_contributors INTEGER NOT NULL,
         graph_degree INTEGER NOT NULL,
         phase_timeout_s INTEGER NOT NULL, phase_deadline_ms BIGINT NOT NULL,
-        abort_reason TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)""",
+        abort_reason TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL,
+        dp_mode TEXT NOT NULL DEFAULT 'off', dp_rho {double} NOT NULL DEFAULT 0,
+        dp_expected_parties INTEGER NOT NULL DEFAULT 0,
+        dp_campaign TEXT NOT NULL DEFAULT '', dp_window TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS submissions (
         round_id TEXT NOT NULL, phase TEXT NOT NULL, party TEXT NOT NULL,
         digest TEXT NOT NULL, payload {blob}, created_ms BIGINT NOT NULL,
@@ -100,17 +109,44 @@ _DDL = [
         round_id TEXT PRIMARY KEY, data {blob} NOT NULL, parties_json TEXT NOT NULL,
         updated_ms BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS releases (
-        round_id TEXT PRIMARY KEY, report {blob} NOT NULL, created_ms BIGINT NOT NULL)""",
+        round_id TEXT PRIMARY KEY, report {blob} NOT NULL, created_ms BIGINT NOT NULL,
+        campaign TEXT NOT NULL DEFAULT '')""",
+    """CREATE TABLE IF NOT EXISTS dp_ledger (
+        campaign TEXT NOT NULL, dp_window TEXT NOT NULL, round_id TEXT NOT NULL,
+        rho {double} NOT NULL, charged_ms BIGINT NOT NULL,
+        PRIMARY KEY (campaign, dp_window, round_id))""",
     """CREATE TABLE IF NOT EXISTS audit (
         id {autoinc}, ts_ms BIGINT NOT NULL, round_id TEXT NOT NULL,
         event TEXT NOT NULL, detail_json TEXT NOT NULL)""",
 ]
 
+#: Schema version 1 -> 2 added differential privacy: the round's DP columns, the
+#: release's campaign and the budget ledger. Run in order on a version-1 store.
+_MIGRATE_1_TO_2 = [
+    "ALTER TABLE rounds ADD COLUMN dp_mode TEXT NOT NULL DEFAULT 'off'",
+    "ALTER TABLE rounds ADD COLUMN dp_rho {double} NOT NULL DEFAULT 0",
+    "ALTER TABLE rounds ADD COLUMN dp_expected_parties INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE rounds ADD COLUMN dp_campaign TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE rounds ADD COLUMN dp_window TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE releases ADD COLUMN campaign TEXT NOT NULL DEFAULT ''",
+]
+
 _ROUND_COLUMNS = (
     "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
     "min_contributors, graph_degree, phase_timeout_s, phase_deadline_ms, abort_reason, "
-    "created_ms, updated_ms"
+    "created_ms, updated_ms, dp_mode, dp_rho, dp_expected_parties, dp_campaign, dp_window"
 )
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One release's zCDP charge against a campaign's window."""
+
+    campaign: str
+    window: str
+    round_id: str
+    rho: float
+    charged_ms: int
 
 
 def _round_from_row(row: Sequence[Any]) -> RoundRecord:
@@ -130,6 +166,11 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
         abort_reason=row[12],
         created_ms=int(row[13]),
         updated_ms=int(row[14]),
+        dp_mode=row[15],
+        dp_rho=float(row[16]),
+        dp_expected_parties=int(row[17]),
+        dp_campaign=row[18],
+        dp_window=row[19],
     )
 
 
@@ -150,6 +191,11 @@ def _round_params(r: RoundRecord) -> tuple[Any, ...]:
         r.abort_reason,
         r.created_ms,
         r.updated_ms,
+        r.dp_mode,
+        r.dp_rho,
+        r.dp_expected_parties,
+        r.dp_campaign,
+        r.dp_window,
     )
 
 
@@ -164,6 +210,7 @@ class Store:
     placeholder = "?"
     blob = "BLOB"
     autoinc = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    double = "REAL"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -207,10 +254,20 @@ class Store:
                 self._commit()
 
     def migrate(self) -> None:
+        types = {"blob": self.blob, "autoinc": self.autoinc, "double": self.double}
         with self.transaction():
+            row = None
+            if self._has_table("meta"):
+                row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) == 1:
+                for ddl in _MIGRATE_1_TO_2:
+                    self._exec(ddl.format(**types))
+                self._exec(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
+                row = (str(SCHEMA_VERSION),)
             for ddl in _DDL:
-                self._exec(ddl.format(blob=self.blob, autoinc=self.autoinc))
-            row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                self._exec(ddl.format(**types))
             if row is None:
                 self._exec(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -221,6 +278,16 @@ class Store:
                     f"store schema version {row[0]} is not supported (expected {SCHEMA_VERSION})",
                     field="store",
                 )
+
+    def _has_table(self, name: str) -> bool:
+        if isinstance(self, PostgresStore):
+            sql = (
+                "SELECT 1 FROM information_schema.tables "
+                "WHERE table_name = ? AND table_schema = current_schema()"
+            )
+        else:
+            sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._exec(sql, (name,)).fetchone() is not None
 
     # -- parties ------------------------------------------------------------
     def enroll(self, name: str, identity_cert_pem: bytes) -> None:
@@ -370,14 +437,58 @@ class Store:
         return bytes(row[0]), list(json.loads(row[1]))
 
     # -- releases -----------------------------------------------------------
-    def put_release(self, round_id: str, report: bytes) -> None:
+    def put_release(self, round_id: str, report: bytes, *, campaign: str = "") -> None:
         with self.transaction():
             if self._exec("SELECT 1 FROM releases WHERE round_id = ?", (round_id,)).fetchone():
                 raise AlreadyExists(f"round {round_id!r} was already released", field="round_id")
             self._exec(
-                "INSERT INTO releases (round_id, report, created_ms) VALUES (?, ?, ?)",
-                (round_id, report, now_ms()),
+                "INSERT INTO releases (round_id, report, created_ms, campaign) VALUES (?, ?, ?, ?)",
+                (round_id, report, now_ms(), campaign),
             )
+
+    def campaign_releases(self, campaign: str, limit: int) -> list[tuple[str, bytes]]:
+        """The campaign's most recent releases, newest first: (round id, stored report)."""
+        rows = self._exec(
+            "SELECT round_id, report FROM releases WHERE campaign = ? "
+            "ORDER BY created_ms DESC, round_id DESC LIMIT ?",
+            (campaign, limit),
+        ).fetchall()
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    # -- privacy budget -----------------------------------------------------
+    def ledger_spent(self, campaign: str, window: str) -> float:
+        """Total zCDP rho charged to ``campaign`` in ``window`` so far."""
+        row = self._exec(
+            "SELECT COALESCE(SUM(rho), 0) FROM dp_ledger WHERE campaign = ? AND dp_window = ?",
+            (campaign, window),
+        ).fetchone()
+        return float(row[0])
+
+    def ledger_charge(self, entry: LedgerEntry) -> None:
+        """Record one release's charge. Callers check the budget in the same transaction."""
+        with self.transaction():
+            if self._exec(
+                "SELECT 1 FROM dp_ledger WHERE campaign = ? AND dp_window = ? AND round_id = ?",
+                (entry.campaign, entry.window, entry.round_id),
+            ).fetchone():
+                raise AlreadyExists(
+                    f"round {entry.round_id!r} was already charged to {entry.window!r}",
+                    field="round_id",
+                )
+            self._exec(
+                "INSERT INTO dp_ledger (campaign, dp_window, round_id, rho, charged_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry.campaign, entry.window, entry.round_id, entry.rho, entry.charged_ms),
+            )
+
+    def ledger(self, campaign: str | None = None) -> list[LedgerEntry]:
+        sql = "SELECT campaign, dp_window, round_id, rho, charged_ms FROM dp_ledger"
+        params: tuple[Any, ...] = ()
+        if campaign is not None:
+            sql += " WHERE campaign = ?"
+            params = (campaign,)
+        rows = self._exec(sql + " ORDER BY charged_ms, round_id", params).fetchall()
+        return [LedgerEntry(r[0], r[1], r[2], float(r[3]), int(r[4])) for r in rows]
 
     def release(self, round_id: str) -> bytes:
         row = self._exec("SELECT report FROM releases WHERE round_id = ?", (round_id,)).fetchone()
@@ -446,6 +557,7 @@ class PostgresStore(Store):
     placeholder = "%s"
     blob = "BYTEA"
     autoinc = "BIGSERIAL PRIMARY KEY"
+    double = "DOUBLE PRECISION"
 
     def __init__(self, url: str) -> None:
         super().__init__()

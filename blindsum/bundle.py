@@ -37,6 +37,10 @@ class PartyConfig:
     poll_interval_s: float = 0.2
     rpc_timeout_s: float = 30.0
     max_attempts: int = 8
+    #: Privacy policy checked against every round (party/privacy.py): the weakest DP
+    #: mode accepted ("off", "central", "distributed") and the largest rho (0: no cap).
+    min_dp: str = "off"
+    max_rho: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -22,9 +20,10 @@ import grpc
 from blindsum import __version__, codec, log
 from blindsum.bundle import load_bundle
 from blindsum.errors import BlindsumError, ErrorCode, InvalidArgument
-from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundView
+from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, Phase, Report, RoundView
 from blindsum.rpc.v1 import admin_pb2, admin_pb2_grpc, common_pb2, report_pb2_grpc
 from blindsum.schema import Schema, load_metrics_file
+from blindsum.tables import text_table
 from blindsum.transport.errors import error_from_rpc
 from blindsum.transport.pki import KeyAndCert
 from blindsum.transport.tls import secure_channel
@@ -109,76 +108,6 @@ def format_status(view: RoundView) -> str:
     return "\n".join(lines)
 
 
-def report_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Slots as rows, regions as columns; suppressed regions show '-'."""
-    header = ["slot", *[r.region for r in report.regions]]
-    rows = [
-        [
-            "contributors",
-            *[
-                f"<{report.min_contributors}" if r.suppressed else str(r.contributors)
-                for r in report.regions
-            ],
-        ]
-    ]
-    slots: list[str] = []
-    for region in report.regions:
-        for cell in region.cells:
-            if cell.slot not in slots:
-                slots.append(cell.slot)
-    for slot in slots:
-        row = [slot]
-        for region in report.regions:
-            values = {c.slot: c.display for c in region.cells}
-            row.append("suppressed" if region.suppressed else str(values.get(slot, "")))
-        rows.append(row)
-    return header, rows
-
-
-def format_report(report: Report, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(report_json(report), indent=2) + "\n"
-    header, rows = report_rows(report)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(header)
-        writer.writerows(rows)
-        return buf.getvalue()
-    title = (
-        f"round {report.round_id} ({report.mode.value}), schema {report.schema_id[:12]}, "
-        f"{len(report.included_parties)} parties included, k = {report.min_contributors}"
-    )
-    return title + "\n" + text_table(header, rows)
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned columns separated by two spaces, one line per row."""
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
-    return "\n".join(line.rstrip() for line in lines) + "\n"
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    return {
-        "round_id": report.round_id,
-        "schema_id": report.schema_id,
-        "mode": report.mode.value,
-        "min_contributors": report.min_contributors,
-        "included_parties": list(report.included_parties),
-        "released_unix_ms": report.released_ms,
-        "regions": [
-            {
-                "region": r.region,
-                "suppressed": r.suppressed,
-                "contributors": None if r.suppressed else r.contributors,
-                "cells": {c.slot: c.display for c in r.cells},
-            }
-            for r in report.regions
-        ],
-    }
-
-
 # -- commands ---------------------------------------------------------------------
 
 
@@ -244,6 +173,24 @@ def _parties(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _dp_spec(args: argparse.Namespace) -> DpSpec | None:
+    """DP parameters from the command line; None leaves all of them to the aggregator."""
+    given = (args.rho, args.expected_parties, args.campaign, args.window)
+    if args.dp is None and not any(given):
+        return None
+    if args.dp is None:
+        raise InvalidArgument(
+            "--rho/--expected-parties/--campaign/--window need --dp", field="--dp"
+        )
+    return DpSpec(
+        mode=DpMode(args.dp),
+        rho=args.rho or 0.0,
+        expected_parties=args.expected_parties or 0,
+        campaign=args.campaign or "",
+        window=args.window or "",
+    )
+
+
 async def _open_round(args: argparse.Namespace) -> int:
     spec = OpenRoundSpec(
         mode=Mode(args.mode),
@@ -253,6 +200,7 @@ async def _open_round(args: argparse.Namespace) -> int:
         phase_timeout_s=args.phase_timeout,
         schema_toml=args.schema.read_text() if args.schema else "",
         round_id=args.round_id or "",
+        dp=_dp_spec(args),
     )
     info = await _admin_call(args.dir, "OpenRound", codec.open_round_to_pb(spec))
     view = codec.round_view_from_pb(info)
@@ -327,13 +275,19 @@ def cmd_report_show(args: argparse.Namespace) -> int:
         report = manager.report(args.round)
     finally:
         manager.store.close()
-    text = format_report(report, args.format)
-    if args.output:
-        args.output.write_text(text)
-        print(f"wrote {args.output}")
+    _write_report(report, args.format, args.output)
+    return 0
+
+
+def _write_report(report: Report, fmt: str, output: Path | None) -> None:
+    from aggregator.report import render  # noqa: PLC0415
+
+    text = render(report, fmt)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        print(f"wrote {output}")
     else:
         sys.stdout.write(text)
-    return 0
 
 
 async def _fetch_report(args: argparse.Namespace) -> Report:
@@ -356,7 +310,7 @@ async def _fetch_report(args: argparse.Namespace) -> Report:
 
 def cmd_report_fetch(args: argparse.Namespace) -> int:
     report = asyncio.run(_fetch_report(args))
-    sys.stdout.write(format_report(report, args.format))
+    _write_report(report, args.format, args.output)
     return 0
 
 
@@ -640,6 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--phase-timeout", type=int, default=0, help="seconds per phase")
     s.add_argument("--schema", type=Path, help="campaign schema TOML (default: built-in)")
     s.add_argument("--round-id")
+    s.add_argument(
+        "--dp",
+        choices=["off", "central", "distributed"],
+        help="differential privacy for this round (default: [release] dp in aggregator.toml)",
+    )
+    s.add_argument("--rho", type=float, help="zCDP rho of this release (default: [release] rho)")
+    s.add_argument("--expected-parties", type=int, help="distributed DP: parties sharing the noise")
+    s.add_argument("--campaign", help="budget ledger campaign (default: the schema's name)")
+    s.add_argument("--window", help="budget ledger window (default: this ISO week, e.g. 2026-W47)")
     s.add_argument("--wait", action="store_true", help="follow the round until it closes")
     s.set_defaults(func=cmd_open_round)
 
@@ -724,14 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = rep.add_parser("show", help="read a released report from the aggregator directory")
     s.add_argument("dir", type=Path)
     s.add_argument("round")
-    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    s.add_argument("-o", "--output", type=Path)
+    s.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    s.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     s.set_defaults(func=cmd_report_show)
     s = rep.add_parser("fetch", help="fetch a report over gRPC with a reader bundle")
     s.add_argument("round")
     s.add_argument("--bundle", type=Path, required=True)
     s.add_argument("--aggregator")
-    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    s.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    s.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     s.set_defaults(func=cmd_report_fetch)
 
     s = sub.add_parser("demo", help="run a local demo: aggregator, custodian and party processes")

@@ -11,15 +11,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from blindsum import reportdoc
 from blindsum.crypto.he import BfvParams
 from blindsum.crypto.shamir import SHARE_BYTES
 from blindsum.errors import InvalidArgument
 from blindsum.model import (
-    Cell,
+    DpMode,
+    DpSpec,
     Mode,
     OpenRoundSpec,
     Phase,
-    RegionResult,
     Report,
     RoundState,
     RoundView,
@@ -31,6 +32,12 @@ from blindsum.types import U64Vector
 
 _MODE_TO_PB = {Mode.SECAGG: common_pb2.MODE_SECAGG, Mode.HE: common_pb2.MODE_HE}
 _MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
+_DP_MODE_TO_PB = {
+    DpMode.OFF: common_pb2.DP_MODE_OFF,
+    DpMode.CENTRAL: common_pb2.DP_MODE_CENTRAL,
+    DpMode.DISTRIBUTED: common_pb2.DP_MODE_DISTRIBUTED,
+}
+_DP_MODE_FROM_PB = {v: k for k, v in _DP_MODE_TO_PB.items()}
 _STATE_TO_PB = {
     RoundState.OPEN: common_pb2.ROUND_STATE_OPEN,
     RoundState.COMPLETE: common_pb2.ROUND_STATE_COMPLETE,
@@ -80,6 +87,30 @@ def check_round_id(round_id: str, *, field: str = "round_id") -> str:
 # -- rounds -----------------------------------------------------------------
 
 
+def dp_to_pb(spec: DpSpec) -> common_pb2.DpParams:
+    return common_pb2.DpParams(
+        mode=_DP_MODE_TO_PB[spec.mode],
+        rho=spec.rho,
+        expected_parties=spec.expected_parties,
+        campaign=spec.campaign,
+        window=spec.window,
+    )
+
+
+def dp_from_pb(msg: common_pb2.DpParams, *, field: str = "dp") -> DpSpec:
+    try:
+        mode = _DP_MODE_FROM_PB[msg.mode]
+    except KeyError:
+        raise InvalidArgument(f"unknown DP mode {msg.mode}", field=f"{field}.mode") from None
+    return DpSpec(
+        mode=mode,
+        rho=msg.rho,
+        expected_parties=msg.expected_parties,
+        campaign=msg.campaign,
+        window=msg.window,
+    )
+
+
 def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
     return common_pb2.RoundInfo(
         round_id=view.round_id,
@@ -102,6 +133,7 @@ def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
         masked=list(view.masked),
         unmasked=list(view.unmasked),
         consistent=list(view.consistent),
+        dp=dp_to_pb(view.dp),
     )
 
 
@@ -132,6 +164,7 @@ def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
         masked=tuple(info.masked),
         unmasked=tuple(info.unmasked),
         consistent=tuple(info.consistent),
+        dp=dp_from_pb(info.dp, field="RoundInfo.dp") if info.HasField("dp") else DpSpec(),
     )
 
 
@@ -144,6 +177,7 @@ def open_round_to_pb(spec: OpenRoundSpec) -> admin_pb2.OpenRoundRequest:
         phase_timeout_seconds=spec.phase_timeout_s,
         schema_toml=spec.schema_toml,
         round_id=spec.round_id,
+        dp=None if spec.dp is None else dp_to_pb(spec.dp),
     )
 
 
@@ -158,6 +192,7 @@ def open_round_from_pb(req: admin_pb2.OpenRoundRequest) -> OpenRoundSpec:
         phase_timeout_s=req.phase_timeout_seconds,
         schema_toml=req.schema_toml,
         round_id=req.round_id,
+        dp=dp_from_pb(req.dp) if req.HasField("dp") else None,
     )
 
 
@@ -321,37 +356,16 @@ def report_to_pb(report: Report) -> report_pb2.Report:
     return report_pb2.Report(
         round_id=report.round_id,
         schema_id=report.schema_id,
-        mode=_MODE_TO_PB[report.mode],
-        regions=[
-            report_pb2.RegionResult(
-                region=r.region,
-                suppressed=r.suppressed,
-                contributors=r.contributors,
-                cells=[report_pb2.Cell(slot=c.slot, value=c.value, scale=c.scale) for c in r.cells],
-            )
-            for r in report.regions
-        ],
-        min_contributors=report.min_contributors,
-        included_parties=list(report.included_parties),
-        released_unix_ms=report.released_ms,
+        document=reportdoc.encode(report),
     )
 
 
 def report_from_pb(msg: report_pb2.Report) -> Report:
-    return Report(
-        round_id=msg.round_id,
-        schema_id=msg.schema_id,
-        mode=mode_from_pb(msg.mode),
-        regions=tuple(
-            RegionResult(
-                region=r.region,
-                suppressed=r.suppressed,
-                contributors=r.contributors,
-                cells=tuple(Cell(c.slot, c.value, c.scale or 1) for c in r.cells),
-            )
-            for r in msg.regions
-        ),
-        min_contributors=msg.min_contributors,
-        included_parties=tuple(msg.included_parties),
-        released_ms=msg.released_unix_ms,
-    )
+    """Decode a fetched report: the document is size-checked and validated strictly, and
+    must describe the round the envelope names."""
+    report = reportdoc.decode(msg.document, field="Report.document")
+    if report.round_id != msg.round_id or report.schema_id != msg.schema_id:
+        raise InvalidArgument(
+            "document describes another round or schema than the message", field="Report"
+        )
+    return report

@@ -5,10 +5,14 @@ writes each party a synthetic ticket export (with PII in the free text), starts
 ``blindsum aggregator serve`` (with the embedded custodian) and one
 ``blindsum party submit --tickets`` process per party, which runs the whole
 pipeline (ingest -> anonymize -> metrics -> protect), and
-runs a secagg round in which ``--drop`` parties vanish after the share phase,
-then an he round. It prints the released per-region table and checks it
-against the plaintext sum of the included parties' vectors, which the demo
-recomputes from the exports it wrote, for its own check only.
+runs two weekly rounds: last week's, healthy, as a secagg round with distributed
+DP in which ``--drop`` parties vanish after the share phase; then this week's, with
+a service incident injected in EMEA, as an he round with central DP. It prints each
+released report with its flags, writes the last one to ``report.html``, and checks
+every released number against the plaintext sum of the included parties' vectors
+(which the demo recomputes from the exports it wrote, for its own check only):
+exact for contributor counts, within 6 noise standard deviations for the noisy
+cells. It also checks that the incident is flagged and the healthy regions are not.
 
 Like ``cli``, this module is a composition root and may import both roles.
 """
@@ -32,19 +36,25 @@ from typing import Any
 import numpy as np
 
 from aggregator.admin import enroll, init
+from aggregator.report import render
 from aggregator.service import ADDRESS_FILE
-from blindsum import codec
-from blindsum.cli import _admin_channel, format_report, report_json
+from blindsum import codec, reportdoc
+from blindsum.cli import _admin_channel
 from blindsum.errors import BlindsumError, Unavailable
-from blindsum.model import Mode, OpenRoundSpec, Report
+from blindsum.model import Cell, DpMode, DpSpec, Mode, OpenRoundSpec, Report, Severity
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
-from blindsum.schema import Schema
+from blindsum.schema import MetricKind, Schema
 from blindsum.types import U64Vector
 from party.pipeline import TicketSource, compute, default_secret_path
 from party.synthetic import TeamProfile, generate_rows, write_rows
 
-#: The demo's week of tickets (fixed, so runs are comparable).
-DEMO_WEEK = dt.date(2026, 11, 16)
+#: The demo's two weeks of tickets (fixed, so runs are comparable): a healthy week,
+#: then a week with a service incident in EMEA. Their ISO weeks are the ledger windows.
+DEMO_WEEKS = (dt.date(2026, 11, 9), dt.date(2026, 11, 16))
+INCIDENT_REGION = "EMEA"
+#: A released cell further than this many noise sds from the plaintext sum fails the
+#: check; a correct release does so with probability ~2e-9 per cell.
+CHECK_SDS = 6.0
 
 TEAM_NAMES = ("team-alpha", "team-beta", "team-gamma", "team-delta", "team-epsilon")
 
@@ -59,22 +69,32 @@ class RoundResult:
     report: Report | None
     matches_plaintext: bool
     abort_reason: str = ""
+    week: str = ""
+    incident: bool = False
+    flags_ok: bool = True
 
 
 def team_names(n: int) -> list[str]:
     return [TEAM_NAMES[i] if i < len(TEAM_NAMES) else f"team-{i + 1:03d}" for i in range(n)]
 
 
-def team_profile(name: str, index: int) -> TeamProfile:
+def team_profile(name: str, index: int, *, incident: bool = False) -> TeamProfile:
     """Demo team ``index``: only the first two serve the Americas (so k = 3 suppresses
-    it), and the first team has a service failure in EMEA (escalations x3)."""
+    it). In an incident week every team's EMEA queue fails: escalations x4, worse CSAT,
+    longer resolutions (party/synthetic.py)."""
     regions = ("APAC", "EMEA", "Americas") if index < 2 else ("APAC", "EMEA")
     return TeamProfile(
         name=name,
         regions=regions,
         tickets_per_region=120 + 20 * (index % 3),
-        failure_region="EMEA" if index == 0 else None,
+        failure_region=INCIDENT_REGION if incident else None,
+        escalation_multiplier=4.0,
     )
+
+
+def iso_week(day: dt.date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 def _spawn(args: Sequence[str], *, quiet: bool) -> subprocess.Popen[bytes]:
@@ -135,12 +155,12 @@ def party_vector(schema: Schema, tickets: Path, bundle: Path) -> U64Vector:
 
 
 def check_report(schema: Schema, report: Report, vectors: Sequence[U64Vector]) -> bool:
-    """Every released cell and contributor count equals the plaintext sum of ``vectors``."""
+    """Every contributor count equals the plaintext sum of ``vectors``, and every released
+    (or merged) cell is within CHECK_SDS noise sds of it (exactly equal without DP)."""
     total = np.zeros(schema.vector_length, dtype=np.uint64)
     for vector in vectors:
         total += vector
     expected = [int(v) for v in total.view(np.int64)]
-    names = schema.slot_names
     for region in report.regions:
         contributors = expected[schema.contributor_index(region.region)]
         if region.suppressed:
@@ -150,8 +170,34 @@ def check_report(schema: Schema, report: Report, vectors: Sequence[U64Vector]) -
         if region.contributors != contributors:
             return False
         for cell in region.cells:
-            if expected[names.index(f"{region.region}/{cell.slot}")] != cell.value:
+            if cell.value is None:
+                continue
+            truth = sum(expected[i] for i in cell_slots(schema, region.region, cell))
+            if abs(cell.value - truth) > CHECK_SDS * cell.noise_sd:
                 return False
+    return True
+
+
+def cell_slots(schema: Schema, region: str, cell: Cell) -> list[int]:
+    """The vector slots a released cell covers (several for a merged histogram bin)."""
+    metric = schema.metric(cell.metric)
+    if metric.kind is not MetricKind.HISTOGRAM or cell.lo is None or cell.hi is None:
+        return [schema.slot_index(region, metric.name)]
+    edges = metric.edges
+    return [
+        schema.slot_index(region, metric.name, b)
+        for b in range(metric.slots)
+        if cell.lo <= edges[b] and edges[b + 1] <= cell.hi
+    ]
+
+
+def flags_as_expected(report: Report, *, incident: bool) -> bool:
+    """The incident region raises a breach in an incident week; no other region does."""
+    for region in report.regions:
+        breach = any(f.severity is Severity.BREACH for f in region.flags)
+        should = incident and region.region == INCIDENT_REGION
+        if breach != should and not region.suppressed:
+            return False
     return True
 
 
@@ -165,13 +211,32 @@ def _run_round(
     drop: int,
     schema: Schema,
     quiet: bool,
+    week: dt.date,
+    incident: bool,
 ) -> RoundResult:
     names = list(bundles)
     dropped = tuple(names[-drop:]) if drop else ()
-    spec = OpenRoundSpec(mode=mode, parties=tuple(names), min_contributors=3, phase_timeout_s=8)
+    # secagg rounds show distributed DP (the aggregator only sees noisy sums), he rounds
+    # central DP (OpenDP noise at release).
+    dp_mode = DpMode.DISTRIBUTED if mode is Mode.SECAGG else DpMode.CENTRAL
+    spec = OpenRoundSpec(
+        mode=mode,
+        parties=tuple(names),
+        min_contributors=3,
+        phase_timeout_s=8,
+        round_id=f"{iso_week(week)}-{mode.value}",
+        dp=DpSpec(mode=dp_mode, window=iso_week(week)),
+    )
     round_id = asyncio.run(_open(agg_dir, spec))
     if not quiet:
-        print(f"\n== {mode.value} round {round_id}: {len(names)} parties", flush=True)
+        what = f"week of {week.isoformat()}" + (
+            f", service incident in {INCIDENT_REGION}" if incident else ", healthy"
+        )
+        print(
+            f"\n== {mode.value} round {round_id} ({what}): {len(names)} parties, "
+            f"{dp_mode.value} DP",
+            flush=True,
+        )
         if dropped:
             print(f"   {', '.join(dropped)} will drop out after the share phase", flush=True)
     procs = []
@@ -210,6 +275,9 @@ def _run_round(
         report=report,
         matches_plaintext=ok,
         abort_reason=view.abort_reason,
+        week=iso_week(week),
+        incident=incident,
+        flags_ok=report is not None and flags_as_expected(report, incident=incident),
     )
 
 
@@ -232,16 +300,19 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
     say("  created a dev CA, server, admin and custodian certificates, and the SQLite store")
     schema = Schema.default()
     bundles: dict[str, Path] = {}
-    tickets: dict[str, Path] = {}
+    weekly: list[dict[str, Path]] = [{} for _ in DEMO_WEEKS]
     for i, name in enumerate(team_names(parties)):
         bundles[name] = root / "parties" / name
         enroll(agg_dir, name, bundles[name])
-        tickets[name] = root / "parties" / f"{name}.tickets.csv"
-        rows = generate_rows(team_profile(name, i), seed=2026 + i, start=DEMO_WEEK)
-        write_rows(rows, tickets[name])
+        for w, week in enumerate(DEMO_WEEKS):
+            path = root / "parties" / f"{name}.{iso_week(week)}.tickets.csv"
+            profile = team_profile(name, i, incident=w == len(DEMO_WEEKS) - 1)
+            write_rows(generate_rows(profile, seed=2026 + 100 * w + i, start=week), path)
+            weekly[w][name] = path
     say(
-        f"  enrolled {parties} parties and wrote each a synthetic ticket export "
-        "(names, emails and phones in the free text; team-alpha has a service failure in EMEA)"
+        f"  enrolled {parties} parties and wrote each a synthetic ticket export per week "
+        f"(names, emails and phones in the free text; the second week has a service "
+        f"incident in {INCIDENT_REGION})"
     )
     server = _spawn(["aggregator", "serve", str(agg_dir)], quiet=True)
     results: list[RoundResult] = []
@@ -249,16 +320,19 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
         address = _wait_for_address(agg_dir, server, 60)
         say(f"  aggregator and custodian running (aggregator at {address})")
         modes = [Mode.SECAGG, Mode.HE] if mode == "both" else [Mode(mode)]
-        for m in modes:
+        for w, week in enumerate(DEMO_WEEKS):
+            m = modes[w % len(modes)]
             result = _run_round(
                 agg_dir,
                 address,
                 bundles,
-                tickets,
+                weekly[w],
                 mode=m,
                 drop=drop if m is Mode.SECAGG else 0,
                 schema=schema,
                 quiet=quiet,
+                week=week,
+                incident=w == len(DEMO_WEEKS) - 1,
             )
             results.append(result)
             if not quiet:
@@ -269,13 +343,19 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
-    ok = all(r.state == "complete" and r.matches_plaintext for r in results)
+    ok = all(r.state == "complete" and r.matches_plaintext and r.flags_ok for r in results)
+    html_path: Path | None = None
+    last = results[-1].report if results else None
+    if last is not None:
+        html_path = root / "report.html"
+        html_path.write_text(render(last, "html"), encoding="utf-8")
     if as_json:
         print(
             json.dumps(
                 {
                     "workdir": str(root),
                     "ok": ok,
+                    "report_html": str(html_path) if html_path else None,
                     "rounds": [
                         {
                             "mode": r.mode,
@@ -284,8 +364,11 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
                             "abort_reason": r.abort_reason,
                             "included_parties": list(r.included),
                             "dropped_parties": list(r.dropped),
+                            "week": r.week,
+                            "incident": r.incident,
                             "matches_plaintext_sum": r.matches_plaintext,
-                            "report": report_json(r.report) if r.report else None,
+                            "flags_as_expected": r.flags_ok,
+                            "report": reportdoc.to_doc(r.report) if r.report else None,
                         }
                         for r in results
                     ],
@@ -294,6 +377,8 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
             )
         )
     else:
+        if html_path is not None:
+            print(f"\nHTML report of the last round: {html_path}")
         print(f"\n{'all rounds correct' if ok else 'DEMO FAILED'}; files kept in {root}")
     return 0 if ok else 1
 
@@ -303,16 +388,21 @@ def _print_result(result: RoundResult) -> None:
         print(f"round {result.round_id} {result.state}: {result.abort_reason}")
         return
     print()
-    print(format_report(result.report, "table"), end="")
+    print(render(result.report, "table"), end="")
     suppressed = [r.region for r in result.report.regions if r.suppressed]
     if suppressed:
         print(
             f"suppressed (fewer than {result.report.min_contributors} contributing parties): "
             + ", ".join(suppressed)
         )
-    verdict = "equal" if result.matches_plaintext else "DO NOT equal"
+    noisy = result.report.dp.mode is not DpMode.OFF
+    verdict = "match" if result.matches_plaintext else "DO NOT match"
+    how = f"within {CHECK_SDS:g} noise sds of" if noisy else "exactly"
     print(
-        f"check: the released totals {verdict} the plaintext sum of the "
-        f"{len(result.included)} included parties' inputs "
-        f"({', '.join(result.included)})"
+        f"check: the released cells {verdict} ({how}) the plaintext sum of the "
+        f"{len(result.included)} included parties' inputs ({', '.join(result.included)})"
     )
+    expect = (
+        f"{INCIDENT_REGION} flagged, no other region" if result.incident else "no region flagged"
+    )
+    print(f"check: flags {'as expected' if result.flags_ok else 'NOT as expected'} ({expect})")

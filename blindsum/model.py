@@ -62,6 +62,7 @@ class RoundView:
     masked: tuple[str, ...] = ()
     unmasked: tuple[str, ...] = ()
     consistent: tuple[str, ...] = ()
+    dp: DpSpec = field(default_factory=lambda: DpSpec())  # noqa: PLW0108 - defined below
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
@@ -85,6 +86,38 @@ class RoundView:
         return tuple(p for p in expected if p not in done)
 
 
+class DpMode(enum.Enum):
+    """Who adds the differential-privacy noise.
+
+    ``OFF``: nobody; released totals are exact. ``CENTRAL``: the release step adds a
+    discrete Gaussian (OpenDP) to the exact totals, so readers see noise but the
+    aggregator (or custodian) sees exact totals. ``DISTRIBUTED``: each party adds its
+    share of a discrete Gaussian before masking or encrypting, so the aggregator only
+    ever sees noisy sums.
+    """
+
+    OFF = "off"
+    CENTRAL = "central"
+    DISTRIBUTED = "distributed"
+
+
+@dataclass(frozen=True)
+class DpSpec:
+    """The DP parameters a round is opened with; parties see them in the round view.
+
+    ``rho`` is the zCDP target of this round's release (0 when ``mode`` is OFF).
+    ``expected_parties`` is the number of parties over which distributed noise is split
+    (the invited count unless the operator says otherwise). ``campaign`` and ``window``
+    name the budget-ledger account charged by the release.
+    """
+
+    mode: DpMode = DpMode.OFF
+    rho: float = 0.0
+    expected_parties: int = 0
+    campaign: str = ""
+    window: str = ""
+
+
 @dataclass(frozen=True)
 class OpenRoundSpec:
     mode: Mode
@@ -94,19 +127,97 @@ class OpenRoundSpec:
     phase_timeout_s: int = 0
     schema_toml: str = ""
     round_id: str = ""
+    #: None picks the aggregator's configured default.
+    dp: DpSpec | None = None
+
+
+class CellStatus(enum.Enum):
+    RELEASED = "released"
+    #: A histogram bin merged with neighbours because it was below the cell minimum;
+    #: the cell's ``lo``/``hi`` span every bin it absorbed.
+    MERGED = "merged"
+    #: Withheld (value None); see docs/THREAT_MODEL.md for what a reader can infer.
+    SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One released total. ``value`` is exact; sums are fixed point (``value / scale``)."""
+    """One released total.
+
+    ``value`` is the released integer (noisy when DP is on, None when suppressed); sums
+    are fixed point, so the value in the metric's unit is ``value / scale``. ``noise_sd``
+    is the standard deviation of the DP noise in ``value`` units (0 without DP).
+    Histogram bins carry their bounds ``lo``/``hi`` in the metric's unit.
+    """
 
     slot: str
-    value: int
+    value: int | None
     scale: int = 1
+    noise_sd: float = 0.0
+    status: CellStatus = CellStatus.RELEASED
+    metric: str = ""
+    lo: float | None = None
+    hi: float | None = None
 
     @property
-    def display(self) -> float | int:
+    def display(self) -> float | int | None:
+        if self.value is None:
+            return None
         return self.value if self.scale == 1 else self.value / self.scale
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A statistic derived from released cells, with an interval for the DP noise.
+
+    ``low``/``high`` bound a two-sided interval at the report's confidence level that
+    accounts for the DP noise only (not for sampling variation between weeks). ``value``
+    is None when the statistic cannot be computed (suppressed inputs, no data), and
+    ``note`` then says why.
+    """
+
+    name: str
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    unit: str = ""
+    note: str = ""
+
+
+class FlagKind(enum.Enum):
+    SLO = "slo"
+    MOVEMENT = "movement"
+
+
+class Severity(enum.Enum):
+    #: Beyond the threshold by more than the DP noise explains.
+    BREACH = "breach"
+    #: The point estimate is beyond the threshold, but within the noise.
+    WATCH = "watch"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A service-failure flag on one region, with a plain-language reason."""
+
+    kind: FlagKind
+    severity: Severity
+    statistic: str
+    value: float
+    threshold: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One statistic of one earlier (or this) release of the same campaign."""
+
+    round_id: str
+    released_ms: int
+    statistic: str
+    value: float | None
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +226,80 @@ class RegionResult:
     suppressed: bool
     contributors: int
     cells: tuple[Cell, ...] = field(default=())
+    stats: tuple[Statistic, ...] = field(default=())
+    flags: tuple[Flag, ...] = field(default=())
+    #: This region's statistics over the campaign's recent releases, oldest first,
+    #: this release last.
+    trend: tuple[TrendPoint, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class MetricNoise:
+    """The noise one metric's slots received, and why."""
+
+    metric: str
+    #: L1 and L2 sensitivity of the metric's slots to one customer (schema units).
+    l1: int
+    l2: int
+    #: Standard deviation of the total noise per slot, in slot units.
+    sigma: float
+    #: This metric's share of the release's zCDP rho.
+    rho: float
+
+
+@dataclass(frozen=True)
+class DpRelease:
+    """What the release step did for differential privacy, for the lineage section.
+
+    ``rho`` is what readers' view costs and what the ledger charged; ``epsilon`` is its
+    (epsilon, delta)-DP conversion. ``rho_vs_aggregator`` is the guarantee against the
+    aggregator itself: None in CENTRAL mode (it sees exact totals), the surviving
+    parties' noise alone in DISTRIBUTED mode.
+    """
+
+    mode: DpMode
+    rho: float = 0.0
+    epsilon: float = 0.0
+    delta: float = 0.0
+    rho_vs_aggregator: float | None = None
+    campaign: str = ""
+    window: str = ""
+    budget_rho: float = 0.0
+    #: Ledger total of the window after this release.
+    spent_rho: float = 0.0
+    expected_parties: int = 0
+    noisy_parties: int = 0
+    noise: tuple[MetricNoise, ...] = field(default=())
+
+    @property
+    def remaining_rho(self) -> float:
+        return max(0.0, self.budget_rho - self.spent_rho)
+
+
+class SloKind(enum.Enum):
+    #: The statistic must stay at or below the threshold (escalation rate, p90 times).
+    MAX = "max"
+    #: The statistic must stay at or above the threshold (CSAT mean).
+    MIN = "min"
+
+
+@dataclass(frozen=True)
+class Slo:
+    """A configured service-level objective on one derived statistic."""
+
+    statistic: str
+    kind: SloKind
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Lineage:
+    software_version: str
+    anonymization_rules: str
+    schema_name: str
+    schema_version: int
+    min_cell: int
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -126,3 +311,6 @@ class Report:
     min_contributors: int
     included_parties: tuple[str, ...]
     released_ms: int
+    dp: DpRelease = field(default_factory=lambda: DpRelease(DpMode.OFF))
+    lineage: Lineage | None = None
+    slos: tuple[Slo, ...] = field(default=())

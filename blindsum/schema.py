@@ -49,6 +49,7 @@ __all__ = [
     "MetricKind",
     "RegionValues",
     "Schema",
+    "SmallCells",
     "load_metrics_file",
 ]
 
@@ -70,6 +71,7 @@ _MAX_EDGES = 4097
 _MAX_ABS_BOUND = 10**15  # edges / clip bounds: integral floats stay exact
 _MAX_SCALE = 10**9
 _MAX_CAMPAIGN_INT = (1 << 63) - 1
+_MAX_DP_WEIGHT = 1e6
 
 _CAMPAIGN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _METRIC_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
@@ -85,6 +87,16 @@ _I64_MIN = -(1 << 63)
 #: Party input for one round: region -> metric -> count (int), sum total in the metric's
 #: unit (float or int; encode multiplies by ``scale`` and rounds), or histogram bins.
 RegionValues = dict[str, dict[str, int | float | list[int]]]
+
+
+class SmallCells(enum.Enum):
+    """Cell rule for a histogram bin with fewer than ``min_cell`` (released) tickets."""
+
+    #: Merge the bin into its neighbour until the merged bin reaches ``min_cell``.
+    MERGE = "merge"
+    #: Withhold the bin, and the next-smallest bin of the same histogram with it, so that
+    #: the withheld value cannot be recovered as total minus the released bins.
+    SUPPRESS = "suppress"
 
 
 class MetricKind(enum.Enum):
@@ -158,6 +170,10 @@ class Metric:
     scale: int = 1
     optional: bool = False
     unit: str = ""
+    #: Histograms: what the release does with a bin below the campaign's ``min_cell``.
+    small_cells: SmallCells = SmallCells.MERGE
+    #: Share of a round's zCDP rho spent on this metric, relative to the other metrics.
+    dp_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self._validate("metric")
@@ -166,6 +182,7 @@ class Metric:
         if self.clip is not None:
             object.__setattr__(self, "clip", (_as_float(self.clip[0]), _as_float(self.clip[1])))
         object.__setattr__(self, "scale", _as_int(self.scale))
+        object.__setattr__(self, "dp_weight", _as_float(self.dp_weight))
 
     def _validate(self, where: str) -> None:
         if not isinstance(self.name, str) or not _METRIC_NAME_RE.fullmatch(self.name):
@@ -198,6 +215,21 @@ class Metric:
             raise ConfigError(
                 f"clip is only allowed for sums, not {self.kind.value}",
                 field=f"{where}.clip",
+            )
+        if not isinstance(self.small_cells, SmallCells):
+            raise ConfigError("small_cells must be merge or suppress", field=f"{where}.small_cells")
+        if self.kind is not MetricKind.HISTOGRAM and self.small_cells is not SmallCells.MERGE:
+            raise ConfigError(
+                f"small_cells is only allowed for histograms, not {self.kind.value}",
+                field=f"{where}.small_cells",
+            )
+        if (
+            not _is_number(self.dp_weight)
+            or not math.isfinite(float(self.dp_weight))
+            or not 0 < float(self.dp_weight) <= _MAX_DP_WEIGHT
+        ):
+            raise ConfigError(
+                f"dp_weight must be a number in (0, {_MAX_DP_WEIGHT}]", field=f"{where}.dp_weight"
             )
         if self.kind is not MetricKind.SUM and self.scale != 1:
             raise ConfigError(
@@ -246,9 +278,21 @@ class Metric:
         if self.kind is MetricKind.SUM and self.clip is not None:
             out["clip"] = [_num_canon(self.clip[0]), _num_canon(self.clip[1])]
             out["scale"] = self.scale
+        if self.kind is MetricKind.HISTOGRAM:
+            out["small_cells"] = self.small_cells.value
+        out["dp_weight"] = _num_canon(self.dp_weight)
         out["optional"] = self.optional
         out["unit"] = self.unit
         return out
+
+    @property
+    def abs_bound(self) -> int:
+        """Largest fixed-point magnitude one ticket adds to a slot of this metric:
+        ``ceil(max(|lo|, |hi|) * scale)`` for sums, 1 for counts and histogram bins."""
+        if self.kind is not MetricKind.SUM or self.clip is None:
+            return 1
+        worst = max(abs(self.clip[0]), abs(self.clip[1]))
+        return math.ceil(Decimal(repr(float(worst))) * self.scale)
 
 
 def _check_bound_number(value: object, where: str) -> float:
@@ -292,7 +336,19 @@ _CAMPAIGN_KEYS = (
     "per_customer_cap",
     "regions",
 )
-_METRIC_KEYS = {"name", "kind", "edges", "clip", "scale", "optional", "unit"}
+#: Campaign keys with a default (release rules); always written in canonical form.
+_CAMPAIGN_OPTIONAL = {"min_cell": 0, "max_parties_per_customer": 1}
+_METRIC_KEYS = {
+    "name",
+    "kind",
+    "edges",
+    "clip",
+    "scale",
+    "optional",
+    "unit",
+    "small_cells",
+    "dp_weight",
+}
 
 
 @dataclass(frozen=True)
@@ -307,6 +363,11 @@ class Schema:
     max_parties: int
     max_tickets_per_region: int
     per_customer_cap: int
+    #: Release rule: histogram bins with fewer released tickets are merged or suppressed
+    #: (each metric's ``small_cells``). 0 disables the cell rule.
+    min_cell: int = 0
+    #: How many parties one customer can appear at in a round (DP sensitivity multiplier).
+    max_parties_per_customer: int = 1
     # Derived layout, computed once in __post_init__.
     _offsets: Mapping[str, int] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -320,6 +381,15 @@ class Schema:
             value = getattr(self, key)
             if not _is_int(value) or not 1 <= value <= _MAX_CAMPAIGN_INT:
                 raise ConfigError("must be an integer in [1, 2**63 - 1]", field=f"campaign.{key}")
+        if not _is_int(self.min_cell) or not 0 <= self.min_cell <= _MAX_CAMPAIGN_INT:
+            raise ConfigError("must be an integer in [0, 2**63 - 1]", field="campaign.min_cell")
+        if (
+            not _is_int(self.max_parties_per_customer)
+            or not 1 <= self.max_parties_per_customer <= self.max_parties
+        ):
+            raise ConfigError(
+                "must be an integer in [1, max_parties]", field="campaign.max_parties_per_customer"
+            )
         if not isinstance(self.regions, tuple) or not 1 <= len(self.regions) <= _MAX_REGIONS:
             raise ConfigError(
                 f"need between 1 and {_MAX_REGIONS} regions", field="campaign.regions"
@@ -397,7 +467,7 @@ class Schema:
         campaign = data.get("campaign")
         if not isinstance(campaign, dict):
             raise ConfigError("missing [campaign] table", field="campaign")
-        _reject_unknown(campaign, set(_CAMPAIGN_KEYS), "campaign.")
+        _reject_unknown(campaign, set(_CAMPAIGN_KEYS) | set(_CAMPAIGN_OPTIONAL), "campaign.")
         for key in _CAMPAIGN_KEYS:
             if key not in campaign:
                 raise ConfigError("missing key", field=f"campaign.{key}")
@@ -407,6 +477,11 @@ class Schema:
         ints: dict[str, int] = {}
         for key in ("version", "max_parties", "max_tickets_per_region", "per_customer_cap"):
             value = campaign[key]
+            if not _is_int(value):
+                raise ConfigError("must be an integer", field=f"campaign.{key}")
+            ints[key] = int(value)
+        for key, default in _CAMPAIGN_OPTIONAL.items():
+            value = campaign.get(key, default)
             if not _is_int(value):
                 raise ConfigError("must be an integer", field=f"campaign.{key}")
             ints[key] = int(value)
@@ -425,6 +500,8 @@ class Schema:
             max_parties=ints["max_parties"],
             max_tickets_per_region=ints["max_tickets_per_region"],
             per_customer_cap=ints["per_customer_cap"],
+            min_cell=ints["min_cell"],
+            max_parties_per_customer=ints["max_parties_per_customer"],
         )
 
     # ---------------------------------------------------------- serialization
@@ -438,6 +515,8 @@ class Schema:
                 "max_parties": self.max_parties,
                 "max_tickets_per_region": self.max_tickets_per_region,
                 "per_customer_cap": self.per_customer_cap,
+                "min_cell": self.min_cell,
+                "max_parties_per_customer": self.max_parties_per_customer,
                 "regions": list(self.regions),
             },
             "metrics": [m.to_dict() for m in self.metrics],
@@ -758,6 +837,13 @@ def _metric_from_data(data: object, where: str) -> Metric:
     if not isinstance(unit, str):
         raise ConfigError("must be a string", field=f"{where}.unit")
     try:
+        small_cells = SmallCells(data.get("small_cells", "merge"))
+    except (ValueError, TypeError):
+        raise ConfigError("must be merge or suppress", field=f"{where}.small_cells") from None
+    dp_weight = data.get("dp_weight", 1.0)
+    if not _is_number(dp_weight):
+        raise ConfigError("must be a number", field=f"{where}.dp_weight")
+    try:
         return Metric(
             name=data["name"],
             kind=kind,
@@ -766,6 +852,8 @@ def _metric_from_data(data: object, where: str) -> Metric:
             scale=_as_int(scale),
             optional=optional,
             unit=unit,
+            small_cells=small_cells,
+            dp_weight=_as_float(dp_weight),
         )
     except ConfigError as exc:
         # Re-anchor the error at the TOML key path, e.g. "metrics[3].edges".

@@ -89,6 +89,7 @@ from presidio_anonymizer.entities import RecognizerResult as SpanResult
 from spacy.lang.en.stop_words import STOP_WORDS as SPACY_STOP_WORDS
 from spacy.tokens import Doc
 
+from blindsum import ANONYMIZATION_RULES
 from blindsum.crypto.encoding import format_dst
 from blindsum.errors import ConfigError, Internal, InvalidArgument
 from party.mapping import OPERATORS, Mapping
@@ -102,7 +103,7 @@ from party.tickets import (
 )
 
 #: Version of the anonymization rules; bump whenever an operator's output changes.
-RULES_VERSION = "blindsum-anon/1"
+RULES_VERSION = ANONYMIZATION_RULES
 
 SECRET_BYTES = 32
 

@@ -29,7 +29,7 @@ from blindsum.crypto.he import to_centred
 from blindsum.crypto.sign import VerifyKey
 from blindsum.errors import BlindsumError, FailedPrecondition, InvalidArgument, Unavailable
 from blindsum.log import get_logger
-from blindsum.model import Mode, Phase, RoundState, RoundView
+from blindsum.model import DpMode, Mode, Phase, RoundState, RoundView
 from blindsum.protocol.he import make_receipt
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
@@ -38,6 +38,7 @@ from blindsum.transport.errors import error_from_rpc, is_transient
 from blindsum.transport.pki import Identity, Role, verify_identity_cert, write_private
 from blindsum.transport.tls import secure_channel
 from blindsum.types import RandFn, U64Vector
+from party.privacy import add_party_noise, check_round_privacy, parse_min_dp
 
 log = get_logger("blindsum.party")
 
@@ -181,8 +182,16 @@ class PartyNode:
             raise FailedPrecondition(f"{self.name} is not invited to round {round_id}")
         schema = self._schema(view)
         # check_round_id limits the charset, so the id is a safe file name.
+        check_round_privacy(
+            view.dp,
+            min_dp=parse_min_dp(self.bundle.config.min_dp),
+            max_rho=self.bundle.config.max_rho,
+            invited=len(view.parties),
+        )
         state = _RoundState.load(self.bundle.state_dir / f"{codec.check_round_id(round_id)}.json")
-        vector = source(schema)
+        vector = add_party_noise(schema, view.dp, source(schema))
+        if view.dp.mode is DpMode.DISTRIBUTED:
+            self._say(view, f"added distributed DP noise (rho {view.dp.rho:g})")
         if view.mode is Mode.HE:
             return await self._run_he(view, vector, state)
         return await self._run_secagg(view, schema, vector, state)

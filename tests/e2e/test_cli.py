@@ -81,6 +81,8 @@ def test_manual_round_through_the_cli(served: Path, tmp_path: Path) -> None:
         "20",
         "--round-id",
         "week-47",
+        "--dp",
+        "off",
     )
     assert opened.returncode == 0, opened.stderr
     assert "waiting for: north, south, west" in opened.stdout
@@ -113,12 +115,24 @@ def test_manual_round_through_the_cli(served: Path, tmp_path: Path) -> None:
     status = run("aggregator", "status", str(agg), "week-47", "--json")
     assert json.loads(status.stdout)[0]["state"] == "complete"
     as_csv = run("report", "show", str(agg), "week-47", "--format", "csv")
-    rows = {r[0]: r[1:] for r in csv.reader(io.StringIO(as_csv.stdout))}
-    assert rows["contributors"] == ["3", "3", "<3"]
-    assert rows["tickets"] == ["60", "60", "suppressed"]  # 10 + 20 + 30
-    assert rows["resolution_hours_sum"][:2] == ["15.0", "15.0"]  # 2.5 * (1 + 2 + 3)
+    rows = {(r[1], r[3]): r for r in csv.reader(io.StringIO(as_csv.stdout))}
+    assert [rows[(region, "contributors")][4:6] for region in ("APAC", "EMEA")] == [
+        ["released", "3"],
+        ["released", "3"],
+    ]
+    assert rows[("Americas", "contributors")][4] == "suppressed"
+    assert rows[("APAC", "tickets")][5] == "60"  # 10 + 20 + 30
+    assert rows[("EMEA", "resolution_hours_sum")][5] == "15.0"  # 2.5 * (1 + 2 + 3)
     as_json = json.loads(run("report", "show", str(agg), "week-47", "--format", "json").stdout)
-    assert as_json["regions"][0]["cells"]["csat[5,6)"] == 5 * 6
+    cells = {c["slot"]: c for c in as_json["regions"][0]["cells"]}
+    assert cells["csat[5,6)"]["value"] == 5 * 6
+    assert as_json["dp"]["mode"] == "off"
+    table = run("report", "show", str(agg), "week-47").stdout
+    assert "differential privacy: off" in table
+    html = tmp_path / "week-47.html"
+    shown = run("report", "show", str(agg), "week-47", "--format", "html", "-o", str(html))
+    assert shown.returncode == 0, shown.stderr
+    assert html.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_init_twice_is_refused_with_one_line(

@@ -13,6 +13,7 @@ import pytest
 from aggregator.service import RunningAggregator, start_aggregator
 from blindsum import codec
 from blindsum.bundle import load_bundle
+from blindsum.demo import cell_slots
 from blindsum.errors import BlindsumError
 from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
 from blindsum.rpc.v1 import common_pb2, report_pb2_grpc
@@ -51,8 +52,11 @@ def plain_sum(vectors: Sequence[U64Vector]) -> list[int]:
     return [int(x) for x in total.view(np.int64)]
 
 
-def assert_report_matches(report: Report, expected: list[int], k: int = 3) -> None:
-    names = SCHEMA.slot_names
+def assert_report_matches(
+    report: Report, expected: list[int], k: int = 3, *, noise_sds: float = 0.0
+) -> None:
+    """Contributor counts exact; every cell equal to the plaintext sum of the slots it
+    covers (a merged bin covers several), or within ``noise_sds`` sds of it with DP."""
     for region in report.regions:
         contributors = expected[SCHEMA.contributor_index(region.region)]
         assert region.suppressed == (contributors < k)
@@ -60,9 +64,16 @@ def assert_report_matches(report: Report, expected: list[int], k: int = 3) -> No
             assert region.cells == ()
             continue
         assert region.contributors == contributors
-        assert len(region.cells) == SCHEMA.vector_length // len(SCHEMA.regions) - 1
+        covered = sorted(i for c in region.cells for i in cell_slots(SCHEMA, region.region, c))
+        assert covered == [
+            i
+            for i, name in enumerate(SCHEMA.slot_names)
+            if name.startswith(f"{region.region}/") and i != SCHEMA.contributor_index(region.region)
+        ]
         for cell in region.cells:
-            assert cell.value == expected[names.index(f"{region.region}/{cell.slot}")], cell.slot
+            assert cell.value is not None, cell.slot
+            truth = sum(expected[i] for i in cell_slots(SCHEMA, region.region, cell))
+            assert abs(cell.value - truth) <= noise_sds * cell.noise_sd, cell.slot
 
 
 async def run_parties(

@@ -150,9 +150,10 @@ def test_every_metric_on_hand_built_tickets(schema: Schema) -> None:
 def test_nps_histogram_when_any_ticket_has_nps(schema: Schema) -> None:
     tickets = [tk(1, nps=0), tk(2, nps=10), tk(3, nps=9), tk(4, region="EMEA")]
     values, _ = compute_metrics(tickets, schema, customer_of=by_id)
-    assert values["APAC"]["nps"] == [1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    # Bins: detractors 0-6, passives 7-8, promoters 9-10.
+    assert values["APAC"]["nps"] == [1, 0, 2]
     # Given for every present region, zeros where nobody answered.
-    assert values["EMEA"]["nps"] == [0] * 11
+    assert values["EMEA"]["nps"] == [0] * 3
 
 
 def test_required_nps_is_always_given() -> None:
@@ -343,7 +344,7 @@ def test_metrics_vector_encodes_the_values(schema: Schema) -> None:
     assert decoded["Americas"][CONTRIBUTORS_KEY] == 1
     assert decoded["EMEA"][CONTRIBUTORS_KEY] == 0
     assert decoded["APAC"]["resolution_hours_sum"] == 2.3  # tenths of an hour, half up
-    assert decoded["Americas"]["nps"] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert decoded["Americas"]["nps"] == [1, 0, 0]
     assert decoded["Americas"]["escalated"] == 1
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from aggregator.store import RoundRecord, Store, now_ms, open_store
+from aggregator.store import LedgerEntry, RoundRecord, Store, now_ms, open_store
 from blindsum.errors import AlreadyExists, InvalidArgument, NotFound
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -124,3 +127,80 @@ def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
 def test_bad_store_url_is_named() -> None:
     with pytest.raises(InvalidArgument, match=r"store\.url"):
         open_store("mysql://nope")
+
+
+def test_dp_columns_and_ledger_roundtrip(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    campaign = "c-" + uuid.uuid4().hex[:8]
+    rec = replace(
+        _round(rid),
+        dp_mode="distributed",
+        dp_rho=0.25,
+        dp_expected_parties=3,
+        dp_campaign=campaign,
+        dp_window="2026-W47",
+    )
+    store.create_round(rec)
+    assert store.round(rid) == rec
+    assert store.ledger_spent(campaign, "2026-W47") == 0.0
+    store.ledger_charge(LedgerEntry(campaign, "2026-W47", rid, 0.25, now_ms()))
+    store.ledger_charge(LedgerEntry(campaign, "2026-W47", rid + "b", 0.125, now_ms()))
+    store.ledger_charge(LedgerEntry(campaign, "2026-W48", rid + "c", 0.5, now_ms()))
+    assert store.ledger_spent(campaign, "2026-W47") == pytest.approx(0.375)
+    assert [e.round_id for e in store.ledger(campaign)] == [rid, rid + "b", rid + "c"]
+    with pytest.raises(AlreadyExists):  # one charge per round and window
+        store.ledger_charge(LedgerEntry(campaign, "2026-W47", rid, 0.25, now_ms()))
+
+
+def test_ledger_charge_rolls_back_with_the_release(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    campaign = "c-" + uuid.uuid4().hex[:8]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_release(rid, b"{}", campaign=campaign)
+        store.ledger_charge(LedgerEntry(campaign, "w", rid, 0.5, now_ms()))
+        raise RuntimeError("crash before commit")
+    assert store.ledger_spent(campaign, "w") == 0.0
+    with pytest.raises(NotFound):
+        store.release(rid)
+
+
+def test_campaign_releases_newest_first(store: Store) -> None:
+    campaign = "c-" + uuid.uuid4().hex[:8]
+    ids = [f"r-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+    for i, rid in enumerate(ids):
+        store.put_release(rid, f"report {i}".encode(), campaign=campaign)
+        time.sleep(0.002)  # distinct created_ms; ordering, not timing, is asserted
+    assert [r for r, _ in store.campaign_releases(campaign, 2)] == [ids[2], ids[1]]
+    assert store.campaign_releases("c-none-" + uuid.uuid4().hex[:6], 5) == []
+
+
+def test_version_1_sqlite_store_migrates(tmp_path: Path) -> None:
+    """A store written by version 1 (before DP) opens, keeps its rounds, gains the ledger."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE rounds (
+            round_id TEXT PRIMARY KEY, mode TEXT NOT NULL, state TEXT NOT NULL,
+            phase TEXT NOT NULL, schema_toml TEXT NOT NULL, schema_id TEXT NOT NULL,
+            parties_json TEXT NOT NULL, threshold INTEGER NOT NULL,
+            min_contributors INTEGER NOT NULL, graph_degree INTEGER NOT NULL,
+            phase_timeout_s INTEGER NOT NULL, phase_deadline_ms BIGINT NOT NULL,
+            abort_reason TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
+        INSERT INTO rounds VALUES ('r-old', 'he', 'complete', 'done', 'x', 'ab', '["a"]',
+            1, 1, 0, 10, 0, '', 1, 2);
+        CREATE TABLE releases (
+            round_id TEXT PRIMARY KEY, report BLOB NOT NULL, created_ms BIGINT NOT NULL);
+        INSERT INTO releases VALUES ('r-old', X'7b7d', 3);
+        """
+    )
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    old = store.round("r-old")
+    assert (old.mode, old.dp_mode, old.dp_rho) == ("he", "off", 0.0)
+    assert store.release("r-old") == b"{}"
+    assert store.ledger_spent("any", "w") == 0.0
+    store.close()
+    assert open_store(f"sqlite:///{path}").round("r-old").state == "complete"

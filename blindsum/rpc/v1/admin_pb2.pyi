@@ -30,6 +30,7 @@ class OpenRoundRequest(_message.Message):
     PHASE_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     SCHEMA_TOML_FIELD_NUMBER: _builtins.int
     ROUND_ID_FIELD_NUMBER: _builtins.int
+    DP_FIELD_NUMBER: _builtins.int
     mode: _common_pb2.Mode.ValueType
     min_contributors: _builtins.int
     threshold: _builtins.int
@@ -41,6 +42,12 @@ class OpenRoundRequest(_message.Message):
     """Optional caller-chosen id; empty asks the aggregator to draw one."""
     @_builtins.property
     def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dp(self) -> _common_pb2.DpParams:
+        """Unset takes the aggregator's configured default. Fields left empty or zero
+        inside it (rho, expected_parties, campaign, window) take their defaults too.
+        """
+
     def __init__(
         self,
         *,
@@ -51,10 +58,11 @@ class OpenRoundRequest(_message.Message):
         phase_timeout_seconds: _builtins.int = ...,
         schema_toml: _builtins.str = ...,
         round_id: _builtins.str = ...,
+        dp: _common_pb2.DpParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase_timeout_seconds", b"phase_timeout_seconds", "round_id", b"round_id", "schema_toml", b"schema_toml", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase_timeout_seconds", b"phase_timeout_seconds", "round_id", b"round_id", "schema_toml", b"schema_toml", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -41,6 +41,30 @@ MODE_HE: Mode.ValueType  # 2
 """TenSEAL BFV under the custodian's public context."""
 Global___Mode: _TypeAlias = Mode  # noqa: Y015
 
+class _DpMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DpModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DpMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DP_MODE_UNSPECIFIED: _DpMode.ValueType  # 0
+    DP_MODE_OFF: _DpMode.ValueType  # 1
+    DP_MODE_CENTRAL: _DpMode.ValueType  # 2
+    """The release step adds a discrete Gaussian (OpenDP) to the exact totals."""
+    DP_MODE_DISTRIBUTED: _DpMode.ValueType  # 3
+    """Each party adds its share of a discrete Gaussian before masking or encrypting."""
+
+class DpMode(_DpMode, metaclass=_DpModeEnumTypeWrapper):
+    """Who adds the differential-privacy noise (see docs/THREAT_MODEL.md)."""
+
+DP_MODE_UNSPECIFIED: DpMode.ValueType  # 0
+DP_MODE_OFF: DpMode.ValueType  # 1
+DP_MODE_CENTRAL: DpMode.ValueType  # 2
+"""The release step adds a discrete Gaussian (OpenDP) to the exact totals."""
+DP_MODE_DISTRIBUTED: DpMode.ValueType  # 3
+"""Each party adds its share of a discrete Gaussian before masking or encrypting."""
+Global___DpMode: _TypeAlias = DpMode  # noqa: Y015
+
 class _RoundState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -100,6 +124,44 @@ PHASE_CONSISTENCY: Phase.ValueType  # 7
 Global___Phase: _TypeAlias = Phase  # noqa: Y015
 
 @_typing.final
+class DpParams(_message.Message):
+    """The DP parameters a round was opened with. Parties compute their noise from
+    these and the schema, and refuse rounds their own policy does not allow.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    RHO_FIELD_NUMBER: _builtins.int
+    EXPECTED_PARTIES_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    mode: Global___DpMode.ValueType
+    rho: _builtins.float
+    """zCDP rho of this round's release; 0 when mode is off."""
+    expected_parties: _builtins.int
+    """Parties over which distributed noise is split."""
+    campaign: _builtins.str
+    """Budget-ledger account charged by the release."""
+    window: _builtins.str
+    def __init__(
+        self,
+        *,
+        mode: Global___DpMode.ValueType = ...,
+        rho: _builtins.float = ...,
+        expected_parties: _builtins.int = ...,
+        campaign: _builtins.str = ...,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "expected_parties", b"expected_parties", "mode", b"mode", "rho", b"rho", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DpParams: _TypeAlias = DpParams  # noqa: Y015
+
+@_typing.final
 class RoundRef(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -144,6 +206,7 @@ class RoundInfo(_message.Message):
     MASKED_FIELD_NUMBER: _builtins.int
     UNMASKED_FIELD_NUMBER: _builtins.int
     CONSISTENT_FIELD_NUMBER: _builtins.int
+    DP_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     mode: Global___Mode.ValueType
     state: Global___RoundState.ValueType
@@ -182,6 +245,8 @@ class RoundInfo(_message.Message):
     def consistent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Parties that signed the survivor/dropped lists (secagg consistency check)."""
 
+    @_builtins.property
+    def dp(self) -> Global___DpParams: ...
     def __init__(
         self,
         *,
@@ -205,10 +270,11 @@ class RoundInfo(_message.Message):
         masked: _abc.Iterable[_builtins.str] | None = ...,
         unmasked: _abc.Iterable[_builtins.str] | None = ...,
         consistent: _abc.Iterable[_builtins.str] | None = ...,
+        dp: Global___DpParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "consistent", b"consistent", "created_unix_ms", b"created_unix_ms", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "consistent", b"consistent", "created_unix_ms", b"created_unix_ms", "dp", b"dp", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

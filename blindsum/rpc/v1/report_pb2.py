@@ -25,19 +25,15 @@ _sym_db = _symbol_database.Default()
 from blindsum.rpc.v1 import common_pb2 as blindsum_dot_rpc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lindsum/rpc/v1/report.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1c\x62lindsum/rpc/v1/common.proto\"2\n\x04\x43\x65ll\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x12\x12\r\n\x05scale\x18\x03 \x01(\r\"n\n\x0cRegionResult\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x12\n\nsuppressed\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\r\x12$\n\x05\x63\x65lls\x18\x04 \x03(\x0b\x32\x15.blindsum.rpc.v1.Cell\"\xd0\x01\n\x06Report\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.blindsum.rpc.v1.Mode\x12.\n\x07regions\x18\x04 \x03(\x0b\x32\x1d.blindsum.rpc.v1.RegionResult\x12\x18\n\x10min_contributors\x18\x05 \x01(\r\x12\x18\n\x10included_parties\x18\x06 \x03(\t\x12\x18\n\x10released_unix_ms\x18\x07 \x01(\x03\x32P\n\rReportService\x12?\n\tGetReport\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x17.blindsum.rpc.v1.Reportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lindsum/rpc/v1/report.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1c\x62lindsum/rpc/v1/common.proto\"E\n\x06Report\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x08 \x01(\x0cJ\x04\x08\x03\x10\x08\x32P\n\rReportService\x12?\n\tGetReport\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x17.blindsum.rpc.v1.Reportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blindsum.rpc.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CELL']._serialized_start=79
-  _globals['_CELL']._serialized_end=129
-  _globals['_REGIONRESULT']._serialized_start=131
-  _globals['_REGIONRESULT']._serialized_end=241
-  _globals['_REPORT']._serialized_start=244
-  _globals['_REPORT']._serialized_end=452
-  _globals['_REPORTSERVICE']._serialized_start=454
-  _globals['_REPORTSERVICE']._serialized_end=534
+  _globals['_REPORT']._serialized_start=79
+  _globals['_REPORT']._serialized_end=148
+  _globals['_REPORTSERVICE']._serialized_start=150
+  _globals['_REPORTSERVICE']._serialized_end=230
 # @@protoc_insertion_point(module_scope)

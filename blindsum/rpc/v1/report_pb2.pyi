@@ -3,11 +3,8 @@
 isort:skip_file
 """
 
-from blindsum.rpc.v1 import common_pb2 as _common_pb2
-from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,97 +17,30 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class Cell(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SLOT_FIELD_NUMBER: _builtins.int
-    VALUE_FIELD_NUMBER: _builtins.int
-    SCALE_FIELD_NUMBER: _builtins.int
-    slot: _builtins.str
-    value: _builtins.int
-    """Exact integer total. Sums are fixed point: the value in the metric's unit
-    is value / scale.
-    """
-    scale: _builtins.int
-    def __init__(
-        self,
-        *,
-        slot: _builtins.str = ...,
-        value: _builtins.int = ...,
-        scale: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scale", b"scale", "slot", b"slot", "value", b"value"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Cell: _TypeAlias = Cell  # noqa: Y015
-
-@_typing.final
-class RegionResult(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    REGION_FIELD_NUMBER: _builtins.int
-    SUPPRESSED_FIELD_NUMBER: _builtins.int
-    CONTRIBUTORS_FIELD_NUMBER: _builtins.int
-    CELLS_FIELD_NUMBER: _builtins.int
-    region: _builtins.str
-    suppressed: _builtins.bool
-    contributors: _builtins.int
-    """Number of parties that contributed to this region."""
-    @_builtins.property
-    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cell]: ...
-    def __init__(
-        self,
-        *,
-        region: _builtins.str = ...,
-        suppressed: _builtins.bool = ...,
-        contributors: _builtins.int = ...,
-        cells: _abc.Iterable[Global___Cell] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "contributors", b"contributors", "region", b"region", "suppressed", b"suppressed"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RegionResult: _TypeAlias = RegionResult  # noqa: Y015
-
-@_typing.final
 class Report(_message.Message):
+    """A released report. The document is the report as UTF-8 JSON following the
+    schema in docs/report.schema.json ("format": "blindsum.report/v1"); readers
+    check its size before parsing and validate it strictly.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUND_ID_FIELD_NUMBER: _builtins.int
     SCHEMA_ID_FIELD_NUMBER: _builtins.int
-    MODE_FIELD_NUMBER: _builtins.int
-    REGIONS_FIELD_NUMBER: _builtins.int
-    MIN_CONTRIBUTORS_FIELD_NUMBER: _builtins.int
-    INCLUDED_PARTIES_FIELD_NUMBER: _builtins.int
-    RELEASED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     schema_id: _builtins.str
-    mode: _common_pb2.Mode.ValueType
-    min_contributors: _builtins.int
-    released_unix_ms: _builtins.int
-    @_builtins.property
-    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegionResult]: ...
-    @_builtins.property
-    def included_parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    document: _builtins.bytes
     def __init__(
         self,
         *,
         round_id: _builtins.str = ...,
         schema_id: _builtins.str = ...,
-        mode: _common_pb2.Mode.ValueType = ...,
-        regions: _abc.Iterable[Global___RegionResult] | None = ...,
-        min_contributors: _builtins.int = ...,
-        included_parties: _abc.Iterable[_builtins.str] | None = ...,
-        released_unix_ms: _builtins.int = ...,
+        document: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["included_parties", b"included_parties", "min_contributors", b"min_contributors", "mode", b"mode", "regions", b"regions", "released_unix_ms", b"released_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "round_id", b"round_id", "schema_id", b"schema_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
