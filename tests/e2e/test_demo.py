@@ -48,8 +48,8 @@ def test_demo_both_modes_releases_correct_totals(tmp_path: Path) -> None:
     for rnd in (secagg, he):
         total = np.zeros(schema.vector_length, dtype=np.uint64)
         for name in rnd["included_parties"]:
-            export = parties / f"{name}.{rnd['week']}.tickets.csv"
-            result = ingest_file(export, load_mapping("generic"))
+            path = parties / f"{name}.{rnd['week']}.tickets.csv"
+            result = ingest_file(path, load_mapping("generic"))
             assert result.summary.quarantined == 0
             tokens = Pseudonymizer(PartySecret.load_or_create(parties / name / "party.secret"))
             values, _ = compute_metrics(result.tickets, schema, customer_of=tokens.customer_token)
