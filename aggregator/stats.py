@@ -10,11 +10,10 @@ Definitions
   answers is *always* the csat histogram's total (``responses`` counts tickets an agent
   responded to, not survey answers, so it is not a denominator for CSAT). The score sum
   is read from the histogram (``sum k * c_k``, a bin ``[k, k+1)`` standing for score
-  ``k``) when every CSAT bin is released on its own, and from ``csat_sum`` when some bins
-  are merged. Without DP both give exactly the same number, so this is one statistic
-  whichever source is used; with DP the histogram is preferred because its noise is much
-  smaller than that of ``csat_sum`` (sensitivity 5 vs 25 per customer in the default
-  schema), and the interval always uses the noise of the cells actually used.
+  ``k``). A merged bin ``[lo, hi)`` counts at its middle score and the interval widens by
+  the most that can be off (half its score range times its share). ``csat_sum`` is not
+  used: under DP its noise is five times a bin's (sensitivity 25 vs 5 per customer in
+  the default schema), far more than the merging error.
 - ``pct_satisfied`` (%): share of CSAT answers scoring 4 or 5.
 - ``nps`` (score, -100..100): % promoters (9-10) minus % detractors (0-6).
 - ``escalation_rate`` (%): escalated / tickets.
@@ -252,20 +251,36 @@ def _csat_mean(spec: StatSpec, cells: Mapping[str, list[Cell]], ctx: _Context) -
     if all(c.status is CellStatus.RELEASED for c in csat):
         terms = [_Term(_bounds_of(c)[0], 1.0, _value(c), c.noise_sd) for c in csat]
         return _ratio(spec, terms, ctx, factor=1.0, bounds=bounds, what="CSAT answers")
-    if "csat_sum" not in cells:
-        return _none(spec, "CSAT bins are merged and the schema has no csat_sum")
-    (total,) = cells["csat_sum"]
-    terms = [_Term(1.0, 0.0, _value(total), total.noise_sd / total.scale)]
-    terms += [_Term(0.0, 1.0, _value(c), c.noise_sd) for c in csat]
-    return _ratio(
-        spec,
-        terms,
-        ctx,
-        factor=1.0,
-        bounds=bounds,
-        what="CSAT answers",
-        note="from csat_sum (some CSAT bins are merged)",
-    )
+    # _csat_withheld ruled out withheld bins, so some bins are merged.
+    return _csat_mean_merged(spec, csat, ctx, bounds)
+
+
+def _csat_mean_merged(
+    spec: StatSpec, csat: Sequence[Cell], ctx: _Context, bounds: tuple[float, float]
+) -> Statistic:
+    """CSAT mean when some bins are merged: a merged bin's answers count at its middle
+    score, and the interval widens by the most that can be off.
+
+    Scores are whole numbers, so bin ``[lo, hi)`` holds scores ``lo .. hi - 1``; its
+    answers average somewhere in that range. Taking the middle is off by at most half
+    the range times the bin's share, which is far less than the noise of ``csat_sum``
+    (its sensitivity is five times a bin's).
+    """
+    terms = []
+    slack_num = 0.0
+    for c in csat:
+        lo, hi = _bounds_of(c)
+        top = max(lo, hi - 1)
+        terms.append(_Term((lo + top) / 2, 1.0, _value(c), c.noise_sd))
+        slack_num += (top - lo) / 2 * max(_value(c), 0.0)
+    note = "merged CSAT bins counted at their middle score; the interval covers the rest"
+    stat = _ratio(spec, terms, ctx, factor=1.0, bounds=bounds, what="CSAT answers", note=note)
+    if stat.value is None or stat.low is None or stat.high is None:
+        return stat
+    den = math.fsum(max(t.value, 0.0) for t in terms)
+    slack = slack_num / den if den > 0 else 0.0
+    low, high = _clip(stat.low - slack, bounds), _clip(stat.high + slack, bounds)
+    return Statistic(spec.name, stat.value, low, high, spec.unit, stat.note)
 
 
 def _pct_satisfied(spec: StatSpec, cells: Mapping[str, list[Cell]], ctx: _Context) -> Statistic:

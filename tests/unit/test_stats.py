@@ -162,21 +162,24 @@ def test_percentile_clamps_negative_noisy_counts() -> None:
     assert stats["resolution_p90"].value == pytest.approx(8 + 40 / 50 * 16)
 
 
-def test_csat_mean_uses_csat_sum_when_bins_are_merged() -> None:
-    s = schema(min_cell=15)  # merges the csat bins 1 and 2
-    values = with_values(csat_sum=351)  # differs from the histogram's 350: shows the source
-    stats = stats_of(values, s=s)
-    assert stats["csat_mean"].value == pytest.approx(351 / 100)
-    assert "csat_sum" in stats["csat_mean"].note
-    # Histogram used when every bin is released on its own.
+def test_csat_mean_counts_merged_bins_at_their_middle_score() -> None:
+    s = schema(min_cell=15)  # merges the csat bins 1 and 2 into [1,3): 20 answers
+    values = with_values(csat_sum=351)  # differs from the histogram's 350: never used
+    stat = stats_of(values, s=s)["csat_mean"]
+    # (20 * 1.5 + 20 * 3 + 40 * 4 + 20 * 5) / 100; the true mean (3.5) is covered: the
+    # merged answers could average anywhere in [1, 2], i.e. +-0.5 * 20 / 100.
+    assert stat.value == pytest.approx(3.5)
+    assert stat.low == pytest.approx(3.4) and stat.high == pytest.approx(3.6)
+    assert "middle" in stat.note
+    # Histogram used as is when every bin is released on its own.
     assert stats_of(values)["csat_mean"].value == pytest.approx(3.5)
 
 
 def test_csat_mean_interval_uses_the_noise_of_the_cells_used() -> None:
     merged = schema(min_cell=15)
-    small = stats_of(BASE, {"csat": 1.0, "csat_sum": 5.0}, s=merged)["csat_mean"]
-    large = stats_of(BASE, {"csat": 1.0, "csat_sum": 50.0}, s=merged)["csat_mean"]
-    assert _width(large) > 5 * _width(small)
+    small = stats_of(BASE, {"csat": 1.0}, s=merged)["csat_mean"]
+    large = stats_of(BASE, {"csat": 10.0}, s=merged)["csat_mean"]
+    assert _width(large) > 2 * _width(small)
     # From the histogram, csat_sum's noise does not matter.
     a = stats_of(BASE, {"csat": 1.0, "csat_sum": 5.0})["csat_mean"]
     b = stats_of(BASE, {"csat": 1.0, "csat_sum": 50.0})["csat_mean"]
@@ -191,7 +194,8 @@ def test_pct_satisfied_none_when_a_merged_bin_straddles_four() -> None:
     stats = stats_of(values, s=schema(min_cell=10))
     assert stats["pct_satisfied"].value is None
     assert "4" in stats["pct_satisfied"].note
-    assert stats["csat_mean"].value == pytest.approx(350 / 125)  # from csat_sum
+    # [3,5) holds scores 3 and 4 at 3.5: (30 + 60 + 35 * 3.5 + 150) / 125
+    assert stats["csat_mean"].value == pytest.approx((30 + 60 + 35 * 3.5 + 150) / 125)
 
 
 def test_nps_none_when_merged_across_a_group_boundary_or_empty() -> None:
