@@ -87,6 +87,9 @@ class ReleaseSection:
     slo_csat_mean_min: float = 3.5
     #: Earlier releases of a campaign used for trends and movement flags.
     history: int = 8
+    #: Let `open-round --window` name the ledger window (backfills, the demo). A fresh
+    #: window name is a fresh budget, so this is off by default.
+    allow_window_override: bool = False
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ WINDOWS = ("week", "month", "all")
 #: Relative slack when comparing rho sums, so float rounding never refuses a release
 #: that exactly fills the budget.
 _RHO_SLACK = 1e-9
+#: Largest rho one round may declare.
+_MAX_RHO = 1000.0
 
 
 class BudgetExhausted(FailedPrecondition):
@@ -85,6 +87,9 @@ class ReleasePolicy:
     movement: tuple[MovementRule, ...] = DEFAULT_MOVEMENT
     #: Earlier releases of the campaign used for trends and movement flags.
     history: int = 8
+    #: Let OpenRound name the ledger window (tests, backfills, the demo). Off by default:
+    #: a fresh window name is a fresh budget.
+    allow_window_override: bool = False
 
     def __post_init__(self) -> None:
         if self.window not in WINDOWS:
@@ -110,14 +115,32 @@ class ReleasePolicy:
             return f"{when.year}-{when.month:02d}"
         return "all"
 
-    def resolve(self, spec: DpSpec | None, schema: Schema, parties: int, now_ms: int) -> DpSpec:
-        """Fill the defaults of a round's DP parameters and validate them."""
+    def resolve(self, spec: DpSpec | None, schema: Schema, threshold: int, now_ms: int) -> DpSpec:
+        """Fill the defaults of a round's DP parameters and validate them.
+
+        ``threshold`` is the fewest parties a round can complete with (secagg t, he
+        receipts): distributed noise is sized for that many draws by default, and never
+        for more, because an aggregator that drops parties down to the threshold would
+        otherwise see less noise than the declared rho implies.
+        """
         spec = spec or DpSpec(mode=self.dp_mode)
+        if (
+            spec.mode is not DpMode.OFF
+            and spec.rho
+            and not (math.isfinite(spec.rho) and 0 < spec.rho <= _MAX_RHO)
+        ):
+            raise InvalidArgument(f"must be a number in (0, {_MAX_RHO}]", field="dp.rho")
+        if spec.window and not self.allow_window_override:
+            raise InvalidArgument(
+                "the ledger window is the round's opening week or month; choosing it needs "
+                "[release] allow_window_override = true",
+                field="dp.window",
+            )
         rho = 0.0 if spec.mode is DpMode.OFF else (spec.rho or self.rho)
         resolved = DpSpec(
             mode=spec.mode,
             rho=rho,
-            expected_parties=(spec.expected_parties or parties)
+            expected_parties=(spec.expected_parties or threshold)
             if spec.mode is DpMode.DISTRIBUTED
             else 0,
             campaign=spec.campaign or schema.name,
@@ -125,9 +148,10 @@ class ReleasePolicy:
         )
         if spec.mode is DpMode.OFF and spec.rho:
             raise InvalidArgument("rho must be 0 when DP is off", field="dp.rho")
-        if resolved.mode is DpMode.DISTRIBUTED and resolved.expected_parties > parties:
+        if resolved.mode is DpMode.DISTRIBUTED and resolved.expected_parties > threshold:
             raise InvalidArgument(
-                f"expected_parties {resolved.expected_parties} exceeds the {parties} invited",
+                f"expected_parties {resolved.expected_parties} exceeds the round's threshold "
+                f"{threshold}: the round can complete with only that many parties' noise",
                 field="dp.expected_parties",
             )
         for name, value in (("campaign", resolved.campaign), ("window", resolved.window)):
@@ -174,6 +198,7 @@ def policy_from_config(
     slo_resolution_p90_max_hours: float,
     slo_csat_mean_min: float,
     history: int,
+    allow_window_override: bool = False,
 ) -> ReleasePolicy:
     """Build the policy from the ``[release]`` section's plain values."""
     try:
@@ -201,6 +226,7 @@ def policy_from_config(
         confidence=confidence,
         slos=tuple(slos),
         history=history,
+        allow_window_override=allow_window_override,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from blindsum import reportdoc
@@ -32,6 +33,10 @@ _STAT_LABELS = {
 
 
 def render(report: Report, fmt: str) -> str:
+    """Render ``report``; the terminal formats drop control characters from every string
+    (a fetched report comes from the network and must not move the cursor)."""
+    if fmt in ("table", "csv"):
+        report = _printable(report)
     if fmt == "json":
         return json.dumps(reportdoc.to_doc(report), indent=2, sort_keys=True) + "\n"
     if fmt == "csv":
@@ -43,6 +48,29 @@ def render(report: Report, fmt: str) -> str:
 
         return render_html(report)
     raise InvalidArgument(f"must be one of {', '.join(FORMATS)}", field="--format")
+
+
+def _clean(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _printable(report: Report) -> Report:
+    regions = tuple(
+        replace(
+            r,
+            region=_clean(r.region),
+            cells=tuple(replace(c, slot=_clean(c.slot)) for c in r.cells),
+            flags=tuple(replace(f, reason=_clean(f.reason)) for f in r.flags),
+        )
+        for r in report.regions
+    )
+    return replace(
+        report,
+        round_id=_clean(report.round_id),
+        included_parties=tuple(_clean(p) for p in report.included_parties),
+        regions=regions,
+        dp=replace(report.dp, campaign=_clean(report.dp.campaign), window=_clean(report.dp.window)),
+    )
 
 
 def summary_line(report: Report) -> str:

@@ -327,20 +327,6 @@ class RoundManager:
                 f"{n} parties exceed the schema's max_parties {schema.max_parties}",
                 field="parties",
             )
-        now = self._clock_ms()
-        dp = self.settings.release.resolve(spec.dp, schema, n, now)
-        plan = noise_plan(schema, dp)
-        bound = noise_bound(plan)
-        if dp.mode is DpMode.DISTRIBUTED:
-            # The bound assumes expected_parties draws; every invited party may add one.
-            bound *= math.ceil(math.sqrt(n / dp.expected_parties))
-        # Refuse early what the release would refuse anyway; the release checks again
-        # because concurrent rounds may spend the same window.
-        self.settings.release.check_budget(
-            dp,
-            release_rho(plan, dp, dp.expected_parties)[0],
-            self.store.ledger_spent(dp.campaign, dp.window),
-        )
         if spec.mode is Mode.SECAGG:
             if n < 2:
                 raise InvalidArgument("secagg needs at least 2 parties", field="parties")
@@ -354,7 +340,6 @@ class RoundManager:
                     "different lists can never both reach t",
                     field="threshold",
                 )
-            schema.check_overflow(n, 64, noise_bound=bound)
             # SecAggConfig enforces 2 <= t <= holders and 2t > holders (consistency check).
             SecAggConfig(
                 round_id="validate",
@@ -370,8 +355,27 @@ class RoundManager:
             threshold = spec.threshold or k
             if not 1 <= threshold <= n:
                 raise InvalidArgument(f"must be between 1 and {n}", field="threshold")
-            schema.check_overflow_mod(n, BfvParams().plain_modulus, noise_bound=bound)
             first = Phase.COLLECT
+        now = self._clock_ms()
+        # Distributed noise is sized for the threshold: a round completes with as few as
+        # t parties' noise in the sum, whatever the aggregator does with the rest.
+        dp = self.settings.release.resolve(spec.dp, schema, threshold, now)
+        plan = noise_plan(schema, dp)
+        bound = noise_bound(plan)
+        if dp.mode is DpMode.DISTRIBUTED:
+            # The bound assumes expected_parties draws; every invited party may add one.
+            bound *= math.ceil(math.sqrt(n / dp.expected_parties))
+        if spec.mode is Mode.SECAGG:
+            schema.check_overflow(n, 64, noise_bound=bound)
+        else:
+            schema.check_overflow_mod(n, BfvParams().plain_modulus, noise_bound=bound)
+        # Refuse early what the release would refuse anyway; the release checks again
+        # because concurrent rounds may spend the same window.
+        self.settings.release.check_budget(
+            dp,
+            release_rho(plan, dp, dp.expected_parties)[0],
+            self.store.ledger_spent(dp.campaign, dp.window),
+        )
         timeout = spec.phase_timeout_s or self.settings.default_phase_timeout_s
         rec = RoundRecord(
             round_id=codec.check_round_id(spec.round_id) if spec.round_id else _new_round_id(),
@@ -921,6 +925,7 @@ class RoundManager:
             # One transaction: the budget check, the ledger charge and the release land
             # together or not at all.
             with self.store.transaction():
+                self.store.lock_ledger(dp.campaign, dp.window)
                 spent = self.store.ledger_spent(dp.campaign, dp.window)
                 report = build_report(given, policy, spent_before=spent, previous=previous)
                 self.store.put_release(rec.round_id, reportdoc.encode(report), campaign=dp.campaign)

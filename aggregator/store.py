@@ -464,6 +464,15 @@ class Store:
         ).fetchone()
         return float(row[0])
 
+    def lock_ledger(self, campaign: str, window: str) -> None:
+        """Serialise budget checks of one (campaign, window) until the transaction ends.
+
+        SQLite needs nothing: its transactions take the write lock up front (BEGIN
+        IMMEDIATE), so a check-then-charge is already exclusive. PostgreSQL runs READ
+        COMMITTED, where two aggregator processes could both pass the check, so it takes
+        a transaction-scoped advisory lock on the account.
+        """
+
     def ledger_charge(self, entry: LedgerEntry) -> None:
         """Record one release's charge. Callers check the budget in the same transaction."""
         with self.transaction():
@@ -583,6 +592,11 @@ class PostgresStore(Store):
         if self._depth == 0:
             self._conn.commit()
         return cur
+
+    def lock_ledger(self, campaign: str, window: str) -> None:
+        if self._depth == 0:
+            raise InvalidArgument("lock_ledger needs a transaction", field="store")
+        self._exec("SELECT pg_advisory_xact_lock(hashtext(?))", (f"{campaign}\n{window}",))
 
     def close(self) -> None:
         self._conn.close()

@@ -41,6 +41,10 @@ class PartyConfig:
     #: mode accepted ("off", "central", "distributed") and the largest rho (0: no cap).
     min_dp: str = "off"
     max_rho: float = 0.0
+    #: Regions this party serves. With DP on, its contributor indicators come from this
+    #: list (empty: every region of the round's schema), never from its tickets, so no
+    #: single customer can flip them; tickets in a region not listed are refused.
+    regions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -723,13 +723,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `blindsum party metrics ... | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return 2
     except Exception as exc:
         log.get_logger("blindsum.cli").error("unexpected_error", exc=exc)
         _err(f"unexpected {type(exc).__name__}; rerun with --log-level DEBUG for details")
         return 3
-    except OSError as exc:
-        _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
-        return 2
     return code
 
 

@@ -29,17 +29,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aggregator import config as cfgmod
 from aggregator.admin import enroll, init
 from aggregator.report import render
 from aggregator.service import ADDRESS_FILE
 from blindsum import codec, reportdoc
+from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.cli import _admin_channel
+from blindsum.config import dump_config, load_config
 from blindsum.errors import BlindsumError, Unavailable
 from blindsum.model import Cell, DpMode, DpSpec, Mode, OpenRoundSpec, Report, Severity
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
@@ -90,6 +93,21 @@ def team_profile(name: str, index: int, *, incident: bool = False) -> TeamProfil
         failure_region=INCIDENT_REGION if incident else None,
         escalation_multiplier=4.0,
     )
+
+
+def _allow_demo_windows(agg_dir: Path) -> None:
+    """The demo replays two past weeks, so it names their ledger windows itself."""
+    cfg = cfgmod.load(agg_dir)
+    cfg = replace(cfg, release=replace(cfg.release, allow_window_override=True))
+    (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
+
+
+def _set_served_regions(bundle: Path, regions: tuple[str, ...]) -> None:
+    """Each team declares the regions it serves: with DP on, its contributor indicators
+    come from this list, not from its tickets (party/privacy.py)."""
+    path = bundle / BUNDLE_CONFIG
+    cfg = load_config(path, PartyConfig)
+    path.write_text(dump_config(replace(cfg, regions=regions)))
 
 
 def iso_week(day: dt.date) -> str:
@@ -297,6 +315,7 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
 
     say(f"blindsum demo in {root}")
     init(agg_dir, listen="127.0.0.1:0")
+    _allow_demo_windows(agg_dir)
     say("  created a dev CA, server, admin and custodian certificates, and the SQLite store")
     schema = Schema.default()
     bundles: dict[str, Path] = {}
@@ -304,6 +323,7 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
     for i, name in enumerate(team_names(parties)):
         bundles[name] = root / "parties" / name
         enroll(agg_dir, name, bundles[name])
+        _set_served_regions(bundles[name], team_profile(name, i).regions)
         for w, week in enumerate(DEMO_WEEKS):
             path = root / "parties" / f"{name}.{iso_week(week)}.tickets.csv"
             profile = team_profile(name, i, incident=w == len(DEMO_WEEKS) - 1)

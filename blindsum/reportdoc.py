@@ -167,9 +167,15 @@ def decode(data: bytes, *, field: str = "report") -> Report:
             f"report is {len(data)} bytes, more than the {MAX_REPORT_BYTES} allowed", field=field
         )
     try:
-        doc = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(
+            bytes(data).decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicate_keys,
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument(f"not valid JSON: {exc}", field=field) from None
+    except RecursionError:
+        raise InvalidArgument("JSON nested too deeply", field=field) from None
     return from_doc(doc, field=field)
 
 
@@ -185,23 +191,23 @@ def from_doc(doc: object, *, field: str = "report") -> Report:
             software_version=_str(lin, "software_version", f"{field}.lineage"),
             anonymization_rules=_str(lin, "anonymization_rules", f"{field}.lineage"),
             schema_name=_str(lin, "schema_name", f"{field}.lineage"),
-            schema_version=_int(lin, "schema_version", f"{field}.lineage"),
-            min_cell=_int(lin, "min_cell", f"{field}.lineage"),
+            schema_version=_count(lin, "schema_version", f"{field}.lineage"),
+            min_cell=_count(lin, "min_cell", f"{field}.lineage"),
             confidence=_num(lin, "confidence", f"{field}.lineage"),
         )
     dp_field = f"{field}.dp"
     release = DpRelease(
         mode=_enum(DpMode, dp, "mode", dp_field),
-        rho=_num(dp, "rho", dp_field),
-        epsilon=_num(dp, "epsilon", dp_field),
-        delta=_num(dp, "delta", dp_field),
+        rho=_num(dp, "rho", dp_field, nonneg=True),
+        epsilon=_num(dp, "epsilon", dp_field, nonneg=True),
+        delta=_num(dp, "delta", dp_field, nonneg=True),
         rho_vs_aggregator=_opt_num(dp, "rho_vs_aggregator", dp_field),
         campaign=_str(dp, "campaign", dp_field),
         window=_str(dp, "window", dp_field),
-        budget_rho=_num(dp, "budget_rho", dp_field),
-        spent_rho=_num(dp, "spent_rho", dp_field),
-        expected_parties=_int(dp, "expected_parties", dp_field),
-        noisy_parties=_int(dp, "noisy_parties", dp_field),
+        budget_rho=_num(dp, "budget_rho", dp_field, nonneg=True),
+        spent_rho=_num(dp, "spent_rho", dp_field, nonneg=True),
+        expected_parties=_count(dp, "expected_parties", dp_field),
+        noisy_parties=_count(dp, "noisy_parties", dp_field),
         noise=tuple(
             _noise(n, f"{dp_field}.noise[{i}]") for i, n in enumerate(_list(dp, "noise", dp_field))
         ),
@@ -213,12 +219,12 @@ def from_doc(doc: object, *, field: str = "report") -> Report:
         regions=tuple(
             _region(r, f"{field}.regions[{i}]") for i, r in enumerate(_list(d, "regions", field))
         ),
-        min_contributors=_int(d, "min_contributors", field),
+        min_contributors=_count(d, "min_contributors", field),
         included_parties=tuple(
             _as_str(p, f"{field}.included_parties[{i}]")
             for i, p in enumerate(_list(d, "included_parties", field))
         ),
-        released_ms=_int(d, "released_unix_ms", field),
+        released_ms=_released_ms(d, field),
         dp=release,
         lineage=lineage,
         slos=tuple(_slo(s, f"{field}.slos[{i}]") for i, s in enumerate(_list(d, "slos", field))),
@@ -267,6 +273,9 @@ _LINEAGE_KEYS = frozenset(
         "confidence",
     }
 )
+_REGION_DETAIL = ("cells", "stats", "flags", "trend")
+#: Latest release time accepted (year 9999), so renderers can format every date.
+_MAX_RELEASED_MS = 253_402_300_799_000
 _REGION_KEYS = frozenset(
     {"region", "suppressed", "contributors", "cells", "stats", "flags", "trend"}
 )
@@ -285,7 +294,12 @@ def _region(doc: object, field: str) -> RegionResult:
     suppressed = d["suppressed"]
     if not isinstance(suppressed, bool):
         raise InvalidArgument("must be a boolean", field=f"{field}.suppressed")
-    contributors = 0 if suppressed else _int(d, "contributors", field)
+    contributors = 0 if suppressed else _count(d, "contributors", field)
+    if suppressed and (d["contributors"] is not None or any(d[k] for k in _REGION_DETAIL)):
+        raise InvalidArgument(
+            "a suppressed region carries no contributors, cells, stats, flags or trend",
+            field=field,
+        )
     return RegionResult(
         region=_str(d, "region", field),
         suppressed=suppressed,
@@ -311,14 +325,14 @@ def _cell(doc: object, field: str) -> Cell:
     value = None if d["value"] is None else _int(d, "value", field)
     if (value is None) != (status is CellStatus.SUPPRESSED):
         raise InvalidArgument("value must be null exactly when suppressed", field=f"{field}.value")
-    scale = _int(d, "scale", field)
+    scale = _count(d, "scale", field)
     if scale < 1:
         raise InvalidArgument("must be at least 1", field=f"{field}.scale")
     return Cell(
         slot=_str(d, "slot", field),
         value=value,
         scale=scale,
-        noise_sd=_num(d, "noise_sd", field),
+        noise_sd=_num(d, "noise_sd", field, nonneg=True),
         status=status,
         metric=_str(d, "metric", field),
         lo=_opt_num(d, "lo", field),
@@ -354,7 +368,7 @@ def _trend(doc: object, field: str) -> TrendPoint:
     d = _obj(doc, _TREND_KEYS, field)
     return TrendPoint(
         round_id=_str(d, "round_id", field),
-        released_ms=_int(d, "released_unix_ms", field),
+        released_ms=_released_ms(d, field),
         statistic=_str(d, "statistic", field),
         value=_opt_num(d, "value", field),
         low=_opt_num(d, "low", field),
@@ -366,10 +380,10 @@ def _noise(doc: object, field: str) -> MetricNoise:
     d = _obj(doc, _NOISE_KEYS, field)
     return MetricNoise(
         metric=_str(d, "metric", field),
-        l1=_int(d, "l1", field),
-        l2=_int(d, "l2", field),
-        sigma=_num(d, "sigma", field),
-        rho=_num(d, "rho", field),
+        l1=_count(d, "l1", field),
+        l2=_count(d, "l2", field),
+        sigma=_num(d, "sigma", field, nonneg=True),
+        rho=_num(d, "rho", field, nonneg=True),
     )
 
 
@@ -389,6 +403,22 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
 
 
+def _released_ms(d: Mapping[str, Any], field: str) -> int:
+    value = _count(d, "released_unix_ms", field)
+    if value > _MAX_RELEASED_MS:
+        raise InvalidArgument("must be before the year 10000", field=f"{field}.released_unix_ms")
+    return value
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def _obj(doc: object, keys: frozenset[str], field: str) -> Mapping[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidArgument("must be an object", field=field)
@@ -404,6 +434,8 @@ def _obj(doc: object, keys: frozenset[str], field: str) -> Mapping[str, Any]:
 def _as_str(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidArgument("must be a string", field=field)
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise InvalidArgument("contains a lone surrogate", field=field)
     return value
 
 
@@ -411,18 +443,33 @@ def _str(d: Mapping[str, Any], key: str, field: str) -> str:
     return _as_str(d[key], f"{field}.{key}")
 
 
-def _int(d: Mapping[str, Any], key: str, field: str) -> int:
+def _int(d: Mapping[str, Any], key: str, field: str, *, lo: int = -(1 << 63)) -> int:
     value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument("must be an integer", field=f"{field}.{key}")
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value < (1 << 63):
+        raise InvalidArgument(
+            f"must be an integer in [{lo}, 2**63)" if lo else "must be a non-negative integer",
+            field=f"{field}.{key}",
+        )
     return value
 
 
-def _num(d: Mapping[str, Any], key: str, field: str) -> float:
+def _count(d: Mapping[str, Any], key: str, field: str) -> int:
+    return _int(d, key, field, lo=0)
+
+
+def _num(d: Mapping[str, Any], key: str, field: str, *, nonneg: bool = False) -> float:
     value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument("must be a finite number", field=f"{field}.{key}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidArgument("must be a finite number", field=f"{field}.{key}") from None
+    if not math.isfinite(number) or (nonneg and number < 0):
+        raise InvalidArgument(
+            "must be a finite number" + (" >= 0" if nonneg else ""), field=f"{field}.{key}"
+        )
+    return number
 
 
 def _opt_num(d: Mapping[str, Any], key: str, field: str) -> float | None:

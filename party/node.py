@@ -38,7 +38,7 @@ from blindsum.transport.errors import error_from_rpc, is_transient
 from blindsum.transport.pki import Identity, Role, verify_identity_cert, write_private
 from blindsum.transport.tls import secure_channel
 from blindsum.types import RandFn, U64Vector
-from party.privacy import add_party_noise, check_round_privacy, parse_min_dp
+from party.privacy import add_party_noise, check_round_privacy, parse_min_dp, set_contributors
 
 log = get_logger("blindsum.party")
 
@@ -186,10 +186,13 @@ class PartyNode:
             view.dp,
             min_dp=parse_min_dp(self.bundle.config.min_dp),
             max_rho=self.bundle.config.max_rho,
-            invited=len(view.parties),
+            threshold=view.threshold,
         )
         state = _RoundState.load(self.bundle.state_dir / f"{codec.check_round_id(round_id)}.json")
-        vector = add_party_noise(schema, view.dp, source(schema))
+        served = tuple(self.bundle.config.regions)
+        vector = add_party_noise(
+            schema, view.dp, set_contributors(schema, view.dp, source(schema), served)
+        )
         if view.dp.mode is DpMode.DISTRIBUTED:
             self._say(view, f"added distributed DP noise (rho {view.dp.rho:g})")
         if view.mode is Mode.HE:

@@ -8,9 +8,10 @@ policy (``[privacy]``-like keys in the bundle's party.toml):
   protects customers against the aggregator itself; ``central`` protects them only
   against report readers.
 - ``max_rho``: the largest zCDP rho per release it accepts (0: no cap).
-- ``expected_parties`` may not exceed the invited parties: per-party noise shrinks as
-  1/sqrt(expected), so an aggregator that inflated it could make every party add too
-  little noise.
+- ``expected_parties`` may not exceed the round's threshold (t in secagg, the receipt
+  minimum in he): per-party noise shrinks as 1/sqrt(expected), and a round can complete
+  with only t parties' noise in the sum, so an aggregator that inflated it, or dropped
+  parties down to t, could otherwise see less noise than the declared rho implies.
 
 In DISTRIBUTED rounds the party then adds its share of the discrete Gaussian to every
 data slot (never the contributor indicators) before masking or encrypting, drawn from
@@ -19,13 +20,15 @@ a CSPRNG-keyed sampler (:class:`~blindsum.dp.sampler.CsprngSource`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from blindsum.dp.plan import party_noise, plan_noise
 from blindsum.dp.sampler import CsprngSource, RandomSource
 from blindsum.errors import FailedPrecondition, InvalidArgument
 from blindsum.model import DpMode, DpSpec
-from blindsum.schema import Schema
+from blindsum.schema import MetricKind, Schema
 from blindsum.types import U64Vector
 
 _STRENGTH = {DpMode.OFF: 0, DpMode.CENTRAL: 1, DpMode.DISTRIBUTED: 2}
@@ -38,23 +41,64 @@ def parse_min_dp(value: str) -> DpMode:
         raise InvalidArgument("must be off, central or distributed", field="min_dp") from None
 
 
-def check_round_privacy(dp: DpSpec, *, min_dp: DpMode, max_rho: float, invited: int) -> None:
-    """Raise FailedPrecondition (naming ``dp``) if the round breaks this party's policy."""
+def check_round_privacy(dp: DpSpec, *, min_dp: DpMode, max_rho: float, threshold: int) -> None:
+    """Raise FailedPrecondition (naming ``dp``) if the round breaks this party's policy.
+
+    ``threshold`` is the round's t (secagg) or receipt minimum (he): the fewest parties
+    whose noise can end up in the sum the aggregator sees.
+    """
     if _STRENGTH[dp.mode] < _STRENGTH[min_dp]:
         raise FailedPrecondition(
             f"round uses DP mode {dp.mode.value}, this party requires at least {min_dp.value}",
             field="dp.mode",
         )
+    if dp.mode is not DpMode.OFF and not (math.isfinite(dp.rho) and dp.rho > 0):
+        raise FailedPrecondition(f"round's rho {dp.rho!r} is not a positive number", field="dp.rho")
     if dp.mode is not DpMode.OFF and max_rho > 0 and dp.rho > max_rho:
         raise FailedPrecondition(
             f"round's rho {dp.rho:g} exceeds this party's max_rho {max_rho:g}", field="dp.rho"
         )
-    if dp.mode is DpMode.DISTRIBUTED and not 1 <= dp.expected_parties <= invited:
+    if dp.mode is DpMode.DISTRIBUTED and not 1 <= dp.expected_parties <= threshold:
         raise FailedPrecondition(
-            f"expected_parties {dp.expected_parties} must be between 1 and the {invited} "
-            "invited parties",
+            f"expected_parties {dp.expected_parties} must be between 1 and the round's "
+            f"threshold {threshold}: the round can complete with only that many parties' noise",
             field="dp.expected_parties",
         )
+
+
+def set_contributors(
+    schema: Schema, dp: DpSpec, vector: U64Vector, regions: tuple[str, ...]
+) -> U64Vector:
+    """With DP on, set each contributor indicator from the regions this party serves.
+
+    Contributor counts are released exactly and decide k-suppression, so they must not
+    depend on any one customer: a party whose only ticket in a region came from one
+    customer would otherwise flip its indicator with that customer. ``regions`` empty
+    means every region of the schema. A served region without tickets contributes zeros;
+    tickets in a region the party does not serve are refused (FailedPrecondition).
+    Without DP the indicators stay as the tickets set them.
+    """
+    if dp.mode is DpMode.OFF:
+        return vector
+    served = set(regions) if regions else set(schema.regions)
+    out = vector.copy()
+    for region in schema.regions:
+        index = schema.contributor_index(region)
+        if region in served:
+            out[index] = np.uint64(1)
+            continue
+        data = [
+            schema.slot_index(region, m.name, b if m.kind is MetricKind.HISTOGRAM else None)
+            for m in schema.metrics
+            for b in range(m.slots)
+        ]
+        if any(int(out[i]) for i in data):
+            raise FailedPrecondition(
+                f"tickets in region {region}, which this party does not serve (party.toml regions)",
+                field="regions",
+            )
+        out[index] = np.uint64(0)
+    return out
 
 
 def add_party_noise(

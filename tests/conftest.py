@@ -47,7 +47,7 @@ def deployment_template(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
         rounds=replace(cfg.rounds, default_phase_timeout_s=3, sparse_above=8),
         # Exact totals by default, so protocol tests can compare with plaintext sums;
         # the DP tests open their rounds with explicit DP parameters.
-        release=replace(cfg.release, dp="off"),
+        release=replace(cfg.release, dp="off", allow_window_override=True),
     )
     (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
     for name in PARTIES:
