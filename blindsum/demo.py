@@ -241,7 +241,7 @@ def _run_round(
         mode=mode,
         parties=tuple(names),
         min_contributors=3,
-        phase_timeout_s=8,
+        phase_timeout_s=20,  # generous: five party processes start on a small machine
         round_id=f"{iso_week(week)}-{mode.value}",
         dp=DpSpec(mode=dp_mode, window=iso_week(week)),
     )
