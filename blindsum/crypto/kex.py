@@ -7,6 +7,7 @@ a predictable shared secret.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass, field
 
@@ -64,6 +65,14 @@ def validate_public(public: bytes) -> None:
         raise InvalidArgument("low-order or invalid point", field="public_key")
 
 
+@functools.lru_cache(maxsize=8)
+def _private_key(private: bytes) -> X25519PrivateKey:
+    """The key object of a raw private key. A secagg party agrees with every neighbour
+    under the same two private keys, and loading the key costs as much as the agreement
+    itself; the few recent keys stay cached (they live in the party's memory anyway)."""
+    return X25519PrivateKey.from_private_bytes(private)
+
+
 def agree(private: bytes, peer_public: bytes) -> bytes:
     """Raw X25519 shared secret of ``private`` and ``peer_public`` (32 bytes each).
 
@@ -73,9 +82,7 @@ def agree(private: bytes, peer_public: bytes) -> bytes:
     _check_key(private, "private_key")
     _check_key(peer_public, "public_key")
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
+        shared = _private_key(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError:
         # cryptography refuses an all-zero result itself on most backends.
         raise InvalidArgument("low-order or invalid point", field="public_key") from None
