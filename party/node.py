@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,15 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
     "SubmitUnmask": round_pb2.SubmitUnmaskRequest,
     "SubmitCiphertext": round_pb2.SubmitCiphertextRequest,
 }
+
+
+#: How long one GetRound long poll may be held by the aggregator.
+WATCH_MS = 5_000
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_schema(text: str) -> Schema:
+    return Schema.from_toml(text)
 
 
 class SimulatedDropout(BlindsumError):
@@ -161,12 +171,21 @@ class PartyNode:
     def _say(self, view: RoundView, message: str) -> None:
         self.progress(f"[{self.name}] {view.round_id} {view.phase.value}: {message}")
 
-    async def _view(self, round_id: str) -> RoundView:
-        info = await self.client.call("GetRound", common_pb2.RoundRef(round_id=round_id))
+    async def _view(
+        self, round_id: str, *, known: Phase | None = None, wait_ms: int = 0
+    ) -> RoundView:
+        ref = common_pb2.RoundRef(round_id=round_id)
+        if known is not None and wait_ms:
+            ref.known_phase = codec.phase_to_pb(known)
+            ref.wait_ms = wait_ms
+        info = await self.client.call("GetRound", ref)
         return codec.round_view_from_pb(info)
 
     def _schema(self, view: RoundView) -> Schema:
-        schema = Schema.from_toml(view.schema_toml)
+        # Parsing and validating a large schema costs tens of milliseconds; a daemon sees
+        # the same few schemas round after round. The cache key is the text itself, so a
+        # different text is always parsed and checked against its id.
+        schema = _parse_schema(view.schema_toml)
         if schema.schema_id != view.schema_id:
             raise InvalidArgument(
                 "the round's schema text does not hash to its schema id", field="schema_id"
@@ -202,10 +221,16 @@ class PartyNode:
     async def _wait_phase(self, round_id: str, done: set[Phase]) -> RoundView:
         """Poll until the round is in a phase this node has not finished, or closed."""
         last = None
+        known: Phase | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            view = await self._view(round_id)
+            started = loop.time()
+            # A long poll: the aggregator answers as soon as the phase moves on.
+            view = await self._view(round_id, known=known, wait_ms=WATCH_MS)
             if view.state is not RoundState.OPEN or view.phase not in done:
                 return view
+            unchanged = view.phase is known
+            known = view.phase
             waiting = view.waiting_for
             if waiting:
                 who = ", ".join(waiting) if len(waiting) <= 4 else f"{len(waiting)} parties"
@@ -216,7 +241,11 @@ class PartyNode:
             if note != last:
                 self._say(view, note)
                 last = note
-            await asyncio.sleep(self.poll)
+            elapsed = loop.time() - started
+            if unchanged and elapsed < self.poll:
+                # The answer came early without a change (an older aggregator, or only
+                # the submitted list moved): do not spin.
+                await asyncio.sleep(self.poll - elapsed)
 
     def _finish(self, view: RoundView) -> RoundView:
         if view.state is RoundState.COMPLETE:

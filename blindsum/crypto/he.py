@@ -21,7 +21,7 @@ and never reaches homomorphic arithmetic.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -311,6 +311,13 @@ def _serialize(vec: Any) -> bytes:
 # ------------------------------------------------------------------ contexts
 
 
+@dataclass(frozen=True)
+class ParsedSum:
+    """A running homomorphic sum held as TenSEAL vectors (opaque outside this module)."""
+
+    vectors: list[Any] = field(repr=False)
+
+
 class BfvSecretContext:
     """The custodian's BFV context, including the secret key. Never leaves the custodian
     except via :meth:`to_bytes` into a 0600 file; ``repr`` shows parameters only."""
@@ -487,15 +494,28 @@ class BfvPublicContext:
         same count and per-chunk sizes as ``acc``. Malformed input raises
         InvalidArgument(field="chunks[i]") (or ``acc[i]``); it never crashes.
         """
+        current = None if acc is None else self.parse_sum(acc)
+        return self.add_parsed(current, chunks)[1]
+
+    def parse_sum(self, acc: Sequence[bytes]) -> ParsedSum:
+        """Parse a serialized running sum once, for :meth:`add_parsed`."""
+        return ParsedSum(_parse_chunks(self._ctx, self._params, acc, None, "acc"))
+
+    def add_parsed(
+        self, acc: ParsedSum | None, chunks: Sequence[bytes]
+    ) -> tuple[ParsedSum, list[bytes]]:
+        """Like :meth:`add_chunks`, with the running sum kept parsed between additions:
+        the new sum (parsed, for the next call) and its serialized chunks (to checkpoint).
+        ``acc`` is not modified, so a failed addition leaves it as it was."""
         new = _parse_chunks(self._ctx, self._params, chunks, None, "chunks")
         if acc is None:
-            return [_serialize(v) for v in new]
-        current = _parse_chunks(self._ctx, self._params, acc, None, "acc")
+            return ParsedSum(new), [_serialize(v) for v in new]
+        current = acc.vectors
         if len(current) != len(new):
             raise InvalidArgument(
                 f"has {len(new)} chunks, the running sum has {len(current)}", field="chunks"
             )
-        out: list[bytes] = []
+        summed: list[Any] = []
         for i, (a, b) in enumerate(zip(current, new, strict=True)):
             if int(a.size()) != int(b.size()):
                 raise InvalidArgument(
@@ -505,8 +525,8 @@ class BfvPublicContext:
                 total = a + b
             except Exception:  # defensive: both were validated against this context
                 raise InvalidArgument("cannot be added", field=f"chunks[{i}]") from None
-            out.append(_serialize(total))
-        return out
+            summed.append(total)
+        return ParsedSum(summed), [_serialize(v) for v in summed]
 
     def __repr__(self) -> str:
         return f"BfvPublicContext(params={self._params!r})"

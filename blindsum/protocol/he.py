@@ -17,7 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from blindsum.crypto.encoding import encode_parts, format_dst
-from blindsum.crypto.he import MAX_CHUNK_BYTES, MAX_CHUNKS, BfvParams, BfvPublicContext
+from blindsum.crypto.he import (
+    MAX_CHUNK_BYTES,
+    MAX_CHUNKS,
+    BfvParams,
+    BfvPublicContext,
+    ParsedSum,
+)
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import (
     AlreadyExists,
@@ -192,6 +198,9 @@ class HeAccumulator:
         public.chunk_count(vector_length)  # validates 1 <= length <= MAX_CHUNKS * slots
         self.vector_length = vector_length
         self._sum: list[bytes] | None = None
+        # The same sum kept parsed, so each addition parses only the new ciphertext; None
+        # after a restore until the next addition parses the checkpoint once.
+        self._parsed: ParsedSum | None = None
         self._records: dict[str, ReceiptRecord] = {}
         self._lock = threading.Lock()
 
@@ -231,8 +240,11 @@ class HeAccumulator:
                 )
             if self._sum is None:
                 self.public.check_chunks(items, self.vector_length)
-            new_sum = self.public.add_chunks(self._sum, items)
+            elif self._parsed is None:
+                self._parsed = self.public.parse_sum(self._sum)
+            parsed, new_sum = self.public.add_parsed(self._parsed, items)
             record = ReceiptRecord(party=party, digest=digest, signature=signature)
+            self._parsed = parsed
             self._sum = new_sum
             self._records[party] = record
             return record
