@@ -113,6 +113,8 @@ class CustodianClient(Protocol):
     ) -> list[int]: ...
 
 
+#: Longest a GetRound long poll is held open.
+MAX_WATCH_MS = 10_000
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
 
@@ -166,6 +168,8 @@ class RoundManager:
         self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
         self._he_context: SignedPublicContext | None = None
         self._custodian_retry_at: dict[str, int] = {}
+        # Set (and replaced) whenever a round changes phase or closes: long polls wait on it.
+        self._changed = asyncio.Event()
 
     # -- lookups --------------------------------------------------------------
 
@@ -216,6 +220,29 @@ class RoundManager:
 
     def view(self, round_id: str) -> RoundView:
         return self._view(self.store.round(codec.check_round_id(round_id)))
+
+    async def watch(self, round_id: str, known: Phase | None, wait_ms: int) -> RoundView:
+        """The round's view once it is no longer in ``known`` (or closed), or after
+        ``wait_ms`` (capped at MAX_WATCH_MS): a long poll, so parties learn of a new phase
+        at once instead of on their next poll."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait_ms, 0), MAX_WATCH_MS) / 1000
+        while True:
+            changed = self._changed  # taken before reading, so no change slips between
+            view = self.view(round_id)
+            remaining = deadline - loop.time()
+            if known is None or view.phase is not known or view.state is not RoundState.OPEN:
+                return view
+            if remaining <= 0:
+                return view
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return self.view(round_id)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _view(self, rec: RoundRecord) -> RoundView:
         mode = Mode(rec.mode)
@@ -446,6 +473,7 @@ class RoundManager:
         self._secagg.pop(rec.round_id, None)
         self._he.pop(rec.round_id, None)
         log.warning("round_aborted", round_id=rec.round_id, reason=reason)
+        self._notify()
         return rec
 
     # -- secagg state cache -----------------------------------------------------
@@ -820,6 +848,7 @@ class RoundManager:
             self.store.update_round(rec)
             self.store.audit(rec.round_id, "phase", phase=phase.value)
         log.info("phase", round_id=rec.round_id, phase=phase.value)
+        self._notify()
 
     async def _advance_secagg(self, rec: RoundRecord) -> bool:
         srv = self._server(rec)
@@ -946,6 +975,7 @@ class RoundManager:
         except BudgetExhausted as exc:
             self._abort(rec, f"release refused: {exc}")
             return
+        self._notify()
         log.info(
             "round_complete",
             round_id=rec.round_id,

@@ -83,6 +83,9 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         view = self.m.view(request.round_id)
         if party not in view.parties:
             raise PermissionDenied(f"party {party!r} is not invited to round {view.round_id!r}")
+        if request.wait_ms:
+            known = codec.phase_from_pb(request.known_phase, field="RoundRef.known_phase")
+            view = await self.m.watch(request.round_id, known, request.wait_ms)
         return codec.round_view_to_pb(view)
 
     @translate

@@ -74,6 +74,20 @@ def mode_from_pb(value: int, *, field: str = "mode") -> Mode:
         raise InvalidArgument(f"unknown mode {value}", field=field) from None
 
 
+def phase_to_pb(phase: Phase) -> common_pb2.Phase.ValueType:
+    return _PHASE_TO_PB[phase]
+
+
+def phase_from_pb(value: int, *, field: str = "phase") -> Phase | None:
+    """The phase, or None for PHASE_UNSPECIFIED; InvalidArgument for an unknown value."""
+    if value == common_pb2.PHASE_UNSPECIFIED:
+        return None
+    try:
+        return _PHASE_FROM_PB[value]  # type: ignore[index]  # an unknown int is the error case
+    except KeyError:
+        raise InvalidArgument(f"unknown phase {value}", field=field) from None
+
+
 _ROUND_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import replace
 
+import grpc
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ from blindsum.bundle import load_bundle
 from blindsum.demo import cell_slots
 from blindsum.errors import BlindsumError
 from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
-from blindsum.rpc.v1 import common_pb2, report_pb2_grpc
+from blindsum.rpc.v1 import common_pb2, report_pb2_grpc, round_pb2_grpc
 from blindsum.schema import Schema
 from blindsum.transport.tls import secure_channel
 from blindsum.types import U64Vector
@@ -330,3 +331,51 @@ async def test_he_round_survives_a_custodian_outage(
     finally:
         await server.stop(None)
         custodian.store.close()
+
+
+async def test_long_poll_answers_when_the_phase_moves(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """GetRound with known_phase/wait_ms holds the answer until the phase changes, so
+    parties learn of a new phase at once; unchanged, it answers at the deadline."""
+    view = await open_round(aggregator)
+    manager = aggregator.manager
+    same = await manager.watch(view.round_id, Phase.ADVERTISE, 50)
+    assert (same.phase, same.state) == (Phase.ADVERTISE, RoundState.OPEN)
+    watcher = asyncio.create_task(manager.watch(view.round_id, Phase.ADVERTISE, 10_000))
+    await asyncio.sleep(0.05)
+    assert not watcher.done()  # nothing has moved yet, so the poll is still held
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    results = await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    assert all(isinstance(r, RoundView) for r in results.values())
+    moved = await asyncio.wait_for(watcher, 10)
+    assert moved.phase is not Phase.ADVERTISE
+    # Over gRPC, with the party's own certificate: an unknown phase value is refused.
+    bundle = load_bundle(deployment.bundle(PARTIES[0]))
+    channel = secure_channel(
+        f"127.0.0.1:{aggregator.port}",
+        bundle.tls,
+        bundle.ca_cert_pem,
+        server_name=bundle.config.server_name,
+    )
+    try:
+        stub = round_pb2_grpc.RoundServiceStub(channel)
+        done = await stub.GetRound(
+            common_pb2.RoundRef(
+                round_id=view.round_id, known_phase=common_pb2.PHASE_ADVERTISE, wait_ms=100
+            ),
+            timeout=10,
+        )
+        assert done.state == common_pb2.ROUND_STATE_COMPLETE
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetRound(
+                common_pb2.RoundRef(
+                    round_id=view.round_id,
+                    known_phase=99,  # type: ignore[arg-type]  # the invalid case
+                    wait_ms=100,
+                ),
+                timeout=10,
+            )
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await channel.close(None)

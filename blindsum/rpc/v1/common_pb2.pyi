@@ -166,15 +166,24 @@ class RoundRef(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUND_ID_FIELD_NUMBER: _builtins.int
+    KNOWN_PHASE_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
+    known_phase: Global___Phase.ValueType
+    """GetRound only (long poll): with wait_ms > 0, the answer comes as soon as the
+    round leaves known_phase or closes, or after wait_ms (capped at 10 s).
+    """
+    wait_ms: _builtins.int
     def __init__(
         self,
         *,
         round_id: _builtins.str = ...,
+        known_phase: Global___Phase.ValueType = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_phase", b"known_phase", "round_id", b"round_id", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
