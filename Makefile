@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard proto/blindsum/rpc/v1/*.proto)
 
-.PHONY: all demo test lint typecheck protos protos-check pytest venv clean chromium screenshot
+.PHONY: all demo test lint typecheck protos protos-check pytest venv clean chromium screenshot bench
 
 all: test
 
@@ -77,6 +77,36 @@ screenshot: $(STAMP) chromium
 	$(BIN)/blindsum demo --workdir $$tmp/demo && \
 	$(BIN)/python scripts/screenshot_report.py $$tmp/demo/report.html docs/report.png && \
 	rm -rf $$tmp && echo "screenshot: wrote docs/report.png"
+
+# Benchmarks against peers (issue 5), not part of `make test`. They run in their own
+# venv, so the peers (flwr, mpyc) never become project dependencies. The pinned
+# requirements go in first, one by one if the set fails (a peer that cannot install is
+# then skipped with its reason), and the project last: flwr 1.41 declares protobuf<7
+# but runs with the project's protobuf 7, which that last step restores (pip then warns
+# about flwr's declared bound). `make bench BENCH_ARGS=--full` runs the whole grid.
+BENCH_VENV  := .venv-bench
+BENCH_BIN   := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS  ?=
+
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	@test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
+	@if ! $(BENCH_BIN)/python -m pip install --quiet -r bench/requirements.txt; then \
+		echo "bench: bench/requirements.txt did not install as a whole; trying one by one"; \
+		sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' bench/requirements.txt | while read -r req; do \
+			if $(BENCH_BIN)/python -m pip install --quiet "$$req" >/dev/null 2>&1; then \
+				echo "bench: installed $$req"; \
+			else \
+				echo "bench: skipped $$req: pip could not install it; its scenario will say so"; \
+			fi; \
+		done; \
+	fi
+	$(BENCH_BIN)/python -m pip install --quiet -e .
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
