@@ -58,17 +58,22 @@ def lagrange_at_zero(xs: Sequence[int]) -> tuple[int, ...]:
     inversion in total (batch inversion of the denominators).
     """
     n = len(xs)
-    numerators: list[int] = []
+    # Share x-coordinates are small integers (party index + 1), so the products are
+    # computed exactly in Python integers and reduced once: the numerator of w_i is the
+    # product of all x divided by x_i, which avoids n^2 multiplications modulo P.
+    total = 1
+    for xj in xs:
+        total *= xj
+    numerators = [(total // xi) % P for xi in xs]
     denominators: list[int] = []
     for i, xi in enumerate(xs):
-        num = 1
         den = 1
         for j, xj in enumerate(xs):
             if i != j:
-                num = (num * xj) % P
-                den = (den * (xj - xi)) % P
-        numerators.append(num)
-        denominators.append(den)
+                den *= xj - xi
+                if den.bit_length() > 2048:  # large x values: keep the product bounded
+                    den %= P
+        denominators.append(den % P)
     # Batch inversion: prefix products, one inverse, then walk back.
     prefix = [1] * (n + 1)
     for i, d in enumerate(denominators):
