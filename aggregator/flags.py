@@ -64,14 +64,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from aggregator.stats import z_value
+from aggregator.stats import decimals_of, label_of, z_value
 from blindsum.errors import InvalidArgument
 from blindsum.model import Flag, FlagKind, Severity, Slo, SloKind, Statistic
 
 __all__ = [
     "DEFAULT_MOVEMENT",
     "DEFAULT_SLOS",
-    "LABELS",
     "MovementRule",
     "flag_region",
 ]
@@ -82,18 +81,6 @@ DEFAULT_SLOS: tuple[Slo, ...] = (
     Slo("resolution_p90", SloKind.MAX, 72.0),
     Slo("csat_mean", SloKind.MIN, 3.5),
 )
-
-#: Plain-language names of the statistics, for flag reasons.
-LABELS: dict[str, str] = {
-    "csat_mean": "Average CSAT",
-    "pct_satisfied": "Share of satisfied customers (CSAT 4-5)",
-    "nps": "NPS",
-    "escalation_rate": "Escalation rate",
-    "first_response_p50": "Median first-response time",
-    "first_response_p90": "90th-percentile first-response time",
-    "resolution_p50": "Median resolution time",
-    "resolution_p90": "90th-percentile resolution time",
-}
 
 
 @dataclass(frozen=True)
@@ -182,7 +169,7 @@ def _slo_flag(slo: Slo, stat: Statistic, confidence: float) -> Flag | None:
         if not value < slo.threshold:
             return None
         breach, side = high < slo.threshold, "below"
-    name = _label(stat.name)
+    name = label_of(stat.name)
     shown = _fmt(value, stat.unit, stat.name)
     if low == high:
         spread = "(exact)"
@@ -226,7 +213,7 @@ def _movement_flag(
     breach = change > rule.min_change + noise
 
     unit = stat.unit
-    name = _label(stat.name)
+    name = label_of(stat.name)
     moved = "rose" if value > baseline else "fell"
     since = (
         "the previous release" if len(values) == 1 else f"mean of the last {len(values)} releases"
@@ -269,23 +256,13 @@ def _sd(stat: Statistic, z: float) -> float:
 # ---------------------------------------------------------------- wording
 
 
-def _label(name: str) -> str:
-    return LABELS.get(name, name.replace("_", " ").capitalize())
-
-
 def _pct(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
 
-def _decimals(unit: str, name: str) -> int:
-    if unit == "score" and name != "nps":
-        return 2
-    return 1
-
-
 def _fmt(value: float, unit: str, name: str, *, suffix: bool = True) -> str:
     """``value`` rounded for a reader: percent and hours 1 decimal, scores 2 (NPS 1)."""
-    text = f"{value:.{_decimals(unit, name)}f}"
+    text = f"{value:.{decimals_of(name, unit)}f}"
     if not suffix:
         return text
     if unit == "%":
@@ -314,7 +291,7 @@ def _tolerance(min_change: float, unit: str) -> str:
 
 
 def _change(delta: float, unit: str, name: str) -> str:
-    text = f"{delta:+.{_decimals(unit, name)}f}"
+    text = f"{delta:+.{decimals_of(name, unit)}f}"
     if unit == "%":
         return f"{text} points"
     if unit == "hours":

@@ -13,23 +13,13 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from aggregator.stats import STATISTICS, decimals_of
 from blindsum import reportdoc
 from blindsum.errors import InvalidArgument
 from blindsum.model import Cell, CellStatus, DpMode, Report, Statistic
 from blindsum.tables import text_table
 
 FORMATS = ("table", "json", "csv", "html")
-
-_STAT_LABELS = {
-    "csat_mean": "CSAT mean",
-    "pct_satisfied": "% satisfied (4-5)",
-    "nps": "NPS",
-    "escalation_rate": "escalation rate %",
-    "first_response_p50": "first response p50 h",
-    "first_response_p90": "first response p90 h",
-    "resolution_p50": "resolution p50 h",
-    "resolution_p90": "resolution p90 h",
-}
 
 
 def render(report: Report, fmt: str) -> str:
@@ -102,7 +92,7 @@ def dp_line(report: Report) -> str:
 def format_stat(stat: Statistic) -> str:
     if stat.value is None:
         return "n/a"
-    digits = 2 if stat.unit == "score" and stat.name != "nps" else 1
+    digits = decimals_of(stat.name, stat.unit)
     text = f"{stat.value:.{digits}f}"
     if stat.low is not None and stat.high is not None and stat.high > stat.low:
         text += f" [{stat.low:.{digits}f}, {stat.high:.{digits}f}]"
@@ -135,10 +125,11 @@ def _table(report: Report) -> str:
             ],
         ]
     ]
-    for name, label in _STAT_LABELS.items():
-        by_region = [{s.name: s for s in r.stats}.get(name) for r in report.regions]
+    for spec in STATISTICS:
+        by_region = [{s.name: s for s in r.stats}.get(spec.name) for r in report.regions]
         if all(s is None for s in by_region):
             continue
+        label = spec.label + {"%": " (%)", "hours": " (h)"}.get(spec.unit, "")
         rows.append([label, *["" if s is None else format_stat(s) for s in by_region]])
     out.append(text_table(header, rows))
     # Rows in schema order: by metric (first appearance), then by bin; merged bins differ

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from aggregator.stats import STATISTICS, decimals_of, label_of
 from blindsum.model import (
     Cell,
     CellStatus,
@@ -80,30 +81,16 @@ class _StatInfo:
     suffix: str
 
 
-#: How each known statistic is labelled and rounded (percent and hours to 1 decimal,
-#: scores to 2). NPS is a score on -100..100, where a second decimal is noise.
-_STATS: dict[str, _StatInfo] = {
-    "csat_mean": _StatInfo("CSAT, mean score (1-5)", 2, ""),
-    "pct_satisfied": _StatInfo("Satisfied (score 4 or 5)", 1, "%"),
-    "nps": _StatInfo("Net Promoter Score (-100 to 100)", 1, ""),
-    "escalation_rate": _StatInfo("Escalation rate", 1, "%"),
-    "first_response_p50": _StatInfo("First response, median", 1, " h"),
-    "first_response_p90": _StatInfo("First response, 90th percentile", 1, " h"),
-    "resolution_p50": _StatInfo("Resolution time, median", 1, " h"),
-    "resolution_p90": _StatInfo("Resolution time, 90th percentile", 1, " h"),
-}
+_STATS = {spec.name: spec for spec in STATISTICS}
 
 
 def _stat_info(name: str, unit: str = "") -> _StatInfo:
-    """Display rules for a statistic; unknown ones are rounded by their unit."""
-    known = _STATS.get(name)
-    if known is not None:
-        return known
-    if unit == "%":
-        return _StatInfo(name, 1, "%")
-    if unit == "hours":
-        return _StatInfo(name, 1, " h")
-    return _StatInfo(name, 2, "")
+    """Display rules for a statistic: its label and rounding from aggregator.stats (the
+    one table of statistics), the unit suffix from its unit."""
+    spec = _STATS.get(name)
+    unit = spec.unit if spec is not None else unit
+    suffix = {"%": "%", "hours": " h"}.get(unit, "")
+    return _StatInfo(label_of(name), decimals_of(name, unit), suffix)
 
 
 def _num(value: float, decimals: int) -> str:

@@ -100,22 +100,76 @@ class StatSpec:
     optional: tuple[tuple[str, MetricKind], ...] = ()
     #: Percentiles: the quantile in (0, 1).
     quantile: float | None = None
+    #: Plain-language name for readers (flag reasons, tables, the HTML page).
+    label: str = ""
+    #: Decimals shown to readers: scores 2, percentages, hours and NPS 1.
+    decimals: int = 1
 
 
 _H = MetricKind.HISTOGRAM
-#: The one table of statistics -> metrics, in report order.
+_C = MetricKind.COUNT
+#: The one table of statistics -> metrics, labels and rounding, in report order.
 STATISTICS: tuple[StatSpec, ...] = (
-    StatSpec("csat_mean", "score", (("csat", _H),), optional=(("csat_sum", MetricKind.SUM),)),
-    StatSpec("pct_satisfied", "%", (("csat", _H),)),
-    StatSpec("nps", "score", (("nps", _H),)),
     StatSpec(
-        "escalation_rate", "%", (("escalated", MetricKind.COUNT), ("tickets", MetricKind.COUNT))
+        "csat_mean",
+        "score",
+        (("csat", _H),),
+        optional=(("csat_sum", MetricKind.SUM),),
+        label="Average CSAT",
+        decimals=2,
     ),
-    StatSpec("first_response_p50", "hours", (("first_response_hours", _H),), quantile=0.5),
-    StatSpec("first_response_p90", "hours", (("first_response_hours", _H),), quantile=0.9),
-    StatSpec("resolution_p50", "hours", (("resolution_hours", _H),), quantile=0.5),
-    StatSpec("resolution_p90", "hours", (("resolution_hours", _H),), quantile=0.9),
+    StatSpec(
+        "pct_satisfied",
+        "%",
+        (("csat", _H),),
+        label="Share of satisfied customers (CSAT 4-5)",
+    ),
+    StatSpec("nps", "score", (("nps", _H),), label="NPS"),
+    StatSpec("escalation_rate", "%", (("escalated", _C), ("tickets", _C)), label="Escalation rate"),
+    StatSpec(
+        "first_response_p50",
+        "hours",
+        (("first_response_hours", _H),),
+        quantile=0.5,
+        label="Median first-response time",
+    ),
+    StatSpec(
+        "first_response_p90",
+        "hours",
+        (("first_response_hours", _H),),
+        quantile=0.9,
+        label="90th-percentile first-response time",
+    ),
+    StatSpec(
+        "resolution_p50",
+        "hours",
+        (("resolution_hours", _H),),
+        quantile=0.5,
+        label="Median resolution time",
+    ),
+    StatSpec(
+        "resolution_p90",
+        "hours",
+        (("resolution_hours", _H),),
+        quantile=0.9,
+        label="90th-percentile resolution time",
+    ),
 )
+_BY_NAME = {spec.name: spec for spec in STATISTICS}
+
+
+def label_of(name: str) -> str:
+    """The reader-facing name of a statistic (unknown ones: their name, humanised)."""
+    spec = _BY_NAME.get(name)
+    return spec.label if spec is not None else name.replace("_", " ").capitalize()
+
+
+def decimals_of(name: str, unit: str = "") -> int:
+    """How many decimals readers see (unknown statistics: 2 for scores, else 1)."""
+    spec = _BY_NAME.get(name)
+    if spec is not None:
+        return spec.decimals
+    return 2 if unit == "score" else 1
 
 
 def z_value(confidence: float) -> float:
