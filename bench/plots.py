@@ -12,6 +12,7 @@ skipped with a message and the rest of the run is unaffected.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,86 +76,104 @@ def _finish(ax: Any, title: str, xlabel: str, drawn: int) -> None:
         ax.text(0.5, 0.5, "no data in this run", ha="center", transform=ax.transAxes)
 
 
-def _server_plot(plt: Any, results: Sequence[Result], path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    kw: dict[str, Any] = {"x": "n", "group": "m"}
-    drawn = _draw(
-        left,
-        _series(
-            results, "secagg-core", "blindsum", "server_unmask_sum_s", dropout=PLOT_DROPOUT, **kw
-        ),
-        label="blindsum unmask+sum",
-        style="-",
-        group="m",
-    )
-    drawn += _draw(
-        left,
-        _series(results, "secagg-core", "sum-floor", "sum_floor_s", dropout=PLOT_DROPOUT, **kw),
-        label="sum floor",
-        style="--",
-        group="m",
-        marker="x",
-    )
-    _finish(left, f"secagg server ({PLOT_DROPOUT:.0%} dropout)", "n parties", drawn)
-    drawn = _draw(
-        right,
-        _series(results, "he-core", "blindsum", "server_add_s", **kw),
-        label="blindsum aggregator sum",
-        style="-",
-        group="m",
-    )
-    drawn += _draw(
-        right,
-        _series(results, "he-core", "raw-tenseal", "server_add_s", **kw),
-        label="raw TenSEAL sum",
-        style="--",
-        group="m",
-        marker="x",
-    )
-    _finish(right, "he aggregator sum", "n parties", drawn)
+@dataclass(frozen=True)
+class _Line:
+    """One measured quantity: (scenario, system, metric) and its legend label."""
+
+    scenario: str
+    system: str
+    metric: str
+    label: str
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """blindsum against its baseline in one subplot."""
+
+    title: str
+    subject: _Line
+    baseline: _Line
+    #: Secagg panels are drawn at PLOT_DROPOUT; he has no dropout.
+    dropout: float | None = None
+
+
+def _figure(
+    plt: Any,
+    results: Sequence[Result],
+    path: Path,
+    *,
+    x: str,
+    group: str,
+    xlabel: str,
+    panels: Sequence[_Panel],
+) -> None:
+    """One figure with a subplot per panel: the subject solid, its baseline dashed."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.8))
+    for ax, panel in zip(axes, panels, strict=True):
+        drawn = 0
+        for line, style, marker in ((panel.subject, "-", "o"), (panel.baseline, "--", "x")):
+            series = _series(
+                results,
+                line.scenario,
+                line.system,
+                line.metric,
+                x=x,
+                group=group,
+                dropout=panel.dropout,
+            )
+            drawn += _draw(ax, series, label=line.label, style=style, group=group, marker=marker)
+        _finish(ax, panel.title, xlabel, drawn)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _server_plot(plt: Any, results: Sequence[Result], path: Path) -> None:
+    _figure(
+        plt,
+        results,
+        path,
+        x="n",
+        group="m",
+        xlabel="n parties",
+        panels=(
+            _Panel(
+                f"secagg server ({PLOT_DROPOUT:.0%} dropout)",
+                _Line("secagg-core", "blindsum", "server_unmask_sum_s", "blindsum unmask+sum"),
+                _Line("secagg-core", "sum-floor", "sum_floor_s", "sum floor"),
+                dropout=PLOT_DROPOUT,
+            ),
+            _Panel(
+                "he aggregator sum",
+                _Line("he-core", "blindsum", "server_add_s", "blindsum aggregator sum"),
+                _Line("he-core", "raw-tenseal", "server_add_s", "raw TenSEAL sum"),
+            ),
+        ),
+    )
 
 
 def _party_plot(plt: Any, results: Sequence[Result], path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    kw: dict[str, Any] = {"x": "m", "group": "n"}
-    drawn = _draw(
-        left,
-        _series(results, "secagg-core", "blindsum", "party_total_s", dropout=PLOT_DROPOUT, **kw),
-        label="blindsum party total",
-        style="-",
+    _figure(
+        plt,
+        results,
+        path,
+        x="m",
         group="n",
+        xlabel="m (vector length)",
+        panels=(
+            _Panel(
+                f"secagg party ({PLOT_DROPOUT:.0%} dropout)",
+                _Line("secagg-core", "blindsum", "party_total_s", "blindsum party total"),
+                _Line("secagg-core", "prg-floor", "prg_floor_s", "PRG floor"),
+                dropout=PLOT_DROPOUT,
+            ),
+            _Panel(
+                "he party",
+                _Line("he-core", "blindsum", "party_total_s", "blindsum encrypt+receipt"),
+                _Line("he-core", "raw-tenseal", "party_encrypt_s", "raw TenSEAL encrypt"),
+            ),
+        ),
     )
-    drawn += _draw(
-        left,
-        _series(results, "secagg-core", "prg-floor", "prg_floor_s", dropout=PLOT_DROPOUT, **kw),
-        label="PRG floor",
-        style="--",
-        group="n",
-        marker="x",
-    )
-    _finish(left, f"secagg party ({PLOT_DROPOUT:.0%} dropout)", "m (vector length)", drawn)
-    drawn = _draw(
-        right,
-        _series(results, "he-core", "blindsum", "party_total_s", **kw),
-        label="blindsum encrypt+receipt",
-        style="-",
-        group="n",
-    )
-    drawn += _draw(
-        right,
-        _series(results, "he-core", "raw-tenseal", "party_encrypt_s", **kw),
-        label="raw TenSEAL encrypt",
-        style="--",
-        group="n",
-        marker="x",
-    )
-    _finish(right, "he party", "m (vector length)", drawn)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_plots(results: Sequence[Result], out_dir: Path) -> list[str]:
