@@ -211,6 +211,7 @@ class Store:
     blob = "BLOB"
     autoinc = "INTEGER PRIMARY KEY AUTOINCREMENT"
     double = "REAL"
+    table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -280,14 +281,7 @@ class Store:
                 )
 
     def _has_table(self, name: str) -> bool:
-        if isinstance(self, PostgresStore):
-            sql = (
-                "SELECT 1 FROM information_schema.tables "
-                "WHERE table_name = ? AND table_schema = current_schema()"
-            )
-        else:
-            sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-        return self._exec(sql, (name,)).fetchone() is not None
+        return self._exec(self.table_exists_sql, (name,)).fetchone() is not None
 
     # -- parties ------------------------------------------------------------
     def enroll(self, name: str, identity_cert_pem: bytes) -> None:
@@ -567,6 +561,10 @@ class PostgresStore(Store):
     blob = "BYTEA"
     autoinc = "BIGSERIAL PRIMARY KEY"
     double = "DOUBLE PRECISION"
+    table_exists_sql = (
+        "SELECT 1 FROM information_schema.tables "
+        "WHERE table_name = ? AND table_schema = current_schema()"
+    )
 
     def __init__(self, url: str) -> None:
         super().__init__()
