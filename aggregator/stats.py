@@ -7,8 +7,8 @@ units are a stable API: flags, the report JSON schema and the HTML page use them
 Definitions
 -----------
 - ``csat_mean`` (score): sum of CSAT scores / number of CSAT answers. The number of
-  answers is *always* the csat histogram's total (``responses`` counts tickets an agent
-  responded to, not survey answers, so it is not a denominator for CSAT). The score sum
+  answers is *always* the csat histogram's total (``replied`` counts tickets with a first
+  reply, not survey answers, so it is not a denominator for CSAT). The score sum
   is read from the histogram (``sum k * c_k``, a bin ``[k, k+1)`` standing for score
   ``k``). A merged bin ``[lo, hi)`` counts at its middle score and the interval widens by
   the most that can be off (half its score range times its share). ``csat_sum`` is not

@@ -7,7 +7,7 @@ signature and receipt.
 Vector layout (derived deterministically): region-major ``region x metric x slot``,
 then one contributor indicator per region at the end::
 
-    APAC/tickets, APAC/responses, APAC/csat[1,2), ..., EMEA/tickets, ...,
+    APAC/tickets, APAC/replied, APAC/csat[1,2), ..., EMEA/tickets, ...,
     APAC/__contributor__, EMEA/__contributor__, ...
 
 Values live in the ring Z_2^64 (``numpy.uint64``); signed values (DP noise) decode as

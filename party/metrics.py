@@ -21,6 +21,28 @@ When a customer has more tickets, the earliest ``cap`` by ``(created, line)``
 are kept and the others are excluded from *all* metrics and counted in
 :attr:`MetricsSummary.capped`.
 
+Which tickets each metric counts
+--------------------------------
+A ticket's status is one of ``open``, ``escalated`` or ``resolved``
+(:class:`~party.tickets.Status`; the mapping's ``[status]`` table says which source
+words mean which, e.g. "Solved" and "Closed" mean resolved, "Pending" and
+"In Progress" mean open).
+
+- ``tickets``: every ticket. ``replied``: tickets with a first reply (a
+  ``first_response_at`` or ``first_response_hours`` value). ``escalated``: status
+  ``escalated``, or an ``escalated_at`` value whatever the status. ``resolved``:
+  status ``resolved``.
+- ``csat``/``csat_sum`` and ``nps``: every ticket with a score, whatever its status.
+- ``first_response_hours``: every ticket with a first-response time (given, or
+  ``first_response_at - created``).
+- ``resolution_hours`` and ``resolution_hours_sum`` (:data:`RESOLVED_ONLY`): only
+  tickets with status ``resolved`` that have a resolution time (given, or
+  ``resolved_at - created``). An open or escalated ticket is left out even when the
+  export gives it a ``resolution_hours`` value (often its age so far), and so is a
+  reopened ticket with an old ``resolved_at``. The histogram's total is therefore
+  at most ``resolved``. A resolved ticket that was escalated on the way counts in
+  both ``escalated`` and the resolution metrics.
+
 Clipping
 --------
 Histogram values are clipped into ``[first edge, last edge)``: a value at or
@@ -47,6 +69,7 @@ from party.tickets import Ticket
 
 __all__ = [
     "KNOWN_METRICS",
+    "RESOLVED_ONLY",
     "MetricValues",
     "MetricsSummary",
     "compute_metrics",
@@ -61,7 +84,7 @@ MetricValues = dict[str, dict[str, int | float | list[int]]]
 #: Metric name -> the kind this module computes for it.
 KNOWN_METRICS: dict[str, MetricKind] = {
     "tickets": MetricKind.COUNT,
-    "responses": MetricKind.COUNT,
+    "replied": MetricKind.COUNT,
     "escalated": MetricKind.COUNT,
     "resolved": MetricKind.COUNT,
     "csat": MetricKind.HISTOGRAM,
@@ -75,12 +98,21 @@ KNOWN_METRICS: dict[str, MetricKind] = {
 #: Metrics whose per-ticket values are integer scores (their sums stay integers).
 _INTEGER_VALUED = frozenset({"csat", "csat_sum", "nps"})
 
+#: Metrics that only resolved tickets (status ``resolved``) enter; see the module docstring.
+RESOLVED_ONLY = frozenset({"resolution_hours", "resolution_hours_sum"})
+
 
 @dataclass
 class MetricsSummary:
     """What :func:`compute_metrics` did with the tickets; holds counts only.
 
     ``tickets_in == tickets_used + capped + unknown_region``.
+
+    ``unknown_region`` counts the tickets handed to :func:`compute_metrics` whose
+    region is not exactly (case included) one of the schema's. The party pipeline
+    (``party.pipeline``) already quarantines such rows at ingest as
+    ``unknown_region`` and passes on only tickets of the schema's regions, so on
+    that path this count is always 0; the rows are in the ingest summary instead.
     """
 
     tickets_in: int
@@ -124,22 +156,29 @@ def _resolution_hours(ticket: Ticket) -> float | None:
 
 
 def _value_of(name: str, ticket: Ticket) -> float | None:
-    """The per-ticket input of a histogram or sum metric, or None when absent."""
+    """The per-ticket input of a histogram or sum metric, or None when absent.
+
+    Resolution metrics read only resolved tickets: an open or escalated ticket's
+    ``resolution_hours`` (some exports fill it with the ticket's age so far) is not
+    a resolution time.
+    """
     if name in ("csat", "csat_sum"):
         return None if ticket.csat is None else float(ticket.csat)
     if name == "nps":
         return None if ticket.nps is None else float(ticket.nps)
     if name == "first_response_hours":
         return _first_response_hours(ticket)
-    # resolution_hours and resolution_hours_sum
+    # resolution_hours and resolution_hours_sum (RESOLVED_ONLY)
+    if not ticket.resolved:
+        return None
     return _resolution_hours(ticket)
 
 
 def _count_of(name: str, ticket: Ticket) -> bool:
     if name == "tickets":
         return True
-    if name == "responses":
-        return ticket.responded
+    if name == "replied":
+        return ticket.replied
     if name == "escalated":
         return ticket.escalated
     return ticket.resolved  # "resolved"

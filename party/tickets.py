@@ -81,7 +81,8 @@ class Ticket:
         return self.status is Status.RESOLVED
 
     @property
-    def responded(self) -> bool:
+    def replied(self) -> bool:
+        """The ticket had a first reply (the ``replied`` metric)."""
         return self.first_response_at is not None or self.first_response_hours is not None
 
 

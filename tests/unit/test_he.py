@@ -143,7 +143,7 @@ def test_sum_of_party_vectors(secret: BfvSecretContext, public: BfvPublicContext
         values: dict[str, dict[str, float | int | list[int]]] = {
             region: {
                 "tickets": rng.randrange(1000),
-                "responses": rng.randrange(1000),
+                "replied": rng.randrange(1000),
                 "csat": [rng.randrange(100) for _ in range(5)],
                 "csat_sum": rng.randrange(500),
                 "escalated": rng.randrange(50),

@@ -363,7 +363,7 @@ def test_end_to_end_with_schema_vectors(
             {
                 "EMEA": {
                     "tickets": 10 + i,
-                    "responses": 5,
+                    "replied": 5,
                     "csat": [0, 0, 1, 2, 3],
                     "csat_sum": 14,
                     "escalated": 1,

@@ -105,7 +105,7 @@ def test_every_metric_on_hand_built_tickets(schema: Schema) -> None:
     assert set(values) == {"APAC", "EMEA"}  # Americas had no tickets: absent
     assert values["APAC"] == {
         "tickets": 5,
-        "responses": 4,
+        "replied": 4,
         "csat": [0, 1, 0, 1, 1],
         "csat_sum": 11,
         "escalated": 2,
@@ -118,7 +118,7 @@ def test_every_metric_on_hand_built_tickets(schema: Schema) -> None:
     }
     assert values["EMEA"] == {
         "tickets": 1,
-        "responses": 1,
+        "replied": 1,
         "csat": [0, 0, 1, 0, 0],
         "csat_sum": 3,
         "escalated": 0,
@@ -161,19 +161,128 @@ def test_required_nps_is_always_given() -> None:
     assert values["APAC"]["nps"] == [0, 0, 0]
 
 
+# ------------------------------------------------- which tickets a metric counts
+
+
+def test_resolution_metrics_count_resolved_tickets_only(schema: Schema) -> None:
+    tickets = [
+        # resolved in 3 h: counts
+        tk(1, status=Status.RESOLVED, resolution_hours=3.0),
+        # in progress (status open) with its age so far as resolution_hours: left out
+        tk(2, status=Status.OPEN, resolution_hours=30.0),
+        # escalated and still open, with hours: left out
+        tk(3, status=Status.ESCALATED, resolution_hours=100.0),
+        # reopened: an old resolved_at but status open: left out
+        tk(4, created=T0, resolved_at=T0 + timedelta(hours=10)),
+        # resolved after an escalation (escalated_at set): counts, and is escalated
+        tk(
+            5,
+            status=Status.RESOLVED,
+            created=T0,
+            escalated_at=T0 + timedelta(hours=1),
+            resolved_at=T0 + timedelta(hours=50),
+        ),
+        # resolved without any resolution time: counted as resolved, not in the bins
+        tk(6, status=Status.RESOLVED),
+    ]
+    values, summary = compute_metrics(tickets, schema, customer_of=by_id)
+    apac = values["APAC"]
+    # edges 0, 1, 4, 8, 24, 48, 72, 168, 336: 3 h and 50 h only
+    assert apac["resolution_hours"] == [0, 1, 0, 0, 0, 1, 0, 0]
+    assert apac["resolution_hours_sum"] == 53.0
+    assert apac["resolved"] == 3
+    assert apac["escalated"] == 2
+    assert apac["tickets"] == 6
+    # Nothing was clipped: the 100 h and 30 h of unresolved tickets were never read.
+    assert summary.clipped["resolution_hours"] == 0
+    assert summary.clipped["resolution_hours_sum"] == 0
+
+
+def test_unresolved_hours_beyond_the_clip_are_not_counted_as_clipped(schema: Schema) -> None:
+    tickets = [
+        tk(1, status=Status.ESCALATED, resolution_hours=5000.0),
+        tk(2, status=Status.OPEN, resolution_hours=-1.0),
+    ]
+    values, summary = compute_metrics(tickets, schema, customer_of=by_id)
+    assert values["APAC"]["resolution_hours"] == [0] * 8
+    assert values["APAC"]["resolution_hours_sum"] == 0.0
+    assert summary.clipped["resolution_hours"] == summary.clipped["resolution_hours_sum"] == 0
+
+
+def test_status_words_of_the_mapping_decide_what_is_resolved(
+    schema: Schema, tmp_path: Path
+) -> None:
+    # The generic preset: "Resolved", "Solved", "Closed" are resolved; "In Progress",
+    # "Pending" are open; "Escalated" is escalated.
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "ticket_id,region,status,resolution_hours,first_response_minutes\n"
+        "1,APAC,Resolved,2,30\n"
+        "2,APAC,Closed,5,\n"
+        "3,APAC,Solved,10,90\n"
+        "4,APAC,In Progress,20,15\n"
+        "5,APAC,Pending,30,\n"
+        "6,APAC,Escalated,40,45\n",
+        encoding="utf-8",
+    )
+    result = ingest_file(export, load_mapping("generic"))
+    assert result.summary.quarantined == 0, result.summary.by_reason
+    values, _ = compute_metrics(result.tickets, schema, customer_of=by_id)
+    apac = values["APAC"]
+    assert apac["resolved"] == 3
+    # [1,4) [4,8) [8,24): 2 h, 5 h, 10 h; the 20, 30 and 40 h of open/escalated rows are out
+    assert apac["resolution_hours"] == [0, 1, 1, 1, 0, 0, 0, 0]
+    assert apac["resolution_hours_sum"] == 17.0
+    # replied: a first-response time, whatever the status (rows 1, 3, 4, 6)
+    assert apac["replied"] == 4
+    first = apac["first_response_hours"]
+    assert isinstance(first, list)
+    assert sum(first) == 4
+
+
+def test_resolution_histogram_total_never_exceeds_resolved(schema: Schema) -> None:
+    statuses = list(Status)
+    tickets = [
+        tk(
+            i,
+            status=statuses[i % 3],
+            resolution_hours=float(i % 11) * 7.5 if i % 4 else None,
+            first_response_hours=0.3 * (i % 5) if i % 2 else None,
+        )
+        for i in range(1, 61)
+    ]
+    values, _ = compute_metrics(tickets, schema, customer_of=by_id)
+    apac = values["APAC"]
+    bins = apac["resolution_hours"]
+    assert isinstance(bins, list)
+    resolved_with_hours = [
+        t for t in tickets if t.status is Status.RESOLVED and t.resolution_hours is not None
+    ]
+    resolved = apac["resolved"]
+    assert isinstance(resolved, int)
+    assert sum(bins) == len(resolved_with_hours) <= resolved
+    assert apac["resolution_hours_sum"] == pytest.approx(
+        sum(t.resolution_hours or 0.0 for t in resolved_with_hours)
+    )
+    first = apac["first_response_hours"]
+    assert isinstance(first, list)
+    assert sum(first) == apac["replied"]  # every replied ticket here has a created time
+
+
 # ----------------------------------------------------------------- clipping
 
 
 def test_histogram_values_are_clipped_into_the_edges_and_counted(schema: Schema) -> None:
+    done = Status.RESOLVED
     tickets = [
         tk(1, first_response_hours=-1.0),  # below the first edge -> first bin
         tk(2, first_response_hours=0.0),  # on the first edge: not clipped
         tk(3, first_response_hours=47.99),  # last bin, not clipped
         tk(4, first_response_hours=48.0),  # == last edge -> last bin, clipped
         tk(5, first_response_hours=math.inf),  # clipped
-        tk(6, resolution_hours=336.0),  # == last edge: last bin, clipped; sum not
-        tk(7, resolution_hours=1000.0),  # last bin and sum clipped to 720
-        tk(8, resolution_hours=-2.0),  # first bin, sum clipped to 0
+        tk(6, status=done, resolution_hours=336.0),  # == last edge: last bin, clipped; sum not
+        tk(7, status=done, resolution_hours=1000.0),  # last bin and sum clipped to 720
+        tk(8, status=done, resolution_hours=-2.0),  # first bin, sum clipped to 0
         tk(9, csat=7),  # bad scale slipped through: last bin + sum clipped to 5
         tk(10, csat=0),  # first bin + sum clipped to 1
     ]
@@ -184,7 +293,7 @@ def test_histogram_values_are_clipped_into_the_edges_and_counted(schema: Schema)
     assert apac["resolution_hours_sum"] == 336.0 + 720.0 + 0.0
     assert apac["csat"] == [1, 0, 0, 0, 1]
     assert apac["csat_sum"] == 6
-    assert apac["responses"] == 5
+    assert apac["replied"] == 5
     assert summary.clipped == {
         "csat": 2,
         "csat_sum": 2,
@@ -204,7 +313,9 @@ def test_value_on_an_inner_edge_goes_to_the_upper_bin(schema: Schema) -> None:
 
 def test_nan_value_names_the_line(schema: Schema) -> None:
     with pytest.raises(InvalidArgument, match="line 7"):
-        compute_metrics([tk(7, resolution_hours=math.nan)], schema, customer_of=by_id)
+        compute_metrics(
+            [tk(7, status=Status.RESOLVED, resolution_hours=math.nan)], schema, customer_of=by_id
+        )
 
 
 # ----------------------------------------------------------- region handling
@@ -259,7 +370,7 @@ def test_cap_keeps_the_earliest_tickets_of_a_customer(schema: Schema) -> None:
     assert values["APAC"]["tickets"] == 3
     assert values["APAC"]["escalated"] == 0  # both escalations were capped away
     assert values["APAC"]["resolved"] == 1
-    assert values["APAC"]["responses"] == 1
+    assert values["APAC"]["replied"] == 1
     assert values["APAC"]["csat"] == [1, 0, 0, 0, 0]
     assert values["EMEA"]["tickets"] == 2
     assert summary.capped == 2
@@ -424,10 +535,12 @@ def _pandas_expected(df: Any, schema: Schema) -> tuple[dict[str, dict[str, Any]]
     for region, g in df.groupby("region"):
         csat = g["csat_score"].dropna()
         frt = g["first_response_minutes"].dropna() / 60.0
-        res = g["resolution_hours"].dropna()
+        # Resolution metrics count resolved tickets only ("Resolved" is the dataset's
+        # one resolved status); its in-progress and escalated rows carry hours too.
+        res = g.loc[g["status"] == "Resolved", "resolution_hours"].dropna()
         expected[str(region)] = {
             "tickets": len(g),
-            "responses": int(g["first_response_minutes"].notna().sum()),
+            "replied": int(g["first_response_minutes"].notna().sum()),
             "csat": binned(csat, csat_m.edges),
             "csat_sum": float(csat.clip(*csat_sum_m.clip).sum()),
             "escalated": int((g["status"] == "Escalated").sum()),

@@ -64,7 +64,7 @@ def full_values() -> dict[str, dict[str, float | int | list[int]]]:
     return {
         "APAC": {
             "tickets": 120,
-            "responses": 100,
+            "replied": 100,
             "csat": [1, 2, 3, 10, 20],
             "csat_sum": 144.0,
             "nps": [0, 0, 5],
@@ -83,7 +83,7 @@ def full_values() -> dict[str, dict[str, float | int | list[int]]]:
 def test_default_loads_with_expected_layout(default: Schema) -> None:
     assert default.name == "support-kpis"
     assert default.regions == ("APAC", "EMEA", "Americas")
-    assert [m.name for m in default.metrics][:4] == ["tickets", "responses", "csat", "csat_sum"]
+    assert [m.name for m in default.metrics][:4] == ["tickets", "replied", "csat", "csat_sum"]
     csat = default.metric("csat")
     assert csat.kind is MetricKind.HISTOGRAM
     assert csat.slots == 5

@@ -24,7 +24,7 @@ Values = Mapping[str, int | Sequence[int]]
 #: A region of the default schema, chosen so that every statistic is easy by hand.
 BASE: dict[str, int | list[int]] = {
     "tickets": 500,
-    "responses": 450,
+    "replied": 450,
     "csat": [10, 10, 20, 40, 20],  # mean 3.5, 60 % satisfied
     "csat_sum": 350,
     # detractors 0-6: 10, passives 7-8: 20, promoters 9-10: 30 -> NPS 100 * 20 / 60
@@ -360,7 +360,7 @@ def test_coverage_of_95_percent_intervals() -> None:
     """
     values: dict[str, int | list[int]] = {
         "tickets": 800,
-        "responses": 700,
+        "replied": 700,
         "csat": [30, 40, 80, 200, 250],
         "csat_sum": 30 + 80 + 240 + 800 + 1250,
         "nps": [5, 5, 5, 8, 10, 15, 20, 40, 60, 80, 70],
