@@ -13,6 +13,8 @@ from pathlib import Path
 from blindsum.config import load_config
 
 CONFIG_NAME = "aggregator.toml"
+#: Written by ``aggregator serve`` once it has bound: the address it listens on.
+ADDRESS_FILE = "aggregator.addr"
 
 
 @dataclass(frozen=True)

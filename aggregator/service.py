@@ -46,7 +46,7 @@ from blindsum.transport.tls import secure_channel, server_credentials
 
 log = get_logger("blindsum.aggregator")
 
-ADDRESS_FILE = "aggregator.addr"
+ADDRESS_FILE = cfgmod.ADDRESS_FILE
 
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -414,6 +414,9 @@ async def serve_forever(directory: Path, *, listen: str | None = None) -> None:
     await stop.wait()
     log.info("aggregator_stopping")
     await running.stop(grace=5.0)
+    # A stale address would send the next admin call to whatever reuses the port.
+    with contextlib.suppress(OSError):
+        (directory / ADDRESS_FILE).unlink()
 
 
 async def serve_custodian_forever(directory: Path, *, listen: str) -> None:

@@ -297,7 +297,7 @@ def _child_server(args: Sequence[str], addr_file: Path) -> Iterator[_Child]:
 
 def _aggregator(dep: _Deployment) -> contextlib.AbstractContextManager[_Child]:
     return _child_server(
-        ["-m", "blindsum.cli", "aggregator", "serve", str(dep.agg_dir)],
+        ["-m", "blindsum_app.cli", "aggregator", "serve", str(dep.agg_dir)],
         dep.agg_dir / ADDRESS_FILE,
     )
 

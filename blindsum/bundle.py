@@ -45,6 +45,9 @@ class PartyConfig:
     #: list (empty: every region of the round's schema), never from its tickets, so no
     #: single customer can flip them; tickets in a region not listed are refused.
     regions: tuple[str, ...] = ()
+    #: A ticket export with more than this share of its rows quarantined is refused
+    #: before anything is sent (``party submit/run --allow-partial`` overrides it).
+    max_quarantined_share: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ def load_bundle(path: Path) -> Bundle:
     if not path.is_dir():
         raise ConfigError(f"bundle {path} is not a directory", field="--bundle")
     config = load_config(path / BUNDLE_CONFIG, PartyConfig)
+    share = config.max_quarantined_share
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(
+            f"must be between 0 and 1, got {share}",
+            field=f"{path / BUNDLE_CONFIG}: max_quarantined_share",
+        )
 
     def read(name: str) -> bytes:
         try:

@@ -28,7 +28,13 @@ from blindsum import codec
 from blindsum.bundle import Bundle
 from blindsum.crypto.he import to_centred
 from blindsum.crypto.sign import VerifyKey
-from blindsum.errors import BlindsumError, FailedPrecondition, InvalidArgument, Unavailable
+from blindsum.errors import (
+    BlindsumError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from blindsum.log import get_logger
 from blindsum.model import DpMode, Mode, Phase, RoundState, RoundView
 from blindsum.protocol.he import make_receipt
@@ -81,13 +87,19 @@ class RetryPolicy:
     rpc_timeout_s: float = 30.0
 
 
+def _tls_problem(message: str) -> bool:
+    """True when error_from_rpc blamed the TLS handshake rather than the address."""
+    return "TLS" in message or "certificate" in message
+
+
 class RoundClient:
     """Typed calls to the RoundService with bounded, jittered retries on transient errors."""
 
     def __init__(self, bundle: Bundle, *, address: str | None = None) -> None:
         self.bundle = bundle
+        self.address = address or bundle.config.aggregator
         self.channel = secure_channel(
-            address or bundle.config.aggregator,
+            self.address,
             bundle.tls,
             bundle.ca_cert_pem,
             server_name=bundle.config.server_name,
@@ -109,12 +121,24 @@ class RoundClient:
             except grpc.aio.AioRpcError as exc:
                 retryable = is_transient(exc.code()) or exc.code() in _RETRY_ALSO
                 if not retryable or attempt == self.retry.max_attempts:
-                    raise error_from_rpc(exc, f"RoundService.{rpc}") from None
+                    raise self._error(exc, rpc) from None
                 log.info("rpc_retry", rpc=rpc, attempt=attempt, code=exc.code().name)
             jitter = secrets.randbelow(1000) / 1000.0
             await asyncio.sleep(delay * (0.5 + jitter))
             delay = min(delay * 2, self.retry.max_backoff_s)
         raise Unavailable(f"RoundService.{rpc}: no attempts left")  # pragma: no cover
+
+    def _error(self, exc: grpc.aio.AioRpcError, rpc: str) -> BlindsumError:
+        error = error_from_rpc(exc, f"RoundService.{rpc}")
+        if exc.code() is grpc.StatusCode.UNAVAILABLE and not _tls_problem(error.message):
+            # Nothing listens there, or it went away: say where we dialled and what to check.
+            return Unavailable(
+                f"cannot reach the aggregator at {self.address} ({exc.details()}); check "
+                f"--aggregator or `aggregator` in {self.bundle.path / 'party.toml'}, and that "
+                "`blindsum aggregator serve` runs there",
+                field=f"RoundService.{rpc}",
+            )
+        return error
 
 
 @dataclass
@@ -154,6 +178,7 @@ class PartyNode:
         progress: Callable[[str], None] | None = None,
         rand: RandFn = secrets.token_bytes,
         drop_after: Phase | None = None,
+        on_view: Callable[[RoundView], None] | None = None,
     ) -> None:
         if bundle.identity.role is not Role.PARTY or bundle.identity_key is None:
             raise InvalidArgument("this bundle is not a party bundle", field="--bundle")
@@ -163,6 +188,7 @@ class PartyNode:
         self.progress = progress or (lambda _msg: None)
         self.rand = rand
         self.drop_after = drop_after
+        self.on_view = on_view or (lambda _view: None)
         self.poll = bundle.config.poll_interval_s
 
     async def close(self) -> None:
@@ -179,7 +205,46 @@ class PartyNode:
             ref.known_phase = codec.phase_to_pb(known)
             ref.wait_ms = wait_ms
         info = await self.client.call("GetRound", ref)
-        return codec.round_view_from_pb(info)
+        view = codec.round_view_from_pb(info)
+        self.on_view(view)
+        return view
+
+    async def wait_for_round(self, round_id: str, wait_s: float) -> RoundView:
+        """The round's view once it exists: a node may start before the round is opened
+        (a scheduled submit, or the demo, whose parties are up before its phase clock
+        starts). Gives up with NotFound after ``wait_s`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        while True:
+            try:
+                return await self._view(round_id)
+            except NotFound:
+                if loop.time() >= deadline:
+                    raise NotFound(
+                        f"round {round_id!r} does not exist (waited {wait_s:g} s)",
+                        field="--round",
+                    ) from None
+            await asyncio.sleep(max(self.poll, 0.5))
+
+    async def next_open_round(self, wait_s: float) -> str:
+        """The id of the first open round this party is invited to, waiting up to ``wait_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        while True:
+            listing = await self.client.call(
+                "ListRounds", round_pb2.ListRoundsRequest(only_open=True)
+            )
+            if listing.rounds:
+                return str(listing.rounds[0].round_id)
+            if loop.time() >= deadline:
+                raise NotFound(
+                    f"no open round invites this party (waited {wait_s:g} s)", field="--round"
+                )
+            await asyncio.sleep(max(self.poll, 0.5))
+
+    async def ping(self) -> None:
+        """One cheap authenticated call: the aggregator is reachable and knows us."""
+        await self.client.call("ListRounds", round_pb2.ListRoundsRequest(only_open=True))
 
     def _schema(self, view: RoundView) -> Schema:
         # Parsing and validating a large schema costs tens of milliseconds; a daemon sees

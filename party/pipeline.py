@@ -3,6 +3,9 @@
 Raw tickets never leave this module's callers: ``tickets_source`` hands the
 node only the schema vector, and ``anonymize_export`` writes only anonymized
 rows and a lineage summary without raw values.
+
+The round path (``compute``, ``tickets_source``) never loads Presidio or spaCy;
+only ``anonymize_export`` does, when it runs.
 """
 
 from __future__ import annotations
@@ -12,22 +15,19 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindsum.errors import InvalidArgument
 from blindsum.schema import Schema
 from blindsum.types import U64Vector
-from party.anonymize import (
-    Anonymizer,
-    LineageSummary,
-    PartySecret,
-    Pseudonymizer,
-    write_export,
-    write_lineage,
-)
 from party.ingest import IngestResult, Quarantined, ingest_file, ingest_sql, write_quarantine
 from party.mapping import load_mapping
 from party.metrics import MetricsSummary, MetricValues, compute_metrics
+from party.pseudonym import PartySecret, Pseudonymizer
 from party.tickets import Ticket
+
+if TYPE_CHECKING:
+    from party.anonymize import LineageSummary
 
 SECRET_FILE = "party.secret"  # noqa: S105 - a file name, not a secret
 SQL_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "postgres:")
@@ -132,6 +132,7 @@ class MetricsRun:
     values: MetricValues
     summary: MetricsSummary
     vector: U64Vector
+    schema_id: str = ""
 
 
 def compute(source: TicketSource, schema: Schema, secret_path: Path) -> MetricsRun:
@@ -141,21 +142,78 @@ def compute(source: TicketSource, schema: Schema, secret_path: Path) -> MetricsR
     values, summary = compute_metrics(
         result.tickets, schema, customer_of=pseudonymizer.customer_token
     )
-    return MetricsRun(result, values, summary, schema.encode(values))
+    return MetricsRun(result, values, summary, schema.encode(values), schema.schema_id)
+
+
+#: Default of ``max_quarantined_share`` in party.toml.
+MAX_QUARANTINED_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class SubmitPolicy:
+    """When an export is too broken to submit. A party that submits an all-zero or
+    mostly-missing vector silently shortens every total and lowers the contributor
+    counts, so the node refuses before it contacts the aggregator."""
+
+    max_quarantined_share: float = MAX_QUARANTINED_SHARE
+    allow_partial: bool = False
+
+
+def check_submittable(
+    run: MetricsRun, source: TicketSource, schema: Schema, policy: SubmitPolicy
+) -> None:
+    """Raise InvalidArgument (exit 2) when ``run`` has no accepted ticket in any of the
+    schema's regions, or, unless ``policy.allow_partial``, when more than
+    ``policy.max_quarantined_share`` of the rows were quarantined. The message names the
+    quarantine file and the most common reason."""
+    summary = run.ingest.summary
+    where = source.quarantine_target
+    top = ""
+    if summary.by_reason:
+        reason, count = max(summary.by_reason.items(), key=lambda kv: (kv[1], kv[0]))
+        top = f"; top reason {reason} ({count} rows)"
+    if not run.ingest.tickets:
+        raise InvalidArgument(
+            f"no accepted ticket in any of the schema's regions ({', '.join(schema.regions)}): "
+            f"{summary.quarantined} of {summary.read} rows quarantined{top}, see {where}; "
+            "nothing was sent (check --mapping)",
+            field="--tickets",
+        )
+    share = summary.quarantined / summary.read if summary.read else 0.0
+    if share > policy.max_quarantined_share and not policy.allow_partial:
+        raise InvalidArgument(
+            f"{summary.quarantined} of {summary.read} rows ({share:.0%}) quarantined, more "
+            f"than max_quarantined_share {policy.max_quarantined_share:.0%}{top}, see {where}; "
+            "nothing was sent (fix the export or --mapping, or pass --allow-partial)",
+            field="--tickets",
+        )
 
 
 def tickets_source(
     source: TicketSource,
     secret_path: Path,
     *,
+    policy: SubmitPolicy | None = None,
     report: Callable[[MetricsRun], None] | None = None,
+    preflight: MetricsRun | None = None,
 ) -> Callable[[Schema], U64Vector]:
-    """A vector source for the party node that runs the pipeline for the round's schema."""
+    """A vector source for the party node that runs the pipeline for the round's schema,
+    and refuses (InvalidArgument) an export that ``policy`` finds unfit to submit.
+
+    ``preflight`` is a run already made for some schema (by :func:`compute`, before
+    contacting the aggregator): a round with that same schema uses its vector once
+    instead of reading the export again. Later rounds read the export afresh.
+    """
+    checks = policy or SubmitPolicy()
+    cached = [preflight] if preflight is not None else []
 
     def vector(schema: Schema) -> U64Vector:
-        run = compute(source, schema, secret_path)
-        if report is not None:
-            report(run)
+        run = cached.pop() if cached else None
+        if run is None or run.schema_id != schema.schema_id:
+            run = compute(source, schema, secret_path)
+            if report is not None:
+                report(run)
+        check_submittable(run, source, schema, checks)
         return run.vector
 
     return vector
@@ -170,6 +228,8 @@ def anonymize_export(
     """Write the anonymized export to ``out`` and its lineage next to it."""
     if out.suffix.lower() not in EXPORT_SUFFIXES:  # fail before the slow part
         raise InvalidArgument(f"output must end in {', '.join(EXPORT_SUFFIXES)}", field="-o")
+    from party.anonymize import Anonymizer, write_export, write_lineage  # noqa: PLC0415 - heavy
+
     result = source.ingest()
     anonymizer = Anonymizer(PartySecret.load_or_create(secret_path), load_mapping(source.mapping))
     rows, lineage = anonymizer.anonymize(result.tickets)

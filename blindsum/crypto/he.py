@@ -25,10 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import tenseal as ts
 
 from blindsum.errors import InvalidArgument
 from blindsum.types import U64Vector
+
+
+def _tenseal() -> Any:
+    """TenSEAL, imported on first use: a party in a secagg round never loads it."""
+    import tenseal  # noqa: PLC0415 - heavy native library, loaded only for he work
+
+    return tenseal
 
 __all__ = [
     "DEFAULT_PLAIN_MODULUS",
@@ -189,7 +195,7 @@ def _params_of(ctx: Any, field: str) -> BfvParams:
         parameters_set = bool(seal.parameters_set())
     except Exception:  # TenSEAL raises assorted C++-mapped types for bad state
         raise InvalidArgument("cannot read the encryption parameters", field=field) from None
-    if scheme != ts.SCHEME_TYPE.BFV.value or not parameters_set:
+    if scheme != _tenseal().SCHEME_TYPE.BFV.value or not parameters_set:
         raise InvalidArgument("is not a valid BFV context", field=field)
     try:
         params = BfvParams(poly_modulus_degree=n, plain_modulus=p)
@@ -215,7 +221,7 @@ def _check_context_bytes(data: object, field: str) -> bytes:
 
 def _parse_context(data: bytes, field: str) -> Any:
     try:
-        return ts.context_from(data)
+        return _tenseal().context_from(data)
     except Exception:  # TenSEAL maps protobuf/SEAL failures to several exception types
         raise InvalidArgument("is not a serialized TenSEAL context", field=field) from None
 
@@ -232,7 +238,7 @@ def _parse_vector(ctx: Any, data: object, expected_size: int | None, field: str)
     if len(data) > MAX_CHUNK_BYTES:
         raise InvalidArgument(f"larger than {MAX_CHUNK_BYTES} bytes", field=field)
     try:
-        vec = ts.bfv_vector_from(ctx, data)
+        vec = _tenseal().bfv_vector_from(ctx, data)
         ciphertexts = vec.ciphertext()
         size = int(vec.size())
         first_parms = list(ctx.seal_context().data.first_parms_id())
@@ -337,8 +343,8 @@ class BfvSecretContext:
         params = params if params is not None else BfvParams()
         if not isinstance(params, BfvParams):
             raise InvalidArgument("must be BfvParams", field="params")
-        ctx = ts.context(
-            ts.SCHEME_TYPE.BFV,
+        ctx = _tenseal().context(
+            _tenseal().SCHEME_TYPE.BFV,
             poly_modulus_degree=params.poly_modulus_degree,
             plain_modulus=params.plain_modulus,
         )
@@ -477,7 +483,7 @@ class BfvPublicContext:
         for c in range(count):
             part = ints[c * slots : (c + 1) * slots]
             try:
-                vec = ts.bfv_vector(self._ctx, part)
+                vec = _tenseal().bfv_vector(self._ctx, part)
             except Exception:  # pragma: no cover - inputs were validated above
                 raise InvalidArgument("encryption failed", field=f"values[{c * slots}:]") from None
             chunks.append(_serialize(vec))

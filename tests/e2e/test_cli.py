@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from blindsum.cli import main
 from blindsum.schema import Schema
+from blindsum_app.cli import main
 
-CLI = [sys.executable, "-m", "blindsum.cli"]
+CLI = [sys.executable, "-m", "blindsum_app.cli"]
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from blindsum.schema import Schema
-from party.anonymize import PartySecret, Pseudonymizer
 from party.ingest import ingest_file
 from party.mapping import load_mapping
 from party.metrics import compute_metrics
+from party.pseudonym import PartySecret, Pseudonymizer
 
 
 def test_demo_both_modes_releases_correct_totals(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "blindsum.cli", "demo", "--json", "--workdir", str(workdir)],
+        [sys.executable, "-m", "blindsum_app.cli", "demo", "--json", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -24,7 +24,6 @@ from aggregator import config as cfgmod
 from aggregator.service import RunningAggregator, start_aggregator
 from blindsum import codec
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig, load_bundle
-from blindsum.cli import main as cli_main
 from blindsum.config import dump_config, load_config
 from blindsum.errors import FailedPrecondition, NotFound
 from blindsum.model import (
@@ -40,6 +39,7 @@ from blindsum.model import (
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2, report_pb2_grpc
 from blindsum.transport.pki import KeyAndCert
 from blindsum.transport.tls import secure_channel
+from blindsum_app.cli import main as cli_main
 from party.node import SimulatedDropout
 from tests.conftest import PARTIES, Deployment
 from tests.integration.test_rounds_grpc import (

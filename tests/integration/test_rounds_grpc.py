@@ -14,13 +14,13 @@ import pytest
 from aggregator.service import RunningAggregator, start_aggregator
 from blindsum import codec
 from blindsum.bundle import load_bundle
-from blindsum.demo import cell_slots
 from blindsum.errors import BlindsumError
 from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
 from blindsum.rpc.v1 import common_pb2, report_pb2_grpc, round_pb2_grpc
 from blindsum.schema import Schema
 from blindsum.transport.tls import secure_channel
 from blindsum.types import U64Vector
+from blindsum_app.demo import cell_slots
 from party.node import PartyNode, SimulatedDropout
 from tests.conftest import PARTIES, Deployment
 

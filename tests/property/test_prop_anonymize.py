@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from party import anonymize as anon
-from party.anonymize import Anonymizer, PartySecret, Pseudonymizer, PseudonymKind
+from party.anonymize import Anonymizer
 from party.mapping import load_mapping
+from party.pseudonym import PartySecret, Pseudonymizer, PseudonymKind
 from party.tickets import Status, Ticket
 
 _MAPPING = load_mapping("generic")

@@ -18,16 +18,17 @@ from faker import Faker
 
 from blindsum.errors import ConfigError, Internal, InvalidArgument
 from party import anonymize as anon
+from party import pseudonym
 from party.anonymize import (
     RULES_VERSION,
     Anonymizer,
     LineageSummary,
-    PartySecret,
     age_band,
     write_export,
     write_lineage,
 )
 from party.mapping import Mapping, load_mapping, mapping_from_toml
+from party.pseudonym import PartySecret
 from party.tickets import CANONICAL_FIELDS, IDENTITY_FIELDS, Status, Ticket
 
 SECRET = PartySecret(bytes(range(32)))
@@ -796,7 +797,7 @@ def test_customer_token_preference_order(anonymizer: Anonymizer) -> None:
 
 
 def test_collision_inside_a_run_raises(generic: Mapping, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anon, "_PSEUDONYM_CHARS", 1)  # 32 possible pseudonyms
+    monkeypatch.setattr(pseudonym, "_PSEUDONYM_CHARS", 1)  # 32 possible pseudonyms
     a = Anonymizer(SECRET, generic)
     assert a.pseudonym_name("email", "same@x.io") == a.pseudonym_name("email", "SAME@x.io")
     with pytest.raises(Internal, match="same pseudonym") as err:

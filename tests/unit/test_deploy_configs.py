@@ -20,10 +20,10 @@ import pytest
 
 from aggregator.config import AggregatorConfig
 from blindsum.bundle import PartyConfig
-from blindsum.cli import build_parser
 from blindsum.config import load_config
 from blindsum.errors import ConfigError
 from blindsum.schema import Schema, load_metrics_file
+from blindsum_app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -14,7 +14,12 @@ every released number against the plaintext sum of the included parties' vectors
 exact for contributor counts, within 6 noise standard deviations for the noisy
 cells. It also checks that the incident is flagged and the healthy regions are not.
 
-Like ``cli``, this module is a composition root and may import both roles.
+The party processes start first. Each checks its export, computes its vector and
+connects to the aggregator, then says it is ready (``--ready-file``) and waits for
+the round. Only when every party is ready does the demo open the round, so the
+phase clock never runs while a loaded machine is still starting Python processes.
+
+Like the CLI, this module is a composition root in the layer above both roles.
 """
 
 from __future__ import annotations
@@ -37,13 +42,12 @@ import numpy as np
 
 from aggregator import config as cfgmod
 from aggregator.admin import enroll, init
+from aggregator.adminclient import admin_call, admin_channel
 from aggregator.report import render
-from aggregator.service import ADDRESS_FILE
 from blindsum import codec, reportdoc
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
-from blindsum.cli import _admin_channel
 from blindsum.config import dump_config, load_config
-from blindsum.errors import BlindsumError, Unavailable
+from blindsum.errors import BlindsumError, InvalidArgument, Unavailable
 from blindsum.model import Cell, DpMode, DpSpec, Mode, OpenRoundSpec, Report, Severity
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
 from blindsum.schema import MetricKind, Schema
@@ -58,6 +62,13 @@ INCIDENT_REGION = "EMEA"
 #: A released cell further than this many noise sds from the plaintext sum fails the
 #: check; a correct release does so with probability ~2e-9 per cell.
 CHECK_SDS = 6.0
+#: Bounds on the party processes: getting ready (start Python, run the pipeline,
+#: connect), and then taking part in the round.
+PARTY_START_TIMEOUT_S = 300
+PARTY_ROUND_TIMEOUT_S = 600
+#: Default seconds per phase. The clock starts once every party is ready, so it only
+#: has to cover a phase's work on a loaded machine, and the one wait a dropout costs.
+DEFAULT_PHASE_TIMEOUT_S = 20
 
 TEAM_NAMES = ("team-alpha", "team-beta", "team-gamma", "team-delta", "team-epsilon")
 
@@ -118,16 +129,36 @@ def iso_week(day: dt.date) -> str:
 def _spawn(args: Sequence[str], *, quiet: bool) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "blindsum.cli", *args],
+        [sys.executable, "-m", "blindsum_app.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL if quiet else None,
         stderr=subprocess.DEVNULL if quiet else None,
     )
 
 
+def _wait_ready(procs: dict[str, subprocess.Popen[bytes]], ready_dir: Path, timeout: float) -> None:
+    """Until every party process has written its ready file. A process that exits first
+    failed its checks or could not connect: the demo stops with its name and exit code."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [name for name in procs if not (ready_dir / name).exists()]
+        if not pending:
+            return
+        for name in pending:
+            code = procs[name].poll()
+            if code is not None:
+                raise BlindsumError(
+                    f"party {name} exited with code {code} before it was ready "
+                    "(its error is printed above)"
+                )
+        if time.monotonic() > deadline:
+            raise Unavailable(f"parties not ready after {timeout:.0f} s: {', '.join(pending)}")
+        time.sleep(0.1)
+
+
 def _wait_for_address(directory: Path, server: subprocess.Popen[bytes], timeout: float) -> str:
     deadline = time.monotonic() + timeout
-    path = directory / ADDRESS_FILE
+    path = directory / cfgmod.ADDRESS_FILE
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise Unavailable(f"the aggregator exited early with code {server.returncode}")
@@ -138,18 +169,14 @@ def _wait_for_address(directory: Path, server: subprocess.Popen[bytes], timeout:
 
 
 async def _open(directory: Path, spec: OpenRoundSpec) -> str:
-    channel = _admin_channel(directory)
-    try:
-        info = await admin_pb2_grpc.AdminServiceStub(channel).OpenRound(
-            codec.open_round_to_pb(spec), timeout=30
-        )
-        return str(info.round_id)
-    finally:
-        await channel.close(None)
+    info = await admin_call(
+        directory, "OpenRound", codec.open_round_to_pb(spec), connect_timeout_s=30
+    )
+    return str(info.round_id)
 
 
 async def _final(directory: Path, round_id: str) -> tuple[Any, Report | None]:
-    channel = _admin_channel(directory)
+    channel = admin_channel(directory)
     try:
         ref = common_pb2.RoundRef(round_id=round_id)
         stub = admin_pb2_grpc.AdminServiceStub(channel)
@@ -231,21 +258,22 @@ def _run_round(
     quiet: bool,
     week: dt.date,
     incident: bool,
+    phase_timeout_s: int,
 ) -> RoundResult:
     names = list(bundles)
     dropped = tuple(names[-drop:]) if drop else ()
     # secagg rounds show distributed DP (the aggregator only sees noisy sums), he rounds
     # central DP (OpenDP noise at release).
     dp_mode = DpMode.DISTRIBUTED if mode is Mode.SECAGG else DpMode.CENTRAL
+    round_id = f"{iso_week(week)}-{mode.value}"
     spec = OpenRoundSpec(
         mode=mode,
         parties=tuple(names),
         min_contributors=3,
-        phase_timeout_s=20,  # generous: five party processes start on a small machine
-        round_id=f"{iso_week(week)}-{mode.value}",
+        phase_timeout_s=phase_timeout_s,
+        round_id=round_id,
         dp=DpSpec(mode=dp_mode, window=iso_week(week)),
     )
-    round_id = asyncio.run(_open(agg_dir, spec))
     if not quiet:
         what = f"week of {week.isoformat()}" + (
             f", service incident in {INCIDENT_REGION}" if incident else ", healthy"
@@ -257,28 +285,43 @@ def _run_round(
         )
         if dropped:
             print(f"   {', '.join(dropped)} will drop out after the share phase", flush=True)
-    procs = []
-    for name in names:
-        args = [
-            "party",
-            "submit",
-            "--bundle",
-            str(bundles[name]),
-            "--tickets",
-            str(tickets[name]),
-            "--aggregator",
-            address,
-            "--round",
-            round_id,
-        ]
-        if name in dropped:
-            args += ["--drop-after", "share"]
-        procs.append(_spawn(args, quiet=quiet))
-    for proc in procs:
-        try:
-            proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    ready_dir = agg_dir.parent / "ready" / round_id
+    ready_dir.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name in names:
+            args = [
+                "party",
+                "submit",
+                "--bundle",
+                str(bundles[name]),
+                "--tickets",
+                str(tickets[name]),
+                "--aggregator",
+                address,
+                "--round",
+                round_id,
+                "--wait",
+                str(PARTY_START_TIMEOUT_S),
+                "--ready-file",
+                str(ready_dir / name),
+                "--progress",
+                "plain",
+            ]
+            if name in dropped:
+                args += ["--drop-after", "share"]
+            procs[name] = _spawn(args, quiet=quiet)
+        _wait_ready(procs, ready_dir, PARTY_START_TIMEOUT_S)
+        if not quiet:
+            print(f"   all {len(names)} party processes are ready; opening the round", flush=True)
+        asyncio.run(_open(agg_dir, spec))
+        for proc in procs.values():
+            proc.wait(timeout=PARTY_ROUND_TIMEOUT_S)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     view, report = asyncio.run(_final(agg_dir, round_id))
     included = tuple(report.included_parties) if report else ()
     ok = report is not None and check_report(
@@ -299,7 +342,17 @@ def _run_round(
     )
 
 
-def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path | None) -> int:
+def run_demo(
+    *,
+    mode: str,
+    parties: int,
+    drop: int,
+    as_json: bool,
+    workdir: Path | None,
+    phase_timeout_s: int = DEFAULT_PHASE_TIMEOUT_S,
+) -> int:
+    if phase_timeout_s < 1:
+        raise InvalidArgument("must be at least 1 second", field="--phase-timeout")
     if parties < 3:
         raise BlindsumError("the demo needs at least 3 parties (k = 3)")
     if drop < 0 or drop >= parties:
@@ -353,6 +406,7 @@ def run_demo(*, mode: str, parties: int, drop: int, as_json: bool, workdir: Path
                 quiet=quiet,
                 week=week,
                 incident=w == len(DEMO_WEEKS) - 1,
+                phase_timeout_s=phase_timeout_s,
             )
             results.append(result)
             if not quiet:

@@ -1,0 +1,389 @@
+"""``blindsum aggregator ...`` and ``blindsum custodian ...``: run and operate the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from blindsum import codec, log
+from blindsum.errors import InvalidArgument
+from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState
+from blindsum.rpc.v1 import admin_pb2, common_pb2
+from blindsum_app.cli.common import (
+    Progress,
+    add_command,
+    add_group,
+    format_status,
+    print_json,
+    view_json,
+)
+
+#: How often ``open-round --wait`` asks for the round's status.
+STATUS_POLL_S = 1.0
+
+
+def local_manager(directory: Path) -> Any:
+    """A round manager on the aggregator's own store, for read-only commands."""
+    from aggregator import config as cfgmod  # noqa: PLC0415 - loaded only by commands using it
+    from aggregator.rounds import RoundManager  # noqa: PLC0415
+    from aggregator.store import open_store  # noqa: PLC0415
+
+    cfg = cfgmod.load(directory)
+    store = open_store(cfg.store.url, base_dir=directory)
+    return RoundManager(store, ca_cert_pem=cfgmod.resolve(directory, cfg.tls.ca_cert).read_bytes())
+
+
+async def admin_call(
+    directory: Path, rpc: str, request: Any, *, connect_timeout_s: float = 0.0
+) -> Any:
+    from aggregator.adminclient import admin_call as call  # noqa: PLC0415
+
+    return await call(directory, rpc, request, connect_timeout_s=connect_timeout_s)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from aggregator.admin import ExternalPki, init  # noqa: PLC0415
+
+    pki = None
+    if args.ca_cert:
+        pki = ExternalPki(ca_cert=args.ca_cert, ca_key=args.ca_key, cert=args.cert, key=args.key)
+    elif args.ca_key or args.cert or args.key:
+        raise InvalidArgument("--ca-key/--cert/--key need --ca-cert", field="--ca-cert")
+    init(args.dir, listen=args.listen, pki=pki)
+    print(f"initialised aggregator in {args.dir} (listen {args.listen})")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from aggregator.admin import enroll  # noqa: PLC0415
+    from blindsum.transport.pki import Role  # noqa: PLC0415
+
+    cfg = enroll(
+        args.dir,
+        args.name,
+        args.output,
+        role=Role(args.role),
+        address=args.address,
+        ca_key=args.ca_key,
+    )
+    print(f"enrolled {cfg.role} {cfg.name}; bundle written to {args.output}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from aggregator.admin import revoke  # noqa: PLC0415
+
+    revoke(args.dir, args.name)
+    print(f"revoked {args.name}: it can no longer connect, and its receipts are refused")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aggregator import config as cfgmod  # noqa: PLC0415
+    from aggregator.service import serve_forever  # noqa: PLC0415
+
+    if args.log_level is None:
+        log.configure(cfgmod.load(args.dir).log_level)
+    asyncio.run(serve_forever(args.dir, listen=args.listen))
+    return 0
+
+
+def cmd_custodian_serve(args: argparse.Namespace) -> int:
+    from aggregator.service import serve_custodian_forever  # noqa: PLC0415
+
+    asyncio.run(serve_custodian_forever(args.dir, listen=args.listen))
+    return 0
+
+
+def parties_arg(values: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in values:
+        out += [p for p in value.split(",") if p]
+    return tuple(out)
+
+
+def dp_spec(args: argparse.Namespace) -> DpSpec | None:
+    """DP parameters from the command line; None leaves all of them to the aggregator."""
+    given = (args.rho, args.expected_parties, args.campaign, args.window)
+    if args.dp is None and not any(given):
+        return None
+    if args.dp is None:
+        raise InvalidArgument(
+            "--rho/--expected-parties/--campaign/--window need --dp", field="--dp"
+        )
+    return DpSpec(
+        mode=DpMode(args.dp),
+        rho=args.rho or 0.0,
+        expected_parties=args.expected_parties or 0,
+        campaign=args.campaign or "",
+        window=args.window or "",
+    )
+
+
+async def _open_round(args: argparse.Namespace) -> int:
+    if args.connect_timeout < 0:
+        raise InvalidArgument("must be 0 or more seconds", field="--connect-timeout")
+    schema_toml = ""
+    if args.schema:
+        from blindsum.schema import Schema  # noqa: PLC0415
+
+        schema_toml = args.schema.read_text()
+        Schema.from_toml(schema_toml)  # a bad schema fails here, naming its key
+    spec = OpenRoundSpec(
+        mode=Mode(args.mode),
+        parties=parties_arg(args.parties),
+        min_contributors=args.min_contributors,
+        threshold=args.threshold,
+        phase_timeout_s=args.phase_timeout,
+        schema_toml=schema_toml,
+        round_id=args.round_id or "",
+        dp=dp_spec(args),
+    )
+    info = await admin_call(
+        args.dir,
+        "OpenRound",
+        codec.open_round_to_pb(spec),
+        connect_timeout_s=args.connect_timeout,
+    )
+    view = codec.round_view_from_pb(info)
+    if not args.wait:
+        if args.json:
+            print_json(view_json(view))
+        else:
+            print(format_status(view))
+            print(view.round_id)
+        return 0
+    progress = Progress(live=False if args.json else None)
+    if not args.json:
+        print(format_status(view), flush=True)
+    try:
+        while view.state is RoundState.OPEN:
+            progress.status(view)
+            await asyncio.sleep(STATUS_POLL_S)
+            ref = common_pb2.RoundRef(round_id=view.round_id)
+            view = codec.round_view_from_pb(await admin_call(args.dir, "GetStatus", ref))
+    finally:
+        progress.close()
+    if args.json:
+        print_json(view_json(view))
+    else:
+        print(format_status(view))
+    return 0 if view.state is RoundState.COMPLETE else 3
+
+
+def cmd_open_round(args: argparse.Namespace) -> int:
+    return asyncio.run(_open_round(args))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    manager = local_manager(args.dir)
+    try:
+        views = [manager.view(args.round)] if args.round else manager.list_rounds()
+    finally:
+        manager.store.close()
+    if args.json:
+        print_json([view_json(v) for v in views])
+    elif not views:
+        print("no rounds yet")
+    else:
+        print("\n".join(format_status(v) for v in views))
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    req = admin_pb2.AbortRoundRequest(round_id=args.round, reason=args.reason)
+    info = asyncio.run(admin_call(args.dir, "AbortRound", req))
+    print(format_status(codec.round_view_from_pb(info)))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------
+
+DIR_HELP = "the aggregator directory (made by `aggregator init`)"
+
+
+def register(sub: Any) -> None:
+    agg = add_group(sub, "aggregator", help="run and operate the aggregator")
+
+    s = add_command(
+        agg,
+        "init",
+        help="create the CA, certificates, custodian keys, config and store",
+        examples=[
+            "blindsum aggregator init ./agg",
+            "blindsum aggregator init ./agg --listen 0.0.0.0:7443 --ca-cert ca.crt --ca-key ca.key",
+        ],
+        func=cmd_init,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help="directory to create; must not exist")
+    s.add_argument("--listen", default="127.0.0.1:7443", help="address the server will bind")
+    s.add_argument(
+        "--ca-cert",
+        type=Path,
+        help="use this CA (PEM) instead of generating a dev CA (default: generate one)",
+    )
+    s.add_argument("--ca-key", type=Path, help="the CA's unencrypted PEM key, with --ca-cert")
+    s.add_argument(
+        "--cert",
+        type=Path,
+        help="an existing server certificate, with --key (default: issue one from the CA)",
+    )
+    s.add_argument("--key", type=Path, help="the server certificate's key, with --cert")
+
+    s = add_command(
+        agg,
+        "enroll",
+        help="enroll a party or reader and write its bundle",
+        examples=[
+            "blindsum aggregator enroll ./agg team-alpha -o ./team-alpha",
+            "blindsum aggregator enroll ./agg lead -o ./lead --role reader "
+            "--address agg.example:7443",
+        ],
+        func=cmd_enroll,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("name", metavar="NAME", help="the party's or reader's name ([a-z0-9._-])")
+    s.add_argument(
+        "-o", "--output", type=Path, required=True, help="bundle directory to write (0600 keys)"
+    )
+    s.add_argument("--role", choices=["party", "reader"], default="party", help="what it may do")
+    s.add_argument(
+        "--address",
+        help="aggregator address written into the bundle (default: [server] listen)",
+    )
+    s.add_argument(
+        "--ca-key",
+        type=Path,
+        help="the CA key, when it is kept outside DIR (default: the key in DIR)",
+    )
+
+    s = add_command(
+        agg,
+        "revoke",
+        help="revoke an enrolled party",
+        examples=["blindsum aggregator revoke ./agg team-alpha"],
+        func=cmd_revoke,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("name", metavar="NAME", help="the enrolled party to revoke")
+
+    s = add_command(
+        agg,
+        "serve",
+        help="run the aggregator (and the embedded custodian) until SIGTERM or Ctrl-C",
+        examples=["blindsum aggregator serve ./agg", "blindsum aggregator serve ./agg --listen :0"],
+        func=cmd_serve,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument(
+        "--listen",
+        help="bind this HOST:PORT instead (default: [server] listen in aggregator.toml)",
+    )
+
+    s = add_command(
+        agg,
+        "open-round",
+        help="open a round on the running aggregator",
+        examples=[
+            "blindsum aggregator open-round ./agg --parties team-alpha,team-beta,team-gamma",
+            "blindsum aggregator open-round ./agg --parties a b c d --mode he --dp central "
+            "--wait --json",
+        ],
+        func=cmd_open_round,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("--mode", choices=["secagg", "he"], default="secagg", help="protection mode")
+    s.add_argument(
+        "--parties", nargs="+", required=True, help="invited parties, space or comma separated"
+    )
+    s.add_argument(
+        "--min-contributors",
+        type=int,
+        default=3,
+        help="k: a region with fewer contributing parties is suppressed",
+    )
+    s.add_argument(
+        "--threshold",
+        type=int,
+        default=0,
+        help="t: fewest parties the round can finish with (default: 0, derived from the "
+        "party count)",
+    )
+    s.add_argument(
+        "--phase-timeout",
+        type=int,
+        default=0,
+        help="seconds each phase waits for late parties (default: 0, [rounds] "
+        "phase_timeout_s in aggregator.toml)",
+    )
+    s.add_argument(
+        "--schema", type=Path, help="campaign schema TOML (default: the built-in schema)"
+    )
+    s.add_argument(
+        "--round-id",
+        help="the round's id, [A-Za-z0-9._-] (default: r-YYYYMMDD-HHMMSS-<random>)",
+    )
+    s.add_argument(
+        "--dp",
+        choices=["off", "central", "distributed"],
+        help="differential privacy for this round (default: [release] dp in aggregator.toml)",
+    )
+    s.add_argument("--rho", type=float, help="zCDP rho of this release (default: [release] rho)")
+    s.add_argument(
+        "--expected-parties",
+        type=int,
+        help="distributed DP: parties sharing the noise (default: the threshold)",
+    )
+    s.add_argument("--campaign", help="budget ledger campaign (default: the schema's name)")
+    s.add_argument("--window", help="budget ledger window (default: this ISO week, e.g. 2026-W47)")
+    s.add_argument(
+        "--wait", action="store_true", help="follow the round until it closes; exit 3 if aborted"
+    )
+    s.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for an aggregator that is still starting",
+    )
+    s.add_argument("--json", action="store_true", help="print the round as JSON")
+
+    s = add_command(
+        agg,
+        "status",
+        help="show rounds: who has joined, what each waits for",
+        examples=["blindsum aggregator status ./agg", "blindsum aggregator status ./agg ROUND"],
+        func=cmd_status,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("round", nargs="?", metavar="ROUND", help="one round (default: every round)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add_command(
+        agg,
+        "abort",
+        help="abort an open round",
+        examples=['blindsum aggregator abort ./agg ROUND --reason "wrong schema"'],
+        func=cmd_abort,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("round", metavar="ROUND", help="the open round's id")
+    s.add_argument(
+        "--reason", default="aborted by the operator", help="stored and shown to parties"
+    )
+
+    cust = add_group(sub, "custodian", help="run the he custodian on its own")
+    s = add_command(
+        cust,
+        "serve",
+        help="run only the custodian service (a custodian under another operator)",
+        examples=["blindsum custodian serve ./custodian --listen 0.0.0.0:7444"],
+        func=cmd_custodian_serve,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help="the custodian's directory")
+    s.add_argument("--listen", default="127.0.0.1:7444", help="address to bind")

@@ -1,0 +1,207 @@
+"""What every command group shares: exit codes, help formatting, output helpers.
+
+Every failure ends with one ``blindsum: error: ...`` line on stderr and the exit
+code of :data:`EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from blindsum.errors import ErrorCode
+from blindsum.model import Mode, RoundState, RoundView
+
+#: Exit codes, by the typed error's code; any other typed error exits 3.
+EXIT_FOR = {
+    ErrorCode.INVALID_ARGUMENT: 2,
+    ErrorCode.NOT_FOUND: 2,
+    ErrorCode.ALREADY_EXISTS: 2,
+    ErrorCode.UNAVAILABLE: 4,
+}
+
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    the demo ran, but its own check of the released numbers or flags failed
+  2    bad input: a bad option, file, row or value; unknown round; already exists;
+       an export with nothing to submit
+  3    refused or failed: permission denied, wrong phase, round aborted or not
+       complete, an internal error
+  4    a service could not be reached (not running, wrong address, timeout)
+  130  interrupted (Ctrl-C)"""
+
+
+def err(message: str) -> None:
+    print(f"blindsum: error: {message}", file=sys.stderr)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout and appends each option's default to its help,
+    unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default" in text
+        ):
+            return text
+        if isinstance(default, list | tuple):
+            shown = " ".join(str(v) for v in default)
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_command(
+    group: Any,
+    name: str,
+    *,
+    help: str,
+    examples: Sequence[str],
+    func: Handler,
+    description: str = "",
+) -> argparse.ArgumentParser:
+    """One subcommand with its one-line help, a description, and its examples."""
+    epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n"
+    epilog += "\n".join(f"  {line}" for line in examples)
+    parser: argparse.ArgumentParser = group.add_parser(
+        name,
+        help=help,
+        description=description or help[:1].upper() + help[1:] + ".",
+        epilog=epilog,
+        formatter_class=HelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_group(sub: Any, name: str, *, help: str) -> Any:
+    parser = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
+    return parser.add_subparsers(dest="sub", required=True, metavar="COMMAND")
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def view_json(view: RoundView) -> dict[str, Any]:
+    return {
+        "round_id": view.round_id,
+        "mode": view.mode.value,
+        "state": view.state.value,
+        "phase": view.phase.value,
+        "parties": list(view.parties),
+        "threshold": view.threshold,
+        "min_contributors": view.min_contributors,
+        "schema_id": view.schema_id,
+        "advertised": list(view.advertised),
+        "shared": list(view.shared),
+        "masked": list(view.masked),
+        "consistent": list(view.consistent),
+        "unmasked": list(view.unmasked),
+        "submitted": list(view.submitted),
+        "waiting_for": list(view.waiting_for),
+        "abort_reason": view.abort_reason,
+    }
+
+
+def seconds_left(view: RoundView) -> int:
+    return max(0, (view.phase_deadline_ms - int(time.time() * 1000)) // 1000)
+
+
+def format_status(view: RoundView) -> str:
+    lines = [f"round {view.round_id} ({view.mode.value}): {view.state.value}"]
+    if view.state is RoundState.OPEN:
+        lines[0] += f", phase {view.phase.value}, deadline in {seconds_left(view)} s"
+    if view.abort_reason:
+        lines.append(f"  reason: {view.abort_reason}")
+    lines.append(
+        f"  parties: {len(view.parties)} invited, threshold {view.threshold}, "
+        f"min contributors {view.min_contributors}, schema {view.schema_id[:12]}"
+    )
+    if view.mode is Mode.SECAGG:
+        lines.append(
+            f"  advertised {len(view.advertised)}/{len(view.parties)}  "
+            f"shared {len(view.shared)}/{len(view.advertised) or '-'}  "
+            f"masked {len(view.masked)}/{len(view.shared) or '-'}  "
+            f"signed {len(view.consistent)}/{len(view.masked) or '-'}  "
+            f"unmasked {len(view.unmasked)}/{len(view.consistent) or '-'}"
+        )
+    else:
+        lines.append(f"  submitted {len(view.submitted)}/{len(view.parties)}")
+    if view.waiting_for:
+        lines.append(f"  waiting for: {', '.join(view.waiting_for)}")
+    return "\n".join(lines)
+
+
+def status_line(view: RoundView) -> str:
+    """One line: the round, its phase, how many of the expected parties are in, time left."""
+    if view.state is not RoundState.OPEN:
+        text = f"round {view.round_id}: {view.state.value}"
+        return f"{text} ({view.abort_reason})" if view.abort_reason else text
+    expected = len(view.submitted) + len(view.waiting_for)
+    return (
+        f"round {view.round_id}: phase {view.phase.value}, "
+        f"{len(view.submitted)}/{expected} parties in, {seconds_left(view)} s left"
+    )
+
+
+class Progress:
+    """Progress on a stream. On a terminal, one live status line that is redrawn in
+    place, with messages printed above it; elsewhere (a pipe, a log file, a demo) plain
+    lines, and a status line only when it says something new (if ``plain_status``)."""
+
+    def __init__(
+        self, stream: TextIO | None = None, *, live: bool | None = None, plain_status: bool = True
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        #: Whether plain output prints status lines at all (a party node's own messages
+        #: already say what changed).
+        self.plain_status = plain_status
+        self._shown = ""
+        self._last_plain = ""
+
+    def message(self, text: str) -> None:
+        if self.live and self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.write(text + "\n")
+            self.stream.write(self._shown)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def status(self, view: RoundView) -> None:
+        text = status_line(view)
+        if self.live:
+            self._shown = text
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+            return
+        if not self.plain_status:
+            return
+        # Plain output: the same line without the countdown, so it prints only on change.
+        key = text.rsplit(",", 1)[0] if view.state is RoundState.OPEN else text
+        if key != self._last_plain:
+            self._last_plain = key
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = ""
