@@ -42,6 +42,9 @@ _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-s
 #: Debian's location, for when PATH lacks /usr/bin (cron, minimal shells).
 _DEBIAN_CHROMIUM = "/usr/bin/chromium"
 
+#: Longest wait for a browser's exit status once its pipe has closed.
+_EXIT_GRACE_S = 10.0
+
 #: Moves our pipes to the fds --remote-debugging-pipe expects, then becomes Chromium.
 _TRAMPOLINE = 'exec "$@" 3<&0 4>&1 </dev/null >&2'
 
@@ -128,11 +131,26 @@ class _DevTools:
         self._buffer = b""
         self._next_id = 0
         self._events: list[Json] = []
+        #: Why the browser is gone (exit status, last stderr line), once a closed pipe
+        #: showed it; None while it answers (a timeout leaves it None too).
+        self.died: str | None = None
+
+    def _dead(self) -> Unavailable:
+        """Record that the pipe closed (read EOF or write EPIPE); the one-line error."""
+        if self.died is None:
+            self.died = self.why_dead()
+        return Unavailable(f"stopped ({self.died})", field="chromium")
 
     def why_dead(self) -> str:
-        """Exit status and the last line Chromium wrote to stderr, for a one-line error."""
+        """Exit status and the last line Chromium wrote to stderr, for a one-line error.
+
+        A closed pipe comes a moment before the exit status can be collected (the
+        kernel closes a dying process's files first), so this waits a little for it,
+        bounded by the run's deadline.
+        """
+        grace = min(_EXIT_GRACE_S, max(self._deadline - time.monotonic(), 0.1))
         try:
-            code: int | None = self._proc.wait(timeout=1)
+            code: int | None = self._proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             code = None
         tail = ""
@@ -154,7 +172,7 @@ class _DevTools:
                 continue
             chunk = os.read(self._answers, 1 << 20)
             if not chunk:
-                raise Unavailable(f"stopped ({self.why_dead()})", field="chromium")
+                raise self._dead()
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         message: Json = json.loads(raw)
@@ -169,8 +187,11 @@ class _DevTools:
         try:
             self._commands.write(json.dumps(message).encode() + b"\0")
             self._commands.flush()
-        except BrokenPipeError:
-            raise Unavailable(f"stopped ({self.why_dead()})", field="chromium") from None
+        except (BrokenPipeError, ConnectionResetError):
+            # The browser died before reading: writing to its closed pipe fails with
+            # EPIPE (Python ignores SIGPIPE). Whether that or an EOF on the answer pipe
+            # comes first depends on scheduling; both give the same one-line error.
+            raise self._dead() from None
         while True:
             reply = self._read_message()
             if reply.get("id") != self._next_id:
@@ -267,7 +288,10 @@ def _stop(proc: subprocess.Popen[bytes], *, polite: bool) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
-            stream.close()
+            # Closing flushes what a failed write left in the buffer: to a dead browser
+            # that raises BrokenPipeError, which must not replace the real error.
+            with contextlib.suppress(OSError):
+                stream.close()
     proc.wait()
 
 
@@ -358,7 +382,7 @@ def check_page(
             try:
                 devtools.call("Browser.getVersion")
             except Unavailable:
-                why = devtools.why_dead() if proc.poll() is not None else "no answer in time"
+                why = devtools.died or "no answer in time"
                 raise Unavailable(f"failed to start ({why})", field="chromium") from None
             started = True
             url = html_path.resolve().as_uri()

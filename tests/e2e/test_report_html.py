@@ -1,7 +1,9 @@
 """The HTML report in real headless Chromium: it renders, loads nothing, and looks right.
 
 Skipped when no Chromium is installed (`make chromium` installs Debian's). The
-start-failure and timeout tests use a fake browser and run everywhere.
+start-failure and timeout tests use a fake browser and run everywhere. Nothing here
+asserts on wall-clock time: timeouts are generous bounds for a loaded machine, and the
+browser-dies-early tests force their ordering instead of racing it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import aggregator.browser as browser
 from aggregator.browser import ENV_VAR, check_page, find_chromium
 from aggregator.report_html import CHARTS, render_html
 from blindsum.errors import FailedPrecondition, Unavailable
@@ -186,3 +190,69 @@ def test_find_chromium_honours_the_environment(
     page.write_text("<!DOCTYPE html><title>x</title>", encoding="utf-8")
     with pytest.raises(FailedPrecondition, match="make chromium"):
         check_page(page, tmp_path / "x.png")
+
+
+def _fails_to_start(page: Path, tmp_path: Path, fake: str) -> str:
+    with pytest.raises(Unavailable) as info:
+        check_page(page, tmp_path / "x.png", chromium=fake, timeout_s=60)
+    return str(info.value)
+
+
+@pytest.mark.timeout(90)
+def test_browser_dead_before_the_first_command_is_a_one_line_error(
+    tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind a flaky BrokenPipeError, forced: the browser has exited before we
+    write our first command, so the write hits a closed pipe (EPIPE)."""
+    page = tmp_path / "page.html"
+    page.write_text("<!DOCTYPE html><title>x</title>", encoding="utf-8")
+    fake = _fake_browser(tmp_path, 'echo "cannot open display: :0" >&2\nexit 3')
+    start = browser._start
+
+    def start_and_wait_for_exit(*args: Any) -> subprocess.Popen[bytes]:
+        proc = start(*args)
+        proc.wait(timeout=60)
+        return proc
+
+    monkeypatch.setattr(browser, "_start", start_and_wait_for_exit)
+
+    message = _fails_to_start(page, tmp_path, fake)
+
+    assert "\n" not in message
+    assert "failed to start" in message
+    assert "exit 3" in message
+    assert "cannot open display" in message
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.timeout(90)
+def test_browser_dead_after_reading_the_first_command_is_a_one_line_error(
+    tmp_path: Path, private_tmp: Path
+) -> None:
+    """The other order, forced: the browser reads our command, then exits without an
+    answer, so we see the end of its answer pipe."""
+    page = tmp_path / "page.html"
+    page.write_text("<!DOCTYPE html><title>x</title>", encoding="utf-8")
+    fake = _fake_browser(
+        tmp_path, 'head -c 1 <&3 >/dev/null\necho "cannot open display: :0" >&2\nexit 3'
+    )
+
+    message = _fails_to_start(page, tmp_path, fake)
+
+    assert "\n" not in message
+    assert "failed to start (exit 3: cannot open display: :0)" in message
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_stopping_a_dead_browser_with_unsent_commands_raises_nothing(tmp_path: Path) -> None:
+    """What a failed write leaves in the pipe's buffer must not resurface on close."""
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", "exit 0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    proc.wait(timeout=60)
+    assert proc.stdin is not None
+    proc.stdin.write(b"x" * 100)  # buffered: the pipe's reader is gone
+    with pytest.raises(BrokenPipeError):
+        proc.stdin.flush()
+    browser._stop(proc, polite=False)  # closes the streams without raising
+    assert proc.stdin.closed
