@@ -9,7 +9,11 @@ SLO flags
 A flag is a **BREACH** when the whole interval lies beyond the threshold (MAX:
 ``low > threshold``; MIN: ``high < threshold``), i.e. beyond it by more than the DP
 noise explains. It is a **WATCH** when only the point estimate is beyond the threshold.
-Without noise the interval is the point, so every breach is a BREACH.
+Without noise the interval is the point, so every breach is a BREACH, unless a merged
+(or withheld) histogram bin widens the interval: a percentile in a merged bin can be
+anywhere in it. Every reason says where its interval comes from (the DP noise, the
+range of a merged bin, or both; :func:`aggregator.stats.interval_sources`), so a WATCH
+with DP off never blames the noise.
 
 Movement flags
 --------------
@@ -60,11 +64,11 @@ region whose tickets mostly come from the failing team well beyond them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from aggregator.stats import decimals_of, label_of, z_value
+from aggregator.stats import decimals_of, interval_sources, label_of, z_value
 from blindsum.errors import InvalidArgument
 from blindsum.model import Flag, FlagKind, Severity, Slo, SloKind, Statistic
 
@@ -171,16 +175,19 @@ def _slo_flag(slo: Slo, stat: Statistic, confidence: float) -> Flag | None:
         breach, side = high < slo.threshold, "below"
     name = label_of(stat.name)
     shown = _fmt(value, stat.unit, stat.name)
+    sources = interval_sources(stat)
     if low == high:
         spread = "(exact)"
     else:
+        # A confidence level belongs to noise; a merged bin's range is certain.
+        level = f"{_pct(confidence)} " if "DP noise" in sources else ""
         spread = (
-            f"({_pct(confidence)} interval {_fmt(low, stat.unit, stat.name, suffix=False)}"
+            f"({level}interval {_fmt(low, stat.unit, stat.name, suffix=False)}"
             f"-{_fmt(high, stat.unit, stat.name)})"
         )
     threshold = _threshold(slo.threshold, stat.unit)
     reason = f"{name} {shown} {spread} is {side} the {threshold} SLO"
-    reason += "." if breach else ", but within the DP noise."
+    reason += "." if breach else f", but within {_uncertainty(sources)}."
     return Flag(
         kind=FlagKind.SLO,
         severity=Severity.BREACH if breach else Severity.WATCH,
@@ -220,16 +227,17 @@ def _movement_flag(
     )
     delta = _change(value - baseline, unit, stat.name)
     tolerance = _tolerance(rule.min_change, unit)
+    sources = _union(interval_sources(s) for s in (*history, stat))
     if noise == 0:
         tail = f"more than the {tolerance} tolerance (no DP noise)."
     elif breach:
         tail = (
-            f"more than the {tolerance} tolerance plus the DP noise "
+            f"more than the {tolerance} tolerance plus {_uncertainty(sources)} "
             f"(±{_fmt(noise, unit, stat.name, suffix=False)})."
         )
     else:
         tail = (
-            f"more than the {tolerance} tolerance, but within the DP noise "
+            f"more than the {tolerance} tolerance, but within {_uncertainty(sources)} "
             f"(±{_fmt(noise, unit, stat.name, suffix=False)})."
         )
     reason = (
@@ -254,6 +262,27 @@ def _sd(stat: Statistic, z: float) -> float:
 
 
 # ---------------------------------------------------------------- wording
+
+#: How a flag reason names each source of an interval (aggregator.stats words).
+_SOURCE_WORDS = {
+    "DP noise": "the DP noise",
+    "a merged bin": "the range of a merged bin",
+    "withheld bins": "the possible values of withheld bins",
+}
+
+
+def _union(groups: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """The sources named in any group, in :data:`_SOURCE_WORDS` order."""
+    seen = {source for group in groups for source in group}
+    return tuple(source for source in _SOURCE_WORDS if source in seen)
+
+
+def _uncertainty(sources: Sequence[str]) -> str:
+    """ "the DP noise", "the range of a merged bin", or both joined with "and"."""
+    words = [_SOURCE_WORDS.get(source, source) for source in sources]
+    if not words:  # pragma: no cover - an interval always has a source
+        return "the interval"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _pct(confidence: float) -> str:

@@ -14,8 +14,11 @@ Definitions
   the most that can be off (half its score range times its share). ``csat_sum`` is not
   used: under DP its noise is five times a bin's (sensitivity 25 vs 5 per customer in
   the default schema), far more than the merging error.
-- ``pct_satisfied`` (%): share of CSAT answers scoring 4 or 5.
+- ``pct_satisfied`` (%): share of CSAT answers scoring 4 or 5. Its denominator is the
+  same number of answers as ``csat_mean``'s, and the same one the HTML page's CSAT chart
+  divides by (:func:`histogram_total`), so the chart's 4 and 5 bars add up to it.
 - ``nps`` (score, -100..100): % promoters (9-10) minus % detractors (0-6).
+- In the CSAT and NPS ratios, as in the percentiles, a negative noisy count counts as 0.
 - ``escalation_rate`` (%): escalated / tickets.
 - ``first_response_p50/p90``, ``resolution_p50/p90`` (hours): percentiles of the
   histogram, interpolated linearly within bins (the last bin spans up to the last edge,
@@ -35,7 +38,9 @@ being independent with the given standard deviations:
   correct correlation). Within one bin that condition is a quadratic inequality, solved
   exactly.
 
-Without noise the interval is the point and the note says "exact (no DP noise)". A value
+Without noise the interval is the point and the note says "exact (no DP noise)", unless
+a merged or withheld bin widens it (the note says which): :func:`interval_sources` reads
+back where an interval comes from, for the flags' wording. A value
 is None, with a note saying why, when its inputs are withheld, merged across a boundary
 the statistic needs, or when its denominator is not clearly positive: below 1, or below
 :data:`MIN_DENOMINATOR_SDS` times its own noise sd (then the delta method is unreliable
@@ -47,6 +52,10 @@ A percentile is given only if no such value can move it into a withheld bin; it 
 computed with each withheld bin at the middle of that range, and its interval is widened
 to cover every position the withheld bins allow (the note says so). Ratios over a
 histogram with a withheld bin are None.
+
+A statistic whose metrics the schema does not have (or has with another kind) is still
+listed, with value None and a note starting "not collected" (:func:`is_not_collected`),
+so that readers can tell "this campaign does not measure it" from "withheld".
 """
 
 from __future__ import annotations
@@ -63,11 +72,17 @@ from blindsum.schema import MetricKind, Schema
 
 __all__ = [
     "EXACT_NOTE",
+    "MERGED_NOTE",
     "MIN_DENOMINATOR_SDS",
+    "NOT_COLLECTED",
     "NO_NPS_NOTE",
     "STATISTICS",
+    "WITHHELD_NOTE",
     "StatSpec",
     "derive_stats",
+    "histogram_total",
+    "interval_sources",
+    "is_not_collected",
     "z_value",
 ]
 
@@ -77,6 +92,12 @@ EXACT_NOTE = "exact (no DP noise)"
 NO_NPS_NOTE = "no NPS responses"
 #: Note of a percentile whose interval was widened to a merged bin's edges.
 MERGED_NOTE = "falls in a merged bin: the interval covers the whole bin"
+#: Note of a CSAT mean over merged bins (counted at their middle score).
+MERGED_CSAT_NOTE = "merged CSAT bins counted at their middle score; the interval covers the rest"
+#: Note of a percentile computed with withheld bins at mid-range.
+WITHHELD_NOTE = "withheld bins taken at mid-range; the interval covers their possible values"
+#: How the note of a statistic the schema cannot give starts.
+NOT_COLLECTED = "not collected"
 #: A ratio's denominator must exceed this many of its own noise sds (coefficient of
 #: variation below 1/3) for the delta method to be meaningful.
 MIN_DENOMINATOR_SDS = 3.0
@@ -172,6 +193,41 @@ def decimals_of(name: str, unit: str = "") -> int:
     return 2 if unit == "score" else 1
 
 
+def is_not_collected(stat: Statistic) -> bool:
+    """True for a statistic whose metrics the schema lacks (not measured at all), as
+    opposed to one that is measured but withheld or too noisy this time."""
+    return stat.value is None and stat.note.startswith(NOT_COLLECTED)
+
+
+def interval_sources(stat: Statistic) -> tuple[str, ...]:
+    """Where ``stat``'s interval comes from, in reader words: any of "DP noise",
+    "a merged bin" and "withheld bins", in that order; empty for a point (or None).
+
+    Read back from the notes :func:`derive_stats` writes, so it works on statistics
+    decoded from a stored report too.
+    """
+    if stat.value is None or stat.low is None or stat.high is None or stat.high <= stat.low:
+        return ()
+    sources = []
+    if EXACT_NOTE not in stat.note:
+        sources.append("DP noise")
+    if MERGED_NOTE in stat.note or MERGED_CSAT_NOTE in stat.note:
+        sources.append("a merged bin")
+    if WITHHELD_NOTE in stat.note:
+        sources.append("withheld bins")
+    return tuple(sources)
+
+
+def histogram_total(cells: Sequence[Cell]) -> float:
+    """The number a histogram's shares are of: the sum of its released and merged cells
+    (negative noisy counts as 0; withheld cells, having no value, add nothing).
+
+    For ``csat`` this is the number of CSAT answers that ``csat_mean`` and
+    ``pct_satisfied`` divide by whenever no bin is withheld.
+    """
+    return math.fsum(max(_value(c), 0.0) for c in cells if c.status is not CellStatus.SUPPRESSED)
+
+
 def z_value(confidence: float) -> float:
     """The two-sided normal quantile of ``confidence`` (1.96 at 0.95)."""
     if not isinstance(confidence, float | int) or not 0 < confidence < 1:
@@ -197,7 +253,11 @@ def derive_stats(
     kinds = {m.name: m.kind for m in schema.metrics}
     out: list[Statistic] = []
     for spec in STATISTICS:
-        if any(kinds.get(name) is not kind for name, kind in spec.metrics):
+        missing = [name for name, kind in spec.metrics if kinds.get(name) is not kind]
+        if missing:
+            what = " and ".join(repr(name) for name in missing)
+            note = f"{NOT_COLLECTED}: the schema has no {what} metric of the kind it needs"
+            out.append(_none(spec, note))
             continue
         for name, _ in spec.metrics:
             if name not in by_metric:
@@ -277,6 +337,11 @@ def _value(cell: Cell) -> float:
     return cell.value / cell.scale
 
 
+def _answers(cell: Cell) -> float:
+    """A survey bin's number of answers: its value, a negative noisy count as 0."""
+    return max(_value(cell), 0.0)
+
+
 def _csat_withheld(cells: Sequence[Cell]) -> str | None:
     """Why a CSAT ratio cannot be computed, or None if no CSAT bin is withheld."""
     if all(c.status is CellStatus.SUPPRESSED for c in cells):
@@ -303,7 +368,7 @@ def _csat_mean(spec: StatSpec, cells: Mapping[str, list[Cell]], ctx: _Context) -
         return _none(spec, why)
     bounds = (_bounds_of(csat[0])[0], _bounds_of(csat[-1])[0])  # scores of first/last bin
     if all(c.status is CellStatus.RELEASED for c in csat):
-        terms = [_Term(_bounds_of(c)[0], 1.0, _value(c), c.noise_sd) for c in csat]
+        terms = [_Term(_bounds_of(c)[0], 1.0, _answers(c), c.noise_sd) for c in csat]
         return _ratio(spec, terms, ctx, factor=1.0, bounds=bounds, what="CSAT answers")
     # _csat_withheld ruled out withheld bins, so some bins are merged.
     return _csat_mean_merged(spec, csat, ctx, bounds)
@@ -325,9 +390,9 @@ def _csat_mean_merged(
     for c in csat:
         lo, hi = _bounds_of(c)
         top = max(lo, hi - 1)
-        terms.append(_Term((lo + top) / 2, 1.0, _value(c), c.noise_sd))
-        slack_num += (top - lo) / 2 * max(_value(c), 0.0)
-    note = "merged CSAT bins counted at their middle score; the interval covers the rest"
+        terms.append(_Term((lo + top) / 2, 1.0, _answers(c), c.noise_sd))
+        slack_num += (top - lo) / 2 * _answers(c)
+    note = MERGED_CSAT_NOTE
     stat = _ratio(spec, terms, ctx, factor=1.0, bounds=bounds, what="CSAT answers", note=note)
     if stat.value is None or stat.low is None or stat.high is None:
         return stat
@@ -345,7 +410,7 @@ def _pct_satisfied(spec: StatSpec, cells: Mapping[str, list[Cell]], ctx: _Contex
     if _straddles(csat, _SATISFIED_FROM):
         return _none(spec, "a merged CSAT bin spans scores on both sides of 4")
     terms = [
-        _Term(1.0 if _bounds_of(c)[0] >= _SATISFIED_FROM else 0.0, 1.0, _value(c), c.noise_sd)
+        _Term(1.0 if _bounds_of(c)[0] >= _SATISFIED_FROM else 0.0, 1.0, _answers(c), c.noise_sd)
         for c in csat
     ]
     return _ratio(spec, terms, ctx, factor=100.0, bounds=(0.0, 100.0), what="CSAT answers")
@@ -366,7 +431,7 @@ def _nps(spec: StatSpec, cells: Mapping[str, list[Cell]], ctx: _Context) -> Stat
             return 1.0
         return -1.0 if hi <= _DETRACTORS_BELOW else 0.0
 
-    terms = [_Term(sign(c), 1.0, _value(c), c.noise_sd) for c in nps]
+    terms = [_Term(sign(c), 1.0, _answers(c), c.noise_sd) for c in nps]
     stat = _ratio(spec, terms, ctx, factor=100.0, bounds=(-100.0, 100.0), what="NPS answers")
     return stat if stat.value is not None else _none(spec, NO_NPS_NOTE)
 
@@ -502,7 +567,7 @@ def _percentile(spec: StatSpec, cells: Mapping[str, list[Cell]], ctx: _Context) 
             lo < reach[1] and hi > reach[0] for lo, hi in (_bounds_of(hist[i]) for i in withheld)
         ):
             return _none(spec, "the percentile may fall in withheld bins")
-        note = "withheld bins taken at mid-range; the interval covers their possible values"
+        note = WITHHELD_NOTE
     if all(b.sd == 0 for b in middle):
         low, high = value, value
         note = _join(note, EXACT_NOTE)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aggregator.flags import DEFAULT_MOVEMENT, DEFAULT_SLOS, MovementRule, flag_region
-from aggregator.stats import z_value
+from aggregator.stats import EXACT_NOTE, MERGED_NOTE, WITHHELD_NOTE, z_value
 from blindsum.errors import InvalidArgument
 from blindsum.model import Flag, FlagKind, Severity, Slo, SloKind, Statistic
 
@@ -244,3 +244,51 @@ def test_confidence_is_validated() -> None:
     with pytest.raises(InvalidArgument) as info:
         flag_region([], confidence=1.0)
     assert info.value.field == "confidence"
+
+
+# ------------------------------------------------------- where an interval comes from
+
+
+def _p90(low: float, high: float, note: str) -> Statistic:
+    return Statistic("resolution_p90", 80.0, low, high, "hours", note)
+
+
+def test_slo_watch_names_noise_merged_bin_or_both() -> None:
+    noise = _p90(70.0, 90.0, "")
+    merged = _p90(48.0, 168.0, f"{EXACT_NOTE}; {MERGED_NOTE}")
+    both = _p90(45.0, 170.0, MERGED_NOTE)
+    (flag,) = slo_flags(noise)
+    assert flag.severity is Severity.WATCH
+    assert flag.reason.endswith(
+        "(95% interval 70.0-90.0 h) is above the 72-hour SLO, but within the DP noise."
+    )
+    (flag,) = slo_flags(merged)
+    assert flag.severity is Severity.WATCH
+    assert "DP noise" not in flag.reason
+    assert "95%" not in flag.reason  # a merged bin's range has no confidence level
+    assert flag.reason.endswith(
+        "(interval 48.0-168.0 h) is above the 72-hour SLO, but within the range of a merged bin."
+    )
+    (flag,) = slo_flags(both)
+    assert flag.reason.endswith("but within the DP noise and the range of a merged bin.")
+    withheld = _p90(60.0, 95.0, f"{EXACT_NOTE}; {WITHHELD_NOTE}")
+    (flag,) = slo_flags(withheld)
+    assert flag.reason.endswith("but within the possible values of withheld bins.")
+
+
+def test_movement_watch_names_where_the_spread_comes_from() -> None:
+    rule = MovementRule("resolution_p90", "up", 24.0)
+    before = Statistic("resolution_p90", 40.0, 40.0, 40.0, "hours", EXACT_NOTE)
+    merged_now = Statistic(
+        "resolution_p90", 70.0, 48.0, 168.0, "hours", f"{EXACT_NOTE}; {MERGED_NOTE}"
+    )
+    (flag,) = moves(merged_now, [before], rule)
+    assert flag.severity is Severity.WATCH
+    assert "DP noise" not in flag.reason
+    assert "but within the range of a merged bin (±" in flag.reason
+    noisy_before = Statistic("resolution_p90", 40.0, 36.0, 44.0, "hours", "")
+    (flag,) = moves(merged_now, [noisy_before], rule)
+    assert "but within the DP noise and the range of a merged bin (±" in flag.reason
+    noisy_now = Statistic("resolution_p90", 70.0, 60.0, 80.0, "hours", "")
+    (flag,) = moves(noisy_now, [noisy_before], rule)
+    assert "but within the DP noise (±" in flag.reason

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from aggregator.cells import region_cells
-from aggregator.stats import EXACT_NOTE, NO_NPS_NOTE, STATISTICS, derive_stats, z_value
+from aggregator.stats import (
+    EXACT_NOTE,
+    NO_NPS_NOTE,
+    STATISTICS,
+    derive_stats,
+    histogram_total,
+    interval_sources,
+    is_not_collected,
+    z_value,
+)
 from blindsum.errors import InvalidArgument
 from blindsum.model import Cell, CellStatus, Statistic
 from blindsum.schema import Metric, MetricKind, Schema, SmallCells
@@ -213,25 +222,37 @@ def test_nps_none_when_merged_across_a_group_boundary_or_empty() -> None:
     assert (stat.value, stat.note) == (None, NO_NPS_NOTE)
 
 
-def test_nps_is_skipped_without_an_nps_metric() -> None:
+def test_statistics_the_schema_cannot_give_are_listed_as_not_collected() -> None:
     base = _fine_nps(Schema.default())
     s = dataclasses.replace(
         base, min_cell=0, metrics=tuple(m for m in base.metrics if m.name != "nps")
     )
-    assert "nps" not in stats_of(BASE, s=s)
+    nps = stats_of(BASE, s=s)["nps"]
+    assert (nps.value, nps.low, nps.high) == (None, None, None)
+    assert nps.note.startswith("not collected") and "'nps'" in nps.note
+    assert is_not_collected(nps)
     s = dataclasses.replace(
         base,
         min_cell=0,
         metrics=tuple(m for m in base.metrics if m.name not in ("escalated", "resolution_hours")),
     )
-    names = list(stats_of(BASE, s=s))
-    assert names == [
-        "csat_mean",
-        "pct_satisfied",
-        "nps",
-        "first_response_p50",
-        "first_response_p90",
+    got = stats_of(BASE, s=s)
+    assert list(got) == [spec.name for spec in STATISTICS]  # every row, in table order
+    assert [n for n, st in got.items() if is_not_collected(st)] == [
+        "escalation_rate",
+        "resolution_p50",
+        "resolution_p90",
     ]
+    assert "'escalated'" in got["escalation_rate"].note
+
+
+def test_suppressed_or_empty_is_not_not_collected() -> None:
+    """A metric the schema has but whose answers are withheld or absent is not "not
+    collected": that is a different thing for a reader."""
+    empty = stats_of(with_values(nps=[0] * 11))["nps"]
+    assert empty.value is None and not is_not_collected(empty)
+    withheld = stats_of(with_values(csat=[1, 1, 1, 1, 1]), s=schema(min_cell=10))["csat_mean"]
+    assert withheld.value is None and not is_not_collected(withheld)
 
 
 def test_escalation_rate_guards_tiny_and_clips() -> None:
@@ -488,7 +509,7 @@ def test_cells_of_other_kinds_are_ignored_when_the_schema_kind_differs() -> None
     )
     s = dataclasses.replace(base, min_cell=0, metrics=metrics)
     values = with_values(tickets=[250, 250])
-    assert "escalation_rate" not in stats_of(values, s=s)
+    assert is_not_collected(stats_of(values, s=s)["escalation_rate"])
 
 
 def test_unknown_metric_cells_do_not_matter() -> None:
@@ -496,3 +517,70 @@ def test_unknown_metric_cells_do_not_matter() -> None:
     s = schema()
     cells = region_cells(s, "APAC", totals_of(s, BASE), [0.0] * s.vector_length)
     assert derive_stats(s, cells + extra) == derive_stats(s, cells)
+
+
+# ------------------------------------------------------------- one denominator for CSAT
+
+
+def test_satisfied_share_divides_by_the_csat_histogram_total_not_replied() -> None:
+    """``pct_satisfied`` is (bins 4 + 5) / the sum of the CSAT bins: the number of tickets
+    with a first reply is not a number of survey answers."""
+    s = schema(min_cell=10)
+    # Bins 1 and 2 merge; BASE has 450 tickets with a first reply, which must not matter.
+    values = with_values(csat=[4, 7, 58, 201, 342], tickets=1840)
+    cells = region_cells(s, "APAC", totals_of(s, values), [0.0] * s.vector_length)
+    csat = [c for c in cells if c.metric == "csat"]
+    assert histogram_total(csat) == 612.0  # 4 + 7 + 58 + 201 + 342
+    got = {st.name: st for st in derive_stats(s, cells)}
+    assert got["pct_satisfied"].value == pytest.approx(100 * (201 + 342) / 612)
+    # The same denominator gives every bin's share, and the shares add up to 100 %.
+    shares = [100 * max(c.value or 0, 0) / histogram_total(csat) for c in csat]
+    assert math.fsum(shares) == pytest.approx(100.0)
+    assert shares[-2] + shares[-1] == pytest.approx(got["pct_satisfied"].value)
+
+
+def test_negative_noisy_csat_bins_count_as_zero_answers() -> None:
+    cells = [
+        Cell(f"csat[{k},{k + 1})", v, 1, 3.0, CellStatus.RELEASED, "csat", k, k + 1)
+        for k, v in zip(range(1, 6), [-4, 20, 30, 100, 50], strict=True)
+    ]
+    assert histogram_total(cells) == 200.0
+    withheld = [
+        *cells[:-1],
+        dataclasses.replace(cells[-1], value=None, status=CellStatus.SUPPRESSED),
+    ]
+    assert histogram_total(withheld) == 150.0
+    s = schema()
+    got = stats_of(with_values(csat=[-4, 20, 30, 100, 50]), 3.0, s=s)
+    assert got["pct_satisfied"].value == pytest.approx(75.0)  # 150 / 200
+
+
+def test_interval_sources_say_noise_merged_bin_or_both() -> None:
+    resolution = [100, 100, 100, 100, 100, 100, 3, 3]  # the two tail bins merge at min_cell 10
+    tail = with_values(resolution_hours=resolution)
+    exact = stats_of(tail, s=schema(min_cell=10))["resolution_p90"]
+    assert exact.low is not None and exact.high is not None and exact.low < exact.high
+    noisy = stats_of(tail, 2.0, s=schema(min_cell=10))["resolution_p90"]
+    plain = stats_of(BASE, 2.0)["escalation_rate"]
+    point = stats_of(BASE)["escalation_rate"]
+    # p90 of 606 tickets sits in the merged [48, 336) bin: the interval is the bin.
+    assert interval_sources(exact) == ("a merged bin",)
+    assert interval_sources(noisy) == ("DP noise", "a merged bin")
+    assert interval_sources(plain) == ("DP noise",)
+    assert interval_sources(point) == ()
+    merged_csat = stats_of(with_values(csat=[2, 3, 40, 40, 40]), s=schema(min_cell=10))
+    assert interval_sources(merged_csat["csat_mean"]) == ("a merged bin",)
+    withheld = stats_of(
+        with_values(resolution_hours=[100, 100, 100, 100, 100, 100, 100, 2]),
+        s=schema(min_cell=10, metrics=_suppress_resolution()),
+    )["resolution_p50"]
+    assert interval_sources(withheld) == ("withheld bins",)
+
+
+def _suppress_resolution() -> tuple[Metric, ...]:
+    return tuple(
+        dataclasses.replace(m, small_cells=SmallCells.SUPPRESS)
+        if m.name == "resolution_hours"
+        else m
+        for m in _fine_nps(Schema.default()).metrics
+    )
