@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 from aggregator.cells import region_cells
 from aggregator.flags import DEFAULT_MOVEMENT, DEFAULT_SLOS, MovementRule, flag_region
-from aggregator.stats import derive_stats
+from aggregator.stats import derive_stats, is_not_collected
 from blindsum import ANONYMIZATION_RULES, __version__
 from blindsum.dp.accounting import epsilon
 from blindsum.dp.central import central_noise
@@ -295,14 +295,15 @@ def build_report(
             stats,
             slos=policy.slos,
             movement=policy.movement,
-            previous=[{s.name: s for s in stats_of} for _, _, stats_of in earlier],
+            previous=[{s.name: s for s in e.stats} for e in earlier],
             confidence=policy.confidence,
         )
+        this = _Earlier(given.round_id, given.released_ms, dp.window or None, stats)
         trend = [
-            TrendPoint(rid, ms, s.name, s.value, s.low, s.high)
-            for rid, ms, stats_of in [*earlier, (given.round_id, given.released_ms, stats)]
-            for s in stats_of
-            if s.name in TREND_STATISTICS
+            TrendPoint(e.round_id, e.released_ms, s.name, s.value, s.low, s.high, e.window)
+            for e in [*earlier, this]
+            for s in e.stats
+            if s.name in TREND_STATISTICS and not is_not_collected(s)
         ]
         regions.append(
             RegionResult(
@@ -350,15 +351,26 @@ def build_report(
     )
 
 
-def _history_by_region(
-    previous: Sequence[Report],
-) -> Mapping[str, list[tuple[str, int, tuple[Statistic, ...]]]]:
+@dataclass(frozen=True)
+class _Earlier:
+    """One release's statistics of one region, and what names the release."""
+
+    round_id: str
+    released_ms: int
+    #: The release's DP budget window (its ISO week or month), None if it had none.
+    window: str | None
+    stats: tuple[Statistic, ...]
+
+
+def _history_by_region(previous: Sequence[Report]) -> Mapping[str, list[_Earlier]]:
     """Earlier releases' statistics per region, oldest first (suppressed regions skipped)."""
-    out: dict[str, list[tuple[str, int, tuple[Statistic, ...]]]] = {}
+    out: dict[str, list[_Earlier]] = {}
     for report in sorted(previous, key=lambda r: (r.released_ms, r.round_id)):
         for region in report.regions:
             if not region.suppressed:
                 out.setdefault(region.region, []).append(
-                    (report.round_id, report.released_ms, region.stats)
+                    _Earlier(
+                        report.round_id, report.released_ms, report.dp.window or None, region.stats
+                    )
                 )
     return out

@@ -210,7 +210,11 @@ class Flag:
 
 @dataclass(frozen=True)
 class TrendPoint:
-    """One statistic of one earlier (or this) release of the same campaign."""
+    """One statistic of one earlier (or this) release of the same campaign.
+
+    ``window`` is that release's DP budget window (e.g. its ISO week "2026-W46"), what a
+    reader calls the release by; None in trends stored before it was recorded.
+    """
 
     round_id: str
     released_ms: int
@@ -218,6 +222,7 @@ class TrendPoint:
     value: float | None
     low: float | None = None
     high: float | None = None
+    window: str | None = None
 
 
 @dataclass(frozen=True)

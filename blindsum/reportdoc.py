@@ -142,6 +142,7 @@ def _region_doc(r: RegionResult) -> dict[str, Any]:
                 "value": t.value,
                 "low": t.low,
                 "high": t.high,
+                "window": t.window,
             }
             for t in r.trend
         ],
@@ -284,7 +285,11 @@ _CELL_KEYS = frozenset(
 )
 _STAT_KEYS = frozenset({"name", "value", "low", "high", "unit", "note"})
 _FLAG_KEYS = frozenset({"kind", "severity", "statistic", "value", "threshold", "reason"})
-_TREND_KEYS = frozenset({"round_id", "released_unix_ms", "statistic", "value", "low", "high"})
+_TREND_KEYS = frozenset(
+    {"round_id", "released_unix_ms", "statistic", "value", "low", "high", "window"}
+)
+#: Trend keys a document may lack: reports stored before the key existed (read as null).
+_TREND_ADDED = frozenset({"window"})
 _NOISE_KEYS = frozenset({"metric", "l1", "l2", "sigma", "rho"})
 _SLO_KEYS = frozenset({"statistic", "kind", "threshold"})
 
@@ -365,7 +370,8 @@ def _flag(doc: object, field: str) -> Flag:
 
 
 def _trend(doc: object, field: str) -> TrendPoint:
-    d = _obj(doc, _TREND_KEYS, field)
+    d = _obj(doc, _TREND_KEYS, field, optional=_TREND_ADDED)
+    window = d.get("window")
     return TrendPoint(
         round_id=_str(d, "round_id", field),
         released_ms=_released_ms(d, field),
@@ -373,6 +379,7 @@ def _trend(doc: object, field: str) -> TrendPoint:
         value=_opt_num(d, "value", field),
         low=_opt_num(d, "low", field),
         high=_opt_num(d, "high", field),
+        window=None if window is None else _str(d, "window", field),
     )
 
 
@@ -419,10 +426,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _obj(doc: object, keys: frozenset[str], field: str) -> Mapping[str, Any]:
+def _obj(
+    doc: object, keys: frozenset[str], field: str, *, optional: frozenset[str] = frozenset()
+) -> Mapping[str, Any]:
+    """``doc`` as an object with exactly ``keys`` (those in ``optional`` may be absent)."""
     if not isinstance(doc, dict):
         raise InvalidArgument("must be an object", field=field)
-    missing = sorted(keys - doc.keys())
+    missing = sorted(keys - optional - doc.keys())
     if missing:
         raise InvalidArgument(f"missing key {missing[0]!r}", field=field)
     unknown = sorted(doc.keys() - keys)
