@@ -228,13 +228,21 @@ def register(sub: Any) -> None:
         type=Path,
         help="use this CA (PEM) instead of generating a dev CA (default: generate one)",
     )
-    s.add_argument("--ca-key", type=Path, help="the CA's unencrypted PEM key, with --ca-cert")
+    s.add_argument(
+        "--ca-key",
+        type=Path,
+        help="the CA's unencrypted PEM key; required with --ca-cert (default: none)",
+    )
     s.add_argument(
         "--cert",
         type=Path,
         help="an existing server certificate, with --key (default: issue one from the CA)",
     )
-    s.add_argument("--key", type=Path, help="the server certificate's key, with --cert")
+    s.add_argument(
+        "--key",
+        type=Path,
+        help="the server certificate's key; required with --cert (default: none)",
+    )
 
     s = add_command(
         agg,
