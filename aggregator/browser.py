@@ -28,13 +28,23 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blindsum.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
 
-__all__ = ["ENV_VAR", "PageCheck", "check_page", "find_chromium"]
+__all__ = [
+    "ENV_VAR",
+    "MIN_CHART_TEXT_PX",
+    "PageCheck",
+    "RegionColumn",
+    "check_page",
+    "find_chromium",
+]
+
+#: Smallest chart text a reader should have to read, in CSS pixels.
+MIN_CHART_TEXT_PX = 10.0
 
 #: Names a Chromium (or Chrome) binary to use instead of searching PATH.
 ENV_VAR = "BLINDSUM_CHROMIUM"
@@ -48,14 +58,81 @@ _EXIT_GRACE_S = 10.0
 #: Moves our pipes to the fds --remote-debugging-pipe expects, then becomes Chromium.
 _TRAMPOLINE = 'exec "$@" 3<&0 4>&1 </dev/null >&2'
 
+# Charts a layout variant hides on purpose (an element with data-layout and display:none
+# around them: the report draws every chart for a wide and a narrow screen) are skipped.
 _MEASURE_CHARTS = """
-Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
+Array.from(document.querySelectorAll('svg.chart')).filter(function (svg) {
+  var variant = svg.parentElement && svg.parentElement.closest('[data-layout]');
+  return !variant || getComputedStyle(variant).display !== 'none';
+}).map(function (svg) {
   var box = svg.getBoundingClientRect();
   return [svg.getAttribute('data-chart') || '', box.width, box.height];
 })
 """
 
+# What a reader on this viewport sees of the layout: does the page scroll sideways, can
+# every region's column (th[data-region]) be seen or scrolled to inside its own scroll
+# box, and how large every displayed chart's text is on screen (the computed font size
+# times the SVG's scale, its rendered width over its viewBox width).
+_MEASURE_LAYOUT = """
+(function () {
+  var vw = window.innerWidth;
+  function scroller(el) {
+    for (var p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      var overflow = getComputedStyle(p).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') return p;
+    }
+    return null;
+  }
+  var columns = Array.from(document.querySelectorAll('th[data-region]')).map(function (th) {
+    var box = th.getBoundingClientRect();
+    var shown = box.width > 0 && box.left >= -0.5 && box.right <= vw + 0.5;
+    var reachable = false;
+    var box2 = scroller(th);
+    if (box2 && box.width > 0) {
+      var outer = box2.getBoundingClientRect();
+      var right = box.right - outer.left + box2.scrollLeft;
+      reachable = outer.left >= -0.5 && outer.right <= vw + 0.5 &&
+        box2.scrollWidth + 0.5 >= right;
+    }
+    return [th.getAttribute('data-region') || '', box.left, box.right, shown, reachable];
+  });
+  var texts = [];
+  Array.from(document.querySelectorAll('svg.chart')).forEach(function (svg) {
+    var box = svg.getBoundingClientRect();
+    var view = svg.viewBox && svg.viewBox.baseVal;
+    if (box.width === 0 || box.height === 0) return;
+    var scale = view && view.width ? box.width / view.width : 1;
+    Array.from(svg.querySelectorAll('text')).forEach(function (t) {
+      var size = parseFloat(getComputedStyle(t).fontSize) * scale;
+      texts.push([svg.getAttribute('data-chart') || '', t.textContent || '', size]);
+    });
+  });
+  return {viewport: vw, page: document.documentElement.scrollWidth, columns: columns,
+          texts: texts};
+})()
+"""
+
 Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegionColumn:
+    """Where a table's region column header (``th[data-region]``) is on screen, in CSS
+    pixels from the viewport's left edge."""
+
+    region: str
+    left: float
+    right: float
+    #: Wholly inside the viewport as laid out.
+    in_viewport: bool
+    #: Inside a horizontal scroll box (overflow-x auto/scroll) that is itself within the
+    #: viewport and whose scroll width reaches the header's right edge.
+    scroll_reachable: bool
+
+    @property
+    def reachable(self) -> bool:
+        return self.in_viewport or self.scroll_reachable
 
 
 @dataclass(frozen=True)
@@ -63,13 +140,44 @@ class PageCheck:
     """What loading a page showed.
 
     ``console_errors``: console errors, uncaught exceptions and failed requests, one line
-    each, in the order they happened. ``charts``: each ``svg.chart``'s ``data-chart`` and
-    rendered width and height in CSS pixels, in document order.
+    each, in the order they happened. ``charts``: each displayed ``svg.chart``'s
+    ``data-chart`` and rendered width and height in CSS pixels, in document order (a
+    chart inside a layout variant the page hides, ``[data-layout]`` with display none,
+    is left out). ``viewport_width`` and ``page_width`` (the document's scroll width):
+    the page scrolls sideways when the second exceeds the first. ``columns``: every
+    region column header. ``chart_text``: (chart, text, rendered font size in px) of
+    every text element of every displayed chart.
     """
 
     console_errors: list[str]
     charts: list[tuple[str, float, float]]
     screenshot: Path
+    viewport_width: float = 0.0
+    page_width: float = 0.0
+    columns: list[RegionColumn] = field(default_factory=list)
+    chart_text: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def layout_problems(self) -> list[str]:
+        """Why the page does not read at this width, one short phrase each: it scrolls
+        sideways, a region's column cannot be reached, or chart text is under
+        :data:`MIN_CHART_TEXT_PX`. Empty when it reads."""
+        found: list[str] = []
+        if self.page_width > self.viewport_width + 0.5:
+            found.append(
+                f"the page scrolls sideways ({self.page_width:g} px wide in a"
+                f" {self.viewport_width:g} px viewport)"
+            )
+        cut = [c.region for c in self.columns if not c.reachable]
+        if cut:
+            found.append(f"region columns cut off: {', '.join(cut)}")
+        small = [t for t in self.chart_text if t[2] < MIN_CHART_TEXT_PX - 1e-6]
+        if small:
+            chart, text, size = min(small, key=lambda t: t[2])
+            found.append(
+                f"{len(small)} chart text(s) under {MIN_CHART_TEXT_PX:g} px, smallest"
+                f" {size:.1f} px ({chart}: {text!r})"
+            )
+        return found
 
 
 def find_chromium() -> str | None:
@@ -329,6 +437,9 @@ def _load_and_capture(
         "Runtime.evaluate", {"expression": _MEASURE_CHARTS, "returnByValue": True}, session
     )
     charts = [(str(name), float(w), float(h)) for name, w, h in measured["result"].get("value", [])]
+    layout: Json = devtools.call(
+        "Runtime.evaluate", {"expression": _MEASURE_LAYOUT, "returnByValue": True}, session
+    )["result"].get("value", {})
     metrics = devtools.call("Page.getLayoutMetrics", session=session)
     content: Json = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
     clip = {
@@ -345,7 +456,18 @@ def _load_and_capture(
     )
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     screenshot.write_bytes(base64.b64decode(shot["data"]))
-    return PageCheck(extra + _page_errors(devtools.events(session)), charts, screenshot)
+    return PageCheck(
+        extra + _page_errors(devtools.events(session)),
+        charts,
+        screenshot,
+        viewport_width=float(layout.get("viewport", width)),
+        page_width=float(layout.get("page", 0.0)),
+        columns=[
+            RegionColumn(str(name), float(left), float(right), bool(shown), bool(reach))
+            for name, left, right, shown, reach in layout.get("columns", [])
+        ],
+        chart_text=[(str(c), str(t), float(size)) for c, t, size in layout.get("texts", [])],
+    )
 
 
 def check_page(

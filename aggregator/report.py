@@ -13,10 +13,20 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from aggregator.stats import STATISTICS, decimals_of
+from aggregator.stats import STATISTICS, decimals_of, is_not_collected, label_of
 from blindsum import reportdoc
 from blindsum.errors import InvalidArgument
-from blindsum.model import Cell, CellStatus, DpMode, Report, Statistic
+from blindsum.model import (
+    Cell,
+    CellStatus,
+    DpMode,
+    Flag,
+    FlagKind,
+    RegionResult,
+    Report,
+    Severity,
+    Statistic,
+)
 from blindsum.tables import text_table
 
 FORMATS = ("table", "json", "csv", "html")
@@ -63,6 +73,97 @@ def _printable(report: Report) -> Report:
     )
 
 
+#: What a statistic the schema has no metric for shows, in every format.
+NOT_COLLECTED_TEXT = "not collected"
+
+
+def rule_name(flag: Flag) -> str:
+    """The flag's badge: which rule it is and how bad ("SLO breach", "change watch")."""
+    rule = "SLO" if flag.kind is FlagKind.SLO else "change"
+    return f"{rule} {flag.severity.value}"
+
+
+def _lower_label(name: str) -> str:
+    """A statistic's label inside a sentence: "escalation rate", but "CSAT", "NPS"."""
+    label = label_of(name)
+    return label if label[1:2].isupper() else label[:1].lower() + label[1:]
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _unique_labels(flags: list[Flag]) -> list[str]:
+    out: list[str] = []
+    for flag in flags:
+        label = _lower_label(flag.statistic)
+        if label not in out:
+            out.append(label)
+    return out
+
+
+def _region_clause(region: RegionResult) -> str:
+    """What the region's flags say, as one clause: "EMEA breaches the escalation rate SLO"."""
+    slo = [f for f in region.flags if f.kind is FlagKind.SLO and f.severity is Severity.BREACH]
+    change = [
+        f for f in region.flags if f.kind is FlagKind.MOVEMENT and f.severity is Severity.BREACH
+    ]
+    watch = [f for f in region.flags if f.severity is Severity.WATCH]
+    pieces = []
+    if slo:
+        labels = _unique_labels(slo)
+        pieces.append(f"breaches the {_and(labels)} SLO{'s' if len(labels) > 1 else ''}")
+    if change:
+        pieces.append(f"has a change breach in {_and(_unique_labels(change))}")
+    if watch:
+        pieces.append(f"is on watch for {_and(_unique_labels(watch))}")
+    return f"{region.region} {' and '.join(pieces)}"
+
+
+def headline(report: Report) -> str:
+    """One sentence a reader sees first: how many regions were released, which breach
+    what, which are suppressed, or plainly that nothing was released."""
+    k = report.min_contributors
+    released = [r for r in report.regions if not r.suppressed]
+    suppressed = [r.region for r in report.regions if r.suppressed]
+    if not released:
+        if not suppressed:
+            return "Nothing released: the report has no regions."
+        return (
+            f"Nothing released: every region ({_and(suppressed)}) had fewer than {k}"
+            " contributing parties, so no statistics were computed and no flags checked."
+        )
+    parts = [f"{len(released)} of {len(report.regions)} regions released"]
+    flagged = [r for r in released if r.flags]
+    # Regions with a breach first, then those only on watch; otherwise report order.
+    flagged.sort(key=lambda r: all(f.severity is Severity.WATCH for f in r.flags))
+    parts += [_region_clause(r) for r in flagged]
+    if not flagged:
+        parts.append("no service failures flagged")
+    if suppressed:
+        parts.append(f"{_and(suppressed)} suppressed (fewer than {k} parties)")
+    return "; ".join(parts) + "."
+
+
+def intervals_line(report: Report) -> str:
+    """What the intervals next to the values mean, for this report's DP mode."""
+    level = f"{(report.lineage.confidence if report.lineage else 0.95) * 100:g}%"
+    merged = (
+        "where a percentile or a CSAT mean rests on a merged histogram bin, the interval"
+        " also covers that bin's whole range"
+    )
+    if report.dp.mode is DpMode.OFF:
+        return (
+            "Intervals: differential privacy is off, so released numbers are exact and an"
+            f" interval is just the value, except that {merged}."
+        )
+    return (
+        f"Intervals: each value has a {level} interval (low-high) for the privacy noise"
+        " added to protect customers, not for week-to-week variation in the tickets"
+        f" themselves; {merged}."
+    )
+
+
 def summary_line(report: Report) -> str:
     when = datetime.fromtimestamp(report.released_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
@@ -90,6 +191,8 @@ def dp_line(report: Report) -> str:
 
 
 def format_stat(stat: Statistic) -> str:
+    if is_not_collected(stat):
+        return NOT_COLLECTED_TEXT
     if stat.value is None:
         return "n/a"
     digits = decimals_of(stat.name, stat.unit)
@@ -108,13 +211,22 @@ def _cell_text(cell: Cell | None) -> str:
     return text + " (merged)" if cell.status is CellStatus.MERGED else text
 
 
+def _not_collected(report: Report) -> set[str]:
+    """Statistics the report's schema cannot give (the same in every released region)."""
+    return {s.name for r in report.regions for s in r.stats if is_not_collected(s)}
+
+
 def _table(report: Report) -> str:
-    out = [summary_line(report), dp_line(report), ""]
+    out = [headline(report), summary_line(report), dp_line(report), intervals_line(report), ""]
     flagged = [(r.region, f) for r in report.regions for f in r.flags]
-    out.append("FLAGS" if flagged else "FLAGS: no service failures flagged")
+    if all(r.suppressed for r in report.regions):
+        out.append("FLAGS: none checked, because nothing was released")
+    else:
+        out.append("FLAGS" if flagged else "FLAGS: no service failures flagged")
     for name, flag in flagged:
-        out.append(f"  [{flag.severity.value.upper()}] {name}: {flag.reason}")
+        out.append(f"  [{rule_name(flag).upper()}] {name}: {flag.reason}")
     out.append("")
+    missing = _not_collected(report)
     header = ["statistic", *[r.region for r in report.regions]]
     rows = [
         [
@@ -130,7 +242,15 @@ def _table(report: Report) -> str:
         if all(s is None for s in by_region):
             continue
         label = spec.label + {"%": " (%)", "hours": " (h)"}.get(spec.unit, "")
-        rows.append([label, *["" if s is None else format_stat(s) for s in by_region]])
+        row = [label]
+        for region, stat in zip(report.regions, by_region, strict=True):
+            if spec.name in missing:
+                row.append(NOT_COLLECTED_TEXT)
+            elif region.suppressed:
+                row.append("suppressed")
+            else:
+                row.append("" if stat is None else format_stat(stat))
+        rows.append(row)
     out.append(text_table(header, rows))
     # Rows in schema order: by metric (first appearance), then by bin; merged bins differ
     # between regions, so each region shows only the rows it released.
@@ -185,7 +305,7 @@ def _csv(report: Report) -> str:
                     r.region,
                     "statistic",
                     s.name,
-                    "released" if s.value is not None else "unavailable",
+                    _stat_status(s),
                     _num(s.value),
                     _num(s.low),
                     _num(s.high),
@@ -209,6 +329,14 @@ def _csv(report: Report) -> str:
                 ]
             )
     return buf.getvalue()
+
+
+def _stat_status(stat: Statistic) -> str:
+    """A statistic's CSV status: released, unavailable (measured but not computable this
+    time: withheld or too noisy), or not_collected (the schema has no metric for it)."""
+    if is_not_collected(stat):
+        return "not_collected"
+    return "released" if stat.value is not None else "unavailable"
 
 
 def _num(value: float | None) -> str:

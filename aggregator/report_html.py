@@ -12,6 +12,13 @@ The output is a pure function of the :class:`~blindsum.model.Report`: no clock, 
 randomness, stable iteration order, fixed number formatting. Tests compare it byte for
 byte, and the published page of a round can be regenerated identically.
 
+The page works from a 390 px phone to a desktop. It opens with one summary sentence
+(how many regions were released, who breaches what, who is suppressed) and what the
+intervals mean. Wide tables scroll inside their own box, never the page. Every chart is
+drawn twice, for a wide and a narrow layout, and CSS shows the one that fits (media
+queries, no script), so chart text is never scaled below its drawn size by much: at
+least 11 units, shown at no less than 10 px.
+
 Colours are the Okabe-Ito palette (safe for the common colour-vision deficiencies), and
 nothing depends on colour alone: regions also differ by marker and dash pattern, bin
 statuses by hatching and text, and flag severities are written out.
@@ -22,17 +29,22 @@ from __future__ import annotations
 import html
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from aggregator.stats import STATISTICS, decimals_of, label_of
+from aggregator.report import (
+    NOT_COLLECTED_TEXT,
+    headline,
+    intervals_line,
+    rule_name,
+)
+from aggregator.stats import STATISTICS, decimals_of, histogram_total, is_not_collected, label_of
 from blindsum.model import (
     Cell,
     CellStatus,
     DpMode,
     Flag,
-    FlagKind,
     RegionResult,
     Report,
     Severity,
@@ -179,14 +191,16 @@ def _suppressed_note(report: Report) -> str:
 def render_html(report: Report) -> str:
     """Render ``report`` as one self-contained, offline HTML5 document.
 
-    Sections, in order: summary, flags, key statistics, charts, released cells, lineage.
-    The result depends only on ``report`` (deterministic), loads nothing and runs no
-    script.
+    Sections, in order: the headline (one sentence) and what the intervals mean, the
+    round's details, flags, key statistics, charts, released cells, lineage. The result
+    depends only on ``report`` (deterministic), loads nothing and runs no script.
     """
     title = f"Support KPI report: round {_e(report.round_id)}"
     body = "\n".join(
         (
             f"<h1>{title}</h1>",
+            f'<p class="headline">{_e(headline(report))}</p>',
+            f'<p class="intervals">{_intervals_text(report)}</p>',
             _summary(report),
             _flags_section(report),
             _stats_section(report),
@@ -206,33 +220,54 @@ def render_html(report: Report) -> str:
     )
 
 
-_STYLE = """
-body{margin:0;background:#fff;color:#222;font:15px/1.45 system-ui,-apple-system,"Segoe UI",
-Roboto,"DejaVu Sans","Liberation Sans",Arial,sans-serif}
-main{max-width:1000px;margin:0 auto;padding:24px}
-h1{font-size:1.6em;margin:0 0 .3em}h2{font-size:1.25em;margin:1.6em 0 .5em;
-border-bottom:2px solid #0072B2;padding-bottom:.2em}h3{font-size:1.05em;margin:1em 0 .3em}
-.summary{color:#444;margin:0 0 1em}.muted{color:#666}.small{font-size:.85em}
-table{border-collapse:collapse;margin:.4em 0 1em;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2}td.num{text-align:right;white-space:nowrap}
-.iv{display:block;color:#555;font-size:.85em}
-.badge{display:inline-block;font-size:.75em;font-weight:bold;padding:0 .4em;
-border-radius:3px;margin-right:.3em;letter-spacing:.03em}
-.breach{background:#D55E00;color:#fff;border:2px solid #000}
-.watch{background:#fff;color:#000;border:2px dashed #000}
-.kind{background:#eee;color:#222;border:1px solid #999}
-ul.flags{margin:.2em 0 .8em;padding-left:1.2em}ul.flags li{margin:.25em 0}
-.ok{color:#009E73;font-weight:bold}.supp{color:#666;font-style:italic}
-figure{margin:1em 0 1.6em}figcaption{font-size:.85em;color:#555;margin-top:.3em}
-svg.chart{max-width:100%;height:auto;display:block}
-svg.chart text{font-family:inherit;fill:#222}
-dl.lineage{display:grid;grid-template-columns:max-content 1fr;gap:.25em 1em}
-dl.lineage dt{font-weight:bold}dl.lineage dd{margin:0}
-code{font-size:.85em;word-break:break-all}
-details summary{cursor:pointer;margin:.3em 0}
-tr.merged td{background:#f4f8fc}tr.suppressed td{background:#f6f6f6;color:#555}
+#: Below this viewport width the charts switch to their narrow layout: the wide ones
+#: (960 units) would be shown under 91 % of their size, their 11-unit text under 10 px.
+_NARROW_BELOW_PX = 960
+
+_STYLE = f"""
+body{{margin:0;background:#fff;color:#222;font:15px/1.45 system-ui,-apple-system,"Segoe UI",
+Roboto,"DejaVu Sans","Liberation Sans",Arial,sans-serif}}
+main{{max-width:1000px;margin:0 auto;padding:24px}}
+h1{{font-size:1.6em;margin:0 0 .3em}}h2{{font-size:1.25em;margin:1.6em 0 .5em;
+border-bottom:2px solid #0072B2;padding-bottom:.2em}}h3{{font-size:1.05em;margin:1em 0 .3em}}
+h1,h2,h3,p,li,dd,summary{{overflow-wrap:anywhere}}
+.headline{{font-size:1.1em;font-weight:bold;margin:0 0 .4em}}
+.intervals{{margin:0 0 .8em}}
+.summary{{color:#444;margin:0 0 1em}}.muted{{color:#666}}.small{{font-size:.85em}}
+.scroll{{overflow-x:auto;max-width:100%}}
+table{{border-collapse:collapse;margin:.4em 0 1em;font-variant-numeric:tabular-nums}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
+th{{background:#f2f2f2}}td.num{{text-align:right;white-space:nowrap}}
+table.stats th:first-child{{position:sticky;left:0;z-index:1;min-width:8em;max-width:14em}}
+.iv{{display:block;color:#555;font-size:.85em}}
+.badge{{display:inline-block;font-size:.75em;font-weight:bold;padding:0 .4em;
+border-radius:3px;margin-right:.3em;letter-spacing:.03em;white-space:nowrap}}
+.breach{{background:#D55E00;color:#fff;border:2px solid #000}}
+.watch{{background:#fff;color:#000;border:2px dashed #000}}
+ul.flags{{margin:.2em 0 .8em;padding-left:1.2em}}ul.flags li{{margin:.25em 0}}
+.ok{{color:#009E73;font-weight:bold}}.supp{{color:#666;font-style:italic}}
+figure{{margin:1em 0 1.6em}}figcaption{{font-size:.85em;color:#555;margin-top:.3em}}
+.layout{{overflow-x:auto;max-width:100%}}.layout-narrow{{display:none}}
+svg.chart{{display:block;height:auto}}
+.layout-wide svg.chart{{width:100%;max-width:960px;min-width:873px}}
+.layout-narrow svg.chart{{width:100%;max-width:520px;min-width:310px}}
+svg.chart text{{font-family:inherit;fill:#222}}
+dl.lineage{{display:grid;grid-template-columns:max-content 1fr;gap:.25em 1em}}
+dl.lineage dt{{font-weight:bold}}dl.lineage dd{{margin:0;min-width:0}}
+code{{font-size:.85em;word-break:break-all}}
+details summary{{cursor:pointer;margin:.3em 0}}
+tr.merged td{{background:#f4f8fc}}tr.suppressed td{{background:#f6f6f6;color:#555}}
+@media (max-width:{_NARROW_BELOW_PX - 1}px){{.layout-wide{{display:none}}
+.layout-narrow{{display:block}}}}
+@media (max-width:600px){{main{{padding:12px}}body{{font-size:14px}}
+dl.lineage{{grid-template-columns:1fr}}dl.lineage dd{{margin-bottom:.4em}}}}
 """.strip()
+
+
+def _intervals_text(report: Report) -> str:
+    """What the intervals mean, right under the headline (HTML)."""
+    text = intervals_line(report).removeprefix("Intervals: ")
+    return f"<strong>What the intervals mean.</strong> {_e(text[:1].upper() + text[1:])}"
 
 
 def _summary(report: Report) -> str:
@@ -249,26 +284,38 @@ def _summary(report: Report) -> str:
     )
 
 
+def _nothing_released(report: Report) -> bool:
+    return all(r.suppressed for r in report.regions)
+
+
 # --------------------------------------------------------------------------- flags
 
 
+def _badge(flag: Flag) -> str:
+    """The flag's badge, naming its rule: "SLO breach", "change watch"."""
+    return f'<span class="badge {flag.severity.value}">{rule_name(flag)}</span>'
+
+
 def _flag_item(flag: Flag) -> str:
-    severity = "breach" if flag.severity is Severity.BREACH else "watch"
-    kind = "SLO" if flag.kind is FlagKind.SLO else "movement"
-    return (
-        f'<li><span class="badge {severity}">{severity.upper()}</span>'
-        f'<span class="badge kind">{kind}</span>{_e(flag.reason)}</li>'
-    )
+    return f"<li>{_badge(flag)}{_e(flag.reason)}</li>"
 
 
 def _flags_section(report: Report) -> str:
     parts = ["<h2>Flags</h2>"]
+    if _nothing_released(report):
+        parts.append(
+            '<p class="supp">Nothing was released: every region had fewer than'
+            f" {report.min_contributors} contributing parties, so no flags were checked.</p>"
+        )
+        return "\n".join(parts)
     if not any(r.flags for r in report.regions):
         parts.append('<p class="ok">No service failures flagged.</p>')
     parts.append(
-        '<p class="small muted"><strong>Breach</strong>: beyond the threshold by more than'
-        " the privacy noise explains. <strong>Watch</strong>: the estimate is beyond the"
-        " threshold, but within the noise.</p>"
+        '<p class="small muted"><strong>SLO</strong> flags compare a statistic with its'
+        " service-level objective; <strong>change</strong> flags compare it with the"
+        " region's earlier releases. <strong>Breach</strong>: beyond the threshold by more"
+        " than the interval explains. <strong>Watch</strong>: the estimate is beyond the"
+        " threshold, but the interval reaches back across it.</p>"
     )
     for region in report.regions:
         parts.append(f"<h3>{_e(region.region)}</h3>")
@@ -301,16 +348,19 @@ def _stat_names(report: Report) -> list[str]:
     return known + [name for name in present if name not in _STATS]
 
 
+def _not_collected(report: Report) -> set[str]:
+    """Statistics the schema cannot give: the same for every region, suppressed or not."""
+    return {s.name for r in report.regions for s in r.stats if is_not_collected(s)}
+
+
 def _stat_cell(region: RegionResult, name: str) -> str:
     stat = _stat(region, name)
     if stat is None:
         return '<td class="num muted">n/a</td>'
+    if is_not_collected(stat):
+        return f'<td class="muted" title="{_e(stat.note)}">{NOT_COLLECTED_TEXT}</td>'
     info = _stat_info(name, stat.unit)
-    badges = "".join(
-        f'<span class="badge {f.severity.value}">{f.severity.value.upper()}</span>'
-        for f in _ordered_flags(region.flags)
-        if f.statistic == name
-    )
+    badges = "".join(_badge(f) for f in _ordered_flags(region.flags) if f.statistic == name)
     if stat.value is None:
         note = f'<span class="iv">{_e(stat.note)}</span>' if stat.note else ""
         return f'<td class="num">{badges}&#8212;{note}</td>'
@@ -321,8 +371,11 @@ def _stat_cell(region: RegionResult, name: str) -> str:
 
 def _stats_section(report: Report) -> str:
     names = _stat_names(report)
+    missing = _not_collected(report)
     level = _percent_level(_confidence(report))
-    head = "".join(f"<th>{_e(r.region)}</th>" for r in report.regions)
+    head = "".join(
+        f'<th scope="col" data-region="{_e(r.region)}">{_e(r.region)}</th>' for r in report.regions
+    )
     rows = []
     contributors = "".join(
         f'<td class="num">{r.contributors}</td>'
@@ -330,22 +383,28 @@ def _stats_section(report: Report) -> str:
         else f'<td class="supp">{_suppressed_note(report)}</td>'
         for r in report.regions
     )
-    rows.append(f"<tr><th>Contributing parties</th>{contributors}</tr>")
+    rows.append(f'<tr><th scope="row">Contributing parties</th>{contributors}</tr>')
     for name in names:
         info = _stat_info(name)
         slo = _slo_for(report, name)
         slo_note = f'<span class="iv">{_e(_slo_text(slo))}</span>' if slo is not None else ""
         cells = "".join(
-            '<td class="supp">suppressed</td>' if r.suppressed else _stat_cell(r, name)
+            f'<td class="muted">{NOT_COLLECTED_TEXT}</td>'
+            if name in missing
+            else '<td class="supp">suppressed</td>'
+            if r.suppressed
+            else _stat_cell(r, name)
             for r in report.regions
         )
-        rows.append(f"<tr><th>{_e(info.label)}{slo_note}</th>{cells}</tr>")
+        rows.append(f'<tr><th scope="row">{_e(info.label)}{slo_note}</th>{cells}</tr>')
     return (
         "<h2>Key statistics</h2>\n"
         f'<p class="small muted">Each value is shown with its {level} interval'
-        " (low&#8211;high) for the privacy noise.</p>\n"
-        f"<table><thead><tr><th>Statistic</th>{head}</tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        " (low&#8211;high); see what the intervals mean at the top. <em>Not collected</em>:"
+        " this campaign's schema does not measure it; <em>suppressed</em>: too few"
+        " contributing parties.</p>\n"
+        f'<div class="scroll"><table class="stats"><thead><tr><th scope="col">Statistic</th>'
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -357,14 +416,60 @@ def _n(value: float) -> str:
     return _num(value, 1)
 
 
-class _Svg:
-    """Accumulates the elements of one chart."""
+#: Smallest font size of any chart text, in SVG units. CSS never shows a chart below
+#: 10/11 of its drawn width (min-width), so this is never under 10 px on screen.
+_MIN_FONT = 11
+#: Average advance of a character, as a share of the font size (system sans-serif).
+_CHAR_WIDTH = 0.6
 
-    def __init__(self, chart: str, width: int, height: int, title: str, desc: str) -> None:
+
+def _text_width(text: str, size: int) -> float:
+    """About how wide ``text`` is at ``size``, for layout (legends, wrapping, labels)."""
+    return _CHAR_WIDTH * max(size, _MIN_FONT) * len(text)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One of the two drawings of every chart: CSS shows the wide one on wide screens."""
+
+    name: str
+    width: int
+    #: Histogram panels per row, at most.
+    columns: int
+
+
+_WIDE = _Layout("wide", 960, 3)
+_NARROW = _Layout("narrow", 340, 1)
+_LAYOUTS = (_WIDE, _NARROW)
+
+
+class _Svg:
+    """Accumulates the elements of one chart (``height`` may grow while drawing)."""
+
+    def __init__(self, chart: str, layout: _Layout, height: float, title: str, desc: str) -> None:
         self.chart = chart
-        self.width = width
+        self.layout = layout
+        self.width = layout.width
         self.height = height
         self.parts: list[str] = [f"<title>{_e(title)}</title>", f"<desc>{_e(desc)}</desc>"]
+
+    @property
+    def ids(self) -> str:
+        """Prefix of element ids: unique per chart and layout in the one document."""
+        return f"{self.chart}-{self.layout.name}"
+
+    def heading(self, text: str, *, y: float = 20, size: int = 15) -> float:
+        """The chart's title from the top left, wrapped to the width; returns the
+        baseline of its last line."""
+        lines: list[str] = []
+        for word in text.split():
+            if lines and _text_width(f"{lines[-1]} {word}", size) <= self.width - 24:
+                lines[-1] += f" {word}"
+            else:
+                lines.append(word)
+        for i, line in enumerate(lines):
+            self.text(12, y + i * (size + 4), line, size=size, weight="bold")
+        return y + (len(lines) - 1) * (size + 4)
 
     def add(self, element: str) -> None:
         self.parts.append(element)
@@ -384,6 +489,7 @@ class _Svg:
         transform = ""
         if rotate is not None:
             transform = f' transform="rotate({_n(rotate)} {_n(x)} {_n(y)})"'
+        size = max(size, _MIN_FONT)
         self.add(
             f'<text x="{_n(x)}" y="{_n(y)}" font-size="{size}" text-anchor="{anchor}"'
             f' font-weight="{weight}" style="fill:{colour}"{transform}>{_e(text)}</text>'
@@ -426,19 +532,20 @@ class _Svg:
     def render(self) -> str:
         body = "\n".join(self.parts)
         return (
-            f'<svg class="chart" data-chart="{self.chart}" role="img"'
-            f' width="{self.width}" height="{self.height}"'
-            f' viewBox="0 0 {self.width} {self.height}">\n{body}\n</svg>'
+            f'<svg class="chart" data-chart="{self.chart}" data-layout="{self.layout.name}"'
+            f' role="img" width="{self.width}" height="{_n(self.height)}"'
+            f' viewBox="0 0 {self.width} {_n(self.height)}">\n{body}\n</svg>'
         )
 
 
 def _hatch_defs(svg: _Svg) -> tuple[str, str]:
     """Add the chart's two hatch patterns; return (merged, suppressed) fill references.
 
-    Ids are prefixed with the chart name because all SVGs share one document.
+    Ids are prefixed with the chart and layout names because all SVGs share one
+    document (a fill must not point into the hidden layout's SVG).
     """
-    merged = f"{svg.chart}-merged"
-    suppressed = f"{svg.chart}-suppressed"
+    merged = f"{svg.ids}-merged"
+    suppressed = f"{svg.ids}-suppressed"
     svg.add(
         "<defs>"
         f'<pattern id="{merged}" width="6" height="6" patternUnits="userSpaceOnUse"'
@@ -566,9 +673,15 @@ class _LegendEntry:
     marker: str = ""
 
 
-def _legend(svg: _Svg, x: float, y: float, entries: Sequence[_LegendEntry]) -> None:
-    """One row of legend entries starting at (x, y), the row's text baseline."""
+def _legend(svg: _Svg, x: float, y: float, entries: Sequence[_LegendEntry]) -> float:
+    """Legend entries from (x, y), the first row's text baseline, wrapping onto more rows
+    at the chart's width; returns the last row's baseline."""
+    start = x
     for entry in entries:
+        swatch = 28 if entry.kind == "line" else 20
+        advance = swatch + _text_width(entry.label, 12) + 18
+        if x > start and x + advance - 18 > svg.width - 8:
+            x, y = start, y + 20
         if entry.kind == "box":
             svg.rect(x, y - 10, 14, 12, fill=entry.fill, stroke="#000000")
         elif entry.kind == "line":
@@ -577,16 +690,12 @@ def _legend(svg: _Svg, x: float, y: float, entries: Sequence[_LegendEntry]) -> N
                 _marker(svg, entry.marker, x + 11, y - 4, colour=entry.fill)
         elif entry.kind == "whisker":
             _whisker(svg, x + 7, y + 1, y - 11, cap=4)
-        swatch = 28 if entry.kind == "line" else 20
         svg.text(x + swatch, y, entry.label, size=12)
-        x += swatch + 7 * len(entry.label) + 18
+        x += advance
+    return y
 
 
 # --------------------------------------------------------------------------- histograms
-
-#: The count whose value is the denominator of a histogram's shares (each bin counts
-#: tickets with that count's property). Falls back to the released bins' sum.
-_HIST_TOTAL = {"csat": "responses", "nps": "responses", "resolution_hours": "resolved"}
 
 
 @dataclass(frozen=True)
@@ -617,24 +726,19 @@ def _hist_edges(report: Report, metric: str) -> list[float]:
     return sorted(edges)
 
 
-def _hist_total(region: RegionResult, metric: str, cells: Sequence[Cell]) -> float:
-    count_name = _HIST_TOTAL.get(metric)
-    for cell in region.cells:
-        if cell.slot == count_name and cell.value is not None and cell.value > 0:
-            return float(cell.value)
-    return float(sum(max(c.value, 0) for c in cells if c.value is not None))
-
-
 def _hist_bars(region: RegionResult, metric: str, edges: Sequence[float]) -> list[_Bar]:
+    """The region's bars; shares are of the histogram's own released total
+    (:func:`aggregator.stats.histogram_total`), so they add up to 100 %. For CSAT that
+    total is the number of answers the satisfied share and the mean divide by."""
     cells = _hist_cells(region, metric)
-    total = _hist_total(region, metric, cells)
+    total = histogram_total(cells)
     index = {edge: i for i, edge in enumerate(edges)}
     bars = []
     for cell in cells:
         lo, hi = float(cell.lo or 0.0), float(cell.hi or 0.0)
         share: float | None = None
         if cell.value is not None and cell.status is not CellStatus.SUPPRESSED:
-            share = 100.0 * max(cell.value, 0) / total if total > 0 else 0.0
+            share = 100.0 * max(cell.value / cell.scale, 0.0) / total if total > 0 else 0.0
         bars.append(_Bar(index[lo], index[hi], share, cell.status, lo, hi))
     return bars
 
@@ -667,8 +771,9 @@ class _HistSpec:
     of_what: str
 
 
-def _histogram_chart(report: Report, spec: _HistSpec) -> str:
-    """Small multiples, one panel per region, on a shared y scale.
+def _histogram_chart(report: Report, spec: _HistSpec, layout: _Layout) -> str:
+    """Small multiples, one panel per region, on a shared y scale (panels side by side
+    in the wide layout, stacked in the narrow one).
 
     Bins are equal-width categories labelled with their range (bin widths differ, so
     drawing them to scale would make wide bins look big). A merged bin is one bar over
@@ -677,32 +782,35 @@ def _histogram_chart(report: Report, spec: _HistSpec) -> str:
     """
     edges = _hist_edges(report, spec.metric)
     regions = report.regions
-    columns = max(1, min(3, len(regions)))
+    columns = max(1, min(layout.columns, len(regions)))
     rows = max(1, math.ceil(len(regions) / columns))
-    width, panel_h, top_pad = 960, 250, 50
+    panel_h = 250
     svg = _Svg(
         spec.chart,
-        width,
-        top_pad + rows * panel_h + 20,
+        layout,
+        0,
         spec.title,
-        f"{spec.title}. One panel per region; bars are the share of {spec.of_what} in each bin.",
+        f"{spec.title}. One panel per region; bars are the share of {spec.of_what} in each"
+        " bin and add up to 100% per region; a merged bar spans the bins it covers.",
     )
     merged_fill, suppressed_fill = _hatch_defs(svg)
-    svg.text(12, 20, spec.title, size=15, weight="bold")
-    _legend(
+    y = svg.heading(spec.title)
+    y = _legend(
         svg,
         12,
-        40,
+        y + 20,
         (
             _LegendEntry("released bin", "box", fill=_PALETTE[0]),
-            _LegendEntry("merged bins (one bar over the bins it covers)", "box", fill=merged_fill),
+            _LegendEntry("merged bins (one bar)", "box", fill=merged_fill),
             _LegendEntry("suppressed (too few tickets)", "box", fill=suppressed_fill),
         ),
     )
+    top_pad = y + 10
+    svg.height = top_pad + rows * panel_h + 20
     all_bars = {r.region: _hist_bars(r, spec.metric, edges) for r in regions if not r.suppressed}
     peak = max((b.height for bars in all_bars.values() for b in bars), default=0.0)
     labels = _category_labels(spec.metric, edges)
-    panel_w = width / columns
+    panel_w = layout.width / columns
     for i, region in enumerate(regions):
         px = (i % columns) * panel_w
         py = top_pad + (i // columns) * panel_h
@@ -720,17 +828,26 @@ def _histogram_chart(report: Report, spec: _HistSpec) -> str:
         for j, label in enumerate(labels):
             cx = plot.slot_x(j, len(labels))
             if len(labels) > 5:
-                svg.text(cx + 3, plot.bottom + 12, label, anchor="end", size=10, rotate=-40.0)
+                svg.text(cx + 3, plot.bottom + 12, label, anchor="end", rotate=-40.0)
             else:
-                svg.text(cx, plot.bottom + 15, label, anchor="middle", size=11)
-        svg.text(plot.middle_x, py + panel_h - 12, spec.x_label, anchor="middle", size=11)
+                svg.text(cx, plot.bottom + 15, label, anchor="middle")
+        svg.text(plot.middle_x, py + panel_h - 12, spec.x_label, anchor="middle")
     return svg.render()
 
 
 def _empty_panel(svg: _Svg, plot: _Plot, note: str, *, fill: str) -> None:
     svg.rect(plot.left, plot.top, plot.right - plot.left, plot.bottom - plot.top, fill=fill)
-    svg.rect(plot.left + 8, plot.middle_y - 16, plot.right - plot.left - 16, 24, fill="#ffffff")
-    svg.text(plot.middle_x, plot.middle_y, note, anchor="middle", size=11)
+    # Long notes (narrow panels) go on two lines.
+    words = note.split()
+    lines = [note]
+    if _text_width(note, _MIN_FONT) > plot.right - plot.left - 24 and len(words) > 1:
+        half = len(words) // 2
+        lines = [" ".join(words[:half]), " ".join(words[half:])]
+    height = 10 + 15 * len(lines)
+    top = plot.middle_y - height / 2
+    svg.rect(plot.left + 8, top, plot.right - plot.left - 16, height, fill="#ffffff")
+    for k, line in enumerate(lines):
+        svg.text(plot.middle_x, top + 17 + 15 * k, line, anchor="middle")
 
 
 def _draw_bar(svg: _Svg, plot: _Plot, bar: _Bar, *, cat_w: float, fills: tuple[str, str]) -> None:
@@ -748,7 +865,7 @@ def _draw_bar(svg: _Svg, plot: _Plot, bar: _Bar, *, cat_w: float, fills: tuple[s
             stroke="#999999",
             dash="3 2",
         )
-        svg.text(x + w / 2 + 4, plot.middle_y, "suppressed", anchor="middle", size=10, rotate=-90.0)
+        svg.text(x + w / 2 + 4, plot.middle_y, "suppressed", anchor="middle", rotate=-90.0)
         return
     merged = bar.status is CellStatus.MERGED
     top = plot.y(bar.height)
@@ -758,28 +875,32 @@ def _draw_bar(svg: _Svg, plot: _Plot, bar: _Bar, *, cat_w: float, fills: tuple[s
         x, top, w, plot.bottom - top, fill=merged_fill if merged else _PALETTE[0], stroke="#000000"
     )
     svg.add("</g>")
-    svg.text(x + w / 2, top - 4, f"{_num(bar.share, 1)}%", anchor="middle", size=10)
+    # The share over the bar; without its % sign (the axis says it) where bars are narrow.
+    label = f"{_num(bar.share, 1)}%"
+    if _text_width(label, _MIN_FONT) > w + 4:
+        label = _num(bar.share, 1) if _text_width(label[:-1], _MIN_FONT) <= w + 4 else ""
+        label = label or _num(bar.share, 0)
+    svg.text(x + w / 2, top - 4, label, anchor="middle")
     if merged:
-        svg.text(x + w / 2, top - 16, "merged", anchor="middle", size=10)
+        svg.text(x + w / 2, top - 17, "merged", anchor="middle")
 
 
 # --------------------------------------------------------------------------- escalation
 
 
-def _escalation_chart(report: Report) -> str:
+def _escalation_chart(report: Report, layout: _Layout) -> str:
     """One bar per region with its interval whisker, against the dashed SLO line."""
     level = _percent_level(_confidence(report))
     slo = _slo_for(report, "escalation_rate")
-    width, height = 960, 330
     title = "Escalation rate per region against the SLO"
     svg = _Svg(
         "escalation-vs-slo",
-        width,
-        height,
+        layout,
+        0,
         title,
         f"{title}: bars are estimates, whiskers {level} intervals, the dashed line the SLO.",
     )
-    svg.text(12, 20, title, size=15, weight="bold")
+    y = svg.heading(title)
     entries = [
         _LegendEntry("estimate", "box", fill=_PALETTE[0]),
         _LegendEntry(f"{level} interval", "whisker"),
@@ -790,41 +911,51 @@ def _escalation_chart(report: Report) -> str:
             dash="7 4",
         ),
     ]
-    _legend(svg, 12, 42, entries)
+    y = _legend(svg, 12, y + 22, entries)
     stats = {r.region: _stat(r, "escalation_rate") for r in report.regions if not r.suppressed}
+    flags = {
+        r.region: [f for f in _ordered_flags(r.flags) if f.statistic == "escalation_rate"]
+        for r in report.regions
+    }
+    badge_lines = max((len(f) for f in flags.values()), default=0)
     values = [
         v for s in stats.values() if s is not None for v in (s.value, s.high) if v is not None
     ]
     if slo is not None:
         values.append(slo.threshold)
+    top = y + 18
+    bottom = top + 200
+    svg.height = bottom + 34 + 15 * badge_lines + 6
+    narrow = layout is _NARROW
     plot = _Plot.fit(
-        (70, width - 30, 60, height - 70),
+        (56 if narrow else 70, layout.width - (16 if narrow else 30), top, bottom),
         0.0,
         max(max(values, default=1.0) * 1.1, 1.0),
         floor_zero=True,
     )
-    plot.draw_axes(svg, "escalation rate (%)", label_x=18)
+    plot.draw_axes(svg, "escalation rate (%)", label_x=16)
     count = len(report.regions)
     bar_w = min(80.0, (plot.right - plot.left) / max(count, 1) * 0.4)
     for i, region in enumerate(report.regions):
         cx = plot.slot_x(i, count)
         svg.text(cx, plot.bottom + 18, region.region, anchor="middle", size=12, weight="bold")
+        for k, flag in enumerate(flags[region.region]):
+            svg.text(cx, plot.bottom + 34 + 15 * k, rule_name(flag), anchor="middle")
         stat = stats.get(region.region)
         if region.suppressed or stat is None or stat.value is None:
             why = "suppressed" if region.suppressed else "not available"
-            svg.text(cx, plot.bottom - 10, why, anchor="middle", size=11, colour=_MUTED)
+            svg.text(cx, plot.bottom - 10, why, anchor="middle", colour=_MUTED)
             continue
-        top = plot.y(stat.value)
+        bar_top = plot.y(stat.value)
         colour = _PALETTE[i % len(_PALETTE)]
-        svg.rect(cx - bar_w / 2, top, bar_w, plot.bottom - top, fill=colour, stroke="#000000")
-        label_y = top
+        svg.rect(
+            cx - bar_w / 2, bar_top, bar_w, plot.bottom - bar_top, fill=colour, stroke="#000000"
+        )
+        label_y = bar_top
         if stat.low is not None and stat.high is not None and stat.high > stat.low:
             _whisker(svg, cx, plot.y(stat.low), plot.y(stat.high))
             label_y = plot.y(stat.high)
         svg.text(cx + bar_w / 2 + 6, label_y + 4, f"{_num(stat.value, 1)}%", weight="bold")
-        severities = [f.severity.value for f in region.flags if f.statistic == "escalation_rate"]
-        if severities:
-            svg.text(cx, plot.bottom + 34, " / ".join(severities), anchor="middle", size=11)
     if slo is not None:
         _slo_line(svg, plot, slo)
     return svg.render()
@@ -833,7 +964,7 @@ def _escalation_chart(report: Report) -> str:
 def _slo_line(svg: _Svg, plot: _Plot, slo: Slo) -> None:
     y = plot.y(slo.threshold)
     svg.line(plot.left, y, plot.right, y, colour=_SLO_COLOUR, width=2, dash="7 4")
-    svg.text(plot.right, y - 5, _slo_text(slo), anchor="end", size=11, colour=_SLO_COLOUR)
+    svg.text(plot.right, y - 5, _slo_text(slo), anchor="end", colour=_SLO_COLOUR)
 
 
 # --------------------------------------------------------------------------- trend
@@ -842,26 +973,61 @@ def _slo_line(svg: _Svg, plot: _Plot, slo: Slo) -> None:
 _TREND_STATS = {"escalation_rate": "escalation rate (%)", "csat_mean": "mean CSAT score (1-5)"}
 
 
-def _trend_rounds(report: Report) -> list[tuple[int, str]]:
-    """Distinct (released_ms, round_id) over every region's trend, oldest first."""
-    rounds = {(p.released_ms, p.round_id) for r in report.regions for p in r.trend}
-    return sorted(rounds)
+@dataclass(frozen=True)
+class _Release:
+    """One release on the trend's x axis."""
+
+    released_ms: int
+    round_id: str
+    #: What the axis calls it: the release's DP window (its ISO week), else the ISO week
+    #: of its release date, else (when two releases share that) its date.
+    label: str
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.released_ms, self.round_id)
 
 
-def _trend_chart(report: Report) -> str:
-    """Escalation rate and mean CSAT over the campaign's releases, one line per region."""
+def _iso_week(ms: int) -> str:
+    year, week, _ = datetime.fromtimestamp(ms / 1000, tz=UTC).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _trend_rounds(report: Report) -> list[_Release]:
+    """Distinct releases over every region's trend, oldest first, with axis labels."""
+    windows: dict[tuple[int, str], str | None] = {}
+    for region in report.regions:
+        for p in region.trend:
+            key = (p.released_ms, p.round_id)
+            if windows.get(key) is None:
+                windows[key] = p.window or None
+    keys = sorted(windows)
+    labels = [windows[key] or _iso_week(key[0]) for key in keys]
+    if len(set(labels)) < len(labels):
+        labels = [
+            f"{label} {_utc(ms)[5:10]}" if labels.count(label) > 1 else label
+            for label, (ms, _) in zip(labels, keys, strict=True)
+        ]
+    if len(set(labels)) < len(labels):
+        labels = [_utc(ms)[:16] for ms, _ in keys]
+    return [_Release(ms, rid, label) for (ms, rid), label in zip(keys, labels, strict=True)]
+
+
+def _trend_chart(report: Report, layout: _Layout) -> str:
+    """Escalation rate and mean CSAT over the campaign's releases, one line per region;
+    the x axis names each release by its DP window (ISO week)."""
     level = _percent_level(_confidence(report))
     rounds = _trend_rounds(report)
-    width, height = 960, 360
     title = "Trend over past releases"
     svg = _Svg(
         "trend",
-        width,
-        height,
+        layout,
+        0,
         title,
-        f"{title}: escalation rate and mean CSAT per region, with {level} intervals.",
+        f"{title}: escalation rate and mean CSAT per region, with {level} intervals,"
+        " per release window.",
     )
-    svg.text(12, 20, title, size=15, weight="bold")
+    y = svg.heading(title)
     entries = [
         _LegendEntry(
             r.region,
@@ -875,19 +1041,31 @@ def _trend_chart(report: Report) -> str:
     ]
     entries.append(_LegendEntry(f"{level} interval", "whisker"))
     entries.append(_LegendEntry("SLO", "line", fill=_SLO_COLOUR, dash="7 4"))
-    _legend(svg, 12, 42, entries)
+    y = _legend(svg, 12, y + 22, entries)
     if len(rounds) <= 1:
-        note = "Only one release so far: the trend lines start with the next round."
-        svg.text(width / 2, 64, note, anchor="middle", size=12, colour=_MUTED)
-    panel_w = width / 2
+        note = "Only one release so far: the trend lines start with the next one."
+        y += 22
+        svg.text(12, y, note, colour=_MUTED)
+    narrow = layout is _NARROW
+    panel_w = layout.width if narrow else layout.width / 2
+    plot_w = panel_w - 84
+    rotate = any(_text_width(r.label, _MIN_FONT) + 6 > plot_w / max(len(rounds), 1) for r in rounds)
+    longest = max((_text_width(r.label, _MIN_FONT) for r in rounds), default=0.0)
+    under = (longest * 0.6 + 16) if rotate else 18.0  # room for the tick labels
+    panel_h = 40 + 200 + under + 30
+    top = y + 10
     for k, name in enumerate(_TREND_STATS):
-        px = k * panel_w
-        box = (px + 64, px + panel_w - 20, 90.0, height - 60.0)
+        px, py = (0.0, top + k * panel_h) if narrow else (k * panel_w, top)
+        box = (px + 64, px + panel_w - 20, py + 40, py + 240)
         plot = _trend_panel(svg, report, name, box, label_x=px + 16)
-        for i in range(len(rounds)):
-            label = "this" if i == len(rounds) - 1 else f"#{i + 1}"
-            svg.text(plot.slot_x(i, len(rounds)), plot.bottom + 16, label, anchor="middle", size=11)
-        svg.text(plot.middle_x, plot.bottom + 36, "release", anchor="middle", size=11)
+        for i, release in enumerate(rounds):
+            x = plot.slot_x(i, len(rounds))
+            if rotate:
+                svg.text(x + 4, plot.bottom + 14, release.label, anchor="end", rotate=-35.0)
+            else:
+                svg.text(x, plot.bottom + 16, release.label, anchor="middle")
+        svg.text(plot.middle_x, plot.bottom + under + 14, "release (DP window)", anchor="middle")
+    svg.height = top + (2 if narrow else 1) * panel_h
     return svg.render()
 
 
@@ -912,13 +1090,18 @@ def _trend_panel(
         floor_zero=name == "escalation_rate",
     )
     svg.text(
-        plot.middle_x, plot.top - 8, _stat_info(name).label, anchor="middle", size=13, weight="bold"
+        plot.middle_x,
+        plot.top - 10,
+        _stat_info(name).label,
+        anchor="middle",
+        size=13,
+        weight="bold",
     )
     plot.draw_axes(svg, _TREND_STATS[name], label_x=label_x)
     if slo is not None:
         _slo_line(svg, plot, slo)
     rounds = _trend_rounds(report)
-    position = {key: i for i, key in enumerate(rounds)}
+    position = {release.key: i for i, release in enumerate(rounds)}
     info = _stat_info(name)
     for i, region in enumerate(report.regions):
         colour = _PALETTE[i % len(_PALETTE)]
@@ -936,7 +1119,8 @@ def _trend_panel(
                 continue
             if p.low is not None and p.high is not None and p.high > p.low:
                 _whisker(svg, x, plot.y(p.low), plot.y(p.high), cap=3)
-            tip = f"{region.region}, round {p.round_id}: {_fmt(p.value, info)}"
+            label = rounds[position[(p.released_ms, p.round_id)]].label
+            tip = f"{region.region}, {label} (round {p.round_id}): {_fmt(p.value, info)}"
             _marker(svg, _MARKERS[i % len(_MARKERS)], x, plot.y(p.value), colour=colour, tip=tip)
     return plot
 
@@ -970,52 +1154,62 @@ def _trend_caption(report: Report) -> str:
     if not rounds:
         return "No earlier releases of this campaign."
     items = [
-        f"{'this release' if i == len(rounds) - 1 else f'#{i + 1}'}: round {_e(rid)} ({_utc(ms)})"
-        for i, (ms, rid) in enumerate(rounds)
+        f"{_e(r.label)}{' (this release)' if i == len(rounds) - 1 else ''}: round"
+        f" {_e(r.round_id)}, released {_utc(r.released_ms)}"
+        for i, r in enumerate(rounds)
     ]
     return "Releases: " + "; ".join(items) + "."
 
 
 def _charts_section(report: Report) -> str:
+    if _nothing_released(report):
+        return '<h2>Charts</h2>\n<p class="supp">No charts: nothing was released in this round.</p>'
     level = _percent_level(_confidence(report))
-    csat = _histogram_chart(
-        report,
-        _HistSpec(
-            "csat-distribution",
-            "csat",
-            "CSAT distribution per region",
-            "CSAT score",
-            "share of responses (%)",
-            "survey responses",
-        ),
+    csat = _HistSpec(
+        "csat-distribution",
+        "csat",
+        "CSAT distribution per region",
+        "CSAT score",
+        "share of CSAT answers (%)",
+        "CSAT answers",
     )
-    resolution = _histogram_chart(
-        report,
-        _HistSpec(
-            "resolution-distribution",
-            "resolution_hours",
-            "Resolution time per region",
-            "resolution time (hours)",
-            "share of resolved tickets (%)",
-            "resolved tickets",
-        ),
+    resolution = _HistSpec(
+        "resolution-distribution",
+        "resolution_hours",
+        "Resolution time per region",
+        "resolution time (hours)",
+        "share of resolved tickets (%)",
+        "resolved tickets with a resolution time",
     )
-    figures = (
-        (csat, "Share of survey responses per CSAT score."),
+    figures: tuple[tuple[Callable[[_Layout], str], str], ...] = (
         (
-            _escalation_chart(report),
+            lambda layout: _histogram_chart(report, csat, layout),
+            "Share of CSAT answers per score. Each region's bars add up to 100% of its"
+            " released CSAT answers, the same count the satisfied share in the table"
+            " divides by.",
+        ),
+        (
+            lambda layout: _escalation_chart(report, layout),
             f"Escalated tickets as a share of all tickets, with the {level} interval for"
-            " the privacy noise.",
+            " the privacy noise. Under each region: its escalation-rate flags.",
         ),
         (
-            resolution,
+            lambda layout: _histogram_chart(report, resolution, layout),
             "Bins have different widths, so they are drawn as equal-width categories"
-            " labelled with their range in hours; the last bin also holds longer times.",
+            " labelled with their range in hours; the last bin also holds longer times."
+            " Each region's bars add up to 100%.",
         ),
-        (_trend_chart(report), _trend_caption(report)),
+        (lambda layout: _trend_chart(report, layout), _trend_caption(report)),
     )
     return "<h2>Charts</h2>\n" + "\n".join(
-        f"<figure>{svg}<figcaption>{caption}</figcaption></figure>" for svg, caption in figures
+        "<figure>"
+        + "".join(
+            f'<div class="layout layout-{layout.name}" data-layout="{layout.name}">'
+            f"{draw(layout)}</div>"
+            for layout in _LAYOUTS
+        )
+        + f"<figcaption>{caption}</figcaption></figure>"
+        for draw, caption in figures
     )
 
 
@@ -1075,8 +1269,9 @@ def _cells_section(report: Report) -> str:
         parts.append(
             f"<details><summary><strong>{_e(region.region)}</strong>: {len(region.cells)}"
             f" cells ({merged} merged, {withheld} suppressed)</summary>"
-            f"<table><thead><tr><th>Metric</th><th>Cell</th><th>Value</th><th>Status</th>"
-            f"{sd_head}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
+            '<div class="scroll"><table><thead><tr><th>Metric</th><th>Cell</th><th>Value</th>'
+            f"<th>Status</th>{sd_head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+            "</details>"
         )
     return "\n".join(parts)
 
@@ -1130,9 +1325,9 @@ def _noise_table(report: Report) -> str:
     )
     return (
         "<h3>Noise per metric</h3>"
-        "<table><thead><tr><th>Metric</th><th>L2 sensitivity</th>"
+        '<div class="scroll"><table><thead><tr><th>Metric</th><th>L2 sensitivity</th>'
         "<th>Noise sd per cell (sigma)</th><th>Share of rho</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        f"<tbody>{rows}</tbody></table></div>"
         '<p class="small muted">Sensitivity is the most one customer can change a metric;'
         " sigma is in cell units (fixed point for sums).</p>"
     )
@@ -1171,20 +1366,4 @@ def _lineage_section(report: Report) -> str:
         ]
     rows.append(("Confidence level", level))
     items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-    if report.dp.mode is DpMode.OFF:
-        meaning = (
-            "Without differential privacy the released numbers are exact, so each interval"
-            " is just the value."
-        )
-    else:
-        meaning = (
-            f"Each interval would contain the exact value in {level} of releases: it"
-            " covers the privacy noise added to protect customers, not week-to-week"
-            " variation in the tickets themselves."
-        )
-    return (
-        "<h2>Lineage</h2>\n"
-        f'<dl class="lineage">{items}</dl>\n'
-        f"{_noise_table(report)}\n"
-        f"<p><strong>What the intervals mean.</strong> {meaning}</p>"
-    )
+    return f'<h2>Lineage</h2>\n<dl class="lineage">{items}</dl>\n{_noise_table(report)}'

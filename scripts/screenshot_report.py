@@ -3,9 +3,12 @@
     .venv/bin/python scripts/screenshot_report.py REPORT.html OUT.png
 
 Exits 0 after writing OUT.png when the page loaded without console errors, uncaught
-exceptions or failed requests and every chart of the report rendered with a non-zero
-size; otherwise exits 1 with one line on stderr saying why (2 for usage errors, and 1
-when Chromium is missing or fails: run `make chromium`).
+exceptions or failed requests, every chart of the report rendered with a non-zero
+size, and the page reads at ``--width`` (390 for a phone): it does not scroll sideways,
+every region's column in the statistics table is on screen or reachable by the table's
+own scroll, and no chart text is smaller than 10 px; otherwise exits 1 with one line on
+stderr saying why (2 for usage errors, and 1 when Chromium is missing or fails: run
+`make chromium`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def problems(result: PageCheck, expected: tuple[str, ...] = CHARTS) -> list[str]
     missing = [name for name in expected if name not in rendered and name not in flat]
     if missing:
         found.append(f"charts missing: {', '.join(missing)}")
+    found += result.layout_problems()
     return found
 
 

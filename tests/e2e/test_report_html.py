@@ -1,4 +1,5 @@
-"""The HTML report in real headless Chromium: it renders, loads nothing, and looks right.
+"""The HTML report in real headless Chromium: it renders, loads nothing, and looks right
+on a 390 px phone and a 1280 px desktop.
 
 Skipped when no Chromium is installed (`make chromium` installs Debian's). The
 start-failure and timeout tests use a fake browser and run everywhere. Nothing here
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 import aggregator.browser as browser
-from aggregator.browser import ENV_VAR, check_page, find_chromium
+from aggregator.browser import ENV_VAR, MIN_CHART_TEXT_PX, check_page, find_chromium
 from aggregator.report_html import CHARTS, render_html
 from blindsum.errors import FailedPrecondition, Unavailable
 from tests.unit.test_report_html import build_sample_report
@@ -137,6 +138,40 @@ def test_screenshot_script_passes_a_good_report_and_fails_a_broken_page(tmp_path
     assert "console error" in lines[0]
     assert "charts not rendered: hidden" in lines[0]
     assert "charts missing: csat-distribution" in lines[0]
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("width", [390, 1280])
+def test_report_reads_on_a_phone_and_a_desktop(tmp_path: Path, width: int) -> None:
+    """No sideways page scroll, every region column reachable, chart text >= 10 px."""
+    report = build_sample_report()
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report), encoding="utf-8")
+
+    result = check_page(page, tmp_path / "report.png", width=width, timeout_s=100)
+
+    assert result.console_errors == []
+    assert result.viewport_width == width
+    assert result.page_width <= result.viewport_width  # the body never scrolls sideways
+    columns = {c.region: c for c in result.columns}
+    assert set(columns) == {r.region for r in report.regions}
+    released = [r.region for r in report.regions if not r.suppressed]
+    assert "EMEA" in released  # the breaching region
+    for region in released:
+        column = columns[region]
+        assert column.in_viewport or column.scroll_reachable, column
+    if width == 1280:
+        assert all(c.in_viewport for c in result.columns)
+    # One drawing of each chart is shown, the one that fits, never wider than the screen.
+    assert [name for name, _, _ in result.charts] == list(CHARTS)
+    for name, chart_width, chart_height in result.charts:
+        assert 0 < chart_width <= width, name
+        assert chart_height > 100, name
+    assert len(result.chart_text) > 100
+    smallest = min(result.chart_text, key=lambda t: t[2])
+    assert smallest[2] >= MIN_CHART_TEXT_PX, smallest
+    assert result.layout_problems() == []
 
 
 @pytest.mark.timeout(30)

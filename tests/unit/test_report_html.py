@@ -7,17 +7,27 @@ bins, a three-round trend, lineage); the browser test renders the same report.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
 from html.parser import HTMLParser
 
+import pytest
+
+from aggregator.release import ReleaseInput, ReleasePolicy, build_report
+from aggregator.report import headline, render
 from aggregator.report_html import CHARTS, render_html
+from blindsum import reportdoc
+from blindsum.errors import InvalidArgument
 from blindsum.model import (
     Cell,
     CellStatus,
     DpMode,
     DpRelease,
+    DpSpec,
     Flag,
     FlagKind,
     Lineage,
@@ -31,6 +41,7 @@ from blindsum.model import (
     Statistic,
     TrendPoint,
 )
+from blindsum.schema import Schema
 
 HOSTILE_PARTY = "acme <script>alert(1)</script> & co"
 BREACH_REASON = (
@@ -88,18 +99,18 @@ def _counts(**values: int) -> list[Cell]:
 
 def _trend(stat: str, points: Sequence[tuple[float, float, float]]) -> list[TrendPoint]:
     rounds = (
-        ("round-2026-w42", 1792400400000),
-        ("round-2026-w43", 1793005200000),
-        ("round-2026-w44", 1793610000000),
+        ("round-2026-w42", 1792400400000, "2026-W43"),
+        ("round-2026-w43", 1793005200000, "2026-W44"),
+        ("round-2026-w44", 1793610000000, "2026-W45"),
     )
     return [
-        TrendPoint(rid, ms, stat, value, low, high)
-        for (rid, ms), (value, low, high) in zip(rounds, points, strict=True)
+        TrendPoint(rid, ms, stat, value, low, high, window)
+        for (rid, ms, window), (value, low, high) in zip(rounds, points, strict=True)
     ]
 
 
 def _apac() -> RegionResult:
-    cells = _counts(tickets=1840, responses=612)
+    cells = _counts(tickets=1840, replied=612)
     cells += _histogram(
         "csat", _CSAT_EDGES, [4, 7, 58, 201, 342], 4.2, merged=[(0, 1)]
     )  # 1 and 2 merged: 4 < min_cell
@@ -137,7 +148,7 @@ def _apac() -> RegionResult:
 
 
 def _emea() -> RegionResult:
-    cells = _counts(tickets=2210, responses=803)
+    cells = _counts(tickets=2210, replied=803)
     cells += _histogram(
         "csat", _CSAT_EDGES, [6, 9, 120, 301, 367], 4.2, suppressed=[0, 1]
     )  # SUPPRESS rule with complementary suppression
@@ -204,7 +215,7 @@ def build_sample_report() -> Report:
             delta=1e-6,
             rho_vs_aggregator=0.3125,
             campaign="support-kpis",
-            window="2026-Q4",
+            window="2026-W45",
             budget_rho=2.0,
             spent_rho=0.75,
             expected_parties=5,
@@ -288,6 +299,9 @@ def test_page_is_well_formed_html5_with_sections_in_order() -> None:
         page.index(h)
         for h in (
             "<h1>",
+            '<p class="headline">',
+            '<p class="intervals">',
+            '<p class="summary">',
             "<h2>Flags</h2>",
             "<h2>Key statistics</h2>",
             "<h2>Charts</h2>",
@@ -332,73 +346,159 @@ def test_nothing_can_be_loaded_from_outside() -> None:
     assert page.index("Content-Security-Policy") < page.index("<style>")
 
 
-def test_four_charts_each_with_title_axis_labels_and_legend() -> None:
+def _chart(page: str, name: str, layout: str = "wide") -> str:
+    found = re.search(rf'data-chart="{name}" data-layout="{layout}".*?</svg>', page, re.S)
+    assert found is not None, (name, layout)
+    return found.group(0)
+
+
+def test_four_charts_each_drawn_for_a_wide_and_a_narrow_screen() -> None:
     page = render_html(build_sample_report())
-    svgs = re.findall(r'<svg class="chart" data-chart="([^"]+)".*?</svg>', page, re.S)
-    assert tuple(svgs) == CHARTS
+    svgs = re.findall(r'<svg class="chart" data-chart="([^"]+)" data-layout="(\w+)"', page)
+    assert [n for n, layout in svgs if layout == "wide"] == list(CHARTS)
+    assert [n for n, layout in svgs if layout == "narrow"] == list(CHARTS)
     for name in CHARTS:
-        body = re.search(rf'<svg class="chart" data-chart="{name}".*?</svg>', page, re.S)
-        assert body is not None
-        svg = body.group(0)
-        assert re.search(r"^<svg[^>]*>\n<title>[^<]+</title>", svg), name
-        assert svg.count("<text") >= 10, name
-    csat = re.search(r'data-chart="csat-distribution".*?</svg>', page, re.S)
-    assert csat is not None
-    assert "CSAT score" in csat.group(0)
-    assert "share of responses (%)" in csat.group(0)
-    assert "suppressed (too few tickets)" in csat.group(0)  # legend
+        for layout, width in (("wide", 960), ("narrow", 340)):
+            body = re.search(
+                rf'<svg class="chart" data-chart="{name}" data-layout="{layout}".*?</svg>',
+                page,
+                re.S,
+            )
+            assert body is not None
+            svg = body.group(0)
+            assert f'width="{width}"' in svg and f'viewBox="0 0 {width} ' in svg
+            assert re.search(r"^<svg[^>]*>\n<title>[^<]+</title>", svg), name
+            assert svg.count("<text") >= 10, name
+            # No text drawn under 11 units (shown at >= 10 px: see the browser test).
+            sizes = [int(size) for size in re.findall(r'<text [^>]*font-size="(\d+)"', svg)]
+            assert min(sizes) >= 11, (name, layout)
+            # Pattern ids are unique per layout: a fill never points into the other one.
+            for ref in re.findall(r"url\(#([^)]*)\)", svg):
+                assert ref.startswith(f"{name}-{layout}-"), ref
+    csat = _chart(page, "csat-distribution")
+    assert "CSAT score" in csat
+    assert "share of CSAT answers (%)" in csat
+    assert "suppressed (too few tickets)" in csat  # legend
 
 
 def test_csat_chart_spans_merged_bins_and_marks_suppressed_ones() -> None:
     page = render_html(build_sample_report())
-    csat = re.search(r'data-chart="csat-distribution".*?</svg>', page, re.S)
-    assert csat is not None
-    chart = csat.group(0)
-    # APAC: bins 1 and 2 merged into one hatched bar: 11 of 612 responses = 1.8%.
+    chart = _chart(page, "csat-distribution")
+    # APAC: bins 1 and 2 merged into one hatched bar: 11 of 612 answers = 1.8%.
     assert "<title>1-3: 1.8% (merged)</title>" in chart
-    assert 'fill="url(#csat-distribution-merged)"' in chart
+    assert 'fill="url(#csat-distribution-wide-merged)"' in chart
     # EMEA: two suppressed bins, each drawn as a hatched column with the word.
     assert chart.count(">suppressed</text>") == 2
     # Americas: the whole region is suppressed.
-    assert "suppressed: fewer than 3 contributing parties" in chart
-    # Shares are of the responses count: 342 of 612 = 55.9%.
+    assert ">suppressed: fewer than</text>" in chart  # on two lines in a panel
+    assert ">3 contributing parties</text>" in chart
+    # Shares are of the CSAT answers (the histogram's total): 342 of 612 = 55.9%.
     assert ">55.9%</text>" in chart
+
+
+def _panel_shares(chart: str, regions: Sequence[str]) -> dict[str, list[float]]:
+    """Each region panel's bar shares, read from the bars' tooltips."""
+    bounds = [chart.index(f">{region}</text>") for region in regions] + [len(chart)]
+    return {
+        region: [float(x) for x in re.findall(r"<title>[^<:]+: ([\d.]+)%", chart[a:b])]
+        for region, a, b in zip(regions, bounds, bounds[1:], strict=False)
+    }
+
+
+def test_csat_chart_shares_are_of_csat_answers_and_add_up_to_100_per_region() -> None:
+    report = build_sample_report()
+    # Tickets with a first reply are not survey answers: changing them changes nothing.
+    regions = tuple(
+        replace(
+            r,
+            cells=tuple(
+                replace(c, value=5000) if c.metric in ("replied", "responses") else c
+                for c in r.cells
+            ),
+        )
+        for r in report.regions
+    )
+    for page in (render_html(report), render_html(replace(report, regions=regions))):
+        for layout in ("wide", "narrow"):
+            shares = _panel_shares(_chart(page, "csat-distribution", layout), ("APAC", "EMEA"))
+            assert shares["APAC"] == [1.8, 9.5, 32.8, 55.9]
+            assert shares["EMEA"] == [15.2, 38.2, 46.6]  # of 788 released answers
+            for region, values in shares.items():
+                assert abs(sum(values) - 100.0) <= 0.15, region
+        # Bins 4 and 5 are the satisfied share the table shows (88.7%).
+        apac = _panel_shares(_chart(page, "csat-distribution"), ("APAC", "EMEA"))["APAC"]
+        assert apac[-2:] == [
+            32.8,
+            55.9,
+        ]
+        assert abs(32.8 + 55.9 - 88.73) < 0.1
+        resolution = _panel_shares(_chart(page, "resolution-distribution"), ("APAC", "EMEA"))
+        for region, values in resolution.items():
+            assert abs(sum(values) - 100.0) <= 0.25, region
 
 
 def test_resolution_chart_uses_labelled_equal_width_categories() -> None:
     page = render_html(build_sample_report())
-    found = re.search(r'data-chart="resolution-distribution".*?</svg>', page, re.S)
-    assert found is not None
-    chart = found.group(0)
+    chart = _chart(page, "resolution-distribution")
     for label in ("0\u20131", "1\u20134", "24\u201348", "168+"):
         assert f">{label}</text>" in chart
-    assert "<title>72-336: 3.1% (merged)</title>" in chart  # (48 + 4) / 1702
+    assert "<title>72-336: 3.1% (merged)</title>" in chart  # (48 + 4) / 1702 binned
 
 
 def test_escalation_chart_has_slo_line_whiskers_and_values() -> None:
     page = render_html(build_sample_report())
-    found = re.search(r'data-chart="escalation-vs-slo".*?</svg>', page, re.S)
-    assert found is not None
-    chart = found.group(0)
+    chart = _chart(page, "escalation-vs-slo")
     assert 'stroke-dasharray="7 4"' in chart
     assert "SLO \u2264 15.0%" in chart
     assert ">21.4%</text>" in chart
     assert ">9.0%</text>" in chart
-    assert ">breach</text>" in chart
+    # The flag under EMEA names its rule; no bare "breach / breach".
+    assert ">SLO breach</text>" in chart
+    assert ">breach</text>" not in chart and " / " not in chart
 
 
 def test_trend_chart_draws_a_line_per_region_with_three_points() -> None:
     page = render_html(build_sample_report())
-    found = re.search(r'data-chart="trend".*?</svg>', page, re.S)
-    assert found is not None
-    chart = found.group(0)
+    chart = _chart(page, "trend")
     assert chart.count("<polyline") == 4  # 2 regions x 2 statistics
     assert "Only one release so far" not in chart
-    assert "EMEA, round round-2026-w42: 12.2%" in chart
-    assert "APAC, round round-2026-w44: 4.13" in chart
+    assert "EMEA, 2026-W43 (round round-2026-w42): 12.2%" in chart
+    assert "APAC, 2026-W45 (round round-2026-w44): 4.13" in chart
     # The caption says which round and date each tick of the x axis is.
-    assert "#1: round round-2026-w42 (2026-10-19 09:00 UTC)" in page
-    assert "this release: round round-2026-w44 (2026-11-02 09:00 UTC)" in page
+    assert "2026-W43: round round-2026-w42, released 2026-10-19 09:00 UTC" in page
+    assert "2026-W45 (this release): round round-2026-w44, released 2026-11-02" in page
+
+
+def _axis_labels(chart: str) -> list[str]:
+    """The trend's x tick labels: texts right under a panel, in order, per panel."""
+    return re.findall(r">(\d{4}-(?:W\d\d|Q\d)(?: \d\d-\d\d)?)</text>", chart)
+
+
+def test_trend_axis_names_each_release_by_its_window() -> None:
+    page = render_html(build_sample_report())
+    for layout in ("wide", "narrow"):
+        chart = _chart(page, "trend", layout)
+        weeks = ["2026-W43", "2026-W44", "2026-W45"]
+        assert _axis_labels(chart) == weeks + weeks  # one axis per panel
+        assert ">this</text>" not in chart and ">#1</text>" not in chart
+        assert ">release (DP window)</text>" in chart
+
+
+def test_trend_axis_without_windows_uses_iso_weeks_then_dates() -> None:
+    report = build_sample_report()
+    old = tuple(
+        replace(r, trend=tuple(replace(p, window=None) for p in r.trend)) for r in report.regions
+    )
+    # Trends stored before windows were recorded: the ISO week of each release date.
+    chart = _chart(render_html(replace(report, regions=old)), "trend")
+    assert _axis_labels(chart)[:3] == ["2026-W43", "2026-W44", "2026-W45"]
+    # Two releases in one window: the date tells them apart.
+    same = tuple(
+        replace(r, trend=tuple(replace(p, window="2026-Q4") for p in r.trend))
+        for r in report.regions
+    )
+    chart = _chart(render_html(replace(report, regions=same)), "trend")
+    assert _axis_labels(chart)[:3] == ["2026-Q4 10-19", "2026-Q4 10-26", "2026-Q4 11-02"]
 
 
 def test_trend_with_one_round_says_so() -> None:
@@ -420,13 +520,13 @@ def test_flags_show_severity_kind_and_escaped_reasons() -> None:
     )
     assert "&amp; more than the noise explains." in flags
     assert "CSAT mean fell to 3.92 from 4.31" in flags
-    assert flags.count('class="badge breach">BREACH</span>') == 2
-    assert flags.count('class="badge watch">WATCH</span>') == 1
-    assert '<span class="badge kind">SLO</span>' in flags
-    assert '<span class="badge kind">movement</span>' in flags
+    # Every badge names its rule: never a bare "BREACH" a reader cannot place.
+    assert flags.count('class="badge breach">SLO breach</span>') == 2
+    assert flags.count('class="badge watch">change watch</span>') == 1
+    assert ">BREACH<" not in flags and ">WATCH<" not in flags
     assert "No service failures flagged." not in flags
     emea = flags[flags.index("<h3>EMEA</h3>") :]
-    assert emea.index("BREACH") < emea.index("<h3>Americas</h3>")
+    assert emea.index("SLO breach") < emea.index("<h3>Americas</h3>")
     assert "suppressed: fewer than 3 contributing parties" in flags
 
 
@@ -490,13 +590,12 @@ def test_lineage_lists_provenance_and_privacy_accounting() -> None:
         "(4.173, 1e-06)",  # (epsilon, delta)
         "rho = 0.3125",  # against the aggregator
         "4 of 5 expected",
-        "campaign support-kpis, window 2026-Q4: spent 0.75 of 2, left 1.25",
+        "campaign support-kpis, window 2026-W45: spent 0.75 of 2, left 1.25",
         '<td>resolution_hours_sum</td><td class="num">36000</td><td class="num">4100.0</td>',
         "anon-rules-v3",
         "0.1.0",
         "<dd>95%</dd>",
         "Minimum tickets per bin</dt><dd>10</dd>",
-        "What the intervals mean.",
     ):
         assert expected in lineage, expected
 
@@ -545,7 +644,8 @@ def test_region_without_stats_or_histograms_still_renders() -> None:
     page = render_html(report)
     checker = _parse(page)
     assert checker.errors == [] and checker.stack == []
-    assert tuple(re.findall(r'data-chart="([^"]+)"', page)) == CHARTS
+    found = re.findall(r'data-chart="([^"]+)" data-layout="wide"', page)
+    assert tuple(found) == CHARTS
     assert "no SLO configured" in page
     assert "No earlier releases of this campaign." in page
 
@@ -565,6 +665,180 @@ def test_non_finite_numbers_never_reach_the_charts() -> None:
     page = render_html(report)
     assert "nan" not in page.lower()
     assert "inf" not in re.sub(r"info|inferred", "", page.lower())
-    found = re.search(r'data-chart="escalation-vs-slo".*?</svg>', page, re.S)
-    assert found is not None
-    assert ">not available</text>" in found.group(0)
+    assert ">not available</text>" in _chart(page, "escalation-vs-slo")
+
+
+# ------------------------------------------------------------------ the headline first
+
+
+def test_headline_opens_the_page_and_the_intervals_follow() -> None:
+    page = render_html(build_sample_report())
+    after_title = page[page.index("</h1>") + len("</h1>") :].lstrip("\n")
+    expected = (
+        '<p class="headline">2 of 3 regions released; EMEA breaches the escalation rate and'
+        " 90th-percentile resolution time SLOs; APAC is on watch for average CSAT; Americas"
+        " suppressed (fewer than 3 parties).</p>"
+    )
+    assert after_title.startswith(expected)
+    rest = after_title[len(expected) :].lstrip("\n")
+    assert rest.startswith('<p class="intervals"><strong>What the intervals mean.</strong>')
+    assert "95% interval" in rest.split("</p>", 1)[0]
+    assert "privacy noise" in rest.split("</p>", 1)[0]
+    # Without DP the intervals are the values, except where a merged bin widens them.
+    page = render_html(replace(build_sample_report(), dp=DpRelease(DpMode.OFF)))
+    intervals = page[page.index('<p class="intervals">') :].split("</p>", 1)[0]
+    assert "Differential privacy is off" in intervals and "merged" in intervals
+
+
+def test_text_report_opens_with_the_headline_and_names_rules() -> None:
+    text = render(build_sample_report(), "table")
+    lines = text.splitlines()
+    assert lines[0] == headline(build_sample_report())
+    assert lines[0].startswith("2 of 3 regions released; EMEA breaches")
+    assert any(line.startswith("Intervals: each value has a 95% interval") for line in lines)
+    assert "[SLO BREACH] EMEA: Escalation rate 21.4%" in text
+    assert "[CHANGE WATCH] APAC: CSAT mean fell" in text
+
+
+def test_headline_with_no_flags_and_with_change_breaches() -> None:
+    report = build_sample_report()
+    calm = replace(report, regions=tuple(replace(r, flags=()) for r in report.regions))
+    assert headline(calm) == (
+        "2 of 3 regions released; no service failures flagged; Americas suppressed"
+        " (fewer than 3 parties)."
+    )
+    jump = Flag(FlagKind.MOVEMENT, Severity.BREACH, "escalation_rate", 21.4, 13.0, "jumped")
+    apac = replace(report.regions[0], flags=(jump,))
+    assert headline(replace(calm, regions=(apac, *calm.regions[1:]))).startswith(
+        "2 of 3 regions released; APAC has a change breach in escalation rate;"
+    )
+
+
+# ------------------------------------------------------------------ nothing released
+
+
+def _nothing_released() -> Report:
+    report = build_sample_report()
+    return replace(report, regions=tuple(RegionResult(r.region, True, 0) for r in report.regions))
+
+
+def test_text_report_says_plainly_when_nothing_was_released() -> None:
+    text = render(_nothing_released(), "table")
+    assert text.splitlines()[0] == (
+        "Nothing released: every region (APAC, EMEA and Americas) had fewer than 3"
+        " contributing parties, so no statistics were computed and no flags checked."
+    )
+    assert "FLAGS: none checked, because nothing was released" in text
+    assert "no service failures flagged" not in text.lower()
+
+
+def test_html_says_plainly_when_nothing_was_released() -> None:
+    page = render_html(_nothing_released())
+    assert '<p class="headline">Nothing released: every region' in page
+    flags = _section(page, "Flags")
+    assert "Nothing was released" in flags and "no flags were checked" in flags
+    assert "No service failures flagged" not in page
+    assert "No charts: nothing was released" in _section(page, "Charts")
+    checker = _parse(page)
+    assert checker.errors == [] and checker.stack == []
+
+
+# ------------------------------------------------------------------ not collected
+
+
+def _without_nps() -> Report:
+    """The sample as a schema without NPS releases it: the statistic is listed as not
+    collected in every released region."""
+    report = build_sample_report()
+    note = "not collected: the schema has no 'nps' metric of the kind it needs"
+    regions = tuple(
+        replace(
+            r,
+            stats=tuple(
+                Statistic("nps", None, unit="score", note=note) if s.name == "nps" else s
+                for s in r.stats
+            ),
+        )
+        for r in report.regions
+    )
+    return replace(report, regions=regions)
+
+
+def test_metric_not_in_the_schema_shows_not_collected_not_suppressed() -> None:
+    report = _without_nps()
+    table = _section(render_html(report), "Key statistics")
+    row = table[table.index(">NPS") :].split("</tr>", 1)[0]
+    assert row.count(">not collected</td>") == 3  # Americas too: it is the schema's
+    assert "suppressed" not in row
+    # A statistic measured but withheld in a region still says so.
+    escalation = table[table.index(">Escalation rate") :].split("</tr>", 1)[0]
+    assert '<td class="supp">suppressed</td>' in escalation
+    text = render(report, "table")
+    nps_line = next(line for line in text.splitlines() if line.startswith("NPS"))
+    assert nps_line.split()[1:] == ["not", "collected"] * 3
+    rows = list(csv.reader(io.StringIO(render(report, "csv"))))
+    status = {(r[1], r[3]): r[4] for r in rows[1:]}
+    assert status[("APAC", "nps")] == status[("EMEA", "nps")] == "not_collected"
+    assert status[("APAC", "csat_mean")] == "released"
+    doc = json.loads(render(report, "json"))
+    nps = next(s for s in doc["regions"][0]["stats"] if s["name"] == "nps")
+    assert nps["value"] is None and nps["note"].startswith("not collected")
+    # "No NPS answers" in a schema that has NPS is a different thing.
+    sample = _section(render_html(build_sample_report()), "Key statistics")
+    assert "not collected" not in sample.replace("<em>Not collected</em>", "")
+
+
+# ------------------------------------------------------------------ trend windows
+
+
+def test_trend_windows_round_trip_and_old_documents_read_as_null() -> None:
+    report = build_sample_report()
+    data = reportdoc.encode(report)
+    assert reportdoc.decode(data) == report
+    doc = json.loads(data)
+    assert doc["regions"][0]["trend"][0]["window"] == "2026-W43"
+    for point in doc["regions"][0]["trend"]:
+        del point["window"]  # as stored before the key existed
+    old = reportdoc.decode(json.dumps(doc).encode())
+    assert all(p.window is None for p in old.regions[0].trend)
+    doc["regions"][0]["trend"][0]["window"] = 7
+    with pytest.raises(InvalidArgument) as err:
+        reportdoc.decode(json.dumps(doc).encode())
+    assert err.value.field == "report.regions[0].trend[0].window"
+    doc["regions"][0]["trend"][0]["window"] = None
+    doc["regions"][0]["trend"][0]["weekday"] = "monday"
+    with pytest.raises(InvalidArgument, match="unknown key 'weekday'"):
+        reportdoc.decode(json.dumps(doc).encode())
+
+
+def test_release_records_each_releases_window_in_the_trend() -> None:
+    schema = Schema.default()
+    totals = [0] * schema.vector_length
+    for region in schema.regions:
+        totals[schema.contributor_index(region)] = 3
+        totals[schema.slot_index(region, "tickets")] = 200
+        totals[schema.slot_index(region, "escalated")] = 20
+        for b, count in enumerate([10, 20, 30, 60, 80]):
+            totals[schema.slot_index(region, "csat", b)] = count
+
+    def release(week: int, previous: Sequence[Report]) -> Report:
+        given = ReleaseInput(
+            schema=schema,
+            totals=totals,
+            round_id=f"r{week}",
+            mode=Mode.SECAGG,
+            min_contributors=3,
+            included_parties=("a", "b", "c"),
+            released_ms=1_793_610_000_000 + week * 604_800_000,
+            dp=DpSpec(DpMode.OFF, 0.0, 0, "support-kpis", f"2026-W{45 + week}"),
+        )
+        return build_report(given, ReleasePolicy(dp_mode=DpMode.OFF), previous=previous)
+
+    first = release(0, ())
+    second = release(1, [first])
+    trend = second.regions[0].trend
+    assert {(p.round_id, p.window) for p in trend} == {("r0", "2026-W45"), ("r1", "2026-W46")}
+    chart = _chart(render_html(second), "trend")
+    assert _axis_labels(chart)[:2] == ["2026-W45", "2026-W46"]
+    # The schema's optional NPS is measured (no answers here), so it is not "not collected".
+    assert all(p.statistic != "nps" for p in trend)
