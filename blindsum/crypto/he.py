@@ -36,6 +36,7 @@ def _tenseal() -> Any:
 
     return tenseal
 
+
 __all__ = [
     "DEFAULT_PLAIN_MODULUS",
     "MAX_CHUNKS",
@@ -62,7 +63,7 @@ MAX_CHUNKS = 64
 #: Supported ring degrees, with the total coefficient-modulus bit count of SEAL's
 #: 128-bit-secure BFV default (``CoeffModulus::BFVDefault``) that TenSEAL uses.
 _COEFF_MODULUS_BITS = {4096: 109, 8192: 218}
-#: DESIGN §3: the plain modulus is a prime >= 2**40.
+#: The plain modulus is a prime >= 2**40 (docs/THREAT_MODEL.md, he).
 MIN_PLAIN_MODULUS = 1 << 40
 #: SEAL limits the plain modulus to 60 bits.
 _MAX_PLAIN_MODULUS_BITS = 60
