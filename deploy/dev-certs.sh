@@ -18,8 +18,9 @@
 #   -l HOST:PORT  address the aggregator listens on (default 127.0.0.1:7443)
 #   -r NAME       also enroll a report reader called NAME
 #   -u UID:GID    when run as root, hand OUT/aggregator and the bundles to UID:GID
-# The command is taken from $BLINDSUM (default: blindsum on PATH), for example
-#   BLINDSUM=.venv/bin/blindsum deploy/dev-certs.sh dev team-a team-b team-c
+# The command is taken from $BLINDSUM (default: blindsum on PATH). For example, from
+# the repository root, into a new directory outside it (OUT holds private keys):
+#   OUT=$(mktemp -d); BLINDSUM=.venv/bin/blindsum deploy/dev-certs.sh "$OUT" team-a team-b team-c
 set -eu
 
 usage() {
