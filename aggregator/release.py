@@ -6,7 +6,7 @@ In order:
    than ``min_contributors`` (k) parties is withheld: no cells, no statistics, and only
    the fact "fewer than k" is released. Contributor counts come from the exact indicator
    slots, which carry no noise: which parties contribute to which region is not
-   protected by DP (the aggregator learns it anyway, DESIGN §1).
+   protected by DP (the aggregator learns it anyway, docs/THREAT_MODEL.md).
 2. **Differential privacy** (the round's :class:`~blindsum.model.DpSpec`):
    CENTRAL adds an OpenDP discrete Gaussian to the exact totals; DISTRIBUTED totals
    already carry the parties' noise, and the release adds the share of every expected

@@ -91,7 +91,7 @@ class ConfigError(InvalidArgument):
 
 
 class UnsafeRequest(PermissionDenied):
-    """A party refused a request that would break its privacy (DESIGN §1 checks)."""
+    """A party refused a request that would break its privacy (docs/THREAT_MODEL.md)."""
 
 
 class RoundAborted(Aborted):

@@ -1,4 +1,4 @@
-"""Campaign schema: the contract between parties and the aggregator (DESIGN §3).
+"""Campaign schema: the contract between parties and the aggregator (README, Metrics files).
 
 A schema is parsed strictly from TOML (unknown keys are rejected with the key path),
 serializes canonically, and its SHA-256 is the *schema id* bound into every round,

@@ -1,4 +1,4 @@
-"""Anonymize canonical tickets into a shareable export (DESIGN §2: nothing raw leaves).
+"""Anonymize canonical tickets into a shareable export: nothing raw leaves (docs/THREAT_MODEL.md).
 
 Each output field goes through one operator chosen in the mapping's ``[anonymize]``
 table (:data:`party.mapping.OPERATORS`):

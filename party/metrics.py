@@ -1,4 +1,4 @@
-"""From canonical tickets to one party's per-region metric values (DESIGN §2, §3).
+"""From canonical tickets to one party's per-region metric values (docs/ARCHITECTURE.md).
 
 :func:`compute_metrics` turns a list of :class:`~party.tickets.Ticket` into the
 ``region -> metric -> value`` mapping that :meth:`blindsum.schema.Schema.encode`

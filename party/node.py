@@ -5,7 +5,7 @@ phases; daemon mode (:meth:`PartyNode.daemon`) joins every round the party is
 invited to. Before each submission the node writes the message it is about to
 send to its state directory (mode 0600), so a retry, or a restart of the node,
 re-sends byte-identical messages and the aggregator sees an idempotent replay.
-The client-side consistency checks of DESIGN §1 live in the protocol layer
+The client-side checks (docs/THREAT_MODEL.md) live in the protocol layer
 (``SecAggParty``); refusing an unsafe unmask request ends this party's round.
 """
 

@@ -1,5 +1,5 @@
 """The ``he`` protection mode: receipts, the aggregator's running sum, and the
-custodian's decryption gate (DESIGN §1, §4 "he"). Pure: no I/O, no gRPC.
+custodian's decryption gate (docs/THREAT_MODEL.md). Pure: no I/O, no gRPC.
 
 Flow: a party encrypts its vector under the custodian's signed public context, signs a
 *receipt* over ``(round id, schema id, SHA-256 of its chunks)`` and submits both once.

@@ -1,9 +1,9 @@
 """secagg: double masking (Bonawitz et al. 2017) over the SecAgg+ graph (Bell et al. 2020).
 
-Pure state machines for one round, following DESIGN §4. :class:`SecAggParty` is
-the party's half, :class:`SecAggServer` the aggregator's. Neither does I/O,
-touches gRPC or draws its own randomness; the caller moves the messages, passes
-``rand`` (``secrets.token_bytes`` in production) and persists state.
+Pure state machines for one round (docs/ARCHITECTURE.md, "Round lifecycle").
+:class:`SecAggParty` is the party's half, :class:`SecAggServer` the aggregator's.
+Neither does I/O, touches gRPC or draws its own randomness; the caller moves the
+messages, passes ``rand`` (``secrets.token_bytes`` in production) and persists state.
 
 Phases and who learns what:
 
@@ -16,8 +16,8 @@ Phases and who learns what:
    - sum_{v in N(u) & U2, v < u} PRG(s_uv) (mod 2**64), ordered by config index.
    U3 = parties whose y was accepted.
 4. consistency: the aggregator announces (U3, U2 \\ U3). Each party checks the
-   lists (DESIGN §1), commits to them and signs consistency_transcript with its
-   identity key. U4 = parties whose signature was accepted; at least t.
+   lists (docs/THREAT_MODEL.md), commits to them and signs consistency_transcript
+   with its identity key. U4 = parties whose signature was accepted; at least t.
 5. unmask: a party in U4 receives the signatures of U4 and reveals only if at
    least t parties, itself included, signed the very lists it signed. Then for
    survivors U3 holders reveal b-shares, for dropped U2 \\ U3 they reveal
@@ -650,7 +650,7 @@ class SecAggParty:
     def _check_lists(
         self, survivors: Sequence[str], dropped: Sequence[str]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The DESIGN §1 checks on an announced (U3, U2 \\ U3); returns both in config order."""
+        """The checks of docs/THREAT_MODEL.md on an announced (U3, U2 \\ U3), in config order."""
         cfg = self._config
         surv = _names(survivors, "survivors")
         drop = _names(dropped, "dropped")
