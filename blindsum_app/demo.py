@@ -4,7 +4,8 @@ It initialises an aggregator with a dev CA generated now, enrolls N parties,
 writes each party a synthetic ticket export (with PII in the free text), starts
 ``blindsum aggregator serve`` (with the embedded custodian) and one
 ``blindsum party submit --tickets`` process per party, which runs the whole
-pipeline (ingest -> anonymize -> metrics -> protect), and
+round path (ingest -> customer tokens -> metrics -> protect; the free text is never
+read, so it is not anonymized on this path), and
 runs two weekly rounds: last week's, healthy, as a secagg round with distributed
 DP in which ``--drop`` parties vanish after the share phase; then this week's, with
 a service incident injected in EMEA, as an he round with central DP. It prints each

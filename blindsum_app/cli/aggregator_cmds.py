@@ -328,7 +328,7 @@ def register(sub: Any) -> None:
         type=int,
         default=0,
         help="seconds each phase waits for late parties (default: 0, [rounds] "
-        "phase_timeout_s in aggregator.toml)",
+        "default_phase_timeout_s in aggregator.toml)",
     )
     s.add_argument(
         "--schema", type=Path, help="campaign schema TOML (default: the built-in schema)"
