@@ -239,7 +239,7 @@ table{{border-collapse:collapse;margin:.4em 0 1em;font-variant-numeric:tabular-n
 th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
 th{{background:#f2f2f2}}td.num{{text-align:right;white-space:nowrap}}
 table.stats th:first-child{{position:sticky;left:0;z-index:1;min-width:8em;max-width:14em}}
-.iv{{display:block;color:#555;font-size:.85em}}
+.iv{{display:block;color:#555;font-size:.85em;white-space:normal}}
 .badge{{display:inline-block;font-size:.75em;font-weight:bold;padding:0 .4em;
 border-radius:3px;margin-right:.3em;letter-spacing:.03em;white-space:nowrap}}
 .breach{{background:#D55E00;color:#fff;border:2px solid #000}}
