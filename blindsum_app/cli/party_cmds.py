@@ -78,10 +78,14 @@ def print_ingest(ingest: Any, metrics: Any | None = None, quarantine: Path | Non
         )
 
 
-def vector_source(args: argparse.Namespace, bundle: Bundle) -> Any:
+def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> Any:
     """The node's input, checked now, before any network call: a per-region metrics
     file parsed against the schema, or a ticket export run through the whole pipeline
-    and refused when it has nothing (or too little) to submit."""
+    and refused when it has nothing (or too little) to submit.
+
+    With ``reuse`` (a one-shot submit) a round with the same schema takes the vector
+    computed now; a daemon reads its export afresh for every round, since the export
+    changes between rounds."""
     schema = _schema(args)
     if args.metrics is not None:
         path: Path = args.metrics
@@ -103,7 +107,9 @@ def vector_source(args: argparse.Namespace, bundle: Bundle) -> Any:
     def report(later: Any) -> None:
         print_ingest(later.ingest.summary, later.summary, source.quarantine_target)
 
-    return tickets_source(source, secret, policy=policy, report=report, preflight=run)
+    return tickets_source(
+        source, secret, policy=policy, report=report, preflight=run if reuse else None
+    )
 
 
 # -- submit and run ----------------------------------------------------------------
@@ -140,7 +146,7 @@ async def _submit(args: argparse.Namespace) -> int:
     if args.wait < 0:
         raise InvalidArgument("must be 0 or more seconds", field="--wait")
     bundle = load_bundle(args.bundle)
-    source = vector_source(args, bundle)
+    source = vector_source(args, bundle, reuse=True)
     progress = _progress(args)
     node = _node(
         args,
@@ -179,7 +185,7 @@ async def _run(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
 
     bundle = load_bundle(args.bundle)
-    source = vector_source(args, bundle)
+    source = vector_source(args, bundle, reuse=False)
     progress = _progress(args)
     node = _node(args, bundle, progress)
     stop = asyncio.Event()

@@ -1,0 +1,82 @@
+"""party.pipeline's submit checks: an export with nothing, or too little, to submit is
+refused with a message that names the quarantine file and the top reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blindsum.errors import InvalidArgument
+from blindsum.schema import Schema
+from party.pipeline import SubmitPolicy, TicketSource, check_submittable, compute, tickets_source
+
+SCHEMA = Schema.default()
+HEADER = "ticket_id,created_date,status,region\n"
+
+
+def _export(path: Path, good: int, bad_dates: int = 0, bad_regions: int = 0) -> TicketSource:
+    rows = [f"G{i},2026-11-16 10:00:00,Resolved,APAC\n" for i in range(good)]
+    rows += [f"D{i},yesterday,Resolved,APAC\n" for i in range(bad_dates)]
+    rows += [f"R{i},2026-11-16 10:00:00,Resolved,Mars\n" for i in range(bad_regions)]
+    path.write_text(HEADER + "".join(rows))
+    return TicketSource(str(path))
+
+
+def _check(source: TicketSource, tmp_path: Path, policy: SubmitPolicy) -> None:
+    run = compute(source, SCHEMA, tmp_path / "secret")
+    check_submittable(run, source, SCHEMA, policy)
+
+
+def test_nothing_accepted_is_refused_naming_file_and_top_reason(tmp_path: Path) -> None:
+    source = _export(tmp_path / "t.csv", good=0, bad_dates=2, bad_regions=5)
+    with pytest.raises(InvalidArgument) as err:
+        _check(source, tmp_path, SubmitPolicy(allow_partial=True))  # never overridable
+    message = str(err.value)
+    assert message.startswith("--tickets: no accepted ticket in any of the schema's regions")
+    assert "7 of 7 rows quarantined; top reason unknown_region (5 rows)" in message
+    assert str(tmp_path / "t.csv.quarantine.jsonl") in message
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "share", "refused"),
+    [
+        (8, 2, 0.2, False),  # exactly at the limit passes
+        (7, 3, 0.2, True),
+        (7, 3, 0.3, False),
+        (10, 0, 0.0, False),
+        (9, 1, 0.0, True),
+    ],
+)
+def test_quarantined_share_limit(
+    tmp_path: Path, good: int, bad: int, share: float, refused: bool
+) -> None:
+    source = _export(tmp_path / "t.csv", good=good, bad_dates=bad)
+    policy = SubmitPolicy(max_quarantined_share=share)
+    if refused:
+        with pytest.raises(InvalidArgument, match="--allow-partial"):
+            _check(source, tmp_path, policy)
+        _check(source, tmp_path, SubmitPolicy(max_quarantined_share=share, allow_partial=True))
+    else:
+        _check(source, tmp_path, policy)
+
+
+def test_a_preflight_run_is_used_once_then_the_export_is_read_again(tmp_path: Path) -> None:
+    source = _export(tmp_path / "t.csv", good=4)
+    secret = tmp_path / "secret"
+    preflight = compute(source, SCHEMA, secret)
+    reports: list[int] = []
+    vector = tickets_source(
+        source,
+        secret,
+        report=lambda run: reports.append(run.ingest.summary.read),
+        preflight=preflight,
+    )
+    tickets = SCHEMA.slot_index("APAC", "tickets")
+    assert int(vector(SCHEMA)[tickets]) == 4 and reports == []  # the preflight's vector
+    _export(tmp_path / "t.csv", good=6)  # the export changed since
+    assert int(vector(SCHEMA)[tickets]) == 6 and reports == [6]
+    # A later read is checked like the first: an emptied export is refused.
+    _export(tmp_path / "t.csv", good=0, bad_regions=3)
+    with pytest.raises(InvalidArgument, match="no accepted ticket"):
+        vector(SCHEMA)
