@@ -290,6 +290,21 @@ def test_progress_is_one_live_line_on_a_terminal_and_plain_lines_elsewhere() -> 
 # -- a server that is starting, one that is not there, Ctrl-C ----------------------------
 
 
+async def _two_more_parties(
+    deployment: Deployment, address: str, round_id: str
+) -> tuple[RoundView, ...]:
+    """team-b and team-c, in process, complete a 3-party round with the party under test."""
+
+    async def one(name: str, index: int) -> RoundView:
+        node = PartyNode(load_bundle(deployment.bundle(name)), address=address)
+        try:
+            return await node.run_round(round_id, lambda _s: party_vector(index))
+        finally:
+            await node.close()
+
+    return tuple(await asyncio.wait_for(asyncio.gather(one("team-b", 1), one("team-c", 2)), 300))
+
+
 def test_open_round_waits_for_a_server_that_is_still_starting(tmp_path: Path) -> None:
     agg = tmp_path / "agg"
     assert run("aggregator", "init", str(agg), "--listen", "127.0.0.1:0").returncode == 0
@@ -388,18 +403,7 @@ async def test_party_submit_json_and_ctrl_c(
         stderr=asyncio.subprocess.PIPE,
     )
     proc = await submit
-
-    async def in_process(name: str, index: int) -> RoundView:
-        bundle = load_bundle(deployment.bundle(name))
-        node = PartyNode(bundle, address=address)
-        try:
-            return await node.run_round(view.round_id, lambda _s: party_vector(index))
-        finally:
-            await node.close()
-
-    others = await asyncio.wait_for(
-        asyncio.gather(in_process("team-b", 1), in_process("team-c", 2)), timeout=300
-    )
+    others = await _two_more_parties(deployment, address, view.round_id)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=300)
     assert proc.returncode == 0, stderr.decode()
     result = json.loads(stdout)
@@ -457,17 +461,7 @@ async def test_secagg_participation_loads_no_heavy_library(
         stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
-
-    async def in_process(name: str, index: int) -> RoundView:
-        node = PartyNode(load_bundle(deployment.bundle(name)), address=address)
-        try:
-            return await node.run_round(view.round_id, lambda _s: party_vector(index))
-        finally:
-            await node.close()
-
-    await asyncio.wait_for(
-        asyncio.gather(in_process("team-b", 1), in_process("team-c", 2)), timeout=300
-    )
+    await _two_more_parties(deployment, address, view.round_id)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
     probe = json.loads(out.decode().strip().splitlines()[-1])
     assert probe["code"] == 0, err.decode()
