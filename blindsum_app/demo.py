@@ -127,19 +127,30 @@ def iso_week(day: dt.date) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _spawn(args: Sequence[str], *, quiet: bool) -> subprocess.Popen[bytes]:
+def _spawn(args: Sequence[str], *, log: Path | None) -> subprocess.Popen[bytes]:
+    """Run ``blindsum ARGS``; its output goes to ``log`` if given, else to ours."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "blindsum_app.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL if quiet else None,
-        stderr=subprocess.DEVNULL if quiet else None,
-    )
+    if log is None:
+        return subprocess.Popen([sys.executable, "-m", "blindsum_app.cli", *args], env=env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "blindsum_app.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
-def _wait_ready(procs: dict[str, subprocess.Popen[bytes]], ready_dir: Path, timeout: float) -> None:
+def _wait_ready(
+    procs: dict[str, subprocess.Popen[bytes]],
+    ready_dir: Path,
+    timeout: float,
+    logs: dict[str, Path] | None = None,
+) -> None:
     """Until every party process has written its ready file. A process that exits first
-    failed its checks or could not connect: the demo stops with its name and exit code."""
+    failed its checks or could not connect: the demo stops with its name, exit code and
+    where its error is."""
     deadline = time.monotonic() + timeout
     while True:
         pending = [name for name in procs if not (ready_dir / name).exists()]
@@ -148,9 +159,9 @@ def _wait_ready(procs: dict[str, subprocess.Popen[bytes]], ready_dir: Path, time
         for name in pending:
             code = procs[name].poll()
             if code is not None:
+                where = f"see {logs[name]}" if logs else "its error is printed above"
                 raise BlindsumError(
-                    f"party {name} exited with code {code} before it was ready "
-                    "(its error is printed above)"
+                    f"party {name} exited with code {code} before it was ready ({where})"
                 )
         if time.monotonic() > deadline:
             raise Unavailable(f"parties not ready after {timeout:.0f} s: {', '.join(pending)}")
@@ -162,7 +173,10 @@ def _wait_for_address(directory: Path, server: subprocess.Popen[bytes], timeout:
     path = directory / cfgmod.ADDRESS_FILE
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise Unavailable(f"the aggregator exited early with code {server.returncode}")
+            raise Unavailable(
+                f"the aggregator exited early with code {server.returncode} "
+                f"(see {directory.parent / 'logs' / 'aggregator.log'})"
+            )
         if path.exists() and path.read_text().strip():
             return path.read_text().strip()
         time.sleep(0.1)
@@ -289,6 +303,8 @@ def _run_round(
     ready_dir = agg_dir.parent / "ready" / round_id
     ready_dir.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    # With --json the parties' progress would garble stdout: it goes to a log per party.
+    logs = {n: agg_dir.parent / "logs" / round_id / f"{n}.log" for n in names} if quiet else {}
     try:
         for name in names:
             args = [
@@ -311,8 +327,8 @@ def _run_round(
             ]
             if name in dropped:
                 args += ["--drop-after", "share"]
-            procs[name] = _spawn(args, quiet=quiet)
-        _wait_ready(procs, ready_dir, PARTY_START_TIMEOUT_S)
+            procs[name] = _spawn(args, log=logs.get(name))
+        _wait_ready(procs, ready_dir, PARTY_START_TIMEOUT_S, logs)
         if not quiet:
             print(f"   all {len(names)} party processes are ready; opening the round", flush=True)
         asyncio.run(_open(agg_dir, spec))
@@ -388,7 +404,7 @@ def run_demo(
         f"(names, emails and phones in the free text; the second week has a service "
         f"incident in {INCIDENT_REGION})"
     )
-    server = _spawn(["aggregator", "serve", str(agg_dir)], quiet=True)
+    server = _spawn(["aggregator", "serve", str(agg_dir)], log=root / "logs" / "aggregator.log")
     results: list[RoundResult] = []
     try:
         address = _wait_for_address(agg_dir, server, 60)
