@@ -22,7 +22,7 @@ from aggregator import config as cfgmod
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
 from aggregator.release import policy_from_config
 from aggregator.rounds import Ack, CustodianClient, RoundManager, RoundSettings
-from aggregator.store import Store, open_store
+from aggregator.store import Store, now_ms, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
@@ -332,8 +332,12 @@ async def start_aggregator(
     listen: str | None = None,
     config: cfgmod.AggregatorConfig | None = None,
     tick: bool = True,
+    clock_ms: Callable[[], int] | None = None,
 ) -> RunningAggregator:
-    """Start the aggregator (and the embedded custodian) from ``directory``."""
+    """Start the aggregator (and the embedded custodian) from ``directory``.
+
+    ``clock_ms`` replaces the wall clock that phase deadlines are measured on (tests
+    pass a clock they can step, so no test waits for a deadline in real time)."""
     cfg = config or cfgmod.load(directory)
     ca_pem = _read(directory, cfg.tls.ca_cert)
     tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
@@ -369,6 +373,7 @@ async def start_aggregator(
             release=policy_from_config(**dataclasses.asdict(cfg.release)),
         ),
         custodian=custodian_client,
+        clock_ms=clock_ms or now_ms,
     )
     server = create_server([AuthorizationInterceptor(POLICY, _enrolled(store))])
     round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)

@@ -12,7 +12,9 @@ import pytest_asyncio
 
 from aggregator import config as cfgmod
 from aggregator.admin import enroll, init
+from aggregator.rounds import RoundManager
 from aggregator.service import RunningAggregator, start_aggregator
+from aggregator.store import now_ms
 from blindsum.config import dump_config
 from blindsum.transport.pki import Role
 
@@ -44,7 +46,9 @@ def deployment_template(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     cfg = replace(
         cfg,
         server=replace(cfg.server, tick_interval_s=0.05),
-        rounds=replace(cfg.rounds, default_phase_timeout_s=3, sparse_above=8),
+        # Phase deadlines are a safety net here: the tests' SteppedClock expires a phase
+        # as soon as only parties that are gone are left in it (run_parties).
+        rounds=replace(cfg.rounds, default_phase_timeout_s=120, sparse_above=8),
         # Exact totals by default, so protocol tests can compare with plaintext sums;
         # the DP tests open their rounds with explicit DP parameters.
         release=replace(cfg.release, dp="off", allow_window_override=True),
@@ -64,10 +68,33 @@ def deployment(deployment_template: Deployment, tmp_path: Path) -> Deployment:
     return Deployment(root=root, agg_dir=root / "aggregator")
 
 
+class SteppedClock:
+    """The aggregator's clock in tests: the wall clock plus an offset the test moves
+    forward, so a phase that waits for parties that are gone (dropped, refused, never
+    started) closes at once instead of after a real-time deadline. Nothing then depends
+    on how fast a loaded machine runs the parties that are still there."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def __call__(self) -> int:
+        return now_ms() + self.offset_ms
+
+    def pass_deadline(self, deadline_ms: int) -> None:
+        self.offset_ms += max(0, deadline_ms - self()) + 1
+
+
+#: Aggregators started by the fixture, by port: run_parties drives their clocks.
+STEPPED: dict[int, tuple[RoundManager, SteppedClock]] = {}
+
+
 @pytest_asyncio.fixture
 async def aggregator(deployment: Deployment) -> AsyncIterator[RunningAggregator]:
-    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0")
+    clock = SteppedClock()
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
+    STEPPED[running.port] = (running.manager, clock)
     try:
         yield running
     finally:
+        STEPPED.pop(running.port, None)
         await running.stop(grace=None)

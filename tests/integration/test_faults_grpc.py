@@ -255,6 +255,7 @@ async def test_wrong_length_masked_vector_is_invalid_argument(
         rid,
         vectors,
         drop_after=dict.fromkeys(PARTIES, Phase.SHARE),
+        expire_gone=False,  # the round must sit in the next phase for the test
     )
     await task
     assert aggregator.manager.view(rid).phase is Phase.MASK
@@ -387,6 +388,7 @@ async def test_malformed_shares_are_invalid_argument(
         rid,
         vectors,
         drop_after=dict.fromkeys(PARTIES, Phase.ADVERTISE),
+        expire_gone=False,  # the round must sit in the next phase for the test
     )
     assert aggregator.manager.view(rid).phase is Phase.SHARE
     channel, stub = _stub(deployment, aggregator.port, "team-a")

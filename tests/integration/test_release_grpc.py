@@ -166,7 +166,7 @@ async def _run_complete(
 async def test_distributed_dp_secagg_round_with_dropout(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
-    view = await open_round(aggregator, phase_timeout_s=1, dp=_dp(DpMode.DISTRIBUTED, 0.5))
+    view = await open_round(aggregator, dp=_dp(DpMode.DISTRIBUTED, 0.5))
     # Noise is sized for the threshold (t = 4 of 5): the fewest parties a round can
     # complete with, whatever the aggregator does with dropouts.
     assert view.threshold == 4
@@ -282,7 +282,7 @@ async def test_party_policy_refuses_round_before_sending(
 ) -> None:
     _set_party_policy(deployment, "team-a", min_dp="distributed")
     _set_party_policy(deployment, "team-b", max_rho=0.1)
-    view = await open_round(aggregator, phase_timeout_s=1, dp=_dp(DpMode.CENTRAL, 0.5))
+    view = await open_round(aggregator, dp=_dp(DpMode.CENTRAL, 0.5))
     # team-c keeps the default policy: the same round is acceptable to it.
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES[:3])}
     results = await run_parties(deployment, aggregator.port, view.round_id, vectors)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import grpc
@@ -22,7 +22,7 @@ from blindsum.transport.tls import secure_channel
 from blindsum.types import U64Vector
 from blindsum_app.demo import cell_slots
 from party.node import PartyNode, SimulatedDropout
-from tests.conftest import PARTIES, Deployment
+from tests.conftest import PARTIES, STEPPED, Deployment
 
 SCHEMA = Schema.default()
 
@@ -84,7 +84,11 @@ async def run_parties(
     vectors: dict[str, U64Vector],
     *,
     drop_after: dict[str, Phase] | None = None,
+    expire_gone: bool = True,
 ) -> dict[str, RoundView | BaseException]:
+    """Run the parties of ``vectors`` through a round. With ``expire_gone`` (and an
+    aggregator from the fixture), a phase closes as soon as only parties that are gone
+    remain in it; pass False when another call runs more parties of the same round."""
     drop_after = drop_after or {}
 
     async def one(name: str) -> RoundView:
@@ -97,10 +101,39 @@ async def run_parties(
             await node.close()
 
     names = list(vectors)
-    results = await asyncio.wait_for(
-        asyncio.gather(*(one(n) for n in names), return_exceptions=True), timeout=120
+    tasks = {n: asyncio.ensure_future(one(n)) for n in names}
+    driver = asyncio.ensure_future(
+        _expire_phases_of_the_gone(port, round_id, tasks) if expire_gone else asyncio.sleep(0)
     )
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*tasks.values(), return_exceptions=True), timeout=300
+        )
+    finally:
+        driver.cancel()
+        await asyncio.gather(driver, return_exceptions=True)
     return dict(zip(names, results, strict=True))
+
+
+async def _expire_phases_of_the_gone(
+    port: int, round_id: str, tasks: Mapping[str, asyncio.Future[RoundView]]
+) -> None:
+    """While the parties run: whenever every party the round still waits for is gone (its
+    task ended: it dropped out or refused; or it never ran here), step the aggregator's
+    clock past the phase deadline, as a real deadline would do later. A party that is
+    still running is always waited for, however slowly a loaded machine runs it."""
+    if port not in STEPPED:
+        return  # an aggregator of the test's own, on the wall clock
+    manager, clock = STEPPED[port]
+    while True:
+        view = manager.view(round_id)
+        if view.state is not RoundState.OPEN:
+            return
+        waiting = view.waiting_for
+        running = {n for n, t in tasks.items() if not t.done()}
+        if waiting and not running & set(waiting):
+            clock.pass_deadline(view.phase_deadline_ms)
+        await asyncio.sleep(0.02)
 
 
 async def open_round(agg: RunningAggregator, **kw: object) -> RoundView:
@@ -127,7 +160,7 @@ async def test_secagg_round_all_parties(
 async def test_secagg_dropout_after_share_recovers(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
-    view = await open_round(aggregator, phase_timeout_s=2)
+    view = await open_round(aggregator)
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
     results = await run_parties(
         deployment, aggregator.port, view.round_id, vectors, drop_after={"team-e": Phase.SHARE}
@@ -141,7 +174,7 @@ async def test_secagg_dropout_after_share_recovers(
 async def test_secagg_dropout_after_mask_still_included(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
-    view = await open_round(aggregator, phase_timeout_s=2)
+    view = await open_round(aggregator)
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
     await run_parties(
         deployment, aggregator.port, view.round_id, vectors, drop_after={"team-b": Phase.MASK}
@@ -155,7 +188,7 @@ async def test_secagg_dropout_after_mask_still_included(
 async def test_secagg_too_few_survivors_aborts_with_reason(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
-    view = await open_round(aggregator, phase_timeout_s=2)
+    view = await open_round(aggregator)
     assert view.threshold == 4
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
     results = await run_parties(
@@ -179,7 +212,7 @@ async def test_secagg_too_few_survivors_aborts_with_reason(
 async def test_secagg_absent_party_at_advertise_is_dropped(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
-    view = await open_round(aggregator, phase_timeout_s=2)
+    view = await open_round(aggregator)
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES[:4])}
     await run_parties(deployment, aggregator.port, view.round_id, vectors)
     report = aggregator.manager.report(view.round_id)
@@ -201,7 +234,7 @@ async def test_he_round_all_parties(deployment: Deployment, aggregator: RunningA
 async def test_he_too_few_receipts_aborts(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
-    view = await open_round(aggregator, mode=Mode.HE, phase_timeout_s=2, min_contributors=3)
+    view = await open_round(aggregator, mode=Mode.HE, min_contributors=3)
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES[:2])}
     await run_parties(deployment, aggregator.port, view.round_id, vectors)
     final = aggregator.manager.view(view.round_id)
@@ -278,19 +311,24 @@ async def _crash_then_resume(
     vectors: dict[str, U64Vector],
 ) -> bool:
     others = {n: v for n, v in vectors.items() if n != "team-a"}
-    rest = asyncio.create_task(run_parties(deployment, aggregator.port, round_id, others))
+    # Three calls run parties of one round, and no party is ever gone for good: no phase
+    # is expired early (the 30 s deadline is only a safety net).
+    rest = asyncio.create_task(
+        run_parties(deployment, aggregator.port, round_id, others, expire_gone=False)
+    )
     crashed = await run_parties(
         deployment,
         aggregator.port,
         round_id,
         {"team-a": vectors["team-a"]},
         drop_after={"team-a": Phase.SHARE},
+        expire_gone=False,
     )
     assert isinstance(crashed["team-a"], SimulatedDropout)
     state_file = deployment.bundle("team-a") / "state" / f"{round_id}.json"
     assert state_file.exists() and state_file.stat().st_mode & 0o077 == 0
     resumed = await run_parties(
-        deployment, aggregator.port, round_id, {"team-a": vectors["team-a"]}
+        deployment, aggregator.port, round_id, {"team-a": vectors["team-a"]}, expire_gone=False
     )
     await rest
     view = resumed["team-a"]
