@@ -78,7 +78,7 @@ def test_manual_round_through_the_cli(served: Path, tmp_path: Path) -> None:
         "--min-contributors",
         "3",
         "--phase-timeout",
-        "20",
+        "300",  # every party comes, so a phase ends when the last one submits
         "--round-id",
         "week-47",
         "--dp",
