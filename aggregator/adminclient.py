@@ -18,15 +18,16 @@ import grpc.aio
 
 from aggregator import config as cfgmod
 from blindsum.errors import Unavailable
+from blindsum.log import get_logger
 from blindsum.rpc.v1 import admin_pb2_grpc
 from blindsum.transport.errors import error_from_rpc
 from blindsum.transport.pki import KeyAndCert
 from blindsum.transport.tls import secure_channel
 
+log = get_logger("blindsum.adminclient")
+
 #: Deadline of one admin call once connected.
 RPC_TIMEOUT_S = 30.0
-#: Pause between connection attempts while waiting for a server that is starting.
-RETRY_PAUSE_S = 0.25
 
 
 def admin_address(directory: Path) -> str:
@@ -63,25 +64,42 @@ def unreachable(directory: Path, rpc: str, detail: str) -> Unavailable:
 async def admin_call(
     directory: Path, rpc: str, request: Any, *, connect_timeout_s: float = 0.0
 ) -> Any:
-    """Call ``AdminService.<rpc>``. While the server cannot be reached (refused, not yet
-    listening), retry for up to ``connect_timeout_s`` seconds, re-reading its address
-    each time; any answer from the server, error or not, ends the wait."""
+    """Call ``AdminService.<rpc>`` once.
+
+    With ``connect_timeout_s`` it first waits, up to that many seconds, until a
+    connection to the server is up (re-reading its address, which a starting server
+    writes when it has bound). The call itself is never repeated: a request that may
+    have reached the server (``open-round`` without ``--round-id``) is not sent twice.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, connect_timeout_s)
+    waited = False
     while True:
         channel = admin_channel(directory)
         try:
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(channel.channel_ready(), timeout=min(remaining, 2.0))
+                except TimeoutError:
+                    if not waited:
+                        log.info("admin_waiting_for_server", address=admin_address(directory))
+                        waited = True
+                    continue  # closes this channel; the address may change meanwhile
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             try:
                 return await getattr(stub, rpc)(request, timeout=RPC_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                    raise error_from_rpc(exc, f"AdminService.{rpc}") from None
-                if loop.time() >= deadline:
-                    err = error_from_rpc(exc, f"AdminService.{rpc}")
-                    if "TLS" in err.message or "certificate" in err.message:
-                        raise err from None
+                err = error_from_rpc(exc, f"AdminService.{rpc}")
+                state = channel.get_state(try_to_connect=False)
+                never_connected = state is not grpc.ChannelConnectivity.READY
+                if (
+                    exc.code() is grpc.StatusCode.UNAVAILABLE
+                    and never_connected
+                    and "TLS" not in err.message
+                    and "certificate" not in err.message
+                ):
                     raise unreachable(directory, rpc, exc.details() or "unavailable") from None
+                raise err from None
         finally:
             await channel.close(None)
-        await asyncio.sleep(RETRY_PAUSE_S)

@@ -135,10 +135,12 @@ class MetricsRun:
     schema_id: str = ""
 
 
-def compute(source: TicketSource, schema: Schema, secret_path: Path) -> MetricsRun:
-    """Ingest and reduce tickets to the schema vector; the per-customer cap uses HMAC tokens."""
+def compute(source: TicketSource, schema: Schema, secret: Path | PartySecret) -> MetricsRun:
+    """Ingest and reduce tickets to the schema vector; the per-customer cap uses HMAC
+    tokens under ``secret`` (the party's secret file, created on first use, or a key)."""
     result = source.ingest(schema.regions)
-    pseudonymizer = Pseudonymizer(PartySecret.load_or_create(secret_path))
+    key = secret if isinstance(secret, PartySecret) else PartySecret.load_or_create(secret)
+    pseudonymizer = Pseudonymizer(key)
     values, summary = compute_metrics(
         result.tickets, schema, customer_of=pseudonymizer.customer_token
     )
@@ -160,30 +162,40 @@ class SubmitPolicy:
 
 
 def check_submittable(
-    run: MetricsRun, source: TicketSource, schema: Schema, policy: SubmitPolicy
+    run: MetricsRun,
+    source: TicketSource,
+    schema: Schema,
+    policy: SubmitPolicy,
+    *,
+    schema_name: str = "the round's schema",
+    hint: str = "",
 ) -> None:
     """Raise InvalidArgument (exit 2) when ``run`` has no accepted ticket in any of the
     schema's regions, or, unless ``policy.allow_partial``, when more than
     ``policy.max_quarantined_share`` of the rows were quarantined. The message names the
-    quarantine file and the most common reason."""
+    quarantine file and the most common reason; ``hint`` is added to what to check."""
     summary = run.ingest.summary
-    where = source.quarantine_target
+    if summary.read == 0:
+        raise InvalidArgument(
+            f"the export has no ticket rows; nothing was sent{hint}", field="--tickets"
+        )
+    seen = f", see {source.quarantine_target}" if summary.quarantined else ""
     top = ""
     if summary.by_reason:
         reason, count = max(summary.by_reason.items(), key=lambda kv: (kv[1], kv[0]))
         top = f"; top reason {reason} ({count} rows)"
     if not run.ingest.tickets:
         raise InvalidArgument(
-            f"no accepted ticket in any of the schema's regions ({', '.join(schema.regions)}): "
-            f"{summary.quarantined} of {summary.read} rows quarantined{top}, see {where}; "
-            "nothing was sent (check --mapping)",
+            f"no accepted ticket in any of {schema_name}'s regions ({', '.join(schema.regions)}): "
+            f"{summary.quarantined} of {summary.read} rows quarantined{top}{seen}; "
+            f"nothing was sent (check --mapping{hint})",
             field="--tickets",
         )
-    share = summary.quarantined / summary.read if summary.read else 0.0
+    share = summary.quarantined / summary.read
     if share > policy.max_quarantined_share and not policy.allow_partial:
         raise InvalidArgument(
             f"{summary.quarantined} of {summary.read} rows ({share:.0%}) quarantined, more "
-            f"than max_quarantined_share {policy.max_quarantined_share:.0%}{top}, see {where}; "
+            f"than max_quarantined_share {policy.max_quarantined_share:.0%}{top}{seen}; "
             "nothing was sent (fix the export or --mapping, or pass --allow-partial)",
             field="--tickets",
         )

@@ -81,24 +81,50 @@ def set_contributors(
     if dp.mode is DpMode.OFF:
         return vector
     served = set(regions) if regions else set(schema.regions)
+    unserved = unserved_regions_with_data(schema, vector, regions)
+    if unserved:
+        raise FailedPrecondition(
+            f"tickets in region {unserved[0]}, which this party does not serve "
+            "(party.toml regions)",
+            field="regions",
+        )
     out = vector.copy()
     for region in schema.regions:
-        index = schema.contributor_index(region)
-        if region in served:
-            out[index] = np.uint64(1)
+        out[schema.contributor_index(region)] = np.uint64(1 if region in served else 0)
+    return out
+
+
+def unserved_regions_with_data(
+    schema: Schema, vector: U64Vector, regions: tuple[str, ...]
+) -> list[str]:
+    """The schema regions outside ``regions`` (the regions this party declares it
+    serves; empty means all) in which ``vector`` has any non-zero data slot."""
+    if not regions:
+        return []
+    out = []
+    for region in schema.regions:
+        if region in regions:
             continue
         data = [
             schema.slot_index(region, m.name, b if m.kind is MetricKind.HISTOGRAM else None)
             for m in schema.metrics
             for b in range(m.slots)
         ]
-        if any(int(out[i]) for i in data):
-            raise FailedPrecondition(
-                f"tickets in region {region}, which this party does not serve (party.toml regions)",
-                field="regions",
-            )
-        out[index] = np.uint64(0)
+        if any(int(vector[i]) for i in data):
+            out.append(region)
     return out
+
+
+def check_served_offline(schema: Schema, vector: U64Vector, regions: tuple[str, ...]) -> None:
+    """Before any network call: refuse (InvalidArgument, exit 2) an input with data in a
+    region this party does not declare, which a round with DP would refuse anyway."""
+    unserved = unserved_regions_with_data(schema, vector, regions)
+    if unserved:
+        raise InvalidArgument(
+            f"data in {', '.join(unserved)}, which this party does not serve "
+            f"(party.toml regions: {', '.join(regions)}); nothing was sent",
+            field="regions",
+        )
 
 
 def add_party_noise(

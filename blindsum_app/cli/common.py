@@ -33,7 +33,8 @@ exit codes:
   3    refused or failed: permission denied, wrong phase, round aborted or not
        complete, an internal error
   4    a service could not be reached (not running, wrong address, timeout)
-  130  interrupted (Ctrl-C)"""
+  130  interrupted (Ctrl-C); the long-running `aggregator serve`, `custodian serve`
+       and `party run` instead stop cleanly on Ctrl-C or SIGTERM and exit 0"""
 
 
 def err(message: str) -> None:

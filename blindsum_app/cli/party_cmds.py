@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,27 @@ from blindsum_app.cli.common import Progress, add_command, add_group, print_json
 def _schema(args: argparse.Namespace) -> Schema:
     path: Path | None = getattr(args, "schema", None)
     return Schema.load(path) if path else Schema.default()
+
+
+#: Added to what a refused input should check when it was checked against the built-in
+#: schema: a campaign opened with its own ``--schema`` has other regions and metrics.
+SCHEMA_HINT = "; a campaign with its own schema: pass it with --schema"
+
+
+def _schema_words(args: argparse.Namespace) -> tuple[str, str]:
+    """How the pre-flight messages name the schema, and the hint they add."""
+    path: Path | None = getattr(args, "schema", None)
+    return (f"schema {path}", "") if path else ("the built-in schema", SCHEMA_HINT)
+
+
+def _load_metrics(args: argparse.Namespace, schema: Schema) -> Any:
+    try:
+        return load_metrics_file(args.metrics, schema)
+    except InvalidArgument as exc:
+        _, hint = _schema_words(args)
+        if not hint:
+            raise
+        raise InvalidArgument(exc.message + hint) from None
 
 
 def _ticket_source(args: argparse.Namespace, location: str | None = None) -> Any:
@@ -86,10 +108,14 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
     With ``reuse`` (a one-shot submit) a round with the same schema takes the vector
     computed now; a daemon reads its export afresh for every round, since the export
     changes between rounds."""
+    from party.privacy import check_served_offline  # noqa: PLC0415
+
     schema = _schema(args)
+    served = tuple(bundle.config.regions)
     if args.metrics is not None:
         path: Path = args.metrics
-        load_metrics_file(path, schema)  # fails now, naming the row and column
+        # Fails now, naming the file, row and column.
+        check_served_offline(schema, _load_metrics(args, schema), served)
 
         def from_file(round_schema: Schema) -> Any:
             return load_metrics_file(path, round_schema)
@@ -102,7 +128,9 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
     secret = _secret_path(args)
     run = compute(source, schema, secret)
     print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
-    check_submittable(run, source, schema, policy)
+    name, hint = _schema_words(args)
+    check_submittable(run, source, schema, policy, schema_name=name, hint=hint)
+    check_served_offline(schema, run.vector, served)
 
     def report(later: Any) -> None:
         print_ingest(later.ingest.summary, later.summary, source.quarantine_target)
@@ -268,9 +296,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a metrics file, or a ticket export, offline: what submit would check."""
+    from party.privacy import check_served_offline  # noqa: PLC0415
+
     schema = _schema(args)
+    bundle = load_bundle(args.bundle) if args.bundle else None
+    served = tuple(bundle.config.regions) if bundle else ()
     if args.metrics is not None:
-        vector = load_metrics_file(args.metrics, schema)
+        vector = _load_metrics(args, schema)
+        check_served_offline(schema, vector, served)
         values = schema.decode(vector)
         regions = [r for r in schema.regions if vector[schema.contributor_index(r)]]
         if args.json:
@@ -290,13 +323,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         return 0
     from party.pipeline import check_submittable, compute  # noqa: PLC0415
+    from party.pseudonym import PartySecret  # noqa: PLC0415
 
-    bundle = load_bundle(args.bundle) if args.bundle else None
     source = _ticket_source(args)
-    run = compute(source, schema, _secret_path(args))
+    # Without --secret or --bundle, a throwaway key: the per-customer cap counts the same
+    # under any key, and an offline check must not create a secret file as a side effect.
+    secret = (
+        _secret_path(args) if args.secret or args.bundle else PartySecret(secrets.token_bytes(32))
+    )
+    run = compute(source, schema, secret)
     if not args.json:
         print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
-    check_submittable(run, source, schema, _policy(args, bundle))
+    name, hint = _schema_words(args)
+    check_submittable(run, source, schema, _policy(args, bundle), schema_name=name, hint=hint)
+    check_served_offline(schema, run.vector, served)
     summary = run.ingest.summary
     if args.json:
         print_json(
@@ -336,7 +376,10 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------
 
 
-def _ticket_options(s: argparse.ArgumentParser) -> None:
+SECRET_DEFAULT = "BUNDLE/party.secret, else ~/.config/blindsum/party.secret"  # noqa: S105 - help text
+
+
+def _ticket_options(s: argparse.ArgumentParser, *, secret_default: str = SECRET_DEFAULT) -> None:
     s.add_argument(
         "--mapping",
         default="generic",
@@ -351,8 +394,7 @@ def _ticket_options(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--secret",
         type=Path,
-        help="party HMAC secret, created 0600 on first use (default: BUNDLE/party.secret, "
-        "else ~/.config/blindsum/party.secret)",
+        help=f"party HMAC secret, created 0600 on first use (default: {secret_default})",
     )
 
 
@@ -465,12 +507,13 @@ def register(sub: Any) -> None:
     source = s.add_mutually_exclusive_group(required=True)
     source.add_argument("--metrics", type=Path, help="per-region values, JSON or CSV")
     source.add_argument("--tickets", help="ticket export (CSV/JSONL file or SQL URL)")
-    _ticket_options(s)
+    _ticket_options(s, secret_default="BUNDLE/party.secret, else a throwaway key")  # noqa: S106
     _schema_option(s, "to check against")
     s.add_argument(
         "--bundle",
         type=Path,
-        help="take the party secret and max_quarantined_share from this bundle (default: none)",
+        help="take the party secret, max_quarantined_share and regions from this bundle "
+        "(default: none)",
     )
     s.add_argument(
         "--allow-partial",

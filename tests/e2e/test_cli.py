@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,11 +169,9 @@ def test_bad_input_exits_2_naming_the_field(
 def test_open_round_without_a_server_is_unavailable(tmp_path: Path) -> None:
     agg = tmp_path / "agg"
     assert run("aggregator", "init", str(agg), "--listen", "127.0.0.1:1").returncode == 0
-    started = time.monotonic()
     res = run("aggregator", "open-round", str(agg), "--parties", "a,b,c", timeout=120)
     assert res.returncode == 4, res.stderr
     assert "AdminService.OpenRound" in res.stderr
-    assert time.monotonic() - started < 120
 
 
 def test_init_with_an_existing_ca_and_server_certificate(

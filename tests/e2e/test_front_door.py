@@ -181,6 +181,51 @@ def test_a_bad_metrics_file_fails_before_any_round_naming_the_file(
     assert _connections(listener) == 0
 
 
+def test_a_campaign_schema_is_checked_when_given_and_named_when_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A campaign opened with its own schema has other regions: the built-in schema
+    refuses its export and says to pass --schema; with the campaign's file it passes."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    default = (ROOT / "blindsum" / "schemas" / "default.toml").read_text()
+    campaign = tmp_path / "nordics.toml"
+    campaign.write_text(
+        default.replace('regions = ["APAC", "EMEA", "Americas"]', 'regions = ["Nordics", "DACH"]')
+    )
+    export = tmp_path / "t.csv"
+    export.write_text(
+        "ticket_id,created_date,status,region\n"
+        + "".join(f"T{i},2026-11-16 10:00:00,Resolved,Nordics\n" for i in range(5))
+    )
+    check = ["party", "check", "--tickets", str(export)]
+    assert main(check) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the built-in schema's regions (APAC, EMEA, Americas)" in err
+    assert "pass it with --schema" in err
+    assert main([*check, "--schema", str(campaign)]) == 0
+    assert "5 of 5 rows usable" in capsys.readouterr().out
+    # An offline check made no party secret as a side effect.
+    assert not (tmp_path / "config").exists()
+
+
+def test_data_in_a_region_the_party_does_not_serve_is_refused_offline(
+    deployment: Deployment, listener: socket.socket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = deployment.bundle("team-a")
+    cfg = load_config(bundle / BUNDLE_CONFIG, PartyConfig)
+    (bundle / BUNDLE_CONFIG).write_text(dump_config(replace(cfg, regions=("APAC",))))
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    metrics = str(METRICS / "team-a.json")
+    code = main(
+        ["party", "submit", "--bundle", str(bundle), "--metrics", metrics, "--aggregator", address]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("blindsum: error: regions: data in EMEA")
+    assert "party.toml regions: APAC" in err and "\n" not in err
+    assert _connections(listener) == 0
+
+
 def test_party_check_validates_metrics_files_offline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -290,6 +335,16 @@ def test_progress_is_one_live_line_on_a_terminal_and_plain_lines_elsewhere() -> 
 # -- a server that is starting, one that is not there, Ctrl-C ----------------------------
 
 
+async def _until_ready(ready: Path, proc: asyncio.subprocess.Process) -> None:
+    """Until the party process wrote its ready file (bounded; fails if it exits first)."""
+    for _ in range(6000):
+        if ready.exists():
+            return
+        assert proc.returncode is None, "the party process exited before it was ready"
+        await asyncio.sleep(0.05)
+    raise AssertionError("the party process did not get ready")
+
+
 async def _two_more_parties(
     deployment: Deployment, address: str, round_id: str
 ) -> tuple[RoundView, ...]:
@@ -312,17 +367,22 @@ def test_open_round_waits_for_a_server_that_is_still_starting(tmp_path: Path) ->
         assert (
             run("aggregator", "enroll", str(agg), name, "-o", str(tmp_path / name)).returncode == 0
         )
-    # `serve &` then `open-round` at once: open-round starts first and waits.
+    # `serve &` then `open-round` at once: open-round starts first, and says (at INFO)
+    # that it is waiting; only then does the server start.
     opener = subprocess.Popen(
         [
             *CLI,
-            *("aggregator", "open-round", str(agg), "--parties", "north,south,west"),
-            *("--round-id", "week-47", "--connect-timeout", "240", "--json"),
+            *("--log-level", "INFO", "aggregator", "open-round", str(agg)),
+            *("--parties", "north,south,west", "--round-id", "week-47"),
+            *("--connect-timeout", "240", "--json"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert opener.stderr is not None
+    first = opener.stderr.readline()
+    assert json.loads(first)["event"] == "admin_waiting_for_server", first
     server = subprocess.Popen(
         [*CLI, "aggregator", "serve", str(agg)],
         stdout=subprocess.DEVNULL,
@@ -381,12 +441,10 @@ async def test_party_submit_json_and_ctrl_c(
     finally:
         waiting.kill()
 
-    # --json: the final state of a real round, on stdout, as JSON.
-    parties = ("team-a", "team-b", "team-c")
-    view = await aggregator.manager.open_round(
-        OpenRoundSpec(mode=Mode.SECAGG, parties=parties, phase_timeout_s=120)
-    )
-    submit = asyncio.create_subprocess_exec(
+    # --json: the final state of a real round, on stdout, as JSON. The party process is
+    # ready (input checked, aggregator answered) before the round opens.
+    ready = tmp_path / "ready-json"
+    proc = await asyncio.create_subprocess_exec(
         *CLI,
         "party",
         "submit",
@@ -397,12 +455,22 @@ async def test_party_submit_json_and_ctrl_c(
         "--aggregator",
         address,
         "--round",
-        view.round_id,
+        "json-round",
+        "--ready-file",
+        str(ready),
         "--json",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    proc = await submit
+    await _until_ready(ready, proc)
+    view = await aggregator.manager.open_round(
+        OpenRoundSpec(
+            mode=Mode.SECAGG,
+            parties=("team-a", "team-b", "team-c"),
+            phase_timeout_s=120,
+            round_id="json-round",
+        )
+    )
     others = await _two_more_parties(deployment, address, view.round_id)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=300)
     assert proc.returncode == 0, stderr.decode()
@@ -436,11 +504,8 @@ async def test_secagg_participation_loads_no_heavy_library(
         TeamProfile(name="team-a", tickets_per_region=30), seed=3, start=dt.date(2026, 11, 16)
     )
     write_rows(rows, export)
-    parties = ("team-a", "team-b", "team-c")
-    view = await aggregator.manager.open_round(
-        OpenRoundSpec(mode=Mode.SECAGG, parties=parties, phase_timeout_s=120)
-    )
     address = f"127.0.0.1:{aggregator.port}"
+    ready = tmp_path / "ready"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -454,12 +519,23 @@ async def test_secagg_participation_loads_no_heavy_library(
         "--aggregator",
         address,
         "--round",
-        view.round_id,
+        "probe-round",
+        "--ready-file",
+        str(ready),
         "--progress",
         "quiet",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    await _until_ready(ready, proc)
+    view = await aggregator.manager.open_round(
+        OpenRoundSpec(
+            mode=Mode.SECAGG,
+            parties=("team-a", "team-b", "team-c"),
+            phase_timeout_s=120,
+            round_id="probe-round",
+        )
     )
     await _two_more_parties(deployment, address, view.round_id)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)

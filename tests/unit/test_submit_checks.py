@@ -33,9 +33,19 @@ def test_nothing_accepted_is_refused_naming_file_and_top_reason(tmp_path: Path) 
     with pytest.raises(InvalidArgument) as err:
         _check(source, tmp_path, SubmitPolicy(allow_partial=True))  # never overridable
     message = str(err.value)
-    assert message.startswith("--tickets: no accepted ticket in any of the schema's regions")
+    assert message.startswith("--tickets: no accepted ticket in any of the round's schema's")
     assert "7 of 7 rows quarantined; top reason unknown_region (5 rows)" in message
     assert str(tmp_path / "t.csv.quarantine.jsonl") in message
+
+
+def test_an_empty_export_is_refused_without_naming_a_file_that_was_not_written(
+    tmp_path: Path,
+) -> None:
+    source = _export(tmp_path / "t.csv", good=0)
+    with pytest.raises(InvalidArgument) as err:
+        _check(source, tmp_path, SubmitPolicy())
+    assert str(err.value) == "--tickets: the export has no ticket rows; nothing was sent"
+    assert not (tmp_path / "t.csv.quarantine.jsonl").exists()
 
 
 @pytest.mark.parametrize(
