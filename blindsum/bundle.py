@@ -43,7 +43,8 @@ class PartyConfig:
     max_rho: float = 0.0
     #: Regions this party serves. With DP on, its contributor indicators come from this
     #: list (empty: every region of the round's schema), never from its tickets, so no
-    #: single customer can flip them; tickets in a region not listed are refused.
+    #: single customer can flip them; tickets in a region not listed are quarantined
+    #: (``unserved_region``); a metrics file with data in one is refused.
     regions: tuple[str, ...] = ()
     #: A ticket export with more than this share of its rows quarantined is refused
     #: before anything is sent (``party submit/run --allow-partial`` overrides it).

@@ -211,7 +211,9 @@ async def _final(directory: Path, round_id: str) -> tuple[Any, Report | None]:
 
 def party_vector(schema: Schema, tickets: Path, bundle: Path) -> U64Vector:
     """The demo's own check: the same pipeline the party ran, with the party's secret."""
-    return compute(TicketSource(str(tickets)), schema, default_secret_path(bundle)).vector
+    served = load_config(bundle / BUNDLE_CONFIG, PartyConfig).regions
+    source = TicketSource(str(tickets))
+    return compute(source, schema, default_secret_path(bundle), served=served).vector
 
 
 def check_report(schema: Schema, report: Report, vectors: Sequence[U64Vector]) -> bool:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 SECRET_FILE = "party.secret"  # noqa: S105 - a file name, not a secret
 SQL_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "postgres:")
+#: Quarantine reason of a ticket in a region the party does not serve (party.toml).
+UNSERVED_REGION = "unserved_region"
 
 
 def default_secret_path(bundle: Path | None = None) -> Path:
@@ -63,9 +65,15 @@ class TicketSource:
             return Path("sql-source.quarantine.jsonl")
         return Path(self.location + ".quarantine.jsonl")
 
-    def ingest(self, regions: Sequence[str] | None = None) -> IngestResult:
+    def ingest(
+        self, regions: Sequence[str] | None = None, served: Sequence[str] = ()
+    ) -> IngestResult:
         """Ingest the source. Rejected rows are never dropped silently: they are
         written to :attr:`quarantine_target` (always, when one was given).
+
+        With ``served`` (the regions this party declares in party.toml), a ticket in
+        one of the schema's regions that the party does not serve is quarantined as
+        ``unserved_region``: it is left out, not a reason to refuse the round.
 
         With ``regions`` (the campaign schema's), a ticket whose region is not
         one of them (after a case-insensitive match) is quarantined too, with
@@ -82,7 +90,7 @@ class TicketSource:
             result = ingest_file(Path(self.location), mapping)
         if regions is not None:
             column = mapping.columns["region"].column if "region" in mapping.columns else None
-            result = _check_regions(result, regions, column)
+            result = _check_regions(result, regions, column, served)
         if result.quarantine or self.quarantine is not None:
             write_quarantine(result.quarantine, self.quarantine_target)
         return result
@@ -92,14 +100,24 @@ _SAFE_REGION = re.compile(r"[A-Za-z0-9 _-]{1,40}")
 
 
 def _check_regions(
-    result: IngestResult, regions: Sequence[str], column: str | None
+    result: IngestResult, regions: Sequence[str], column: str | None, served: Sequence[str] = ()
 ) -> IngestResult:
     canonical = {r.casefold(): r for r in regions}
     kept: list[Ticket] = []
     rejected: list[Quarantined] = []
     for ticket in result.tickets:
         region = canonical.get(ticket.region.strip().casefold())
-        if region is None:
+        if region is not None and served and region not in served:
+            rejected.append(
+                Quarantined(
+                    line=ticket.line,
+                    reason=UNSERVED_REGION,
+                    column=column,
+                    message=f"line {ticket.line}: region {region} is not one this party "
+                    f"serves (party.toml regions: {', '.join(served)})",
+                )
+            )
+        elif region is None:
             shown = repr(ticket.region) if _SAFE_REGION.fullmatch(ticket.region) else "the value"
             rejected.append(
                 Quarantined(
@@ -115,7 +133,8 @@ def _check_regions(
     if not rejected:
         return IngestResult(kept, result.quarantine, result.summary)
     by_reason = dict(result.summary.by_reason)
-    by_reason["unknown_region"] = by_reason.get("unknown_region", 0) + len(rejected)
+    for q in rejected:
+        by_reason[q.reason] = by_reason.get(q.reason, 0) + 1
     summary = replace(
         result.summary,
         accepted=result.summary.accepted - len(rejected),
@@ -135,10 +154,17 @@ class MetricsRun:
     schema_id: str = ""
 
 
-def compute(source: TicketSource, schema: Schema, secret: Path | PartySecret) -> MetricsRun:
+def compute(
+    source: TicketSource,
+    schema: Schema,
+    secret: Path | PartySecret,
+    *,
+    served: Sequence[str] = (),
+) -> MetricsRun:
     """Ingest and reduce tickets to the schema vector; the per-customer cap uses HMAC
-    tokens under ``secret`` (the party's secret file, created on first use, or a key)."""
-    result = source.ingest(schema.regions)
+    tokens under ``secret`` (the party's secret file, created on first use, or a key).
+    Tickets outside ``served`` (when given) are quarantined as ``unserved_region``."""
+    result = source.ingest(schema.regions, served)
     key = secret if isinstance(secret, PartySecret) else PartySecret.load_or_create(secret)
     pseudonymizer = Pseudonymizer(key)
     values, summary = compute_metrics(
@@ -191,10 +217,12 @@ def check_submittable(
             f"nothing was sent (check --mapping{hint})",
             field="--tickets",
         )
-    share = summary.quarantined / summary.read
+    # Rows of regions the party does not serve are left out on purpose, not broken.
+    broken = summary.quarantined - summary.by_reason.get(UNSERVED_REGION, 0)
+    share = broken / summary.read
     if share > policy.max_quarantined_share and not policy.allow_partial:
         raise InvalidArgument(
-            f"{summary.quarantined} of {summary.read} rows ({share:.0%}) quarantined, more "
+            f"{broken} of {summary.read} rows ({share:.0%}) quarantined, more "
             f"than max_quarantined_share {policy.max_quarantined_share:.0%}{top}{seen}; "
             "nothing was sent (fix the export or --mapping, or pass --allow-partial)",
             field="--tickets",
@@ -205,6 +233,7 @@ def tickets_source(
     source: TicketSource,
     secret_path: Path,
     *,
+    served: Sequence[str] = (),
     policy: SubmitPolicy | None = None,
     report: Callable[[MetricsRun], None] | None = None,
     preflight: MetricsRun | None = None,
@@ -222,7 +251,7 @@ def tickets_source(
     def vector(schema: Schema) -> U64Vector:
         run = cached.pop() if cached else None
         if run is None or run.schema_id != schema.schema_id:
-            run = compute(source, schema, secret_path)
+            run = compute(source, schema, secret_path, served=served)
             if report is not None:
                 report(run)
         check_submittable(run, source, schema, checks)

@@ -75,7 +75,9 @@ def set_contributors(
     depend on any one customer: a party whose only ticket in a region came from one
     customer would otherwise flip its indicator with that customer. ``regions`` empty
     means every region of the schema. A served region without tickets contributes zeros;
-    tickets in a region the party does not serve are refused (FailedPrecondition).
+    data in a region the party does not serve is refused (FailedPrecondition); the ticket
+    pipeline quarantines such tickets before (``unserved_region``), so only a metrics
+    file can carry it.
     Without DP the indicators stay as the tickets set them.
     """
     if dp.mode is DpMode.OFF:

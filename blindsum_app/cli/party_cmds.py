@@ -126,17 +126,21 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
     source = _ticket_source(args)
     policy = _policy(args, bundle)
     secret = _secret_path(args)
-    run = compute(source, schema, secret)
+    run = compute(source, schema, secret, served=served)
     print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
     name, hint = _schema_words(args)
     check_submittable(run, source, schema, policy, schema_name=name, hint=hint)
-    check_served_offline(schema, run.vector, served)
 
     def report(later: Any) -> None:
         print_ingest(later.ingest.summary, later.summary, source.quarantine_target)
 
     return tickets_source(
-        source, secret, policy=policy, report=report, preflight=run if reuse else None
+        source,
+        secret,
+        served=served,
+        policy=policy,
+        report=report,
+        preflight=run if reuse else None,
     )
 
 
@@ -331,12 +335,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     secret = (
         _secret_path(args) if args.secret or args.bundle else PartySecret(secrets.token_bytes(32))
     )
-    run = compute(source, schema, secret)
+    run = compute(source, schema, secret, served=served)
     if not args.json:
         print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
     name, hint = _schema_words(args)
     check_submittable(run, source, schema, _policy(args, bundle), schema_name=name, hint=hint)
-    check_served_offline(schema, run.vector, served)
     summary = run.ingest.summary
     if args.json:
         print_json(

@@ -90,3 +90,21 @@ def test_a_preflight_run_is_used_once_then_the_export_is_read_again(tmp_path: Pa
     _export(tmp_path / "t.csv", good=0, bad_regions=3)
     with pytest.raises(InvalidArgument, match="no accepted ticket"):
         vector(SCHEMA)
+
+
+def test_tickets_of_regions_the_party_does_not_serve_are_quarantined_not_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.csv"
+    rows = [f"A{i},2026-11-16 10:00:00,Resolved,APAC\n" for i in range(3)]
+    rows += [f"E{i},2026-11-16 10:00:00,Resolved,emea\n" for i in range(7)]
+    path.write_text(HEADER + "".join(rows))
+    source = TicketSource(str(path))
+    run = compute(source, SCHEMA, tmp_path / "secret", served=("APAC",))
+    assert run.ingest.summary.by_reason == {"unserved_region": 7}
+    assert int(run.vector[SCHEMA.slot_index("EMEA", "tickets")]) == 0
+    assert int(run.vector[SCHEMA.slot_index("APAC", "tickets")]) == 3
+    # 70 % of the rows are out of region: left out on purpose, not a broken export.
+    check_submittable(run, source, SCHEMA, SubmitPolicy())
+    lines = (tmp_path / "t.csv.quarantine.jsonl").read_text().splitlines()
+    assert len(lines) == 7 and all("unserved_region" in line for line in lines)
