@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,9 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
     "SubmitCiphertext": round_pb2.SubmitCiphertextRequest,
 }
 
+
+#: Key of a closed round's summary in its state file.
+CLOSED_KEY = "closed"
 
 #: How long one GetRound long poll may be held by the aggregator.
 WATCH_MS = 5_000
@@ -163,8 +167,40 @@ class _RoundState:
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value.hex()
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_private(self.path, json.dumps(self.data, sort_keys=True).encode(), overwrite=True)
+
+    @property
+    def closed(self) -> str | None:
+        """How the round ended, once this node saw it end (its secrets are then gone)."""
+        raw = self.get(CLOSED_KEY)
+        return None if raw is None else str(json.loads(raw)["state"])
+
+    def close(self, state: RoundState) -> None:
+        """The round is over: erase its secrets (private keys, self-mask seed, the shares
+        held for neighbours, the messages kept for retries) and keep only what an audit
+        needs: how it ended, a SHA-256 of each message sent, the lists this node signed
+        and which shares it revealed. Stolen old state files then expose no past input."""
+        if self.closed is not None or not self.data:
+            return
+        summary: dict[str, object] = {
+            "state": state.value,
+            "sent": {
+                rpc: hashlib.sha256(bytes.fromhex(value)).hexdigest()
+                for rpc, value in sorted(self.data.items())
+                if rpc in _REQUEST_TYPES
+            },
+        }
+        protocol = self.get("protocol")
+        if protocol is not None:
+            doc = json.loads(protocol)
+            summary["consistency"] = doc.get("consistency")
+            summary["revealed"] = doc.get("revealed", [])
+        self.data = {CLOSED_KEY: json.dumps(summary, sort_keys=True).encode().hex()}
+        self._write()
 
 
 class PartyNode:
@@ -273,6 +309,14 @@ class PartyNode:
             threshold=view.threshold,
         )
         state = _RoundState.load(self.bundle.state_dir / f"{codec.check_round_id(round_id)}.json")
+        if state.closed is not None:
+            # Its secrets are erased: taking part again would mean fresh keys in a round
+            # this party already finished, which an aggregator must not be able to ask.
+            raise FailedPrecondition(
+                f"{self.name} already saw round {round_id} end ({state.closed}); "
+                "its secrets for it are erased",
+                field="round_id",
+            )
         served = tuple(self.bundle.config.regions)
         vector = add_party_noise(
             schema, view.dp, set_contributors(schema, view.dp, source(schema), served)
@@ -312,7 +356,9 @@ class PartyNode:
                 # the submitted list moved): do not spin.
                 await asyncio.sleep(self.poll - elapsed)
 
-    def _finish(self, view: RoundView) -> RoundView:
+    def _finish(self, state: _RoundState, view: RoundView) -> RoundView:
+        if view.state is not RoundState.OPEN:
+            state.close(view.state)
         if view.state is RoundState.COMPLETE:
             self._say(view, "round complete")
         else:
@@ -363,7 +409,7 @@ class PartyNode:
         while True:
             view = await self._wait_phase(rid, done)
             if view.state is not RoundState.OPEN:
-                return self._finish(view)
+                return self._finish(state, view)
             phase = view.phase
             schema_id, invited = view.schema_id, len(view.parties)
             if phase is Phase.ADVERTISE:
@@ -378,7 +424,7 @@ class PartyNode:
                 self._maybe_drop(view, Phase.ADVERTISE)
             elif phase is Phase.SHARE:
                 if self.name not in view.advertised:
-                    return self._finish(await self._wait_closed(rid))
+                    return self._finish(state, await self._wait_closed(rid))
 
                 async def build_shares() -> Message:
                     roster = await self.client.call("GetRoster", common_pb2.RoundRef(round_id=rid))
@@ -403,7 +449,7 @@ class PartyNode:
                 self._maybe_drop(view, Phase.SHARE)
             elif phase is Phase.MASK:
                 if self.name not in view.shared:
-                    return self._finish(await self._wait_closed(rid))
+                    return self._finish(state, await self._wait_closed(rid))
 
                 async def build_masked(
                     schema_id: str = schema_id, invited: int = invited
@@ -423,7 +469,7 @@ class PartyNode:
                 self._maybe_drop(view, Phase.MASK)
             elif phase is Phase.CONSISTENCY:
                 if self.name not in view.masked:
-                    return self._finish(await self._wait_closed(rid))
+                    return self._finish(state, await self._wait_closed(rid))
 
                 async def build_consistency() -> Message:
                     req = await self.client.call(
@@ -437,7 +483,7 @@ class PartyNode:
                 self._say(view, "checked and signed the survivor and dropped lists")
             elif phase is Phase.UNMASK:
                 if self.name not in view.consistent:
-                    return self._finish(await self._wait_closed(rid))
+                    return self._finish(state, await self._wait_closed(rid))
 
                 async def build_unmask(invited: int = invited) -> Message:
                     req = await self.client.call(
@@ -453,7 +499,7 @@ class PartyNode:
                 await self._submit(state, "SubmitUnmask", build_unmask)
                 self._say(view, "verified t signatures on the lists and revealed shares")
             else:
-                return self._finish(await self._wait_closed(rid))
+                return self._finish(state, await self._wait_closed(rid))
             done.add(phase)
 
     async def _wait_closed(self, round_id: str) -> RoundView:
@@ -492,7 +538,7 @@ class PartyNode:
             await self._submit(state, "SubmitCiphertext", build)
             self._say(view, "sent ciphertext with a signed receipt")
             self._maybe_drop(view, Phase.COLLECT)
-        return self._finish(await self._wait_phase(rid, {Phase.COLLECT}))
+        return self._finish(state, await self._wait_phase(rid, {Phase.COLLECT}))
 
     # -- daemon -----------------------------------------------------------------
 

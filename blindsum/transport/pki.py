@@ -421,7 +421,10 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     """Write secret bytes to a new file created with mode 0600.
 
     Refuses to replace an existing file (AlreadyExists) unless ``overwrite``;
-    with ``overwrite`` the file is replaced atomically by a 0600 temporary file.
+    with ``overwrite`` the file is replaced atomically by a 0600 temporary file. Either
+    way the data and the directory entry are fsynced before this returns, so after a
+    power loss the file holds this content, never an older one (a party's round state
+    must not roll back to before a message it already sent).
     """
     path = Path(path)
     if overwrite:
@@ -434,6 +437,7 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        fsync_dir(path.parent)
         return
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -446,6 +450,16 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         os.close(fd)
         raise
     _write_all(fd, data)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a created, renamed or deleted entry of ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
