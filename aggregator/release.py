@@ -279,7 +279,9 @@ def build_report(
     elif dp.mode is DpMode.DISTRIBUTED and noisy_parties < dp.expected_parties:
         extra = topup_noise(plan, dp.expected_parties - noisy_parties, rng or CsprngSource())
         totals = [t + e for t, e in zip(totals, extra, strict=True)]
-    sigma = plan.slot_sigma()
+    # The noise actually in the sum: with more parties than expected, more than planned.
+    released = plan.in_sum(noisy_parties)
+    sigma = released.slot_sigma()
 
     history = _history_by_region(previous)
     regions = []
@@ -328,7 +330,7 @@ def build_report(
         spent_rho=spent_before + rho,
         expected_parties=dp.expected_parties,
         noisy_parties=noisy_parties,
-        noise=plan.noise(),
+        noise=released.noise(),
     )
     return Report(
         round_id=given.round_id,

@@ -17,7 +17,7 @@ protected by the DP guarantee (the threat model documents this).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from blindsum.dp.accounting import rho_central, rho_distributed, sigma_central, sigma_party
@@ -111,6 +111,23 @@ class NoisePlan:
             return math.inf
         return math.fsum(
             rho_distributed(m.l1, m.l2, m.sigma_party, parties, len(m.slots)) for m in self.metrics
+        )
+
+    def in_sum(self, parties: int) -> NoisePlan:
+        """The plan as released when ``parties`` parties' draws are in the sum.
+
+        DISTRIBUTED: every party that submitted added its draw, and the release tops up
+        to ``expected_parties``, so the total noise per slot has sd ``sigma_party`` times
+        sqrt(max(parties, expected_parties)), more than the planned ``sigma`` when more
+        parties than expected submitted. Intervals and the reported sd must use this.
+        Other modes: the plan itself.
+        """
+        if self.mode is not DpMode.DISTRIBUTED or parties <= self.expected_parties:
+            return self
+        draws = math.sqrt(parties)
+        return replace(
+            self,
+            metrics=tuple(replace(m, sigma=m.sigma_party * draws) for m in self.metrics),
         )
 
     def noise(self) -> tuple[MetricNoise, ...]:
