@@ -15,7 +15,6 @@ process by default, on its own port, and talks to it over mTLS like a remote one
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,6 @@ import grpc
 
 from aggregator.store import Store
 from blindsum import codec
-from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
@@ -34,9 +32,11 @@ from blindsum.protocol.he import (
     SignedPublicContext,
     authorize_decrypt,
     context_transcript,
+    decrypt_request_digest,
     result_transcript,
 )
 from blindsum.rpc.v1 import custodian_pb2, custodian_pb2_grpc, round_pb2
+from blindsum.schema import Schema
 from blindsum.transport.auth import peer_identity
 from blindsum.transport.errors import error_from_rpc, translate
 from blindsum.transport.pki import Identity, Role, verify_identity_cert
@@ -76,8 +76,20 @@ class Custodian:
         receipts: Sequence[ReceiptRecord],
         vector_length: int,
         min_receipts: int,
+        schema_toml: str,
     ) -> tuple[list[int], bytes]:
-        """Check the receipts, decrypt once per round, sign and audit the result."""
+        """Check the receipts, decrypt once per round, sign and audit the result.
+
+        The vector length, and so the number of chunks and each chunk's size, come from
+        the round's schema (checked against ``schema_id``, its hash), not from the
+        aggregator: one decryption can then never open several parties' ciphertexts
+        laid side by side as chunks of one long "aggregate"."""
+        expected = _schema_length(schema_toml, schema_id)
+        if vector_length != expected:
+            raise PermissionDenied(
+                f"vector_length {vector_length} is not the schema's {expected}",
+                field="vector_length",
+            )
         k = max(min_receipts, self.min_receipts)
         verify_keys: dict[str, VerifyKey] = {}
         for i, receipt in enumerate(receipts):
@@ -106,15 +118,9 @@ class Custodian:
             verify_keys=verify_keys,
             min_receipts=k,
         )
-        request_digest = hashlib.sha256(
-            encode_parts(
-                round_id,
-                schema_id,
-                vector_length,
-                *chunks,
-                *sorted(r.party for r in receipts),
-            )
-        ).hexdigest()
+        parties = [r.party for r in receipts]
+        digest = decrypt_request_digest(round_id, schema_id, vector_length, chunks, parties)
+        request_digest = digest.hex()
         previous = [s for s in self.store.submissions(round_id, _DECRYPT_PHASE) if s.party == _SELF]
         if previous:
             if previous[0].digest != request_digest:
@@ -127,7 +133,11 @@ class Custodian:
             stored = custodian_pb2.DecryptResponse.FromString(previous[0].payload or b"")
             return list(stored.values), stored.signature
         values = self.secret.decrypt(chunks, vector_length)
-        signature = self.signing_key.sign(result_transcript(round_id, schema_id, values))
+        signature = self.signing_key.sign(
+            result_transcript(
+                round_id, schema_id, values, receipt_parties=parties, request_digest=digest
+            )
+        )
         response = custodian_pb2.DecryptResponse(
             round_id=round_id, values=values, signature=signature
         )
@@ -144,6 +154,14 @@ class Custodian:
             )
         log.info("decrypted", round_id=round_id, receipts=len(receipts))
         return values, signature
+
+
+def _schema_length(schema_toml: str, schema_id: str) -> int:
+    """The vector length of the schema whose hash is ``schema_id``."""
+    schema = Schema.from_toml(schema_toml)
+    if schema.schema_id != schema_id:
+        raise PermissionDenied("the schema text does not hash to schema_id", field="schema_toml")
+    return schema.vector_length
 
 
 class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
@@ -181,6 +199,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             receipts=receipts,
             vector_length=request.vector_length,
             min_receipts=request.min_receipts,
+            schema_toml=request.schema_toml,
         )
         return custodian_pb2.DecryptResponse(
             round_id=request.round_id, values=values, signature=signature
@@ -217,6 +236,7 @@ class GrpcCustodianClient:
         receipts: Sequence[ReceiptRecord],
         vector_length: int,
         min_receipts: int,
+        schema_toml: str,
     ) -> list[int]:
         request = custodian_pb2.DecryptRequest(
             round_id=round_id,
@@ -230,11 +250,19 @@ class GrpcCustodianClient:
             ],
             vector_length=vector_length,
             min_receipts=min_receipts,
+            schema_toml=schema_toml,
         )
         try:
             msg = await self._stub.Decrypt(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, "CustodianService.Decrypt") from None
         values = list(msg.values)
-        self._key.verify(msg.signature, result_transcript(round_id, schema_id, values))
+        parties = [r.party for r in receipts]
+        digest = decrypt_request_digest(round_id, schema_id, vector_length, chunks, parties)
+        self._key.verify(
+            msg.signature,
+            result_transcript(
+                round_id, schema_id, values, receipt_parties=parties, request_digest=digest
+            ),
+        )
         return values

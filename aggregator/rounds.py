@@ -110,6 +110,7 @@ class CustodianClient(Protocol):
         receipts: Sequence[ReceiptRecord],
         vector_length: int,
         min_receipts: int,
+        schema_toml: str,
     ) -> list[int]: ...
 
 
@@ -920,6 +921,7 @@ class RoundManager:
                 receipts=acc.receipts(),
                 vector_length=self._schema(rec).vector_length,
                 min_receipts=rec.threshold,
+                schema_toml=rec.schema_toml,
             )
         except (Unavailable, Aborted) as exc:
             # Parties submitted once and left: keep the round, retry a little later.

@@ -47,6 +47,7 @@ from blindsum.crypto.he import BfvPublicContext, BfvSecretContext, to_centred
 from blindsum.crypto.sign import SigningKey
 from blindsum.protocol.he import HeAccumulator, make_receipt
 from blindsum.rpc.v1 import round_pb2
+from blindsum.schema import Schema
 from blindsum.transport.pki import Identity, Role, create_ca, issue_identity_cert
 from blindsum.types import U64Vector
 
@@ -138,6 +139,36 @@ def encrypt_parties(
     return out
 
 
+def schema_of_length(m: int) -> tuple[Schema, str]:
+    """A one-region schema whose vector has exactly ``m`` slots (``m - 1`` data slots and
+    the contributor indicator): the custodian takes the vector length from the schema."""
+    lines = [
+        "[campaign]",
+        'name = "bench-he"',
+        "version = 1",
+        "max_parties = 100000",
+        "max_tickets_per_region = 1000",
+        "per_customer_cap = 5",
+        "max_parties_per_customer = 1",
+        "min_cell = 1",
+        'regions = ["R"]',
+    ]
+    left, i = m - 1, 0
+    while left > 0:
+        bins = min(4096, left)
+        lines += ["[[metrics]]", f'name = "m{i}"', "dp_weight = 1"]
+        if bins == 1:
+            lines.append('kind = "count"')
+        else:
+            lines += ['kind = "histogram"', f"edges = [{', '.join(map(str, range(bins + 1)))}]"]
+        left, i = left - bins, i + 1
+    text = "\n".join(lines) + "\n"
+    schema = Schema.from_toml(text)
+    if schema.vector_length != m:  # pragma: no cover - the layout above is exact
+        raise RuntimeError(f"schema has {schema.vector_length} slots, wanted {m}")
+    return schema, text
+
+
 def aggregate_and_decrypt(
     secret: BfvSecretContext,
     names: Sequence[str],
@@ -167,12 +198,14 @@ def aggregate_and_decrypt(
                 store=store,
                 min_receipts=min(3, n),
             )
+            schema, schema_toml = schema_of_length(m)
+            schema_id = schema.schema_id
             submissions = []
             for i, (p, key) in enumerate(zip(names, keys, strict=True)):
                 chunks = encrypted.ours[i % len(encrypted.ours)]
-                signature = make_receipt(key, round_id=ROUND_ID, schema_id=SCHEMA_ID, chunks=chunks)
+                signature = make_receipt(key, round_id=ROUND_ID, schema_id=schema_id, chunks=chunks)
                 submissions.append((p, chunks, signature, key.verify_key))
-            acc = HeAccumulator(ROUND_ID, SCHEMA_ID, secret.public(), m)
+            acc = HeAccumulator(ROUND_ID, schema_id, secret.public(), m)
             for p, chunks, signature, verify_key in submissions:
                 with sw.phase("add"):
                     acc.add(p, chunks, signature, verify_key=verify_key)
@@ -180,11 +213,12 @@ def aggregate_and_decrypt(
             with sw.phase("custodian_decrypt"):
                 values, _ = custodian.decrypt(
                     round_id=ROUND_ID,
-                    schema_id=SCHEMA_ID,
+                    schema_id=schema_id,
                     chunks=aggregate,
                     receipts=acc.receipts(),
                     vector_length=m,
                     min_receipts=n,
+                    schema_toml=schema_toml,
                 )
             with sw.phase("bfv_decrypt"):
                 again = secret.decrypt(aggregate, m)

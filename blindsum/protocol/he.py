@@ -40,6 +40,7 @@ __all__ = [
     "authorize_decrypt",
     "ciphertext_digest",
     "context_transcript",
+    "decrypt_request_digest",
     "make_receipt",
     "receipt_transcript",
     "result_transcript",
@@ -146,9 +147,35 @@ class SignedPublicContext:
         return BfvPublicContext.from_bytes(self.context, expected=self.params)
 
 
-def result_transcript(round_id: str, schema_id: str, values: Sequence[int]) -> bytes:
-    """What the custodian signs over a decrypted result: round id, schema id, the number of
-    values and the SHA-256 of the values as big-endian int64 (they must fit in int64)."""
+def decrypt_request_digest(
+    round_id: str,
+    schema_id: str,
+    vector_length: int,
+    chunks: Sequence[bytes],
+    receipt_parties: Sequence[str],
+) -> bytes:
+    """SHA-256 of one decryption request: what the custodian decrypts at most once per
+    round, and what its signed result names."""
+    return hashlib.sha256(
+        encode_parts(round_id, schema_id, vector_length, *chunks, *sorted(receipt_parties))
+    ).digest()
+
+
+def result_transcript(
+    round_id: str,
+    schema_id: str,
+    values: Sequence[int],
+    *,
+    receipt_parties: Sequence[str],
+    request_digest: bytes,
+) -> bytes:
+    """What the custodian signs over a decrypted result: round id, schema id, the sorted
+    parties whose receipts backed it, the digest of the request it answered
+    (:func:`decrypt_request_digest`), the number of values and the SHA-256 of the values
+    as big-endian int64 (they must fit in int64). A signed result therefore says which
+    receipts and which aggregate it is the decryption of (label ``he/result/v2``)."""
+    if len(request_digest) != 32:
+        raise InvalidArgument("must be 32 bytes", field="request_digest")
     if isinstance(values, bytes | str) or not isinstance(values, Sequence):
         raise InvalidArgument("must be a sequence of integers", field="values")
     packed = bytearray()
@@ -158,10 +185,14 @@ def result_transcript(round_id: str, schema_id: str, values: Sequence[int]) -> b
         if not _I64_MIN <= v <= _I64_MAX:
             raise InvalidArgument("outside the int64 range", field=f"values[{i}]")
         packed += struct.pack(">q", v)
+    parties = sorted(receipt_parties)
     return format_dst(
-        "he/result",
+        "he/result/v2",
         _check_id(round_id, "round_id"),
         _check_id(schema_id, "schema_id"),
+        len(parties),
+        *parties,
+        request_digest,
         len(values),
         hashlib.sha256(bytes(packed)).digest(),
     )

@@ -30,6 +30,7 @@ from blindsum.protocol.he import (
     authorize_decrypt,
     ciphertext_digest,
     context_transcript,
+    decrypt_request_digest,
     make_receipt,
     receipt_transcript,
     result_transcript,
@@ -116,15 +117,45 @@ def test_digest_and_transcripts() -> None:
 
 
 def test_result_transcript() -> None:
-    base = result_transcript(ROUND, SCHEMA, [1, -2, 3])
-    assert base != result_transcript(ROUND, SCHEMA, [1, -2, 4])
-    assert base != result_transcript(ROUND, SCHEMA, [1, -2, 3, 0])
-    assert base != result_transcript("r2", SCHEMA, [1, -2, 3])
-    assert base != result_transcript(ROUND, "cd" * 32, [1, -2, 3])
-    assert base.startswith(b"blindsum/v1/he/result\x00")
-    result_transcript(ROUND, SCHEMA, [-(2**63), 2**63 - 1])
+    digest = bytes(range(32))
+
+    def t(
+        round_id: str = ROUND,
+        schema_id: str = SCHEMA,
+        values: list[int] | None = None,
+        parties: list[str] | None = None,
+        request: bytes = digest,
+    ) -> bytes:
+        return result_transcript(
+            round_id,
+            schema_id,
+            [1, -2, 3] if values is None else values,
+            receipt_parties=["a", "b"] if parties is None else parties,
+            request_digest=request,
+        )
+
+    base = t()
+    assert base != t(values=[1, -2, 4])
+    assert base != t(values=[1, -2, 3, 0])
+    assert base != t(round_id="r2")
+    assert base != t(schema_id="cd" * 32)
+    # It binds the receipt set (in any order) and the request it answers.
+    assert base == t(parties=["b", "a"])
+    assert base != t(parties=["a"])
+    assert base != t(parties=["a", "b", "c"])
+    assert base != t(request=bytes(32))
+    assert base.startswith(b"blindsum/v1/he/result/v2\x00")
+    t(values=[-(2**63), 2**63 - 1])
     with pytest.raises(InvalidArgument, match=r"values\[0\]"):
-        result_transcript(ROUND, SCHEMA, [2**63])
+        t(values=[2**63])
+    with pytest.raises(InvalidArgument, match="request_digest"):
+        t(request=b"short")
+    assert decrypt_request_digest(ROUND, SCHEMA, 3, [b"x"], ["b", "a"]) == decrypt_request_digest(
+        ROUND, SCHEMA, 3, [b"x"], ["a", "b"]
+    )
+    assert decrypt_request_digest(ROUND, SCHEMA, 3, [b"x"], ["a"]) != decrypt_request_digest(
+        ROUND, SCHEMA, 4, [b"x"], ["a"]
+    )
 
 
 def test_receipt_verifies_and_binds_everything(

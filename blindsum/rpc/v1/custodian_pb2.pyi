@@ -72,10 +72,15 @@ class DecryptRequest(_message.Message):
     RECEIPTS_FIELD_NUMBER: _builtins.int
     VECTOR_LENGTH_FIELD_NUMBER: _builtins.int
     MIN_RECEIPTS_FIELD_NUMBER: _builtins.int
+    SCHEMA_TOML_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     schema_id: _builtins.str
     vector_length: _builtins.int
     min_receipts: _builtins.int
+    schema_toml: _builtins.str
+    """The round's schema. The custodian checks that it hashes to schema_id and takes
+    the expected vector length and chunk sizes from it, never from the aggregator.
+    """
     @_builtins.property
     def aggregate_chunks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property
@@ -89,10 +94,11 @@ class DecryptRequest(_message.Message):
         receipts: _abc.Iterable[Global___Receipt] | None = ...,
         vector_length: _builtins.int = ...,
         min_receipts: _builtins.int = ...,
+        schema_toml: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_chunks", b"aggregate_chunks", "min_receipts", b"min_receipts", "receipts", b"receipts", "round_id", b"round_id", "schema_id", b"schema_id", "vector_length", b"vector_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_chunks", b"aggregate_chunks", "min_receipts", b"min_receipts", "receipts", b"receipts", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "vector_length", b"vector_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,7 +113,9 @@ class DecryptResponse(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     signature: _builtins.bytes
-    """Ed25519 signature by the custodian over the result transcript."""
+    """Ed25519 signature by the custodian over the result transcript, which binds the
+    receipt parties and the digest of the request (blindsum/protocol/he.py).
+    """
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Decrypted totals, centred in (-p/2, p/2)."""
