@@ -58,8 +58,8 @@ from bench.common import (
     skipped,
 )
 from blindsum import codec
-from blindsum.bundle import Bundle, load_bundle
-from blindsum.config import dump_config
+from blindsum.bundle import BUNDLE_CONFIG, Bundle, PartyConfig, load_bundle
+from blindsum.config import dump_config, load_config
 from blindsum.crypto.he import BfvParams
 from blindsum.errors import BlindsumError, Internal, InvalidArgument, Unavailable
 from blindsum.model import Mode, OpenRoundSpec, Report, RoundState, RoundView
@@ -219,6 +219,11 @@ def _deploy(root: Path, parties: int) -> _Deployment:
     for i in range(parties):
         out = root / "parties" / f"party-{i:03d}"
         enroll(agg_dir, f"party-{i:03d}", out)
+        # The benchmark rounds run without DP, which needs each party's consent.
+        party_toml = out / BUNDLE_CONFIG
+        party_toml.write_text(
+            dump_config(replace(load_config(party_toml, PartyConfig), allow_dp_off=True))
+        )
         bundles.append(out)
     return _Deployment(agg_dir=agg_dir, bundles=tuple(bundles))
 

@@ -41,6 +41,12 @@ class PartyConfig:
     #: mode accepted ("off", "central", "distributed") and the largest rho (0: no cap).
     min_dp: str = "off"
     max_rho: float = 0.0
+    #: A round without DP releases exact totals: the party takes part in one only
+    #: with this explicit consent.
+    allow_dp_off: bool = False
+    #: The party's own zCDP budget per ISO week of its own clock, over every round it
+    #: joins, whatever the campaign or window is called (0: no cap).
+    max_rho_per_window: float = 2.0
     #: Regions this party serves. With DP on, its contributor indicators come from this
     #: list (empty: every region of the round's schema), never from its tickets, so no
     #: single customer can flip them; tickets in a region not listed are quarantined

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,14 @@ from blindsum.transport.errors import error_from_rpc, is_transient
 from blindsum.transport.pki import Identity, Role, verify_identity_cert, write_private
 from blindsum.transport.tls import secure_channel
 from blindsum.types import RandFn, U64Vector
-from party.privacy import add_party_noise, check_round_privacy, parse_min_dp, set_contributors
+from party.privacy import (
+    PartyLedger,
+    add_party_noise,
+    check_round_privacy,
+    iso_week,
+    parse_min_dp,
+    set_contributors,
+)
 
 log = get_logger("blindsum.party")
 
@@ -67,6 +75,8 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
 }
 
 
+#: The party's own DP ledger, in its state directory.
+LEDGER_FILE = "dp-ledger.json"
 #: Key of a closed round's summary in its state file.
 CLOSED_KEY = "closed"
 
@@ -215,6 +225,7 @@ class PartyNode:
         rand: RandFn = secrets.token_bytes,
         drop_after: Phase | None = None,
         on_view: Callable[[RoundView], None] | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         if bundle.identity.role is not Role.PARTY or bundle.identity_key is None:
             raise InvalidArgument("this bundle is not a party bundle", field="--bundle")
@@ -225,6 +236,8 @@ class PartyNode:
         self.rand = rand
         self.drop_after = drop_after
         self.on_view = on_view or (lambda _view: None)
+        #: The party's own clock: its DP ledger's weeks are read from it.
+        self.clock_ms = clock_ms
         self.poll = bundle.config.poll_interval_s
 
     async def close(self) -> None:
@@ -307,6 +320,7 @@ class PartyNode:
             min_dp=parse_min_dp(self.bundle.config.min_dp),
             max_rho=self.bundle.config.max_rho,
             threshold=view.threshold,
+            allow_dp_off=self.bundle.config.allow_dp_off,
         )
         state = _RoundState.load(self.bundle.state_dir / f"{codec.check_round_id(round_id)}.json")
         if state.closed is not None:
@@ -318,9 +332,16 @@ class PartyNode:
                 field="round_id",
             )
         served = tuple(self.bundle.config.regions)
-        vector = add_party_noise(
-            schema, view.dp, set_contributors(schema, view.dp, source(schema), served)
-        )
+        raw = set_contributors(schema, view.dp, source(schema), served)
+        if view.dp.mode is not DpMode.OFF:
+            # Charged before anything leaves, once per round, whatever it is called.
+            PartyLedger(self.bundle.state_dir / LEDGER_FILE).charge(
+                round_id=round_id,
+                window=iso_week(self.clock_ms()),
+                rho=view.dp.rho,
+                limit=self.bundle.config.max_rho_per_window,
+            )
+        vector = add_party_noise(schema, view.dp, raw)
         if view.dp.mode is DpMode.DISTRIBUTED:
             self._say(view, f"added distributed DP noise (rho {view.dp.rho:g})")
         if view.mode is Mode.HE:

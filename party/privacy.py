@@ -20,7 +20,10 @@ a CSPRNG-keyed sampler (:class:`~blindsum.dp.sampler.CsprngSource`).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +32,7 @@ from blindsum.dp.sampler import CsprngSource, RandomSource
 from blindsum.errors import FailedPrecondition, InvalidArgument
 from blindsum.model import DpMode, DpSpec
 from blindsum.schema import MetricKind, Schema
+from blindsum.transport.pki import write_private
 from blindsum.types import U64Vector
 
 _STRENGTH = {DpMode.OFF: 0, DpMode.CENTRAL: 1, DpMode.DISTRIBUTED: 2}
@@ -41,12 +45,26 @@ def parse_min_dp(value: str) -> DpMode:
         raise InvalidArgument("must be off, central or distributed", field="min_dp") from None
 
 
-def check_round_privacy(dp: DpSpec, *, min_dp: DpMode, max_rho: float, threshold: int) -> None:
+def check_round_privacy(
+    dp: DpSpec,
+    *,
+    min_dp: DpMode,
+    max_rho: float,
+    threshold: int,
+    allow_dp_off: bool = False,
+) -> None:
     """Raise FailedPrecondition (naming ``dp``) if the round breaks this party's policy.
 
     ``threshold`` is the round's t (secagg) or receipt minimum (he): the fewest parties
-    whose noise can end up in the sum the aggregator sees.
+    whose noise can end up in the sum the aggregator sees. A round without DP needs
+    ``allow_dp_off``: its totals are released exact, and no budget is charged for it.
     """
+    if dp.mode is DpMode.OFF and not allow_dp_off:
+        raise FailedPrecondition(
+            "round has no differential privacy, and this party has not consented to "
+            "DP-off rounds (allow_dp_off in party.toml)",
+            field="dp.mode",
+        )
     if _STRENGTH[dp.mode] < _STRENGTH[min_dp]:
         raise FailedPrecondition(
             f"round uses DP mode {dp.mode.value}, this party requires at least {min_dp.value}",
@@ -141,3 +159,60 @@ def add_party_noise(
     wrapped = np.array([n % (1 << 64) for n in noise], dtype=np.uint64)
     with np.errstate(over="ignore"):
         return (vector + wrapped).astype(np.uint64)
+
+
+LEDGER_FORMAT = "blindsum/party-ledger/v1"
+
+
+def iso_week(ms: int) -> str:
+    """The ISO week (UTC) of a time in milliseconds, e.g. ``2026-W49``."""
+    year, week, _ = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+class PartyLedger:
+    """The party's own record of the zCDP rho it has spent, per ISO week of its own
+    clock, in a 0600 file next to its round state.
+
+    The aggregator keeps a ledger per campaign and window too, but an operator names
+    both: a renamed campaign or window starts a fresh budget there. This one counts
+    every round the party joins, whatever it is called, and a round that would take the
+    week over ``max_rho_per_window`` is refused before anything is computed. A round is
+    charged once, when the party joins it (retries and restarts do not charge again),
+    and it stays charged even if it later aborts: the safe side.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _entries(self) -> list[dict[str, object]]:
+        if not self.path.exists():
+            return []
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc.get("format") != LEDGER_FORMAT or not isinstance(doc["entries"], list):
+                raise ValueError
+            return [dict(e) for e in doc["entries"]]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidArgument(f"{self.path.name} is corrupt", field="ledger") from None
+
+    def spent(self, window: str) -> float:
+        return math.fsum(float(str(e["rho"])) for e in self._entries() if e.get("window") == window)
+
+    def charge(self, *, round_id: str, window: str, rho: float, limit: float) -> None:
+        """Record ``rho`` for ``round_id`` in ``window``; FailedPrecondition if it would
+        take the window over ``limit`` (0: no limit). Charging a round again is a no-op."""
+        entries = self._entries()
+        if any(e.get("round_id") == round_id for e in entries):
+            return
+        spent = math.fsum(float(str(e["rho"])) for e in entries if e.get("window") == window)
+        if limit > 0 and spent + rho > limit * (1 + 1e-9):
+            raise FailedPrecondition(
+                f"round's rho {rho:g} would bring this party's spend in {window} to "
+                f"{spent + rho:g}, over its max_rho_per_window {limit:g} (party.toml)",
+                field="dp.rho",
+            )
+        entries.append({"round_id": round_id, "window": window, "rho": rho})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"format": LEDGER_FORMAT, "entries": entries}
+        write_private(self.path, json.dumps(doc, sort_keys=True).encode(), overwrite=True)

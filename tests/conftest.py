@@ -15,7 +15,8 @@ from aggregator.admin import enroll, init
 from aggregator.rounds import RoundManager
 from aggregator.service import RunningAggregator, start_aggregator
 from aggregator.store import now_ms
-from blindsum.config import dump_config
+from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
+from blindsum.config import dump_config, load_config
 from blindsum.transport.pki import Role
 
 PARTIES = ("team-a", "team-b", "team-c", "team-d", "team-e")
@@ -55,7 +56,14 @@ def deployment_template(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     )
     (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
     for name in PARTIES:
-        enroll(agg_dir, name, root / "bundles" / name)
+        bundle = root / "bundles" / name
+        enroll(agg_dir, name, bundle)
+        # The protocol tests run DP-off rounds (exact totals), which need each party's
+        # consent; the DP tests open their rounds with explicit DP parameters.
+        party_toml = bundle / BUNDLE_CONFIG
+        party_toml.write_text(
+            dump_config(replace(load_config(party_toml, PartyConfig), allow_dp_off=True))
+        )
     enroll(agg_dir, "reader-1", root / "bundles" / "reader-1", role=Role.READER)
     return Deployment(root=root, agg_dir=agg_dir)
 
