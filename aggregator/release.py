@@ -50,6 +50,7 @@ from blindsum.model import (
     SloKind,
     Statistic,
     TrendPoint,
+    iso_week,
 )
 from blindsum.schema import Schema
 
@@ -109,8 +110,7 @@ class ReleasePolicy:
         """The ledger window a round opened at ``when_ms`` belongs to (UTC)."""
         when = datetime.fromtimestamp(when_ms / 1000, tz=UTC)
         if self.window == "week":
-            year, week, _ = when.isocalendar()
-            return f"{year}-W{week:02d}"
+            return iso_week(when)
         if self.window == "month":
             return f"{when.year}-{when.month:02d}"
         return "all"

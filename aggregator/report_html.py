@@ -52,6 +52,7 @@ from blindsum.model import (
     SloKind,
     Statistic,
     TrendPoint,
+    iso_week,
 )
 
 __all__ = ["CHARTS", "render_html"]
@@ -988,11 +989,6 @@ class _Release:
         return (self.released_ms, self.round_id)
 
 
-def _iso_week(ms: int) -> str:
-    year, week, _ = datetime.fromtimestamp(ms / 1000, tz=UTC).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
 def _trend_rounds(report: Report) -> list[_Release]:
     """Distinct releases over every region's trend, oldest first, with axis labels."""
     windows: dict[tuple[int, str], str | None] = {}
@@ -1002,7 +998,7 @@ def _trend_rounds(report: Report) -> list[_Release]:
             if windows.get(key) is None:
                 windows[key] = p.window or None
     keys = sorted(windows)
-    labels = [windows[key] or _iso_week(key[0]) for key in keys]
+    labels = [windows[key] or iso_week(key[0]) for key in keys]
     if len(set(labels)) < len(labels):
         labels = [
             f"{label} {_utc(ms)[5:10]}" if labels.count(label) > 1 else label

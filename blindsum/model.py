@@ -6,8 +6,18 @@ place that converts them to and from protobuf.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
+
+
+def iso_week(when: dt.date | int) -> str:
+    """The ISO week label of DP windows, e.g. ``2026-W49``: of a date, or of a time in
+    milliseconds since the epoch (UTC)."""
+    if isinstance(when, int):
+        when = dt.datetime.fromtimestamp(when / 1000, tz=dt.UTC)
+    year, week, _ = when.isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 class Mode(enum.Enum):

@@ -49,7 +49,16 @@ from blindsum import codec, reportdoc
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.config import dump_config, load_config
 from blindsum.errors import BlindsumError, InvalidArgument, Unavailable
-from blindsum.model import Cell, DpMode, DpSpec, Mode, OpenRoundSpec, Report, Severity
+from blindsum.model import (
+    Cell,
+    DpMode,
+    DpSpec,
+    Mode,
+    OpenRoundSpec,
+    Report,
+    Severity,
+    iso_week,
+)
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
 from blindsum.schema import MetricKind, Schema
 from blindsum.types import U64Vector
@@ -120,11 +129,6 @@ def _set_served_regions(bundle: Path, regions: tuple[str, ...]) -> None:
     path = bundle / BUNDLE_CONFIG
     cfg = load_config(path, PartyConfig)
     path.write_text(dump_config(replace(cfg, regions=regions)))
-
-
-def iso_week(day: dt.date) -> str:
-    year, week, _ = day.isocalendar()
-    return f"{year}-W{week:02d}"
 
 
 def _spawn(args: Sequence[str], *, log: Path | None) -> subprocess.Popen[bytes]:

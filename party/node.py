@@ -38,7 +38,7 @@ from blindsum.errors import (
     Unavailable,
 )
 from blindsum.log import get_logger
-from blindsum.model import DpMode, Mode, Phase, RoundState, RoundView
+from blindsum.model import DpMode, Mode, Phase, RoundState, RoundView, iso_week
 from blindsum.protocol.he import make_receipt
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
@@ -51,7 +51,6 @@ from party.privacy import (
     PartyLedger,
     add_party_noise,
     check_round_privacy,
-    iso_week,
     parse_min_dp,
     set_contributors,
 )

@@ -20,7 +20,6 @@ a CSPRNG-keyed sampler (:class:`~blindsum.dp.sampler.CsprngSource`).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -162,12 +161,6 @@ def add_party_noise(
 
 
 LEDGER_FORMAT = "blindsum/party-ledger/v1"
-
-
-def iso_week(ms: int) -> str:
-    """The ISO week (UTC) of a time in milliseconds, e.g. ``2026-W49``."""
-    year, week, _ = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isocalendar()
-    return f"{year}-W{week:02d}"
 
 
 class PartyLedger:

@@ -15,9 +15,9 @@ from aggregator.service import RunningAggregator
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.config import dump_config, load_config
 from blindsum.errors import FailedPrecondition, InvalidArgument
-from blindsum.model import DpMode, DpSpec, RoundState, RoundView
+from blindsum.model import DpMode, DpSpec, RoundState, RoundView, iso_week
 from party.node import LEDGER_FILE
-from party.privacy import PartyLedger, check_round_privacy, iso_week
+from party.privacy import PartyLedger, check_round_privacy
 from tests.conftest import PARTIES, Deployment
 from tests.integration.test_rounds_grpc import open_round, party_vector, run_parties
 
