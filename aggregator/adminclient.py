@@ -17,7 +17,6 @@ import grpc
 import grpc.aio
 
 from aggregator import config as cfgmod
-from blindsum.errors import Unavailable
 from blindsum.log import get_logger
 from blindsum.rpc.v1 import admin_pb2_grpc
 from blindsum.transport.errors import error_from_rpc
@@ -51,16 +50,6 @@ def admin_channel(directory: Path) -> grpc.aio.Channel:
     return secure_channel(admin_address(directory), tls, ca, server_name=cfg.server.server_name)
 
 
-def unreachable(directory: Path, rpc: str, detail: str) -> Unavailable:
-    """The one-line error for a server that does not answer, saying what to run."""
-    return Unavailable(
-        f"cannot reach the aggregator at {admin_address(directory)} ({detail}); "
-        f"start it with `blindsum aggregator serve {directory}`, or wait longer with "
-        "--connect-timeout",
-        field=f"AdminService.{rpc}",
-    )
-
-
 async def admin_call(
     directory: Path, rpc: str, request: Any, *, connect_timeout_s: float = 0.0
 ) -> Any:
@@ -90,16 +79,14 @@ async def admin_call(
             try:
                 return await getattr(stub, rpc)(request, timeout=RPC_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
-                err = error_from_rpc(exc, f"AdminService.{rpc}")
-                state = channel.get_state(try_to_connect=False)
-                never_connected = state is not grpc.ChannelConnectivity.READY
-                if (
-                    exc.code() is grpc.StatusCode.UNAVAILABLE
-                    and never_connected
-                    and "TLS" not in err.message
-                    and "certificate" not in err.message
-                ):
-                    raise unreachable(directory, rpc, exc.details() or "unavailable") from None
-                raise err from None
+                # "Start the server" only if we never got through to one.
+                connected = channel.get_state() is grpc.ChannelConnectivity.READY
+                raise error_from_rpc(
+                    exc,
+                    f"AdminService.{rpc}",
+                    server="" if connected else f"the aggregator at {admin_address(directory)}",
+                    advice=f"start it with `blindsum aggregator serve {directory}`, or wait "
+                    "longer with --connect-timeout",
+                ) from None
         finally:
             await channel.close(None)

@@ -81,6 +81,14 @@ class Bundle:
         return path if path.is_absolute() else self.path / path
 
 
+def reach_advice(bundle_dir: Path) -> str:
+    """What to check when the aggregator named in a bundle does not answer."""
+    return (
+        f"check --aggregator or `aggregator` in {bundle_dir / BUNDLE_CONFIG}, and that "
+        "`blindsum aggregator serve` runs there"
+    )
+
+
 def load_bundle(path: Path) -> Bundle:
     """Load and sanity-check a bundle directory; errors name the missing file."""
     if not path.is_dir():

@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.message import Message
 
 from blindsum import codec
-from blindsum.bundle import Bundle
+from blindsum.bundle import Bundle, reach_advice
 from blindsum.crypto.he import to_centred
 from blindsum.crypto.sign import VerifyKey
 from blindsum.errors import (
@@ -100,11 +100,6 @@ class RetryPolicy:
     rpc_timeout_s: float = 30.0
 
 
-def _tls_problem(message: str) -> bool:
-    """True when error_from_rpc blamed the TLS handshake rather than the address."""
-    return "TLS" in message or "certificate" in message
-
-
 class RoundClient:
     """Typed calls to the RoundService with bounded, jittered retries on transient errors."""
 
@@ -134,24 +129,17 @@ class RoundClient:
             except grpc.aio.AioRpcError as exc:
                 retryable = is_transient(exc.code()) or exc.code() in _RETRY_ALSO
                 if not retryable or attempt == self.retry.max_attempts:
-                    raise self._error(exc, rpc) from None
+                    raise error_from_rpc(
+                        exc,
+                        f"RoundService.{rpc}",
+                        server=f"the aggregator at {self.address}",
+                        advice=reach_advice(self.bundle.path),
+                    ) from None
                 log.info("rpc_retry", rpc=rpc, attempt=attempt, code=exc.code().name)
             jitter = secrets.randbelow(1000) / 1000.0
             await asyncio.sleep(delay * (0.5 + jitter))
             delay = min(delay * 2, self.retry.max_backoff_s)
         raise Unavailable(f"RoundService.{rpc}: no attempts left")  # pragma: no cover
-
-    def _error(self, exc: grpc.aio.AioRpcError, rpc: str) -> BlindsumError:
-        error = error_from_rpc(exc, f"RoundService.{rpc}")
-        if exc.code() is grpc.StatusCode.UNAVAILABLE and not _tls_problem(error.message):
-            # Nothing listens there, or it went away: say where we dialled and what to check.
-            return Unavailable(
-                f"cannot reach the aggregator at {self.address} ({exc.details()}); check "
-                f"--aggregator or `aggregator` in {self.bundle.path / 'party.toml'}, and that "
-                "`blindsum aggregator serve` runs there",
-                field=f"RoundService.{rpc}",
-            )
-        return error
 
 
 @dataclass

@@ -126,12 +126,16 @@ def translate(
     return wrapper
 
 
-def error_from_rpc(e: grpc.aio.AioRpcError, rpc: str) -> BlindsumError:
+def error_from_rpc(
+    e: grpc.aio.AioRpcError, rpc: str, *, server: str = "", advice: str = ""
+) -> BlindsumError:
     """The typed error for a failed call; the message is prefixed with ``rpc``.
 
     An UNAVAILABLE whose details mention TLS, or a closed socket (how a client
     sees the server reject its certificate under TLS 1.3), says that the TLS
-    handshake may have failed, since grpc reports nothing more specific.
+    handshake may have failed, since grpc reports nothing more specific. Any other
+    UNAVAILABLE says "cannot reach ``server``" when the caller names it, followed by
+    ``advice`` (what to run or check), so every client words it the same way.
     """
     code = e.code()
     details = e.details() or ""
@@ -152,6 +156,9 @@ def error_from_rpc(e: grpc.aio.AioRpcError, rpc: str) -> BlindsumError:
                 f"certificate (issued by another CA?): {details}",
                 field=rpc,
             )
+        if server:
+            tail = f"; {advice}" if advice else ""
+            return cls(f"cannot reach {server} ({details}){tail}", field=rpc)
         return cls(f"server unavailable: {details}", field=rpc)
     if code == StatusCode.DEADLINE_EXCEEDED:
         return cls(f"deadline exceeded: {details}", field=rpc)

@@ -11,8 +11,7 @@ from typing import Any
 import grpc
 
 from blindsum import codec
-from blindsum.bundle import load_bundle
-from blindsum.errors import Unavailable
+from blindsum.bundle import load_bundle, reach_advice
 from blindsum.model import Report
 from blindsum.rpc.v1 import common_pb2, report_pb2_grpc
 from blindsum.transport.errors import error_from_rpc
@@ -54,16 +53,12 @@ async def _fetch(args: argparse.Namespace) -> Report:
         stub = report_pb2_grpc.ReportServiceStub(channel)
         msg = await stub.GetReport(common_pb2.RoundRef(round_id=args.round), timeout=30)
     except grpc.aio.AioRpcError as exc:
-        error = error_from_rpc(exc, "ReportService.GetReport")
-        if isinstance(error, Unavailable) and not any(
-            hint in error.message for hint in ("TLS", "certificate")
-        ):
-            raise Unavailable(
-                f"cannot reach the aggregator at {address}: {exc.details()}; check --aggregator "
-                f"or `aggregator` in {args.bundle}/party.toml, and that the aggregator runs",
-                field="ReportService.GetReport",
-            ) from None
-        raise error from None
+        raise error_from_rpc(
+            exc,
+            "ReportService.GetReport",
+            server=f"the aggregator at {address}",
+            advice=reach_advice(args.bundle),
+        ) from None
     finally:
         await channel.close(None)
     return codec.report_from_pb(msg)

@@ -205,6 +205,19 @@ def test_error_from_rpc_plain_unavailable_has_no_tls_hint() -> None:
     assert "Connection refused" in err.message
 
 
+def test_error_from_rpc_names_the_server_and_what_to_do_only_when_nothing_answered() -> None:
+    refused = _rpc_error(grpc.StatusCode.UNAVAILABLE, "Connection refused")
+    kw = {"server": "the aggregator at h:1", "advice": "start it"}
+    err = error_from_rpc(refused, "X", **kw)
+    assert err.message == "X: cannot reach the aggregator at h:1 (Connection refused); start it"
+    # A handshake failure is not "nothing answered": the TLS hint wins.
+    tls = _rpc_error(grpc.StatusCode.UNAVAILABLE, "Tls handshake failed")
+    assert "TLS handshake may have failed" in error_from_rpc(tls, "X", **kw).message
+    # Other statuses ignore the server and the advice.
+    denied = _rpc_error(grpc.StatusCode.PERMISSION_DENIED, "no")
+    assert error_from_rpc(denied, "X", **kw).message == "X: no"
+
+
 # --------------------------------------------------------------------------- interceptor config
 
 
