@@ -151,7 +151,8 @@ class MetricsRun:
     values: MetricValues
     summary: MetricsSummary
     vector: U64Vector
-    schema_id: str = ""
+    #: The schema the run was computed for (a pre-flight run is reused only for it).
+    schema_id: str
 
 
 def compute(

@@ -190,7 +190,7 @@ class PartyLedger:
             raise InvalidArgument(f"{self.path.name} is corrupt", field="ledger") from None
 
     def spent(self, window: str) -> float:
-        return math.fsum(float(str(e["rho"])) for e in self._entries() if e.get("window") == window)
+        return _spent(self._entries(), window)
 
     def charge(self, *, round_id: str, window: str, rho: float, limit: float) -> None:
         """Record ``rho`` for ``round_id`` in ``window``; FailedPrecondition if it would
@@ -198,7 +198,7 @@ class PartyLedger:
         entries = self._entries()
         if any(e.get("round_id") == round_id for e in entries):
             return
-        spent = math.fsum(float(str(e["rho"])) for e in entries if e.get("window") == window)
+        spent = _spent(entries, window)
         if limit > 0 and spent + rho > limit * (1 + 1e-9):
             raise FailedPrecondition(
                 f"round's rho {rho:g} would bring this party's spend in {window} to "
@@ -209,3 +209,7 @@ class PartyLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"format": LEDGER_FORMAT, "entries": entries}
         write_private(self.path, json.dumps(doc, sort_keys=True).encode(), overwrite=True)
+
+
+def _spent(entries: list[dict[str, object]], window: str) -> float:
+    return math.fsum(float(str(e["rho"])) for e in entries if e.get("window") == window)

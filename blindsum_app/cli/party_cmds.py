@@ -100,6 +100,39 @@ def print_ingest(ingest: Any, metrics: Any | None = None, quarantine: Path | Non
         )
 
 
+def _checked_metrics(args: argparse.Namespace, schema: Schema, served: tuple[str, ...]) -> Any:
+    """The metrics file, parsed for ``schema`` (errors name the file, row and column),
+    with no data in a region the party does not serve."""
+    from party.privacy import check_served_offline  # noqa: PLC0415
+
+    vector = _load_metrics(args, schema)
+    check_served_offline(schema, vector, served)
+    return vector
+
+
+def _checked_tickets(
+    args: argparse.Namespace,
+    schema: Schema,
+    secret: Any,
+    served: tuple[str, ...],
+    policy: Any,
+    *,
+    show: bool = True,
+) -> tuple[Any, Any]:
+    """The ticket export through the whole pipeline for ``schema``: its summary printed
+    (unless ``show`` is False), then refused if it has nothing, or too little, to
+    submit. Returns the source and the run."""
+    from party.pipeline import check_submittable, compute  # noqa: PLC0415
+
+    source = _ticket_source(args)
+    run = compute(source, schema, secret, served=served)
+    if show:
+        print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
+    name, hint = _schema_words(args)
+    check_submittable(run, source, schema, policy, schema_name=name, hint=hint)
+    return source, run
+
+
 def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> Any:
     """The node's input, checked now, before any network call: a per-region metrics
     file parsed against the schema, or a ticket export run through the whole pipeline
@@ -108,28 +141,21 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
     With ``reuse`` (a one-shot submit) a round with the same schema takes the vector
     computed now; a daemon reads its export afresh for every round, since the export
     changes between rounds."""
-    from party.privacy import check_served_offline  # noqa: PLC0415
-
     schema = _schema(args)
     served = tuple(bundle.config.regions)
     if args.metrics is not None:
         path: Path = args.metrics
-        # Fails now, naming the file, row and column.
-        check_served_offline(schema, _load_metrics(args, schema), served)
+        _checked_metrics(args, schema, served)
 
         def from_file(round_schema: Schema) -> Any:
             return load_metrics_file(path, round_schema)
 
         return from_file
-    from party.pipeline import check_submittable, compute, tickets_source  # noqa: PLC0415
+    from party.pipeline import tickets_source  # noqa: PLC0415
 
-    source = _ticket_source(args)
     policy = _policy(args, bundle)
     secret = _secret_path(args)
-    run = compute(source, schema, secret, served=served)
-    print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
-    name, hint = _schema_words(args)
-    check_submittable(run, source, schema, policy, schema_name=name, hint=hint)
+    source, run = _checked_tickets(args, schema, secret, served, policy)
 
     def report(later: Any) -> None:
         print_ingest(later.ingest.summary, later.summary, source.quarantine_target)
@@ -300,14 +326,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a metrics file, or a ticket export, offline: what submit would check."""
-    from party.privacy import check_served_offline  # noqa: PLC0415
-
     schema = _schema(args)
     bundle = load_bundle(args.bundle) if args.bundle else None
     served = tuple(bundle.config.regions) if bundle else ()
     if args.metrics is not None:
-        vector = _load_metrics(args, schema)
-        check_served_offline(schema, vector, served)
+        vector = _checked_metrics(args, schema, served)
         values = schema.decode(vector)
         regions = [r for r in schema.regions if vector[schema.contributor_index(r)]]
         if args.json:
@@ -326,20 +349,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"({len(regions)} of {len(schema.regions)} regions, {len(vector)} slots)"
         )
         return 0
-    from party.pipeline import check_submittable, compute  # noqa: PLC0415
     from party.pseudonym import PartySecret  # noqa: PLC0415
 
-    source = _ticket_source(args)
     # Without --secret or --bundle, a throwaway key: the per-customer cap counts the same
     # under any key, and an offline check must not create a secret file as a side effect.
     secret = (
         _secret_path(args) if args.secret or args.bundle else PartySecret(secrets.token_bytes(32))
     )
-    run = compute(source, schema, secret, served=served)
-    if not args.json:
-        print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
-    name, hint = _schema_words(args)
-    check_submittable(run, source, schema, _policy(args, bundle), schema_name=name, hint=hint)
+    _, run = _checked_tickets(
+        args, schema, secret, served, _policy(args, bundle), show=not args.json
+    )
     summary = run.ingest.summary
     if args.json:
         print_json(
