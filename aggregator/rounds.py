@@ -286,6 +286,8 @@ class RoundManager:
             unmasked=unmasked,
             consistent=consistent,
             dp=_dp_of(rec),
+            window_start_ms=rec.window_start_ms,
+            window_end_ms=rec.window_end_ms,
         )
 
     def list_rounds(self, *, party: str | None = None, only_open: bool = False) -> list[RoundView]:

@@ -26,7 +26,7 @@ from aggregator.store import Store, now_ms, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
+from blindsum.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
 from blindsum.rpc.v1 import (
     admin_pb2,
@@ -87,6 +87,18 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
             known = codec.phase_from_pb(request.known_phase, field="RoundRef.known_phase")
             view = await self.m.watch(request.round_id, known, request.wait_ms)
         return codec.round_view_to_pb(view)
+
+    @translate
+    async def Commit(  # noqa: N802 - gRPC method name
+        self, request: round_pb2.CommitRequest, context: Ctx
+    ) -> common_pb2.Ack:
+        raise FailedPrecondition("this aggregator has no commit phase yet", field="Commit")
+
+    @translate
+    async def GetCommits(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.RoundRef, context: Ctx
+    ) -> round_pb2.CommitList:
+        raise FailedPrecondition("this aggregator has no commit phase yet", field="GetCommits")
 
     @translate
     async def Advertise(  # noqa: N802 - gRPC method name

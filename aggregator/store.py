@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from blindsum.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def now_ms() -> int:
@@ -56,6 +56,13 @@ class RoundRecord:
     dp_expected_parties: int = 0
     dp_campaign: str = ""
     dp_window: str = ""
+    # The secagg threat model as canonical JSON ("" for he rounds and older rounds).
+    threat_json: str = ""
+    # The ticket window the round covers, UTC ms, end exclusive (0, 0: not windowed).
+    window_start_ms: int = 0
+    window_end_ms: int = 0
+    # Parties caught revealing provably wrong shares: JSON list of [party, reason].
+    misbehaving_json: str = "[]"
 
     def with_phase(self, phase: str, deadline_ms: int) -> RoundRecord:
         return replace(self, phase=phase, phase_deadline_ms=deadline_ms, updated_ms=now_ms())
@@ -100,7 +107,9 @@ _DDL = [
         abort_reason TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL,
         dp_mode TEXT NOT NULL DEFAULT 'off', dp_rho {double} NOT NULL DEFAULT 0,
         dp_expected_parties INTEGER NOT NULL DEFAULT 0,
-        dp_campaign TEXT NOT NULL DEFAULT '', dp_window TEXT NOT NULL DEFAULT '')""",
+        dp_campaign TEXT NOT NULL DEFAULT '', dp_window TEXT NOT NULL DEFAULT '',
+        threat_json TEXT NOT NULL DEFAULT '', window_start_ms BIGINT NOT NULL DEFAULT 0,
+        window_end_ms BIGINT NOT NULL DEFAULT 0, misbehaving_json TEXT NOT NULL DEFAULT '[]')""",
     """CREATE TABLE IF NOT EXISTS submissions (
         round_id TEXT NOT NULL, phase TEXT NOT NULL, party TEXT NOT NULL,
         digest TEXT NOT NULL, payload {blob}, created_ms BIGINT NOT NULL,
@@ -131,10 +140,20 @@ _MIGRATE_1_TO_2 = [
     "ALTER TABLE releases ADD COLUMN campaign TEXT NOT NULL DEFAULT ''",
 ]
 
+#: Schema version 2 -> 3 added the secagg threat model, the ticket window and the
+#: parties caught misbehaving to every round.
+_MIGRATE_2_TO_3 = [
+    "ALTER TABLE rounds ADD COLUMN threat_json TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE rounds ADD COLUMN window_start_ms BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE rounds ADD COLUMN window_end_ms BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE rounds ADD COLUMN misbehaving_json TEXT NOT NULL DEFAULT '[]'",
+]
+
 _ROUND_COLUMNS = (
     "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
     "min_contributors, graph_degree, phase_timeout_s, phase_deadline_ms, abort_reason, "
-    "created_ms, updated_ms, dp_mode, dp_rho, dp_expected_parties, dp_campaign, dp_window"
+    "created_ms, updated_ms, dp_mode, dp_rho, dp_expected_parties, dp_campaign, dp_window, "
+    "threat_json, window_start_ms, window_end_ms, misbehaving_json"
 )
 
 
@@ -171,6 +190,10 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
         dp_expected_parties=int(row[17]),
         dp_campaign=row[18],
         dp_window=row[19],
+        threat_json=row[20],
+        window_start_ms=int(row[21]),
+        window_end_ms=int(row[22]),
+        misbehaving_json=row[23],
     )
 
 
@@ -196,6 +219,10 @@ def _round_params(r: RoundRecord) -> tuple[Any, ...]:
         r.dp_expected_parties,
         r.dp_campaign,
         r.dp_window,
+        r.threat_json,
+        r.window_start_ms,
+        r.window_end_ms,
+        r.misbehaving_json,
     )
 
 
@@ -260,13 +287,12 @@ class Store:
             row = None
             if self._has_table("meta"):
                 row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and int(row[0]) == 1:
-                for ddl in _MIGRATE_1_TO_2:
+            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+            while row is not None and int(row[0]) in steps:
+                for ddl in steps[int(row[0])]:
                     self._exec(ddl.format(**types))
-                self._exec(
-                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-                )
-                row = (str(SCHEMA_VERSION),)
+                row = (str(int(row[0]) + 1),)
+                self._exec("UPDATE meta SET value = ? WHERE key = 'schema_version'", (row[0],))
             for ddl in _DDL:
                 self._exec(ddl.format(**types))
             if row is None:
@@ -329,13 +355,14 @@ class Store:
         with self.transaction():
             self._exec(
                 "UPDATE rounds SET state = ?, phase = ?, phase_deadline_ms = ?, abort_reason = ?, "
-                "updated_ms = ? WHERE round_id = ?",
+                "updated_ms = ?, misbehaving_json = ? WHERE round_id = ?",
                 (
                     record.state,
                     record.phase,
                     record.phase_deadline_ms,
                     record.abort_reason,
                     record.updated_ms,
+                    record.misbehaving_json,
                     record.round_id,
                 ),
             )

@@ -148,6 +148,8 @@ def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
         unmasked=list(view.unmasked),
         consistent=list(view.consistent),
         dp=dp_to_pb(view.dp),
+        window_start_unix_ms=view.window_start_ms,
+        window_end_unix_ms=view.window_end_ms,
     )
 
 
@@ -179,6 +181,8 @@ def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
         unmasked=tuple(info.unmasked),
         consistent=tuple(info.consistent),
         dp=dp_from_pb(info.dp, field="RoundInfo.dp") if info.HasField("dp") else DpSpec(),
+        window_start_ms=info.window_start_unix_ms,
+        window_end_ms=info.window_end_unix_ms,
     )
 
 
@@ -192,6 +196,8 @@ def open_round_to_pb(spec: OpenRoundSpec) -> admin_pb2.OpenRoundRequest:
         schema_toml=spec.schema_toml,
         round_id=spec.round_id,
         dp=None if spec.dp is None else dp_to_pb(spec.dp),
+        window_start_unix_ms=spec.window_start_ms,
+        window_end_unix_ms=spec.window_end_ms,
     )
 
 
@@ -207,6 +213,8 @@ def open_round_from_pb(req: admin_pb2.OpenRoundRequest) -> OpenRoundSpec:
         schema_toml=req.schema_toml,
         round_id=req.round_id,
         dp=dp_from_pb(req.dp) if req.HasField("dp") else None,
+        window_start_ms=req.window_start_unix_ms,
+        window_end_ms=req.window_end_unix_ms,
     )
 
 

@@ -73,6 +73,9 @@ class RoundView:
     unmasked: tuple[str, ...] = ()
     consistent: tuple[str, ...] = ()
     dp: DpSpec = field(default_factory=lambda: DpSpec())  # noqa: PLW0108 - defined below
+    #: The tickets the round covers: created in [start, end), UTC ms; (0, 0) = all.
+    window_start_ms: int = 0
+    window_end_ms: int = 0
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
@@ -139,6 +142,9 @@ class OpenRoundSpec:
     round_id: str = ""
     #: None picks the aggregator's configured default.
     dp: DpSpec | None = None
+    #: The ticket window, UTC ms, end exclusive; both 0 picks the default window.
+    window_start_ms: int = 0
+    window_end_ms: int = 0
 
 
 class CellStatus(enum.Enum):

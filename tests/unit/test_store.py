@@ -200,6 +200,8 @@ def test_version_1_sqlite_store_migrates(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{path}")
     old = store.round("r-old")
     assert (old.mode, old.dp_mode, old.dp_rho) == ("he", "off", 0.0)
+    # Version 3 columns, added by the second migration step.
+    assert (old.threat_json, old.window_start_ms, old.misbehaving_json) == ("", 0, "[]")
     assert store.release("r-old") == b"{}"
     assert store.ledger_spent("any", "w") == 0.0
     store.close()

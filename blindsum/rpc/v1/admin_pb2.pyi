@@ -31,6 +31,10 @@ class OpenRoundRequest(_message.Message):
     SCHEMA_TOML_FIELD_NUMBER: _builtins.int
     ROUND_ID_FIELD_NUMBER: _builtins.int
     DP_FIELD_NUMBER: _builtins.int
+    THREAT_FIELD_NUMBER: _builtins.int
+    GRAPH_DEGREE_FIELD_NUMBER: _builtins.int
+    WINDOW_START_UNIX_MS_FIELD_NUMBER: _builtins.int
+    WINDOW_END_UNIX_MS_FIELD_NUMBER: _builtins.int
     mode: _common_pb2.Mode.ValueType
     min_contributors: _builtins.int
     threshold: _builtins.int
@@ -40,12 +44,23 @@ class OpenRoundRequest(_message.Message):
     """Empty means the default schema shipped with blindsum."""
     round_id: _builtins.str
     """Optional caller-chosen id; empty asks the aggregator to draw one."""
+    graph_degree: _builtins.int
+    """0 lets the parameter finder choose."""
+    window_start_unix_ms: _builtins.int
+    """The ticket window (UTC ms, end exclusive). Both 0: the ISO week before the open."""
+    window_end_unix_ms: _builtins.int
     @_builtins.property
     def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def dp(self) -> _common_pb2.DpParams:
         """Unset takes the aggregator's configured default. Fields left empty or zero
         inside it (rho, expected_parties, campaign, window) take their defaults too.
+        """
+
+    @_builtins.property
+    def threat(self) -> _common_pb2.ThreatModel:
+        """Unset takes the aggregator's configured threat model; the degree and threshold
+        are then derived from it unless given below (and checked against it if given).
         """
 
     def __init__(
@@ -59,10 +74,14 @@ class OpenRoundRequest(_message.Message):
         schema_toml: _builtins.str = ...,
         round_id: _builtins.str = ...,
         dp: _common_pb2.DpParams | None = ...,
+        threat: _common_pb2.ThreatModel | None = ...,
+        graph_degree: _builtins.int = ...,
+        window_start_unix_ms: _builtins.int = ...,
+        window_end_unix_ms: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "threat", b"threat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase_timeout_seconds", b"phase_timeout_seconds", "round_id", b"round_id", "schema_toml", b"schema_toml", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "graph_degree", b"graph_degree", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase_timeout_seconds", b"phase_timeout_seconds", "round_id", b"round_id", "schema_toml", b"schema_toml", "threat", b"threat", "threshold", b"threshold", "window_end_unix_ms", b"window_end_unix_ms", "window_start_unix_ms", b"window_start_unix_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

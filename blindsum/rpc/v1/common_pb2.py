@@ -24,27 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lindsum/rpc/v1/common.proto\x12\x0f\x62lindsum.rpc.v1\"z\n\x08\x44pParams\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.blindsum.rpc.v1.DpMode\x12\x0b\n\x03rho\x18\x02 \x01(\x01\x12\x18\n\x10\x65xpected_parties\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x01(\t\"Z\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12+\n\x0bknown_phase\x18\x02 \x01(\x0e\x32\x16.blindsum.rpc.v1.Phase\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"\x8b\x04\n\tRoundInfo\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12#\n\x04mode\x18\x02 \x01(\x0e\x32\x15.blindsum.rpc.v1.Mode\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.blindsum.rpc.v1.RoundState\x12%\n\x05phase\x18\x04 \x01(\x0e\x32\x16.blindsum.rpc.v1.Phase\x12\x11\n\tschema_id\x18\x05 \x01(\t\x12\x13\n\x0bschema_toml\x18\x06 \x01(\t\x12\x0f\n\x07parties\x18\x07 \x03(\t\x12\x11\n\tthreshold\x18\x08 \x01(\r\x12\x18\n\x10min_contributors\x18\t \x01(\r\x12\x1e\n\x16phase_deadline_unix_ms\x18\n \x01(\x03\x12\x11\n\tsubmitted\x18\x0b \x03(\t\x12\x14\n\x0c\x61\x62ort_reason\x18\x0c \x01(\t\x12\x15\n\rvector_length\x18\r \x01(\r\x12\x17\n\x0f\x63reated_unix_ms\x18\x0e \x01(\x03\x12\x14\n\x0cgraph_degree\x18\x0f \x01(\r\x12\x12\n\nadvertised\x18\x10 \x03(\t\x12\x0e\n\x06shared\x18\x11 \x03(\t\x12\x0e\n\x06masked\x18\x12 \x03(\t\x12\x10\n\x08unmasked\x18\x13 \x03(\t\x12\x12\n\nconsistent\x18\x14 \x03(\t\x12%\n\x02\x64p\x18\x15 \x01(\x0b\x32\x19.blindsum.rpc.v1.DpParams\")\n\x03\x41\x63k\x12\x12\n\ndigest_hex\x18\x01 \x01(\t\x12\x0e\n\x06replay\x18\x02 \x01(\x08*:\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_SECAGG\x10\x01\x12\x0b\n\x07MODE_HE\x10\x02*`\n\x06\x44pMode\x12\x17\n\x13\x44P_MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44P_MODE_OFF\x10\x01\x12\x13\n\x0f\x44P_MODE_CENTRAL\x10\x02\x12\x17\n\x13\x44P_MODE_DISTRIBUTED\x10\x03*r\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10ROUND_STATE_OPEN\x10\x01\x12\x18\n\x14ROUND_STATE_COMPLETE\x10\x02\x12\x17\n\x13ROUND_STATE_ABORTED\x10\x03*\xa0\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPHASE_ADVERTISE\x10\x01\x12\x0f\n\x0bPHASE_SHARE\x10\x02\x12\x0e\n\nPHASE_MASK\x10\x03\x12\x10\n\x0cPHASE_UNMASK\x10\x04\x12\x11\n\rPHASE_COLLECT\x10\x05\x12\x0e\n\nPHASE_DONE\x10\x06\x12\x15\n\x11PHASE_CONSISTENCY\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lindsum/rpc/v1/common.proto\x12\x0f\x62lindsum.rpc.v1\"z\n\x08\x44pParams\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.blindsum.rpc.v1.DpMode\x12\x0b\n\x03rho\x18\x02 \x01(\x01\x12\x18\n\x10\x65xpected_parties\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x01(\t\"\xa0\x01\n\x0bThreatModel\x12\x18\n\x10\x63orrupt_fraction\x18\x01 \x01(\x01\x12\x18\n\x10\x64ropout_fraction\x18\x02 \x01(\x01\x12-\n\tadversary\x18\x03 \x01(\x0e\x32\x1a.blindsum.rpc.v1.Adversary\x12\x14\n\x0cprivacy_bits\x18\x04 \x01(\r\x12\x18\n\x10\x63orrectness_bits\x18\x05 \x01(\r\"-\n\x0cMisbehaviour\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Z\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12+\n\x0bknown_phase\x18\x02 \x01(\x0e\x32\x16.blindsum.rpc.v1.Phase\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"\xba\x05\n\tRoundInfo\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12#\n\x04mode\x18\x02 \x01(\x0e\x32\x15.blindsum.rpc.v1.Mode\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.blindsum.rpc.v1.RoundState\x12%\n\x05phase\x18\x04 \x01(\x0e\x32\x16.blindsum.rpc.v1.Phase\x12\x11\n\tschema_id\x18\x05 \x01(\t\x12\x13\n\x0bschema_toml\x18\x06 \x01(\t\x12\x0f\n\x07parties\x18\x07 \x03(\t\x12\x11\n\tthreshold\x18\x08 \x01(\r\x12\x18\n\x10min_contributors\x18\t \x01(\r\x12\x1e\n\x16phase_deadline_unix_ms\x18\n \x01(\x03\x12\x11\n\tsubmitted\x18\x0b \x03(\t\x12\x14\n\x0c\x61\x62ort_reason\x18\x0c \x01(\t\x12\x15\n\rvector_length\x18\r \x01(\r\x12\x17\n\x0f\x63reated_unix_ms\x18\x0e \x01(\x03\x12\x14\n\x0cgraph_degree\x18\x0f \x01(\r\x12\x12\n\nadvertised\x18\x10 \x03(\t\x12\x0e\n\x06shared\x18\x11 \x03(\t\x12\x0e\n\x06masked\x18\x12 \x03(\t\x12\x10\n\x08unmasked\x18\x13 \x03(\t\x12\x12\n\nconsistent\x18\x14 \x03(\t\x12%\n\x02\x64p\x18\x15 \x01(\x0b\x32\x19.blindsum.rpc.v1.DpParams\x12,\n\x06threat\x18\x16 \x01(\x0b\x32\x1c.blindsum.rpc.v1.ThreatModel\x12\x11\n\tcommitted\x18\x17 \x03(\t\x12\x1c\n\x14window_start_unix_ms\x18\x18 \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x19 \x01(\x03\x12\x32\n\x0bmisbehaving\x18\x1a \x03(\x0b\x32\x1d.blindsum.rpc.v1.Misbehaviour\")\n\x03\x41\x63k\x12\x12\n\ndigest_hex\x18\x01 \x01(\t\x12\x0e\n\x06replay\x18\x02 \x01(\x08*:\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_SECAGG\x10\x01\x12\x0b\n\x07MODE_HE\x10\x02*`\n\x06\x44pMode\x12\x17\n\x13\x44P_MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44P_MODE_OFF\x10\x01\x12\x13\n\x0f\x44P_MODE_CENTRAL\x10\x02\x12\x17\n\x13\x44P_MODE_DISTRIBUTED\x10\x03*r\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10ROUND_STATE_OPEN\x10\x01\x12\x18\n\x14ROUND_STATE_COMPLETE\x10\x02\x12\x17\n\x13ROUND_STATE_ABORTED\x10\x03*\xb2\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPHASE_ADVERTISE\x10\x01\x12\x0f\n\x0bPHASE_SHARE\x10\x02\x12\x0e\n\nPHASE_MASK\x10\x03\x12\x10\n\x0cPHASE_UNMASK\x10\x04\x12\x11\n\rPHASE_COLLECT\x10\x05\x12\x0e\n\nPHASE_DONE\x10\x06\x12\x15\n\x11PHASE_CONSISTENCY\x10\x07\x12\x10\n\x0cPHASE_COMMIT\x10\x08*V\n\tAdversary\x12\x19\n\x15\x41\x44VERSARY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x44VERSARY_CURIOUS\x10\x01\x12\x17\n\x13\x41\x44VERSARY_DEVIATING\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blindsum.rpc.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=834
-  _globals['_MODE']._serialized_end=892
-  _globals['_DPMODE']._serialized_start=894
-  _globals['_DPMODE']._serialized_end=990
-  _globals['_ROUNDSTATE']._serialized_start=992
-  _globals['_ROUNDSTATE']._serialized_end=1106
-  _globals['_PHASE']._serialized_start=1109
-  _globals['_PHASE']._serialized_end=1269
+  _globals['_MODE']._serialized_start=1219
+  _globals['_MODE']._serialized_end=1277
+  _globals['_DPMODE']._serialized_start=1279
+  _globals['_DPMODE']._serialized_end=1375
+  _globals['_ROUNDSTATE']._serialized_start=1377
+  _globals['_ROUNDSTATE']._serialized_end=1491
+  _globals['_PHASE']._serialized_start=1494
+  _globals['_PHASE']._serialized_end=1672
+  _globals['_ADVERSARY']._serialized_start=1674
+  _globals['_ADVERSARY']._serialized_end=1760
   _globals['_DPPARAMS']._serialized_start=49
   _globals['_DPPARAMS']._serialized_end=171
-  _globals['_ROUNDREF']._serialized_start=173
-  _globals['_ROUNDREF']._serialized_end=263
-  _globals['_ROUNDINFO']._serialized_start=266
-  _globals['_ROUNDINFO']._serialized_end=789
-  _globals['_ACK']._serialized_start=791
-  _globals['_ACK']._serialized_end=832
+  _globals['_THREATMODEL']._serialized_start=174
+  _globals['_THREATMODEL']._serialized_end=334
+  _globals['_MISBEHAVIOUR']._serialized_start=336
+  _globals['_MISBEHAVIOUR']._serialized_end=381
+  _globals['_ROUNDREF']._serialized_start=383
+  _globals['_ROUNDREF']._serialized_end=473
+  _globals['_ROUNDINFO']._serialized_start=476
+  _globals['_ROUNDINFO']._serialized_end=1174
+  _globals['_ACK']._serialized_start=1176
+  _globals['_ACK']._serialized_end=1217
 # @@protoc_insertion_point(module_scope)

@@ -104,6 +104,8 @@ class _PhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Phase.ValueType
     PHASE_DONE: _Phase.ValueType  # 6
     PHASE_CONSISTENCY: _Phase.ValueType  # 7
     """secagg: U3 members sign the survivor/dropped lists"""
+    PHASE_COMMIT: _Phase.ValueType  # 8
+    """secagg: signed commitments to the graph-seed nonces"""
 
 class Phase(_Phase, metaclass=_PhaseEnumTypeWrapper): ...
 
@@ -121,7 +123,31 @@ PHASE_COLLECT: Phase.ValueType  # 5
 PHASE_DONE: Phase.ValueType  # 6
 PHASE_CONSISTENCY: Phase.ValueType  # 7
 """secagg: U3 members sign the survivor/dropped lists"""
+PHASE_COMMIT: Phase.ValueType  # 8
+"""secagg: signed commitments to the graph-seed nonces"""
 Global___Phase: _TypeAlias = Phase  # noqa: Y015
+
+class _Adversary:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AdversaryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Adversary.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ADVERSARY_UNSPECIFIED: _Adversary.ValueType  # 0
+    ADVERSARY_CURIOUS: _Adversary.ValueType  # 1
+    """The aggregator follows the protocol but pools what it sees with corrupt parties."""
+    ADVERSARY_DEVIATING: _Adversary.ValueType  # 2
+    """The aggregator may also lie: drop parties on purpose, show parties different lists."""
+
+class Adversary(_Adversary, metaclass=_AdversaryEnumTypeWrapper):
+    """Who the round's secrecy is meant to hold against (docs/THREAT_MODEL.md)."""
+
+ADVERSARY_UNSPECIFIED: Adversary.ValueType  # 0
+ADVERSARY_CURIOUS: Adversary.ValueType  # 1
+"""The aggregator follows the protocol but pools what it sees with corrupt parties."""
+ADVERSARY_DEVIATING: Adversary.ValueType  # 2
+"""The aggregator may also lie: drop parties on purpose, show parties different lists."""
+Global___Adversary: _TypeAlias = Adversary  # noqa: Y015
 
 @_typing.final
 class DpParams(_message.Message):
@@ -160,6 +186,69 @@ class DpParams(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DpParams: _TypeAlias = DpParams  # noqa: Y015
+
+@_typing.final
+class ThreatModel(_message.Message):
+    """The threat model a secagg round's graph degree and threshold are derived from.
+    Parties recompute the same check and refuse a round whose parameters fail it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CORRUPT_FRACTION_FIELD_NUMBER: _builtins.int
+    DROPOUT_FRACTION_FIELD_NUMBER: _builtins.int
+    ADVERSARY_FIELD_NUMBER: _builtins.int
+    PRIVACY_BITS_FIELD_NUMBER: _builtins.int
+    CORRECTNESS_BITS_FIELD_NUMBER: _builtins.int
+    corrupt_fraction: _builtins.float
+    """Tolerated corrupt parties: floor(fraction * invited), colluding with the aggregator."""
+    dropout_fraction: _builtins.float
+    """Tolerated dropouts: floor(fraction * invited); more survivors missing aborts the round."""
+    adversary: Global___Adversary.ValueType
+    privacy_bits: _builtins.int
+    """Privacy holds except with probability at most 2^-privacy_bits."""
+    correctness_bits: _builtins.int
+    """A round with only tolerated dropouts fails with probability at most 2^-correctness_bits."""
+    def __init__(
+        self,
+        *,
+        corrupt_fraction: _builtins.float = ...,
+        dropout_fraction: _builtins.float = ...,
+        adversary: Global___Adversary.ValueType = ...,
+        privacy_bits: _builtins.int = ...,
+        correctness_bits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adversary", b"adversary", "correctness_bits", b"correctness_bits", "corrupt_fraction", b"corrupt_fraction", "dropout_fraction", b"dropout_fraction", "privacy_bits", b"privacy_bits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThreatModel: _TypeAlias = ThreatModel  # noqa: Y015
+
+@_typing.final
+class Misbehaviour(_message.Message):
+    """A party the aggregator caught sending something provably wrong."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party", b"party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Misbehaviour: _TypeAlias = Misbehaviour  # noqa: Y015
 
 @_typing.final
 class RoundRef(_message.Message):
@@ -216,6 +305,11 @@ class RoundInfo(_message.Message):
     UNMASKED_FIELD_NUMBER: _builtins.int
     CONSISTENT_FIELD_NUMBER: _builtins.int
     DP_FIELD_NUMBER: _builtins.int
+    THREAT_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    WINDOW_START_UNIX_MS_FIELD_NUMBER: _builtins.int
+    WINDOW_END_UNIX_MS_FIELD_NUMBER: _builtins.int
+    MISBEHAVING_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     mode: Global___Mode.ValueType
     state: Global___RoundState.ValueType
@@ -232,6 +326,9 @@ class RoundInfo(_message.Message):
     created_unix_ms: _builtins.int
     graph_degree: _builtins.int
     """Neighbour-graph degree; 0 means the complete graph."""
+    window_start_unix_ms: _builtins.int
+    """The tickets the round covers: created at or after start, before end (UTC ms)."""
+    window_end_unix_ms: _builtins.int
     @_builtins.property
     def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Invited parties in index order: the party at position i has Shamir x = i + 1."""
@@ -256,6 +353,16 @@ class RoundInfo(_message.Message):
 
     @_builtins.property
     def dp(self) -> Global___DpParams: ...
+    @_builtins.property
+    def threat(self) -> Global___ThreatModel: ...
+    @_builtins.property
+    def committed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """secagg: parties whose signed graph commitment was accepted (the list L)."""
+
+    @_builtins.property
+    def misbehaving(self) -> _containers.RepeatedCompositeFieldContainer[Global___Misbehaviour]:
+        """Parties whose revealed shares were provably wrong (the round went on without them)."""
+
     def __init__(
         self,
         *,
@@ -280,10 +387,15 @@ class RoundInfo(_message.Message):
         unmasked: _abc.Iterable[_builtins.str] | None = ...,
         consistent: _abc.Iterable[_builtins.str] | None = ...,
         dp: Global___DpParams | None = ...,
+        threat: Global___ThreatModel | None = ...,
+        committed: _abc.Iterable[_builtins.str] | None = ...,
+        window_start_unix_ms: _builtins.int = ...,
+        window_end_unix_ms: _builtins.int = ...,
+        misbehaving: _abc.Iterable[Global___Misbehaviour] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "threat", b"threat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "consistent", b"consistent", "created_unix_ms", b"created_unix_ms", "dp", b"dp", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "committed", b"committed", "consistent", b"consistent", "created_unix_ms", b"created_unix_ms", "dp", b"dp", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "misbehaving", b"misbehaving", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threat", b"threat", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length", "window_end_unix_ms", b"window_end_unix_ms", "window_start_unix_ms", b"window_start_unix_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,47 +25,53 @@ _sym_db = _symbol_database.Default()
 from blindsum.rpc.v1 import common_pb2 as blindsum_dot_rpc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62lindsum/rpc/v1/round.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1c\x62lindsum/rpc/v1/common.proto\"&\n\x11ListRoundsRequest\x12\x11\n\tonly_open\x18\x01 \x01(\x08\"@\n\x12ListRoundsResponse\x12*\n\x06rounds\x18\x01 \x03(\x0b\x32\x1a.blindsum.rpc.v1.RoundInfo\"v\n\x10\x41\x64vertiseRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63_public_key\x18\x03 \x01(\x0c\x12\x14\n\x0cs_public_key\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"w\n\x0cSignedAdvert\x12\r\n\x05party\x18\x01 \x01(\t\x12\x14\n\x0c\x63_public_key\x18\x02 \x01(\x0c\x12\x14\n\x0cs_public_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x19\n\x11identity_cert_pem\x18\x05 \x01(\x0c\"J\n\x06Roster\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12.\n\x07\x61\x64verts\x18\x02 \x03(\x0b\x32\x1d.blindsum.rpc.v1.SignedAdvert\"O\n\x08\x45nvelope\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x10\n\x08receiver\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"U\n\x13SubmitSharesRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12,\n\tenvelopes\x18\x02 \x03(\x0b\x32\x19.blindsum.rpc.v1.Envelope\"]\n\x0b\x45nvelopeSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12,\n\tenvelopes\x18\x02 \x03(\x0b\x32\x19.blindsum.rpc.v1.Envelope\x12\x0e\n\x06shared\x18\x03 \x03(\t\"Q\n\x13SubmitMaskedRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x15\n\rmasked_vector\x18\x03 \x01(\x0c\"8\n\x14\x43onsistencySignature\x12\r\n\x05party\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x80\x01\n\rUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tsurvivors\x18\x02 \x03(\t\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\t\x12\x39\n\nsignatures\x18\x04 \x03(\x0b\x32%.blindsum.rpc.v1.ConsistencySignature\"?\n\x18SubmitConsistencyRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"W\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.blindsum.rpc.v1.ShareKind\x12\r\n\x05share\x18\x03 \x01(\x0c\"W\n\x13SubmitUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12.\n\x06shares\x18\x02 \x03(\x0b\x32\x1e.blindsum.rpc.v1.RevealedShare\"g\n\rPublicContext\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1b\n\x13poly_modulus_degree\x18\x03 \x01(\r\x12\x15\n\rplain_modulus\x18\x04 \x01(\x04\"i\n\x17SubmitCiphertextRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x03 \x03(\x0c\x12\x19\n\x11receipt_signature\x18\x04 \x01(\x0c*Z\n\tShareKind\x12\x1a\n\x16SHARE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14SHARE_KIND_SELF_MASK\x10\x01\x12\x17\n\x13SHARE_KIND_MASK_KEY\x10\x02\x32\xa4\x07\n\x0cRoundService\x12U\n\nListRounds\x12\".blindsum.rpc.v1.ListRoundsRequest\x1a#.blindsum.rpc.v1.ListRoundsResponse\x12\x41\n\x08GetRound\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12\x44\n\tAdvertise\x12!.blindsum.rpc.v1.AdvertiseRequest\x1a\x14.blindsum.rpc.v1.Ack\x12?\n\tGetRoster\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x17.blindsum.rpc.v1.Roster\x12J\n\x0cSubmitShares\x12$.blindsum.rpc.v1.SubmitSharesRequest\x1a\x14.blindsum.rpc.v1.Ack\x12G\n\x0cGetEnvelopes\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1c.blindsum.rpc.v1.EnvelopeSet\x12J\n\x0cSubmitMasked\x12$.blindsum.rpc.v1.SubmitMaskedRequest\x1a\x14.blindsum.rpc.v1.Ack\x12M\n\x10GetUnmaskRequest\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1e.blindsum.rpc.v1.UnmaskRequest\x12T\n\x11SubmitConsistency\x12).blindsum.rpc.v1.SubmitConsistencyRequest\x1a\x14.blindsum.rpc.v1.Ack\x12J\n\x0cSubmitUnmask\x12$.blindsum.rpc.v1.SubmitUnmaskRequest\x1a\x14.blindsum.rpc.v1.Ack\x12M\n\x10GetPublicContext\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1e.blindsum.rpc.v1.PublicContext\x12R\n\x10SubmitCiphertext\x12(.blindsum.rpc.v1.SubmitCiphertextRequest\x1a\x14.blindsum.rpc.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62lindsum/rpc/v1/round.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1c\x62lindsum/rpc/v1/common.proto\"&\n\x11ListRoundsRequest\x12\x11\n\tonly_open\x18\x01 \x01(\x08\"@\n\x12ListRoundsResponse\x12*\n\x06rounds\x18\x01 \x03(\x0b\x32\x1a.blindsum.rpc.v1.RoundInfo\"[\n\rCommitRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x12\n\ncommitment\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"_\n\x0cSignedCommit\x12\r\n\x05party\x18\x01 \x01(\t\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11identity_cert_pem\x18\x04 \x01(\x0c\"N\n\nCommitList\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12.\n\x07\x63ommits\x18\x02 \x03(\x0b\x32\x1d.blindsum.rpc.v1.SignedCommit\"\xc5\x01\n\x10\x41\x64vertiseRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63_public_key\x18\x03 \x01(\x0c\x12\x14\n\x0cs_public_key\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x13\n\x0bgraph_nonce\x18\x06 \x01(\x0c\x12\x1a\n\x12\x63ommit_list_digest\x18\x07 \x01(\x0c\x12\x1c\n\x14self_mask_commitment\x18\x08 \x01(\x0c\"\xc6\x01\n\x0cSignedAdvert\x12\r\n\x05party\x18\x01 \x01(\t\x12\x14\n\x0c\x63_public_key\x18\x02 \x01(\x0c\x12\x14\n\x0cs_public_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x19\n\x11identity_cert_pem\x18\x05 \x01(\x0c\x12\x13\n\x0bgraph_nonce\x18\x06 \x01(\x0c\x12\x1a\n\x12\x63ommit_list_digest\x18\x07 \x01(\x0c\x12\x1c\n\x14self_mask_commitment\x18\x08 \x01(\x0c\"J\n\x06Roster\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12.\n\x07\x61\x64verts\x18\x02 \x03(\x0b\x32\x1d.blindsum.rpc.v1.SignedAdvert\"O\n\x08\x45nvelope\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x10\n\x08receiver\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"U\n\x13SubmitSharesRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12,\n\tenvelopes\x18\x02 \x03(\x0b\x32\x19.blindsum.rpc.v1.Envelope\"]\n\x0b\x45nvelopeSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12,\n\tenvelopes\x18\x02 \x03(\x0b\x32\x19.blindsum.rpc.v1.Envelope\x12\x0e\n\x06shared\x18\x03 \x03(\t\"Q\n\x13SubmitMaskedRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x15\n\rmasked_vector\x18\x03 \x01(\x0c\"8\n\x14\x43onsistencySignature\x12\r\n\x05party\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x80\x01\n\rUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tsurvivors\x18\x02 \x03(\t\x12\x0f\n\x07\x64ropped\x18\x03 \x03(\t\x12\x39\n\nsignatures\x18\x04 \x03(\x0b\x32%.blindsum.rpc.v1.ConsistencySignature\"?\n\x18SubmitConsistencyRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"W\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.blindsum.rpc.v1.ShareKind\x12\r\n\x05share\x18\x03 \x01(\x0c\"W\n\x13SubmitUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12.\n\x06shares\x18\x02 \x03(\x0b\x32\x1e.blindsum.rpc.v1.RevealedShare\"g\n\rPublicContext\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1b\n\x13poly_modulus_degree\x18\x03 \x01(\r\x12\x15\n\rplain_modulus\x18\x04 \x01(\x04\"i\n\x17SubmitCiphertextRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x03 \x03(\x0c\x12\x19\n\x11receipt_signature\x18\x04 \x01(\x0c*Z\n\tShareKind\x12\x1a\n\x16SHARE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14SHARE_KIND_SELF_MASK\x10\x01\x12\x17\n\x13SHARE_KIND_MASK_KEY\x10\x02\x32\xaa\x08\n\x0cRoundService\x12U\n\nListRounds\x12\".blindsum.rpc.v1.ListRoundsRequest\x1a#.blindsum.rpc.v1.ListRoundsResponse\x12\x41\n\x08GetRound\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12>\n\x06\x43ommit\x12\x1e.blindsum.rpc.v1.CommitRequest\x1a\x14.blindsum.rpc.v1.Ack\x12\x44\n\nGetCommits\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1b.blindsum.rpc.v1.CommitList\x12\x44\n\tAdvertise\x12!.blindsum.rpc.v1.AdvertiseRequest\x1a\x14.blindsum.rpc.v1.Ack\x12?\n\tGetRoster\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x17.blindsum.rpc.v1.Roster\x12J\n\x0cSubmitShares\x12$.blindsum.rpc.v1.SubmitSharesRequest\x1a\x14.blindsum.rpc.v1.Ack\x12G\n\x0cGetEnvelopes\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1c.blindsum.rpc.v1.EnvelopeSet\x12J\n\x0cSubmitMasked\x12$.blindsum.rpc.v1.SubmitMaskedRequest\x1a\x14.blindsum.rpc.v1.Ack\x12M\n\x10GetUnmaskRequest\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1e.blindsum.rpc.v1.UnmaskRequest\x12T\n\x11SubmitConsistency\x12).blindsum.rpc.v1.SubmitConsistencyRequest\x1a\x14.blindsum.rpc.v1.Ack\x12J\n\x0cSubmitUnmask\x12$.blindsum.rpc.v1.SubmitUnmaskRequest\x1a\x14.blindsum.rpc.v1.Ack\x12M\n\x10GetPublicContext\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1e.blindsum.rpc.v1.PublicContext\x12R\n\x10SubmitCiphertext\x12(.blindsum.rpc.v1.SubmitCiphertextRequest\x1a\x14.blindsum.rpc.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blindsum.rpc.v1.round_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHAREKIND']._serialized_start=1491
-  _globals['_SHAREKIND']._serialized_end=1581
+  _globals['_SHAREKIND']._serialized_start=1921
+  _globals['_SHAREKIND']._serialized_end=2011
   _globals['_LISTROUNDSREQUEST']._serialized_start=78
   _globals['_LISTROUNDSREQUEST']._serialized_end=116
   _globals['_LISTROUNDSRESPONSE']._serialized_start=118
   _globals['_LISTROUNDSRESPONSE']._serialized_end=182
-  _globals['_ADVERTISEREQUEST']._serialized_start=184
-  _globals['_ADVERTISEREQUEST']._serialized_end=302
-  _globals['_SIGNEDADVERT']._serialized_start=304
-  _globals['_SIGNEDADVERT']._serialized_end=423
-  _globals['_ROSTER']._serialized_start=425
-  _globals['_ROSTER']._serialized_end=499
-  _globals['_ENVELOPE']._serialized_start=501
-  _globals['_ENVELOPE']._serialized_end=580
-  _globals['_SUBMITSHARESREQUEST']._serialized_start=582
-  _globals['_SUBMITSHARESREQUEST']._serialized_end=667
-  _globals['_ENVELOPESET']._serialized_start=669
-  _globals['_ENVELOPESET']._serialized_end=762
-  _globals['_SUBMITMASKEDREQUEST']._serialized_start=764
-  _globals['_SUBMITMASKEDREQUEST']._serialized_end=845
-  _globals['_CONSISTENCYSIGNATURE']._serialized_start=847
-  _globals['_CONSISTENCYSIGNATURE']._serialized_end=903
-  _globals['_UNMASKREQUEST']._serialized_start=906
-  _globals['_UNMASKREQUEST']._serialized_end=1034
-  _globals['_SUBMITCONSISTENCYREQUEST']._serialized_start=1036
-  _globals['_SUBMITCONSISTENCYREQUEST']._serialized_end=1099
-  _globals['_REVEALEDSHARE']._serialized_start=1101
-  _globals['_REVEALEDSHARE']._serialized_end=1188
-  _globals['_SUBMITUNMASKREQUEST']._serialized_start=1190
-  _globals['_SUBMITUNMASKREQUEST']._serialized_end=1277
-  _globals['_PUBLICCONTEXT']._serialized_start=1279
-  _globals['_PUBLICCONTEXT']._serialized_end=1382
-  _globals['_SUBMITCIPHERTEXTREQUEST']._serialized_start=1384
-  _globals['_SUBMITCIPHERTEXTREQUEST']._serialized_end=1489
-  _globals['_ROUNDSERVICE']._serialized_start=1584
-  _globals['_ROUNDSERVICE']._serialized_end=2516
+  _globals['_COMMITREQUEST']._serialized_start=184
+  _globals['_COMMITREQUEST']._serialized_end=275
+  _globals['_SIGNEDCOMMIT']._serialized_start=277
+  _globals['_SIGNEDCOMMIT']._serialized_end=372
+  _globals['_COMMITLIST']._serialized_start=374
+  _globals['_COMMITLIST']._serialized_end=452
+  _globals['_ADVERTISEREQUEST']._serialized_start=455
+  _globals['_ADVERTISEREQUEST']._serialized_end=652
+  _globals['_SIGNEDADVERT']._serialized_start=655
+  _globals['_SIGNEDADVERT']._serialized_end=853
+  _globals['_ROSTER']._serialized_start=855
+  _globals['_ROSTER']._serialized_end=929
+  _globals['_ENVELOPE']._serialized_start=931
+  _globals['_ENVELOPE']._serialized_end=1010
+  _globals['_SUBMITSHARESREQUEST']._serialized_start=1012
+  _globals['_SUBMITSHARESREQUEST']._serialized_end=1097
+  _globals['_ENVELOPESET']._serialized_start=1099
+  _globals['_ENVELOPESET']._serialized_end=1192
+  _globals['_SUBMITMASKEDREQUEST']._serialized_start=1194
+  _globals['_SUBMITMASKEDREQUEST']._serialized_end=1275
+  _globals['_CONSISTENCYSIGNATURE']._serialized_start=1277
+  _globals['_CONSISTENCYSIGNATURE']._serialized_end=1333
+  _globals['_UNMASKREQUEST']._serialized_start=1336
+  _globals['_UNMASKREQUEST']._serialized_end=1464
+  _globals['_SUBMITCONSISTENCYREQUEST']._serialized_start=1466
+  _globals['_SUBMITCONSISTENCYREQUEST']._serialized_end=1529
+  _globals['_REVEALEDSHARE']._serialized_start=1531
+  _globals['_REVEALEDSHARE']._serialized_end=1618
+  _globals['_SUBMITUNMASKREQUEST']._serialized_start=1620
+  _globals['_SUBMITUNMASKREQUEST']._serialized_end=1707
+  _globals['_PUBLICCONTEXT']._serialized_start=1709
+  _globals['_PUBLICCONTEXT']._serialized_end=1812
+  _globals['_SUBMITCIPHERTEXTREQUEST']._serialized_start=1814
+  _globals['_SUBMITCIPHERTEXTREQUEST']._serialized_end=1919
+  _globals['_ROUNDSERVICE']._serialized_start=2014
+  _globals['_ROUNDSERVICE']._serialized_end=3080
 # @@protoc_insertion_point(module_scope)

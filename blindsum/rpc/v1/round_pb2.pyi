@@ -81,6 +81,88 @@ class ListRoundsResponse(_message.Message):
 Global___ListRoundsResponse: _TypeAlias = ListRoundsResponse  # noqa: Y015
 
 @_typing.final
+class CommitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    SCHEMA_ID_FIELD_NUMBER: _builtins.int
+    COMMITMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    round_id: _builtins.str
+    schema_id: _builtins.str
+    commitment: _builtins.bytes
+    """SHA-256 commitment to a fresh 32-byte nonce (docs/THREAT_MODEL.md)."""
+    signature: _builtins.bytes
+    """Ed25519 over the commit transcript"""
+    def __init__(
+        self,
+        *,
+        round_id: _builtins.str = ...,
+        schema_id: _builtins.str = ...,
+        commitment: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commitment", b"commitment", "round_id", b"round_id", "schema_id", b"schema_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitRequest: _TypeAlias = CommitRequest  # noqa: Y015
+
+@_typing.final
+class SignedCommit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    COMMITMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    IDENTITY_CERT_PEM_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    commitment: _builtins.bytes
+    signature: _builtins.bytes
+    identity_cert_pem: _builtins.bytes
+    """The party's Ed25519 identity certificate, issued by the enrollment CA."""
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        commitment: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        identity_cert_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commitment", b"commitment", "identity_cert_pem", b"identity_cert_pem", "party", b"party", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedCommit: _TypeAlias = SignedCommit  # noqa: Y015
+
+@_typing.final
+class CommitList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    COMMITS_FIELD_NUMBER: _builtins.int
+    round_id: _builtins.str
+    @_builtins.property
+    def commits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedCommit]: ...
+    def __init__(
+        self,
+        *,
+        round_id: _builtins.str = ...,
+        commits: _abc.Iterable[Global___SignedCommit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits", b"commits", "round_id", b"round_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitList: _TypeAlias = CommitList  # noqa: Y015
+
+@_typing.final
 class AdvertiseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -89,6 +171,9 @@ class AdvertiseRequest(_message.Message):
     C_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     S_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    GRAPH_NONCE_FIELD_NUMBER: _builtins.int
+    COMMIT_LIST_DIGEST_FIELD_NUMBER: _builtins.int
+    SELF_MASK_COMMITMENT_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     schema_id: _builtins.str
     c_public_key: _builtins.bytes
@@ -97,6 +182,12 @@ class AdvertiseRequest(_message.Message):
     """X25519, pairwise masks"""
     signature: _builtins.bytes
     """Ed25519 over the advertisement transcript"""
+    graph_nonce: _builtins.bytes
+    """opens the party's commitment"""
+    commit_list_digest: _builtins.bytes
+    """H(L) as this party saw it"""
+    self_mask_commitment: _builtins.bytes
+    """SHA-256 commitment to the self-mask seed"""
     def __init__(
         self,
         *,
@@ -105,10 +196,13 @@ class AdvertiseRequest(_message.Message):
         c_public_key: _builtins.bytes = ...,
         s_public_key: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        graph_nonce: _builtins.bytes = ...,
+        commit_list_digest: _builtins.bytes = ...,
+        self_mask_commitment: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["c_public_key", b"c_public_key", "round_id", b"round_id", "s_public_key", b"s_public_key", "schema_id", b"schema_id", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["c_public_key", b"c_public_key", "commit_list_digest", b"commit_list_digest", "graph_nonce", b"graph_nonce", "round_id", b"round_id", "s_public_key", b"s_public_key", "schema_id", b"schema_id", "self_mask_commitment", b"self_mask_commitment", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -123,12 +217,18 @@ class SignedAdvert(_message.Message):
     S_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     IDENTITY_CERT_PEM_FIELD_NUMBER: _builtins.int
+    GRAPH_NONCE_FIELD_NUMBER: _builtins.int
+    COMMIT_LIST_DIGEST_FIELD_NUMBER: _builtins.int
+    SELF_MASK_COMMITMENT_FIELD_NUMBER: _builtins.int
     party: _builtins.str
     c_public_key: _builtins.bytes
     s_public_key: _builtins.bytes
     signature: _builtins.bytes
     identity_cert_pem: _builtins.bytes
     """The party's Ed25519 identity certificate, issued by the enrollment CA."""
+    graph_nonce: _builtins.bytes
+    commit_list_digest: _builtins.bytes
+    self_mask_commitment: _builtins.bytes
     def __init__(
         self,
         *,
@@ -137,10 +237,13 @@ class SignedAdvert(_message.Message):
         s_public_key: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
         identity_cert_pem: _builtins.bytes = ...,
+        graph_nonce: _builtins.bytes = ...,
+        commit_list_digest: _builtins.bytes = ...,
+        self_mask_commitment: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["c_public_key", b"c_public_key", "identity_cert_pem", b"identity_cert_pem", "party", b"party", "s_public_key", b"s_public_key", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["c_public_key", b"c_public_key", "commit_list_digest", b"commit_list_digest", "graph_nonce", b"graph_nonce", "identity_cert_pem", b"identity_cert_pem", "party", b"party", "s_public_key", b"s_public_key", "self_mask_commitment", b"self_mask_commitment", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,6 +47,16 @@ class RoundServiceStub:
                 request_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.SerializeToString,
                 response_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundInfo.FromString,
                 _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/blindsum.rpc.v1.RoundService/Commit',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.CommitRequest.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.Ack.FromString,
+                _registered_method=True)
+        self.GetCommits = channel.unary_unary(
+                '/blindsum.rpc.v1.RoundService/GetCommits',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.CommitList.FromString,
+                _registered_method=True)
         self.Advertise = channel.unary_unary(
                 '/blindsum.rpc.v1.RoundService/Advertise',
                 request_serializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.AdvertiseRequest.SerializeToString,
@@ -117,8 +127,22 @@ class RoundServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Commit(self, request, context):
+        """secagg phase 0: a signed commitment to a fresh nonce; then the list L of every
+        accepted commitment, from which the neighbour graph's seed is derived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCommits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Advertise(self, request, context):
-        """secagg phase 1.
+        """secagg phase 1: the keys, the opened nonce and the self-mask commitment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +221,16 @@ def add_RoundServiceServicer_to_server(servicer, server):
                     servicer.GetRound,
                     request_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.FromString,
                     response_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundInfo.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.CommitRequest.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.Ack.SerializeToString,
+            ),
+            'GetCommits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCommits,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_round__pb2.CommitList.SerializeToString,
             ),
             'Advertise': grpc.unary_unary_rpc_method_handler(
                     servicer.Advertise,
@@ -305,6 +339,60 @@ class RoundService:
             '/blindsum.rpc.v1.RoundService/GetRound',
             blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.SerializeToString,
             blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.RoundService/Commit',
+            blindsum_dot_rpc_dot_v1_dot_round__pb2.CommitRequest.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_common__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCommits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.RoundService/GetCommits',
+            blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundRef.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_round__pb2.CommitList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,8 +39,13 @@ class RoundServiceStub:
     ListRounds: _grpc.UnaryUnaryMultiCallable[_round_pb2.ListRoundsRequest, _round_pb2.ListRoundsResponse]
     """Rounds the calling party is invited to."""
     GetRound: _grpc.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _common_pb2.RoundInfo]
+    Commit: _grpc.UnaryUnaryMultiCallable[_round_pb2.CommitRequest, _common_pb2.Ack]
+    """secagg phase 0: a signed commitment to a fresh nonce; then the list L of every
+    accepted commitment, from which the neighbour graph's seed is derived.
+    """
+    GetCommits: _grpc.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.CommitList]
     Advertise: _grpc.UnaryUnaryMultiCallable[_round_pb2.AdvertiseRequest, _common_pb2.Ack]
-    """secagg phase 1."""
+    """secagg phase 1: the keys, the opened nonce and the self-mask commitment."""
     GetRoster: _grpc.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.Roster]
     """secagg phase 2: the signed advertisements of U1, then the envelopes."""
     SubmitShares: _grpc.UnaryUnaryMultiCallable[_round_pb2.SubmitSharesRequest, _common_pb2.Ack]
@@ -69,8 +74,13 @@ class RoundServiceAsyncStub(RoundServiceStub):
     ListRounds: _aio.UnaryUnaryMultiCallable[_round_pb2.ListRoundsRequest, _round_pb2.ListRoundsResponse]  # type: ignore[assignment]
     """Rounds the calling party is invited to."""
     GetRound: _aio.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _common_pb2.RoundInfo]  # type: ignore[assignment]
+    Commit: _aio.UnaryUnaryMultiCallable[_round_pb2.CommitRequest, _common_pb2.Ack]  # type: ignore[assignment]
+    """secagg phase 0: a signed commitment to a fresh nonce; then the list L of every
+    accepted commitment, from which the neighbour graph's seed is derived.
+    """
+    GetCommits: _aio.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.CommitList]  # type: ignore[assignment]
     Advertise: _aio.UnaryUnaryMultiCallable[_round_pb2.AdvertiseRequest, _common_pb2.Ack]  # type: ignore[assignment]
-    """secagg phase 1."""
+    """secagg phase 1: the keys, the opened nonce and the self-mask commitment."""
     GetRoster: _aio.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _round_pb2.Roster]  # type: ignore[assignment]
     """secagg phase 2: the signed advertisements of U1, then the envelopes."""
     SubmitShares: _aio.UnaryUnaryMultiCallable[_round_pb2.SubmitSharesRequest, _common_pb2.Ack]  # type: ignore[assignment]
@@ -110,12 +120,29 @@ class RoundServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_common_pb2.RoundInfo, _abc.Awaitable[_common_pb2.RoundInfo]]: ...
 
     @_abc_1.abstractmethod
+    def Commit(
+        self,
+        request: _round_pb2.CommitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Ack, _abc.Awaitable[_common_pb2.Ack]]:
+        """secagg phase 0: a signed commitment to a fresh nonce; then the list L of every
+        accepted commitment, from which the neighbour graph's seed is derived.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCommits(
+        self,
+        request: _common_pb2.RoundRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_round_pb2.CommitList, _abc.Awaitable[_round_pb2.CommitList]]: ...
+
+    @_abc_1.abstractmethod
     def Advertise(
         self,
         request: _round_pb2.AdvertiseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Ack, _abc.Awaitable[_common_pb2.Ack]]:
-        """secagg phase 1."""
+        """secagg phase 1: the keys, the opened nonce and the self-mask commitment."""
 
     @_abc_1.abstractmethod
     def GetRoster(
