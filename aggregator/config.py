@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindsum.config import load_config
+from blindsum.errors import ConfigError, InvalidArgument
+from blindsum.protocol.params import Adversary, ThreatModel
 
 CONFIG_NAME = "aggregator.toml"
 #: Written by ``aggregator serve`` once it has bound: the address it listens on.
@@ -65,6 +67,34 @@ class RoundsSection:
     default_min_contributors: int = 3
     max_parties: int = 10_000
     max_vector_length: int = 1 << 20
+    #: The secagg threat model rounds are opened with unless they name their own
+    #: (docs/THREAT_MODEL.md): the degree and threshold are derived from it.
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.1
+    #: "deviating" (the aggregator may lie about dropouts and lists) or "curious".
+    adversary: str = "deviating"
+    privacy_bits: int = 40
+    correctness_bits: int = 20
+
+    def threat(self) -> ThreatModel:
+        """The configured threat model; ConfigError naming the ``rounds`` key at fault."""
+        try:
+            adversary = Adversary(self.adversary)
+        except ValueError:
+            raise ConfigError(
+                f"must be one of {', '.join(a.value for a in Adversary)}",
+                field="rounds.adversary",
+            ) from None
+        try:
+            return ThreatModel(
+                corrupt_fraction=self.corrupt_fraction,
+                dropout_fraction=self.dropout_fraction,
+                adversary=adversary,
+                privacy_bits=self.privacy_bits,
+                correctness_bits=self.correctness_bits,
+            )
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc).split(": ", 1)[-1], field=f"rounds.{exc.field}") from None
 
 
 @dataclass(frozen=True)

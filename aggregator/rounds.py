@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -56,7 +57,7 @@ from blindsum.model import (
     RoundState,
     RoundView,
 )
-from blindsum.protocol import graph
+from blindsum.protocol import params
 from blindsum.protocol.he import (
     HeAccumulator,
     ReceiptRecord,
@@ -65,6 +66,7 @@ from blindsum.protocol.he import (
 )
 from blindsum.protocol.secagg import (
     Advert,
+    Commit,
     Reveal,
     SealedShare,
     SecAggConfig,
@@ -88,6 +90,7 @@ class RoundSettings:
     max_vector_length: int = 1 << 20
     default_min_contributors: int = 3
     release: ReleasePolicy = field(default_factory=ReleasePolicy)
+    threat: params.ThreatModel = params.DEFAULT_THREAT_MODEL
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,11 @@ class RoundManager:
             raise PermissionDenied(f"party {party!r} is not invited to round {round_id!r}")
         return rec
 
+    def require_invited(self, party: str, round_id: str) -> None:
+        """PermissionDenied unless ``party`` is invited to ``round_id``: checked before a
+        submission's fields are parsed, so an outsider learns nothing from the errors."""
+        self._round_for_party(party, round_id)
+
     def _require_open(self, rec: RoundRecord, phase: Phase, rpc: str) -> None:
         if rec.state != RoundState.OPEN.value:
             detail = f": {rec.abort_reason}" if rec.abort_reason else ""
@@ -248,13 +256,16 @@ class RoundManager:
     def _view(self, rec: RoundRecord) -> RoundView:
         mode = Mode(rec.mode)
         rid = rec.round_id
+        committed: tuple[str, ...] = ()
         if mode is Mode.SECAGG:
+            committed = tuple(self.store.submitted_parties(rid, Phase.COMMIT.value))
             advertised = tuple(self.store.submitted_parties(rid, Phase.ADVERTISE.value))
             shared = tuple(self.store.submitted_parties(rid, Phase.SHARE.value))
             masked = tuple(self.store.submitted_parties(rid, Phase.MASK.value))
             consistent = tuple(self.store.submitted_parties(rid, Phase.CONSISTENCY.value))
             unmasked = tuple(self.store.submitted_parties(rid, Phase.UNMASK.value))
             current = {
+                Phase.COMMIT.value: committed,
                 Phase.ADVERTISE.value: advertised,
                 Phase.SHARE.value: shared,
                 Phase.MASK.value: masked,
@@ -288,6 +299,9 @@ class RoundManager:
             dp=_dp_of(rec),
             window_start_ms=rec.window_start_ms,
             window_end_ms=rec.window_end_ms,
+            committed=committed,
+            threat=params.threat_from_json(rec.threat_json) if rec.threat_json else None,
+            misbehaving=tuple((str(p), str(r)) for p, r in json.loads(rec.misbehaving_json)),
         )
 
     def list_rounds(self, *, party: str | None = None, only_open: bool = False) -> list[RoundView]:
@@ -360,17 +374,21 @@ class RoundManager:
         if spec.mode is Mode.SECAGG:
             if n < 2:
                 raise InvalidArgument("secagg needs at least 2 parties", field="parties")
-            degree = graph.default_degree(n, self.settings.sparse_above)
-            holders = n if degree == 0 else degree + 1
-            threshold = spec.threshold or graph.default_threshold(holders)
-            if not holders // 2 + 1 <= threshold <= holders:
-                raise InvalidArgument(
-                    f"must be between {holders // 2 + 1} and {holders}: more than half of the "
-                    f"{holders} share holders per party, so two groups of survivors given "
-                    "different lists can never both reach t",
-                    field="threshold",
-                )
-            # SecAggConfig enforces 2 <= t <= holders and 2t > holders (consistency check).
+            threat = spec.threat or self.settings.threat
+            if spec.graph_degree or spec.threshold:
+                # An operator's own choice is checked against the model, never trusted.
+                degree = spec.graph_degree
+                if not spec.threshold:
+                    raise InvalidArgument(
+                        "give --threshold with --degree (or neither, to derive both)",
+                        field="threshold",
+                    )
+                chosen = params.check(n, degree, spec.threshold, threat)
+            else:
+                chosen = params.find(n, threat, sparse_above=self.settings.sparse_above)
+            degree, threshold = chosen.wire_degree(), chosen.threshold
+            threat_json = params.threat_to_json(threat)
+            # SecAggConfig enforces the structural rules again (2 <= t <= holders).
             SecAggConfig(
                 round_id="validate",
                 schema_id=schema.schema_id,
@@ -378,10 +396,13 @@ class RoundManager:
                 threshold=threshold,
                 vector_length=schema.vector_length,
                 graph_degree=degree,
+                threat=threat,
             )
-            first = Phase.ADVERTISE
+            first = Phase.COMMIT
         else:
             degree = 0
+            threat_json = ""
+            chosen = None
             threshold = spec.threshold or k
             if not 1 <= threshold <= n:
                 raise InvalidArgument(f"must be between 1 and {n}", field="threshold")
@@ -428,6 +449,7 @@ class RoundManager:
             dp_expected_parties=dp.expected_parties,
             dp_campaign=dp.campaign,
             dp_window=dp.window,
+            threat_json=threat_json,
         )
         with self.store.transaction():
             self.store.create_round(rec)
@@ -443,6 +465,11 @@ class RoundManager:
                 dp_rho=dp.rho,
                 campaign=dp.campaign,
                 window=dp.window,
+                graph_degree=degree,
+                threat=threat_json,
+                tolerated_corrupt=None if chosen is None else chosen.corrupt,
+                tolerated_dropouts=None if chosen is None else chosen.dropouts,
+                log2_privacy_failure=None if chosen is None else chosen.log2_privacy_failure,
             )
         log.info(
             "round_opened",
@@ -451,6 +478,7 @@ class RoundManager:
             parties=len(parties),
             threshold=threshold,
             graph_degree=degree,
+            threat=threat_json or None,
         )
         return self._view(rec)
 
@@ -489,6 +517,7 @@ class RoundManager:
             threshold=rec.threshold,
             vector_length=self._schema(rec).vector_length,
             graph_degree=rec.graph_degree,
+            threat=params.threat_from_json(rec.threat_json) if rec.threat_json else None,
         )
 
     def _server(self, rec: RoundRecord) -> SecAggServer:
@@ -502,26 +531,35 @@ class RoundManager:
         # How far the round got; DONE counts as past every phase.
         reached = order.index(Phase(rec.phase)) if Phase(rec.phase) in order else len(order)
         rid = rec.round_id
-        for sub in self.store.submissions(rid, Phase.ADVERTISE.value):
-            req = round_pb2.AdvertiseRequest.FromString(sub.payload or b"")
-            srv.add_advert(codec.advert_from_request(sub.party, req), self._identity(sub.party)[0])
+        for sub in self.store.submissions(rid, Phase.COMMIT.value):
+            commit = round_pb2.CommitRequest.FromString(sub.payload or b"")
+            srv.add_commit(
+                codec.commit_from_request(sub.party, commit), self._identity(sub.party)[0]
+            )
         if reached > 0:
+            srv.close_commit()
+            for sub in self.store.submissions(rid, Phase.ADVERTISE.value):
+                req = round_pb2.AdvertiseRequest.FromString(sub.payload or b"")
+                srv.add_advert(
+                    codec.advert_from_request(sub.party, req), self._identity(sub.party)[0]
+                )
+        if reached > 1:
             srv.close_advertise()
             for sub in self.store.submissions(rid, Phase.SHARE.value):
                 sreq = round_pb2.SubmitSharesRequest.FromString(sub.payload or b"")
                 shares = codec.shares_from_pb(sreq.envelopes, max_count=len(rec.parties))
                 srv.add_shares(sub.party, shares)
-        if reached > 1:
+        if reached > 2:
             srv.close_share()
             acc = self.store.accumulator(rid)
             if acc is not None:
                 srv.restore_masked(codec.vector_from_bytes(acc[0], config.vector_length), acc[1])
-        if reached > 2:
+        if reached > 3:
             srv.close_mask()
             for sub in self.store.submissions(rid, Phase.CONSISTENCY.value):
                 creq = round_pb2.SubmitConsistencyRequest.FromString(sub.payload or b"")
                 srv.add_consistency(sub.party, creq.signature, self._identity(sub.party)[0])
-        if reached > 3:
+        if reached > 4:
             srv.close_consistency()
             for sub in self.store.submissions(rid, Phase.UNMASK.value):
                 ureq = round_pb2.SubmitUnmaskRequest.FromString(sub.payload or b"")
@@ -595,13 +633,51 @@ class RoundManager:
             await self._advance(rec)
             return Ack(digest, False)
 
+    async def commit(
+        self, party: str, round_id: str, schema_id: str, commit: Commit, payload: bytes
+    ) -> Ack:
+        async def apply(rec: RoundRecord) -> None:
+            self._server(rec).add_commit(commit, self._identity(party)[0])
+
+        return await self._accept(
+            party,
+            round_id,
+            Phase.COMMIT,
+            "Commit",
+            digest=_digest(commit.commitment, commit.signature),
+            apply=apply,
+            payload=payload,
+            schema_id=schema_id,
+        )
+
+    async def commits(self, party: str, round_id: str) -> list[tuple[Commit, bytes]]:
+        async with self._lock:
+            rec = self._round_for_party(party, round_id)
+            if rec.mode != Mode.SECAGG.value or rec.phase == Phase.COMMIT.value:
+                raise FailedPrecondition(
+                    f"round {rec.round_id!r} has no commit list yet (phase {rec.phase})",
+                    field="GetCommits",
+                )
+            if rec.state != RoundState.OPEN.value:
+                raise FailedPrecondition(
+                    f"round {rec.round_id!r} is {rec.state}", field="GetCommits"
+                )
+            srv = self._server(rec)
+            return [(c, self._identity(p)[1]) for p, c in srv.commits().items()]
+
     async def advertise(
         self, party: str, round_id: str, schema_id: str, advert: Advert, payload: bytes
     ) -> Ack:
         async def apply(rec: RoundRecord) -> None:
             self._server(rec).add_advert(advert, self._identity(party)[0])
 
-        digest = _digest(advert.c_public, advert.s_public, advert.signature)
+        digest = _digest(
+            advert.c_public,
+            advert.s_public,
+            advert.signature,
+            advert.nonce,
+            advert.self_mask_commitment,
+        )
         return await self._accept(
             party,
             round_id,
@@ -616,7 +692,9 @@ class RoundManager:
     async def roster(self, party: str, round_id: str) -> list[tuple[Advert, bytes]]:
         async with self._lock:
             rec = self._round_for_party(party, round_id)
-            if rec.phase == Phase.ADVERTISE.value or rec.mode != Mode.SECAGG.value:
+            if rec.phase in (Phase.COMMIT.value, Phase.ADVERTISE.value) or (
+                rec.mode != Mode.SECAGG.value
+            ):
                 raise FailedPrecondition(
                     f"round {rec.round_id!r} has no roster yet (phase {rec.phase})",
                     field="GetRoster",
@@ -652,6 +730,7 @@ class RoundManager:
         async with self._lock:
             rec = self._round_for_party(party, round_id)
             if rec.mode != Mode.SECAGG.value or rec.phase in (
+                Phase.COMMIT.value,
                 Phase.ADVERTISE.value,
                 Phase.SHARE.value,
             ):
@@ -857,8 +936,13 @@ class RoundManager:
         srv = self._server(rec)
         phase = Phase(rec.phase)
         try:
-            if phase is Phase.ADVERTISE:
-                if not self._phase_over(rec, rec.parties, srv.u1):
+            if phase is Phase.COMMIT:
+                if not self._phase_over(rec, rec.parties, srv.committed):
+                    return False
+                srv.close_commit()
+                self._next_phase(rec, Phase.ADVERTISE)
+            elif phase is Phase.ADVERTISE:
+                if not self._phase_over(rec, srv.committed, srv.u1):
                     return False
                 srv.close_advertise()
                 self._next_phase(rec, Phase.SHARE)
@@ -888,12 +972,26 @@ class RoundManager:
                     raise
                 except BlindsumError as exc:
                     raise RoundAborted(f"reconstruction failed: {exc}") from exc
+                if srv.misbehaving:
+                    rec = self._name_misbehaving(rec, srv.misbehaving)
                 self._release(rec, _signed(total), srv.u3)
             else:
                 return False
         except RoundAborted as exc:
             self._abort(rec, str(exc))
         return True
+
+    def _name_misbehaving(self, rec: RoundRecord, found: Mapping[str, str]) -> RoundRecord:
+        """Record the holders whose shares were provably wrong, in the round and the audit."""
+        named = sorted(found.items())
+        rec = replace(rec, misbehaving_json=json.dumps([list(item) for item in named]))
+        with self.store.transaction():
+            self.store.update_round(rec)
+            for party, reason in named:
+                self.store.audit(rec.round_id, "party_misbehaved", party=party, reason=reason)
+        for party, reason in named:
+            log.warning("party_misbehaved", round_id=rec.round_id, party=party, reason=reason)
+        return rec
 
     async def _advance_he(self, rec: RoundRecord) -> bool:
         if rec.phase != Phase.COLLECT.value:

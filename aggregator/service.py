@@ -26,7 +26,7 @@ from aggregator.store import Store, now_ms, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
 from blindsum.rpc.v1 import (
     admin_pb2,
@@ -92,19 +92,31 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
     async def Commit(  # noqa: N802 - gRPC method name
         self, request: round_pb2.CommitRequest, context: Ctx
     ) -> common_pb2.Ack:
-        raise FailedPrecondition("this aggregator has no commit phase yet", field="Commit")
+        party = _party(context)
+        self.m.require_invited(party, request.round_id)
+        commit = codec.commit_from_request(party, request)
+        ack = await self.m.commit(
+            party, request.round_id, request.schema_id, commit, request.SerializeToString()
+        )
+        return _ack(ack)
 
     @translate
     async def GetCommits(  # noqa: N802 - gRPC method name
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> round_pb2.CommitList:
-        raise FailedPrecondition("this aggregator has no commit phase yet", field="GetCommits")
+        party = _party(context)
+        entries = await self.m.commits(party, request.round_id)
+        return round_pb2.CommitList(
+            round_id=request.round_id,
+            commits=[codec.signed_commit_to_pb(c, cert) for c, cert in entries],
+        )
 
     @translate
     async def Advertise(  # noqa: N802 - gRPC method name
         self, request: round_pb2.AdvertiseRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
+        self.m.require_invited(party, request.round_id)
         advert = codec.advert_from_request(party, request)
         ack = await self.m.advertise(
             party, request.round_id, request.schema_id, advert, request.SerializeToString()
@@ -383,6 +395,7 @@ async def start_aggregator(
             max_vector_length=cfg.rounds.max_vector_length,
             default_min_contributors=cfg.rounds.default_min_contributors,
             release=policy_from_config(**dataclasses.asdict(cfg.release)),
+            threat=cfg.rounds.threat(),
         ),
         custodian=custodian_client,
         clock_ms=clock_ms or now_ms,

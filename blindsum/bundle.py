@@ -55,6 +55,13 @@ class PartyConfig:
     #: A ticket export with more than this share of its rows quarantined is refused
     #: before anything is sent (``party submit/run --allow-partial`` overrides it).
     max_quarantined_share: float = 0.2
+    #: The weakest secagg threat model this party accepts (docs/THREAT_MODEL.md): a
+    #: round must tolerate at least this fraction of corrupt parties, defend against
+    #: at least this adversary ("deviating" or "curious") and keep privacy with at
+    #: least this many bits. The party then re-runs the parameter check itself.
+    min_corrupt_fraction: float = 0.1
+    min_adversary: str = "deviating"
+    min_privacy_bits: int = 40
 
 
 @dataclass(frozen=True)

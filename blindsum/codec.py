@@ -26,7 +26,8 @@ from blindsum.model import (
     RoundView,
 )
 from blindsum.protocol.he import SignedPublicContext
-from blindsum.protocol.secagg import Advert, Reveal, SealedShare, ShareKind
+from blindsum.protocol.params import Adversary, ThreatModel
+from blindsum.protocol.secagg import Advert, Commit, Reveal, SealedShare, ShareKind
 from blindsum.rpc.v1 import admin_pb2, common_pb2, report_pb2, round_pb2
 from blindsum.types import U64Vector
 
@@ -45,6 +46,7 @@ _STATE_TO_PB = {
 }
 _STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 _PHASE_TO_PB = {
+    Phase.COMMIT: common_pb2.PHASE_COMMIT,
     Phase.ADVERTISE: common_pb2.PHASE_ADVERTISE,
     Phase.SHARE: common_pb2.PHASE_SHARE,
     Phase.MASK: common_pb2.PHASE_MASK,
@@ -125,6 +127,37 @@ def dp_from_pb(msg: common_pb2.DpParams, *, field: str = "dp") -> DpSpec:
     )
 
 
+_ADVERSARY_TO_PB = {
+    Adversary.CURIOUS: common_pb2.ADVERSARY_CURIOUS,
+    Adversary.DEVIATING: common_pb2.ADVERSARY_DEVIATING,
+}
+_ADVERSARY_FROM_PB = {v: k for k, v in _ADVERSARY_TO_PB.items()}
+
+
+def threat_to_pb(model: ThreatModel) -> common_pb2.ThreatModel:
+    return common_pb2.ThreatModel(
+        corrupt_fraction=model.corrupt_fraction,
+        dropout_fraction=model.dropout_fraction,
+        adversary=_ADVERSARY_TO_PB[model.adversary],
+        privacy_bits=model.privacy_bits,
+        correctness_bits=model.correctness_bits,
+    )
+
+
+def threat_from_pb(msg: common_pb2.ThreatModel, *, field: str = "threat") -> ThreatModel:
+    """The threat model; InvalidArgument naming the field for unknown or out-of-range values."""
+    adversary = _ADVERSARY_FROM_PB.get(msg.adversary)
+    if adversary is None:
+        raise InvalidArgument(f"unknown adversary {msg.adversary}", field=f"{field}.adversary")
+    return ThreatModel(
+        corrupt_fraction=msg.corrupt_fraction,
+        dropout_fraction=msg.dropout_fraction,
+        adversary=adversary,
+        privacy_bits=msg.privacy_bits,
+        correctness_bits=msg.correctness_bits,
+    )
+
+
 def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
     return common_pb2.RoundInfo(
         round_id=view.round_id,
@@ -150,6 +183,9 @@ def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
         dp=dp_to_pb(view.dp),
         window_start_unix_ms=view.window_start_ms,
         window_end_unix_ms=view.window_end_ms,
+        committed=list(view.committed),
+        threat=None if view.threat is None else threat_to_pb(view.threat),
+        misbehaving=[common_pb2.Misbehaviour(party=p, reason=r) for p, r in view.misbehaving],
     )
 
 
@@ -183,6 +219,11 @@ def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
         dp=dp_from_pb(info.dp, field="RoundInfo.dp") if info.HasField("dp") else DpSpec(),
         window_start_ms=info.window_start_unix_ms,
         window_end_ms=info.window_end_unix_ms,
+        committed=tuple(info.committed),
+        threat=threat_from_pb(info.threat, field="RoundInfo.threat")
+        if info.HasField("threat")
+        else None,
+        misbehaving=tuple((m.party, m.reason) for m in info.misbehaving),
     )
 
 
@@ -198,6 +239,8 @@ def open_round_to_pb(spec: OpenRoundSpec) -> admin_pb2.OpenRoundRequest:
         dp=None if spec.dp is None else dp_to_pb(spec.dp),
         window_start_unix_ms=spec.window_start_ms,
         window_end_unix_ms=spec.window_end_ms,
+        threat=None if spec.threat is None else threat_to_pb(spec.threat),
+        graph_degree=spec.graph_degree,
     )
 
 
@@ -215,6 +258,8 @@ def open_round_from_pb(req: admin_pb2.OpenRoundRequest) -> OpenRoundSpec:
         dp=dp_from_pb(req.dp) if req.HasField("dp") else None,
         window_start_ms=req.window_start_unix_ms,
         window_end_ms=req.window_end_unix_ms,
+        threat=threat_from_pb(req.threat) if req.HasField("threat") else None,
+        graph_degree=req.graph_degree,
     )
 
 
@@ -227,12 +272,51 @@ def _check_len(value: bytes, expected: int, field: str) -> bytes:
     return value
 
 
+def commit_from_request(party: str, req: round_pb2.CommitRequest) -> Commit:
+    return Commit(
+        party=party,
+        commitment=_check_len(req.commitment, 32, "commitment"),
+        signature=_check_len(req.signature, 64, "signature"),
+    )
+
+
+def commit_to_request(round_id: str, schema_id: str, commit: Commit) -> round_pb2.CommitRequest:
+    return round_pb2.CommitRequest(
+        round_id=round_id,
+        schema_id=schema_id,
+        commitment=commit.commitment,
+        signature=commit.signature,
+    )
+
+
+def signed_commit_to_pb(commit: Commit, identity_cert_pem: bytes) -> round_pb2.SignedCommit:
+    return round_pb2.SignedCommit(
+        party=commit.party,
+        commitment=commit.commitment,
+        signature=commit.signature,
+        identity_cert_pem=identity_cert_pem,
+    )
+
+
+def signed_commit_from_pb(msg: round_pb2.SignedCommit, index: int) -> tuple[Commit, bytes]:
+    field = f"commits[{index}]"
+    commit = Commit(
+        party=msg.party,
+        commitment=_check_len(msg.commitment, 32, f"{field}.commitment"),
+        signature=_check_len(msg.signature, 64, f"{field}.signature"),
+    )
+    return commit, msg.identity_cert_pem
+
+
 def advert_from_request(party: str, req: round_pb2.AdvertiseRequest) -> Advert:
     return Advert(
         party=party,
         c_public=_check_len(req.c_public_key, 32, "c_public_key"),
         s_public=_check_len(req.s_public_key, 32, "s_public_key"),
         signature=_check_len(req.signature, 64, "signature"),
+        nonce=_check_len(req.graph_nonce, 32, "graph_nonce"),
+        list_digest=_check_len(req.commit_list_digest, 32, "commit_list_digest"),
+        self_mask_commitment=_check_len(req.self_mask_commitment, 32, "self_mask_commitment"),
     )
 
 
@@ -243,6 +327,9 @@ def advert_to_request(round_id: str, schema_id: str, advert: Advert) -> round_pb
         c_public_key=advert.c_public,
         s_public_key=advert.s_public,
         signature=advert.signature,
+        graph_nonce=advert.nonce,
+        commit_list_digest=advert.list_digest,
+        self_mask_commitment=advert.self_mask_commitment,
     )
 
 
@@ -253,6 +340,9 @@ def signed_advert_to_pb(advert: Advert, identity_cert_pem: bytes) -> round_pb2.S
         s_public_key=advert.s_public,
         signature=advert.signature,
         identity_cert_pem=identity_cert_pem,
+        graph_nonce=advert.nonce,
+        commit_list_digest=advert.list_digest,
+        self_mask_commitment=advert.self_mask_commitment,
     )
 
 
@@ -263,6 +353,11 @@ def signed_advert_from_pb(msg: round_pb2.SignedAdvert, index: int) -> tuple[Adve
         c_public=_check_len(msg.c_public_key, 32, f"{field}.c_public_key"),
         s_public=_check_len(msg.s_public_key, 32, f"{field}.s_public_key"),
         signature=_check_len(msg.signature, 64, f"{field}.signature"),
+        nonce=_check_len(msg.graph_nonce, 32, f"{field}.graph_nonce"),
+        list_digest=_check_len(msg.commit_list_digest, 32, f"{field}.commit_list_digest"),
+        self_mask_commitment=_check_len(
+            msg.self_mask_commitment, 32, f"{field}.self_mask_commitment"
+        ),
     )
     return advert, msg.identity_cert_pem
 

@@ -10,6 +10,8 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
+from blindsum.protocol.params import ThreatModel
+
 
 def iso_week(when: dt.date | int) -> str:
     """The ISO week label of DP windows, e.g. ``2026-W49``: of a date, or of a time in
@@ -32,6 +34,7 @@ class RoundState(enum.Enum):
 
 
 class Phase(enum.Enum):
+    COMMIT = "commit"
     ADVERTISE = "advertise"
     SHARE = "share"
     MASK = "mask"
@@ -43,7 +46,14 @@ class Phase(enum.Enum):
 
 #: The phases each mode walks through, in order, before DONE.
 PHASES: dict[Mode, tuple[Phase, ...]] = {
-    Mode.SECAGG: (Phase.ADVERTISE, Phase.SHARE, Phase.MASK, Phase.CONSISTENCY, Phase.UNMASK),
+    Mode.SECAGG: (
+        Phase.COMMIT,
+        Phase.ADVERTISE,
+        Phase.SHARE,
+        Phase.MASK,
+        Phase.CONSISTENCY,
+        Phase.UNMASK,
+    ),
     Mode.HE: (Phase.COLLECT,),
 }
 
@@ -67,6 +77,7 @@ class RoundView:
     vector_length: int
     created_ms: int
     graph_degree: int
+    committed: tuple[str, ...] = ()
     advertised: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
     masked: tuple[str, ...] = ()
@@ -76,6 +87,10 @@ class RoundView:
     #: The tickets the round covers: created in [start, end), UTC ms; (0, 0) = all.
     window_start_ms: int = 0
     window_end_ms: int = 0
+    #: The secagg threat model the degree and threshold were derived from (None: he).
+    threat: ThreatModel | None = None
+    #: Parties caught revealing provably wrong shares: (party, reason).
+    misbehaving: tuple[tuple[str, str], ...] = ()
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
@@ -83,8 +98,10 @@ class RoundView:
         expected: tuple[str, ...]
         if self.state is not RoundState.OPEN:
             return ()
-        if self.phase in (Phase.ADVERTISE, Phase.COLLECT):
+        if self.phase in (Phase.COMMIT, Phase.COLLECT):
             expected = self.parties
+        elif self.phase is Phase.ADVERTISE:
+            expected = self.committed
         elif self.phase is Phase.SHARE:
             expected = self.advertised
         elif self.phase is Phase.MASK:
@@ -145,6 +162,10 @@ class OpenRoundSpec:
     #: The ticket window, UTC ms, end exclusive; both 0 picks the default window.
     window_start_ms: int = 0
     window_end_ms: int = 0
+    #: The secagg threat model; None takes the aggregator's configured one.
+    threat: ThreatModel | None = None
+    #: The graph degree; 0 lets the parameter finder choose.
+    graph_degree: int = 0
 
 
 class CellStatus(enum.Enum):

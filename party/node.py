@@ -51,6 +51,7 @@ from party.privacy import (
     PartyLedger,
     add_party_noise,
     check_round_privacy,
+    check_round_threat,
     parse_min_dp,
     set_contributors,
 )
@@ -65,6 +66,7 @@ VectorSource = Callable[[Schema], U64Vector]
 _RETRY_ALSO = frozenset({grpc.StatusCode.CANCELLED})
 
 _REQUEST_TYPES: dict[str, type[Message]] = {
+    "Commit": round_pb2.CommitRequest,
     "Advertise": round_pb2.AdvertiseRequest,
     "SubmitShares": round_pb2.SubmitSharesRequest,
     "SubmitMasked": round_pb2.SubmitMaskedRequest,
@@ -309,6 +311,14 @@ class PartyNode:
             threshold=view.threshold,
             allow_dp_off=self.bundle.config.allow_dp_off,
         )
+        if view.mode is Mode.SECAGG:
+            cfg = self.bundle.config
+            check_round_threat(
+                view.threat,
+                min_corrupt_fraction=cfg.min_corrupt_fraction,
+                min_adversary=cfg.min_adversary,
+                min_privacy_bits=cfg.min_privacy_bits,
+            )
         state = _RoundState.load(self.bundle.state_dir / f"{codec.check_round_id(round_id)}.json")
         if state.closed is not None:
             # Its secrets are erased: taking part again would mean fresh keys in a round
@@ -401,6 +411,7 @@ class PartyNode:
             threshold=view.threshold,
             vector_length=view.vector_length,
             graph_degree=view.graph_degree,
+            threat=view.threat,
         )
         saved = state.get("protocol")
         party = (
@@ -420,40 +431,62 @@ class PartyNode:
                 return self._finish(state, view)
             phase = view.phase
             schema_id, invited = view.schema_id, len(view.parties)
-            if phase is Phase.ADVERTISE:
+            if phase is Phase.COMMIT:
+
+                async def build_commit(schema_id: str = schema_id) -> Message:
+                    commit = party.commit()
+                    persist()
+                    return codec.commit_to_request(rid, schema_id, commit)
+
+                await self._submit(state, "Commit", build_commit)
+                self._say(view, "committed to a fresh graph nonce")
+            elif phase is Phase.ADVERTISE:
+                if self.name not in view.committed:
+                    return self._finish(state, await self._wait_closed(rid))
 
                 async def build_advert(schema_id: str = schema_id) -> Message:
-                    advert = party.advertise()
+                    listed = await self.client.call("GetCommits", common_pb2.RoundRef(round_id=rid))
+                    commits, keys = {}, {}
+                    for i, entry in enumerate(listed.commits):
+                        commit, cert = codec.signed_commit_from_pb(entry, i)
+                        _, raw = verify_identity_cert(
+                            cert,
+                            self.bundle.ca_cert_pem,
+                            expected=Identity(Role.PARTY, commit.party),
+                        )
+                        commits[commit.party] = commit
+                        keys[commit.party] = VerifyKey.from_bytes(raw)
+                    advert = party.advertise(commits, keys)
                     persist()
                     return codec.advert_to_request(rid, schema_id, advert)
 
                 await self._submit(state, "Advertise", build_advert)
-                self._say(view, "sent signed key advertisement")
+                self._say(view, "checked the signed commitment list and sent keys")
                 self._maybe_drop(view, Phase.ADVERTISE)
             elif phase is Phase.SHARE:
                 if self.name not in view.advertised:
                     return self._finish(state, await self._wait_closed(rid))
 
-                async def build_shares() -> Message:
+                async def build_shares(invited: int = invited) -> Message:
                     roster = await self.client.call("GetRoster", common_pb2.RoundRef(round_id=rid))
-                    adverts, keys = {}, {}
-                    for i, entry in enumerate(roster.adverts):
-                        advert, cert = codec.signed_advert_from_pb(entry, i)
-                        _, raw = verify_identity_cert(
-                            cert,
-                            self.bundle.ca_cert_pem,
-                            expected=Identity(Role.PARTY, advert.party),
+                    if len(roster.adverts) > invited:
+                        raise InvalidArgument(
+                            f"{len(roster.adverts)} adverts for {invited} invited parties",
+                            field="GetRoster",
                         )
+                    adverts = {}
+                    for i, entry in enumerate(roster.adverts):
+                        # Identity keys come from the commitment list, checked before.
+                        advert, _ = codec.signed_advert_from_pb(entry, i)
                         adverts[advert.party] = advert
-                        keys[advert.party] = VerifyKey.from_bytes(raw)
-                    shares = party.share(adverts, keys)
+                    shares = party.share(adverts)
                     persist()
                     return round_pb2.SubmitSharesRequest(
                         round_id=rid, envelopes=codec.shares_to_pb(shares)
                     )
 
                 await self._submit(state, "SubmitShares", build_shares)
-                self._say(view, "verified the signed roster and sent encrypted shares")
+                self._say(view, "verified the roster against the commitments and sent shares")
                 self._maybe_drop(view, Phase.SHARE)
             elif phase is Phase.MASK:
                 if self.name not in view.shared:

@@ -28,8 +28,9 @@ import numpy as np
 
 from blindsum.dp.plan import party_noise, plan_noise
 from blindsum.dp.sampler import CsprngSource, RandomSource
-from blindsum.errors import FailedPrecondition, InvalidArgument
+from blindsum.errors import ConfigError, FailedPrecondition, InvalidArgument, UnsafeRequest
 from blindsum.model import DpMode, DpSpec
+from blindsum.protocol.params import Adversary, ThreatModel
 from blindsum.schema import MetricKind, Schema
 from blindsum.transport.pki import write_private
 from blindsum.types import U64Vector
@@ -213,3 +214,46 @@ class PartyLedger:
 
 def _spent(entries: list[dict[str, object]], window: str) -> float:
     return math.fsum(float(str(e["rho"])) for e in entries if e.get("window") == window)
+
+
+def check_round_threat(
+    threat: ThreatModel | None,
+    *,
+    min_corrupt_fraction: float,
+    min_adversary: str,
+    min_privacy_bits: int,
+) -> None:
+    """Refuse a secagg round whose threat model is weaker than this party's floor.
+
+    UnsafeRequest naming the party.toml key. The round's degree and threshold are
+    then checked against the model by SecAggConfig (blindsum.protocol.params).
+    """
+    if threat is None:
+        raise UnsafeRequest(
+            "the round states no threat model, so its parameters cannot be checked",
+            field="threat",
+        )
+    try:
+        floor = Adversary(min_adversary)
+    except ValueError:
+        raise ConfigError(
+            f"must be one of {', '.join(a.value for a in Adversary)}", field="min_adversary"
+        ) from None
+    if floor is Adversary.DEVIATING and threat.adversary is not Adversary.DEVIATING:
+        raise UnsafeRequest(
+            f"the round only defends against a {threat.adversary.value} aggregator; "
+            f"party.toml min_adversary is {floor.value}",
+            field="threat.adversary",
+        )
+    if threat.corrupt_fraction < min_corrupt_fraction:
+        raise UnsafeRequest(
+            f"the round tolerates a corrupt fraction of {threat.corrupt_fraction:g}, below "
+            f"party.toml min_corrupt_fraction {min_corrupt_fraction:g}",
+            field="threat.corrupt_fraction",
+        )
+    if threat.privacy_bits < min_privacy_bits:
+        raise UnsafeRequest(
+            f"the round aims at 2^-{threat.privacy_bits} privacy, weaker than party.toml "
+            f"min_privacy_bits {min_privacy_bits}",
+            field="threat.privacy_bits",
+        )

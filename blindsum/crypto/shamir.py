@@ -9,11 +9,12 @@ are jointly uniform and independent of it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from blindsum.crypto import _field
-from blindsum.errors import InvalidArgument
+from blindsum.errors import Aborted, InvalidArgument
 from blindsum.types import RandFn
 
 #: Bytes of one serialized share value (a field element, big-endian).
@@ -133,3 +134,128 @@ def reconstruct(shares: Sequence[Share], *, threshold: int, secret_len: int) -> 
     if value >= 1 << (8 * secret_len):
         raise InvalidArgument("does not fit the expected length", field="secret")
     return value.to_bytes(secret_len, "big")
+
+
+def _lagrange_at(xs: tuple[int, ...], x: int) -> tuple[int, ...]:
+    """Weights ``w`` with ``f(x) = sum(w[i] * f(xs[i]))`` for a point ``x`` not in ``xs``.
+
+    The x are small integers, so products are exact before one reduction, and the
+    denominators share one modular inversion (as in ``_field.lagrange_at_zero``).
+    """
+    n = len(xs)
+    numerators: list[int] = []
+    denominators: list[int] = []
+    for i, xi in enumerate(xs):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                num *= x - xj
+                den *= xi - xj
+        numerators.append(num % _field.P)
+        denominators.append(den % _field.P)
+    prefix = [1] * (n + 1)
+    for i, d in enumerate(denominators):
+        prefix[i + 1] = (prefix[i] * d) % _field.P
+    running = _field.inv(prefix[n])
+    out = [0] * n
+    for i in range(n - 1, -1, -1):
+        out[i] = (numerators[i] * running * prefix[i]) % _field.P
+        running = (running * denominators[i]) % _field.P
+    return tuple(out)
+
+
+def _value_at(points: Mapping[int, int], xs: tuple[int, ...], x: int) -> int:
+    weights = lagrange_weights(xs) if x == 0 else _lagrange_at(xs, x)
+    value = 0
+    for xi, w in zip(xs, weights, strict=True):
+        value = (value + w * points[xi]) % _field.P
+    return value
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A secret that passed its check, and which shares disagree with it.
+
+    ``bad`` are the x of shares that are not on the polynomial the verified
+    secret came from; ``checked`` are the x that were compared (the t used and
+    one more when there is one, or every share once a bad one was found).
+    """
+
+    secret: bytes = field(repr=False)
+    bad: tuple[int, ...]
+    checked: tuple[int, ...]
+
+
+def _subsets(xs: Sequence[int], threshold: int, limit: int) -> Iterator[tuple[int, ...]]:
+    """t-subsets of ``xs``: the first t after leaving out 0, 1, 2, ... shares, each once."""
+    seen: set[tuple[int, ...]] = set()
+    for left_out in range(len(xs) - threshold + 1):
+        for skip in itertools.combinations(xs, left_out):
+            subset = tuple(x for x in xs if x not in skip)[:threshold]
+            if subset in seen:
+                continue
+            seen.add(subset)
+            yield subset
+            if len(seen) >= limit:
+                return
+
+
+def recover(
+    shares: Sequence[Share],
+    *,
+    threshold: int,
+    secret_len: int,
+    verify: Callable[[bytes], bool],
+    max_attempts: int = 4096,
+) -> Recovered:
+    """Reconstruct a secret that ``verify`` accepts, and find shares that disagree with it.
+
+    Tries the t shares with the smallest x and checks one more share against
+    their polynomial. If the secret fails ``verify`` or that share disagrees, it
+    searches t-subsets, leaving out as few shares as possible, up to
+    ``max_attempts``; once one verifies, every share is checked. With e bad
+    shares among m >= t + e this always finds the secret when the search is not
+    cut short (at most C(m, e) subsets). InvalidArgument when fewer than t
+    distinct shares are given, or when two shares claim the same x with
+    different values; Aborted when no subset verifies.
+    """
+    threshold = _check_threshold(threshold)
+    points: dict[int, int] = {}
+    for share in shares:
+        if not isinstance(share, Share):
+            raise InvalidArgument("must be Share objects", field="shares")
+        _check_x(share.x, "shares")
+        if not 0 <= share.y < _field.P:
+            raise InvalidArgument("is not a field element", field="shares")
+        if points.setdefault(share.x, share.y) != share.y:
+            raise InvalidArgument("contain conflicting values for one x", field="shares")
+    xs = sorted(points)
+    if len(xs) < threshold:
+        raise InvalidArgument(f"need {threshold} distinct shares, got {len(xs)}", field="shares")
+
+    def attempt(subset: tuple[int, ...]) -> bytes | None:
+        value = _value_at(points, subset, 0)
+        if value >= 1 << (8 * secret_len):
+            return None
+        secret = value.to_bytes(secret_len, "big")
+        return secret if verify(secret) else None
+
+    first = tuple(xs[:threshold])
+    secret = attempt(first)
+    if secret is not None:
+        if len(xs) == threshold:
+            return Recovered(secret, (), first)
+        extra = xs[threshold]
+        if _value_at(points, first, extra) == points[extra]:
+            return Recovered(secret, (), (*first, extra))
+    for subset in _subsets(xs, threshold, max_attempts):
+        secret = attempt(subset)
+        if secret is None:
+            continue
+        chosen = set(subset)
+        bad = tuple(x for x in xs if x not in chosen and _value_at(points, subset, x) != points[x])
+        return Recovered(secret, bad, tuple(xs))
+    raise Aborted(
+        f"no {threshold} of the {len(xs)} shares reconstruct a secret that passes its check",
+        field="shares",
+    )

@@ -8,31 +8,21 @@ party's secrets can be recovered by fewer than t colluders among its
 neighbours) with overwhelming probability. We use a Harary graph H(k, n) over a
 pseudo-random permutation of the parties, as they do.
 
-The permutation is derived from a hash of every advertised key, so every
-participant computes the same graph and nobody picks it outright. It is not
-unbiasable: a party that advertises last, colluding with the aggregator (which
-also chooses U1), can grind its keys to steer the permutation. A
-commit-then-reveal step would close that; see docs/THREAT_MODEL.md.
+The permutation's seed comes from blindsum.protocol.secagg.graph_seed: a hash
+of the list L of signed commitments and of the nonces they open, so that nobody
+knows it before L is fixed (docs/THREAT_MODEL.md, "The roster"). The degree and
+threshold come from blindsum.protocol.params, derived from the round's threat
+model.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from blindsum.crypto import prg
-from blindsum.crypto.encoding import encode_parts, format_dst
+from blindsum.crypto.encoding import format_dst
 from blindsum.errors import InvalidArgument
-
-
-def graph_seed(adverts: Mapping[str, tuple[bytes, bytes]]) -> bytes:
-    """SHA-256 over the advertised keys ``{party: (c_public, s_public)}``, sorted by party."""
-    digest = hashlib.sha256(format_dst("graph/seed"))
-    for party in sorted(adverts):
-        c_public, s_public = adverts[party]
-        digest.update(encode_parts(party, c_public, s_public))
-    return digest.digest()
 
 
 def _check_count(value: object, field: str) -> int:
@@ -78,7 +68,7 @@ def neighbours(parties: Sequence[str], degree: int, seed: bytes) -> dict[str, fr
     graph H(k, n) over a permutation of ``parties``: position i is adjacent to
     positions i +- 1 .. i +- k/2 (mod n), so every party has exactly k neighbours.
     Preconditions: ``parties`` distinct; everyone passes them in the same order;
-    ``seed`` at least 16 bytes (from :func:`graph_seed`).
+    ``seed`` at least 16 bytes (from ``secagg.graph_seed``).
     """
     names = list(parties)
     if len(set(names)) != len(names):
@@ -101,8 +91,10 @@ def neighbours(parties: Sequence[str], degree: int, seed: bytes) -> dict[str, fr
 
 
 def default_degree(n: int, cutoff: int) -> int:
-    """Graph degree for a round of ``n`` invited parties (0 means complete).
+    """The degree rounds used before they had a threat model (0 means complete).
 
+    Rounds now take theirs from ``params.find``; this rule stays as the baseline
+    of ``make bench`` and for in-process tests that need any valid degree.
     Complete for ``n <= cutoff``. Above it, k = ceil(4 * log2(n)) rounded up to
     an even number (n = 40 gives 22, n = 1000 gives 40). Bell et al. 2020 prove
     that k = O(log n) suffices, with a constant that grows with the tolerated
@@ -121,7 +113,10 @@ def default_degree(n: int, cutoff: int) -> int:
 
 
 def default_threshold(holders: int) -> int:
-    """Shamir threshold for a holder set of ``holders`` parties: ceil(2 * holders / 3), >= 2.
+    """The threshold rounds used before they had a threat model: ceil(2 * holders / 3), >= 2.
+
+    It ignores corrupt holders (docs/THREAT_MODEL.md); rounds now take their
+    threshold from ``params.find``, and this rule stays as the bench baseline.
 
     A party's shares are held by its closed neighbourhood N(u) | {u} (all n
     parties for the complete graph). Returns 1 only when ``holders == 1``.

@@ -7,30 +7,45 @@ messages, passes ``rand`` (``secrets.token_bytes`` in production) and persists s
 
 Phases and who learns what:
 
-1. advertise: each party publishes two fresh X25519 keys (c for envelopes, s
-   for pairwise masks), signed with its Ed25519 identity. U1 = advertisers.
-2. share: every party Shamir-shares its s private key and a fresh self-mask seed
-   b among its closed neighbourhood N(u) | {u} and sends one AES-GCM envelope per
+0. commit: each party draws a fresh nonce r_u and sends a signed commitment to
+   it, bound to the round's whole configuration. L = committers.
+1. advertise: each party checks the list L (its own commitment in it, every entry
+   signed, |L| at least the floor of the threat model), then publishes two fresh
+   X25519 keys (c for envelopes, s for pairwise masks), opens r_u and commits to a
+   fresh self-mask seed b_u, all signed over H(L). U1 must equal L: a missing
+   reveal aborts the round. The graph seed is H(H(L), r_u for u in L): nobody
+   knows it before L is fixed, so neither the aggregator nor a late advertiser
+   can choose anyone's neighbours (docs/THREAT_MODEL.md, "The roster").
+2. share: every party Shamir-shares its s private key and b_u among its closed
+   neighbourhood N[u] in the graph over L and sends one AES-GCM envelope per
    neighbour. U2 = parties whose shares were accepted.
 3. mask: y_u = x_u + PRG(b_u) + sum_{v in N(u) & U2, v > u} PRG(s_uv)
    - sum_{v in N(u) & U2, v < u} PRG(s_uv) (mod 2**64), ordered by config index.
-   U3 = parties whose y was accepted.
+   A party masks only if at least t of its holders are in U2. U3 = parties whose
+   y was accepted.
 4. consistency: the aggregator announces (U3, U2 \\ U3). Each party checks the
-   lists (docs/THREAT_MODEL.md), commits to them and signs consistency_transcript
-   with its identity key. U4 = parties whose signature was accepted; at least t.
+   lists (docs/THREAT_MODEL.md), commits to them and signs consistency_transcript,
+   which also binds the graph seed and the roster. U4 = signers; at least t.
 5. unmask: a party in U4 receives the signatures of U4 and reveals only if at
    least t parties, itself included, signed the very lists it signed. Then for
    survivors U3 holders reveal b-shares, for dropped U2 \\ U3 they reveal
-   s-shares. The aggregator removes the masks and learns only sum_{u in U3} x_u.
+   s-shares. The aggregator checks every reconstructed secret against its
+   commitment (b_u) or advertised public key (s_u), locates bad shares with a
+   (t + 1)-th share, names their holders, and learns only sum_{u in U3} x_u.
 
 Why the consistency round (Bonawitz et al. 2017, "ConsistencyCheck"): a party
 never reveals both kinds of share for one owner, but that check is local. A
 deviating aggregator could tell some holders of v "v survived" (they reveal
 b_v shares) and other holders "v dropped" (they reveal s_v shares), and then
-unmask y_v alone. Here every party signs exactly one view and reveals only for
-a view signed by t parties; since 2t > holders (see SecAggConfig), two disjoint
-groups of v's holders cannot both reach t, so b_v and s_v are never both
-recoverable.
+unmask y_v alone. Every honest party signs exactly one view and reveals only for
+a view signed by t parties, so each honest holder of v reveals at most one kind
+of share. What protects v is the count of its holders: with c corrupt holders
+among its h (the corrupt ones give both kinds), recovering both b_v and s_v needs
+t - c honest holders on each side, 2(t - c) <= h - c, which 2t >= h + c + 1 rules
+out. The signature count alone would not: in a sparse round both views can
+collect t signatures from parties that hold none of v's shares. The threat model
+of a round (blindsum.protocol.params) fixes c; without one, SecAggConfig only
+enforces the c = 0 rule 2t > h, and the party node refuses rounds without one.
 """
 
 from __future__ import annotations
@@ -40,7 +55,7 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +65,7 @@ from blindsum.crypto import envelope, kex, prg, shamir
 from blindsum.crypto.encoding import encode_parts, format_dst
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -57,20 +73,26 @@ from blindsum.errors import (
     RoundAborted,
     UnsafeRequest,
 )
-from blindsum.protocol import graph
+from blindsum.protocol import graph, params
 from blindsum.types import RandFn, U64Vector
 
-#: Envelope phase string for share envelopes (bound into the AAD).
+#: Envelope phase string for share envelopes (bound into the AAD, with H(L)).
 SHARE_PHASE = "share"
 #: Bytes of the self-mask seed b and of the s private key that are Shamir-shared.
 SEED_BYTES = 32
+#: Bytes of the graph nonce r_u and of every commitment and digest.
+NONCE_BYTES = 32
+DIGEST_BYTES = 32
 #: Largest accepted vector length (2**24 slots = 128 MiB per uint64 vector).
 MAX_VECTOR_LENGTH = 1 << 24
 #: Longest accepted round id, schema id or party name, in characters.
 MAX_NAME_CHARS = 256
-#: Format tag of :meth:`SecAggParty.to_state` documents (v2 added the consistency
-#: round: U1 verify keys and the signed lists; v1 states are refused).
-STATE_FORMAT = "blindsum/secagg-party-state/v2"
+#: Format tag of :meth:`SecAggParty.to_state` documents. v3 added the commit phase
+#: (the nonce, the list L and its identity keys) and the self-mask commitment;
+#: v2 and v1 states are refused.
+STATE_FORMAT = "blindsum/secagg-party-state/v3"
+#: Most subsets of shares tried when locating bad shares of one secret.
+MAX_LOCATE_ATTEMPTS = 4096
 
 
 # --------------------------------------------------------------------------- config
@@ -103,7 +125,11 @@ class SecAggConfig:
     when more than one party is invited (t = 1 would let a single reveal expose a
     secret), more than half of a holder set, and at most the size of a holder set
     (a holder set has k + 1 members for a sparse graph of effective degree k, else
-    the number of parties).
+    the number of parties). With a ``threat`` model, the degree and threshold
+    must also pass :func:`blindsum.protocol.params.check` for the invited parties
+    (UnsafeRequest otherwise), and the party-side floors on |L|, |U2| and |U3|
+    follow from it. The whole config is bound into every commitment, so parties
+    shown different configs never accept each other's messages.
     """
 
     round_id: str
@@ -112,6 +138,7 @@ class SecAggConfig:
     threshold: int
     vector_length: int
     graph_degree: int  # 0 = complete
+    threat: params.ThreatModel | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.round_id, "round_id")
@@ -133,19 +160,103 @@ class SecAggConfig:
         n = len(parties)
         holders = graph.effective_degree(self.graph_degree, n) + 1
         _check_int(self.threshold, "threshold", 1 if n == 1 else 2, holders)
-        # Honest-majority bound of the consistency round: each party reveals for
-        # one signed view only, so the holders of a secret that reveal b-shares
-        # and those that reveal s-shares are disjoint. With 2t > holders two
-        # disjoint groups cannot both reach t, so no aggregator can recover both
-        # the self mask and the mask key of one party (and so its input).
-        if 2 * self.threshold <= holders:
+        # The c = 0 bound of the consistency round (module docstring); a deviating threat
+        # model raises it by the corrupt holders it tolerates. Against a curious
+        # aggregator there is no split view to stop, and t only has to exceed c.
+        curious = self.threat is not None and self.threat.adversary is params.Adversary.CURIOUS
+        if not curious and 2 * self.threshold <= holders:
             raise InvalidArgument(
                 f"must be more than half of the {holders} share holders", field="threshold"
             )
+        if self.threat is not None:
+            if not isinstance(self.threat, params.ThreatModel):
+                raise InvalidArgument("must be a ThreatModel", field="threat")
+            params.check(n, self.graph_degree, self.threshold, self.threat)
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
         return {p: i for i, p in enumerate(self.parties)}
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """SHA-256 over every field: what commitments and transcripts bind."""
+        threat: tuple[str | int, ...] = ()
+        if self.threat is not None:
+            t = self.threat
+            threat = (
+                repr(float(t.corrupt_fraction)),
+                repr(float(t.dropout_fraction)),
+                t.adversary.value,
+                t.privacy_bits,
+                t.correctness_bits,
+            )
+        return hashlib.sha256(
+            format_dst(
+                "secagg/config/v2",
+                self.round_id,
+                self.schema_id,
+                len(self.parties),
+                *self.parties,
+                self.threshold,
+                self.vector_length,
+                self.graph_degree,
+                len(threat),
+                *threat,
+            )
+        ).digest()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the graph is complete for the invited parties."""
+        n = len(self.parties)
+        return graph.effective_degree(self.graph_degree, n) >= n - 1
+
+    def tolerated(self) -> tuple[int, int]:
+        """(C, D): corrupt parties and dropouts the threat model tolerates; (0, n - t)
+        without one."""
+        n = len(self.parties)
+        if self.threat is None:
+            return 0, n - self.threshold
+        return self.threat.corrupt(n), self.threat.dropouts(n)
+
+    def min_committed(self) -> int:
+        """The smallest list L a party accepts.
+
+        At least t; with a threat model also more than (n + C) / 2, so that the
+        honest members of two different accepted lists would overlap (each honest
+        party commits and advertises once), and, for a sparse graph, at least
+        n - D, so the dropout budget the parameters assume is not spent before L.
+        """
+        n = len(self.parties)
+        floor = self.threshold
+        if self.threat is not None:
+            corrupt, dropouts = self.tolerated()
+            floor = max(floor, (n + corrupt) // 2 + 1)
+            if not self.complete:
+                floor = max(floor, n - dropouts)
+        return floor
+
+    def min_survivors(self) -> int:
+        """The smallest U2 and U3 a party accepts: t, or n - D for a sparse graph with a
+        threat model (the adaptive-dropout budget of the connectivity rule)."""
+        if self.threat is None or self.complete:
+            return self.threshold
+        return max(self.threshold, len(self.parties) - self.tolerated()[1])
+
+    def check_graph(self, listed: int) -> None:
+        """The party's parameter check over the |L| = ``listed`` parties the graph is
+        built on (UnsafeRequest naming the failing rule)."""
+        if self.threat is None:
+            return
+        corrupt, dropouts = self.tolerated()
+        params.check(
+            listed,
+            self.graph_degree,
+            self.threshold,
+            self.threat,
+            corrupt=corrupt,
+            dropouts=dropouts,
+        )
 
     def index(self, party: str) -> int:
         """0-based index of an invited party (InvalidArgument(field="party") otherwise)."""
@@ -171,24 +282,93 @@ class SecAggConfig:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """A party's signed phase-0 commitment to its graph nonce."""
+
+    party: str
+    commitment: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class Advert:
-    """A party's signed phase-1 key advertisement."""
+    """A party's signed phase-1 advertisement: keys, opened nonce, self-mask commitment."""
 
     party: str
     c_public: bytes
     s_public: bytes
     signature: bytes
+    nonce: bytes = b""
+    list_digest: bytes = b""
+    self_mask_commitment: bytes = b""
 
 
-def advert_transcript(config: SecAggConfig, party: str, c_public: bytes, s_public: bytes) -> bytes:
-    """The bytes an advert's Ed25519 signature covers (binds round and schema)."""
-    return format_dst("advert", config.round_id, config.schema_id, party, c_public, s_public)
+def nonce_commitment(config: SecAggConfig, party: str, nonce: bytes) -> bytes:
+    """H(config, party, r): the commitment a party sends in phase 0."""
+    return hashlib.sha256(format_dst("graph/commit/v2", config.digest, party, nonce)).digest()
+
+
+def commit_transcript(config: SecAggConfig, party: str, commitment: bytes) -> bytes:
+    """The bytes a commit's Ed25519 signature covers (binds the whole config)."""
+    return format_dst("commit/v2", config.digest, party, commitment)
+
+
+def commit_list_digest(config: SecAggConfig, commits: Mapping[str, bytes]) -> bytes:
+    """H(L): the accepted commitments ``{party: commitment}``, in config order."""
+    ordered = config.ordered(set(commits))
+    return hashlib.sha256(
+        format_dst(
+            "graph/commit-list/v2",
+            config.digest,
+            len(ordered),
+            *[part for p in ordered for part in (p, commits[p])],
+        )
+    ).digest()
+
+
+def graph_seed(config: SecAggConfig, list_digest: bytes, nonces: Mapping[str, bytes]) -> bytes:
+    """The neighbour graph's seed: H(H(L), the opened nonces of L in config order)."""
+    ordered = config.ordered(set(nonces))
+    return hashlib.sha256(
+        format_dst(
+            "graph/seed/v2", list_digest, *[part for p in ordered for part in (p, nonces[p])]
+        )
+    ).digest()
+
+
+def self_mask_commitment(config: SecAggConfig, party: str, seed: bytes) -> bytes:
+    """H(round, party, b): what a reconstructed self-mask seed is checked against."""
+    return hashlib.sha256(
+        format_dst("secagg/self-mask-commit/v2", config.digest, party, seed)
+    ).digest()
+
+
+def advert_transcript(
+    config: SecAggConfig,
+    party: str,
+    c_public: bytes,
+    s_public: bytes,
+    *,
+    nonce: bytes,
+    list_digest: bytes,
+    self_mask: bytes,
+) -> bytes:
+    """The bytes an advert's Ed25519 signature covers (binds the config and H(L))."""
+    return format_dst(
+        "advert/v2", config.digest, party, c_public, s_public, nonce, list_digest, self_mask
+    )
+
+
+def roster_binding(seed: bytes, roster_digest: bytes) -> bytes:
+    """What the consistency transcript binds of the roster: the graph seed (so H(L)
+    and every nonce) and the hash of the U1 adverts."""
+    return hashlib.sha256(format_dst("secagg/roster-binding/v2", seed, roster_digest)).digest()
 
 
 def consistency_transcript(
-    config: SecAggConfig, survivors: Sequence[str], dropped: Sequence[str]
+    config: SecAggConfig, survivors: Sequence[str], dropped: Sequence[str], binding: bytes = b""
 ) -> bytes:
-    """The bytes a consistency signature covers: round, schema and both lists.
+    """The bytes a consistency signature covers: config, roster binding and both lists.
 
     Both lists are put in config order and prefixed with their length, so every
     (survivors, dropped) pair has exactly one encoding. Preconditions: the names
@@ -197,9 +377,9 @@ def consistency_transcript(
     surv = config.ordered(list(survivors))
     drop = config.ordered(list(dropped))
     return format_dst(
-        "consistency",
-        config.round_id,
-        config.schema_id,
+        "consistency/v2",
+        config.digest,
+        binding,
         len(surv),
         *surv,
         len(drop),
@@ -288,6 +468,8 @@ def _check_advert_fields(advert: Advert) -> None:
         ("c_public", advert.c_public, kex.KEY_BYTES),
         ("s_public", advert.s_public, kex.KEY_BYTES),
         ("signature", advert.signature, 64),
+        ("nonce", advert.nonce, NONCE_BYTES),
+        ("self_mask_commitment", advert.self_mask_commitment, DIGEST_BYTES),
     ):
         if not isinstance(value, bytes) or len(value) != size:
             raise InvalidArgument(f"must be {size} bytes", field=f"advert.{name}")
@@ -302,6 +484,7 @@ def _closed_neighbourhood(nbrs: frozenset[str], me: str) -> frozenset[str]:
 
 class PartyStage(enum.Enum):
     NEW = "new"
+    COMMITTED = "committed"
     ADVERTISED = "advertised"
     SHARED = "shared"
     MASKED = "masked"
@@ -312,16 +495,22 @@ class PartyStage(enum.Enum):
 _PARTY_ORDER = list(PartyStage)
 
 
+def _check_bytes(value: object, size: int, field_name: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise InvalidArgument(f"must be {size} bytes", field=field_name)
+    return value
+
+
 class SecAggParty:
     """The party's side of one secagg round.
 
-    Calls go advertise -> share -> mask -> sign_consistency -> unmask. Each of
-    advertise, share, mask and sign_consistency is idempotent for an identical
-    retry (same output) and refuses a different second request. ``unmask`` may be
-    called again, but only for the signed lists, and it never reveals both kinds
-    of share for one owner, also across :meth:`to_state` / :meth:`from_state`.
-    Persist :meth:`to_state` (mode 0600) after every call and before sending its
-    result.
+    Calls go commit -> advertise -> share -> mask -> sign_consistency -> unmask.
+    Each of commit, advertise, share, mask and sign_consistency is idempotent for
+    an identical retry (same output) and refuses a different second request.
+    ``unmask`` may be called again, but only for the signed lists, and it never
+    reveals both kinds of share for one owner, also across :meth:`to_state` /
+    :meth:`from_state`. Persist :meth:`to_state` (mode 0600, directory fsynced)
+    after every call and before sending its result.
     """
 
     def __init__(self, config: SecAggConfig, me: str, identity: SigningKey, rand: RandFn) -> None:
@@ -336,13 +525,18 @@ class SecAggParty:
         self._identity = identity
         self._rand = rand
         self._stage = PartyStage.NEW
+        self._nonce: bytes | None = None
+        self._commit: Commit | None = None
+        self._commits: dict[str, bytes] = {}  # L: party -> commitment, from advertise()
+        self._list_digest: bytes | None = None
         self._c: kex.KeyPair | None = None
         self._s: kex.KeyPair | None = None
         self._advert: Advert | None = None
         self._b_seed: bytes | None = None
         self._adverts: dict[str, Advert] = {}
-        self._verify_keys: dict[str, VerifyKey] = {}  # U1 identity keys, from share()
+        self._verify_keys: dict[str, VerifyKey] = {}  # L's identity keys, from advertise()
         self._roster_digest: bytes | None = None
+        self._binding: bytes = b""
         self._neighbours: frozenset[str] = frozenset()
         self._sent: tuple[SealedShare, ...] = ()
         self._received: dict[str, tuple[bytes, bytes]] = {}  # owner -> (s share, b share)
@@ -369,6 +563,11 @@ class SecAggParty:
     @property
     def stage(self) -> PartyStage:
         return self._stage
+
+    @property
+    def committed(self) -> tuple[str, ...]:
+        """The list L this party accepted in :meth:`advertise` (empty before)."""
+        return self._config.ordered(set(self._commits))
 
     @property
     def u1(self) -> tuple[str, ...]:
@@ -399,49 +598,159 @@ class SecAggParty:
         if _PARTY_ORDER.index(self._stage) < _PARTY_ORDER.index(stage):
             raise FailedPrecondition(f"cannot {action} in stage {self._stage.value}", field="stage")
 
+    # -- phase 0
+
+    def commit(self) -> Commit:
+        """Draw the graph nonce and return the signed commitment (same one on retry).
+
+        Persist :meth:`to_state` before sending it: a restarted party must send the
+        same commitment, never a second one for this round.
+        """
+        if self._commit is not None:
+            return self._commit
+        nonce = self._rand(NONCE_BYTES)
+        if len(nonce) != NONCE_BYTES:
+            raise InvalidArgument("returned the wrong number of bytes", field="rand")
+        commitment = nonce_commitment(self._config, self._me, nonce)
+        self._nonce = nonce
+        self._commit = Commit(
+            party=self._me,
+            commitment=commitment,
+            signature=self._identity.sign(commit_transcript(self._config, self._me, commitment)),
+        )
+        self._stage = PartyStage.COMMITTED
+        return self._commit
+
     # -- phase 1
 
-    def advertise(self) -> Advert:
-        """Generate fresh c and s key pairs and return the signed advert (same advert on retry)."""
+    def _check_commits(
+        self, commits: Mapping[str, Commit], verify_keys: Mapping[str, VerifyKey]
+    ) -> dict[str, bytes]:
+        cfg = self._config
+        if not isinstance(commits, Mapping) or not isinstance(verify_keys, Mapping):
+            raise InvalidArgument("must be mappings keyed by party", field="commits")
+        out: dict[str, bytes] = {}
+        for party, entry in commits.items():
+            if not isinstance(entry, Commit) or entry.party != party:
+                raise InvalidArgument("entry does not match its party", field="commits")
+            if not cfg.is_invited(party):
+                raise UnsafeRequest(f"party {party!r} is not invited", field="commits")
+            _check_bytes(entry.commitment, DIGEST_BYTES, "commits.commitment")
+            _check_bytes(entry.signature, 64, "commits.signature")
+            vk = verify_keys.get(party)
+            if not isinstance(vk, VerifyKey):
+                raise InvalidArgument(f"no verify key for {party!r}", field="verify_keys")
+            try:
+                vk.verify(entry.signature, commit_transcript(cfg, party, entry.commitment))
+            except InvalidSignature:
+                raise UnsafeRequest(
+                    f"commitment of {party!r} is not signed over this round's configuration",
+                    field="commits",
+                ) from None
+            out[party] = entry.commitment
+        if self._commit is None or out.get(self._me) != self._commit.commitment:
+            raise UnsafeRequest("our own commitment is missing or altered", field="commits")
+        floor = cfg.min_committed()
+        if len(out) < floor:
+            raise UnsafeRequest(
+                f"only {len(out)} of {len(cfg.parties)} invited parties committed; "
+                f"this round needs at least {floor}",
+                field="commits",
+            )
+        return out
+
+    def advertise(
+        self, commits: Mapping[str, Commit], verify_keys: Mapping[str, VerifyKey]
+    ) -> Advert:
+        """Check the list L, then return the signed advert (same advert on retry).
+
+        ``commits`` is L as the aggregator published it; ``verify_keys`` maps each
+        member to its enrolled identity key. Raises UnsafeRequest when L omits or
+        alters our commitment, lists an uninvited party or an entry not signed over
+        this round's configuration, is smaller than :meth:`SecAggConfig.min_committed`,
+        or differs from a list this party already advertised for.
+        """
+        self._at_least(PartyStage.COMMITTED, "advertise")
+        accepted = self._check_commits(commits, verify_keys)
+        digest = commit_list_digest(self._config, accepted)
         if self._advert is not None:
+            if self._list_digest is None or not hmac.compare_digest(digest, self._list_digest):
+                raise UnsafeRequest("already advertised for a different list", field="commits")
             return self._advert
+        if self._nonce is None:
+            raise FailedPrecondition("no nonce: commit first", field="stage")
         c = kex.KeyPair.generate(self._rand)
         s = kex.KeyPair.generate(self._rand)
         if c.public == s.public:
             raise InvalidArgument("returned repeating output", field="rand")
-        transcript = advert_transcript(self._config, self._me, c.public, s.public)
-        self._c, self._s = c, s
+        b_seed = self._rand(SEED_BYTES)
+        if len(b_seed) != SEED_BYTES:
+            raise InvalidArgument("returned the wrong number of bytes", field="rand")
+        hb = self_mask_commitment(self._config, self._me, b_seed)
+        transcript = advert_transcript(
+            self._config,
+            self._me,
+            c.public,
+            s.public,
+            nonce=self._nonce,
+            list_digest=digest,
+            self_mask=hb,
+        )
+        self._c, self._s, self._b_seed = c, s, b_seed
+        self._commits = accepted
+        self._list_digest = digest
+        self._verify_keys = {p: verify_keys[p] for p in self._config.ordered(set(accepted))}
         self._advert = Advert(
             party=self._me,
             c_public=c.public,
             s_public=s.public,
             signature=self._identity.sign(transcript),
+            nonce=self._nonce,
+            list_digest=digest,
+            self_mask_commitment=hb,
         )
         self._stage = PartyStage.ADVERTISED
         return self._advert
 
     # -- phase 2
 
-    def _check_roster(
-        self, adverts: Mapping[str, Advert], verify_keys: Mapping[str, VerifyKey]
-    ) -> dict[str, Advert]:
+    def _check_roster(self, adverts: Mapping[str, Advert]) -> dict[str, Advert]:
+        cfg = self._config
         if not isinstance(adverts, Mapping):
             raise InvalidArgument("must be a mapping of party to advert", field="adverts")
+        if self._list_digest is None:
+            raise FailedPrecondition("advertise first", field="stage")
         roster: dict[str, Advert] = {}
         seen_keys: set[bytes] = set()
         for party, advert in adverts.items():
             if not isinstance(advert, Advert) or advert.party != party:
                 raise InvalidArgument("entry does not match its party", field="adverts")
-            if not self._config.is_invited(party):
-                raise UnsafeRequest(f"party {party!r} is not invited", field="adverts")
+            if party not in self._commits:
+                raise UnsafeRequest(f"party {party!r} is not in the list L", field="adverts")
             _check_advert_fields(advert)
-            vk = verify_keys.get(party)
-            if not isinstance(vk, VerifyKey):
-                raise InvalidArgument(f"no verify key for {party!r}", field="verify_keys")
-            vk.verify(
-                advert.signature,
-                advert_transcript(self._config, party, advert.c_public, advert.s_public),
-            )
+            try:
+                self._verify_keys[party].verify(
+                    advert.signature,
+                    advert_transcript(
+                        cfg,
+                        party,
+                        advert.c_public,
+                        advert.s_public,
+                        nonce=advert.nonce,
+                        list_digest=self._list_digest,
+                        self_mask=advert.self_mask_commitment,
+                    ),
+                )
+            except InvalidSignature:
+                raise UnsafeRequest(
+                    f"advert of {party!r} is not signed over the list this party saw",
+                    field="adverts",
+                ) from None
+            opened = nonce_commitment(cfg, party, advert.nonce)
+            if not hmac.compare_digest(opened, self._commits[party]):
+                raise UnsafeRequest(
+                    f"nonce of {party!r} does not open its commitment", field="adverts"
+                )
             for key in (advert.c_public, advert.s_public):
                 # Small-order checks wait for share(): only neighbours' keys are ever used.
                 if key in seen_keys:
@@ -450,47 +759,58 @@ class SecAggParty:
             roster[party] = advert
         if roster.get(self._me) != self._advert:
             raise UnsafeRequest("our own advert is missing or altered", field="adverts")
-        if len(roster) < self._config.threshold:
-            raise RoundAborted(
-                f"only {len(roster)} parties advertised, threshold is {self._config.threshold}",
-                field="u1",
+        missing = set(self._commits) - set(roster)
+        if missing:
+            # U1 must be L exactly: keeping a subset would let whoever picks it pick the seed.
+            raise UnsafeRequest(
+                f"parties in L without an advert: {sorted(missing)}", field="adverts"
             )
         return roster
 
     @staticmethod
     def _roster_hash(roster: Mapping[str, Advert]) -> bytes:
-        h = hashlib.sha256(format_dst("secagg/roster"))
+        h = hashlib.sha256(format_dst("secagg/roster/v2"))
         for p in sorted(roster):
             a = roster[p]
-            h.update(encode_parts(p, a.c_public, a.s_public, a.signature))
+            h.update(
+                encode_parts(
+                    p, a.c_public, a.s_public, a.signature, a.nonce, a.self_mask_commitment
+                )
+            )
         return h.digest()
 
-    def share(
-        self, adverts: Mapping[str, Advert], verify_keys: Mapping[str, VerifyKey]
-    ) -> list[SealedShare]:
+    def _graph_of(self, roster: Mapping[str, Advert]) -> tuple[bytes, frozenset[str]]:
+        cfg = self._config
+        if self._list_digest is None:
+            raise FailedPrecondition("advertise first", field="stage")
+        members = cfg.ordered(set(roster))
+        seed = graph_seed(cfg, self._list_digest, {p: roster[p].nonce for p in members})
+        return seed, graph.neighbours(members, cfg.graph_degree, seed)[self._me]
+
+    def share(self, adverts: Mapping[str, Advert]) -> list[SealedShare]:
         """Verify the U1 roster and return one share envelope per neighbour.
 
-        ``adverts`` is U1 as published by the aggregator; ``verify_keys`` maps each
-        party to its enrolled identity key. Raises InvalidSignature for a bad
-        advert, UnsafeRequest for uninvited parties, reused keys or an altered own
-        advert, RoundAborted when |U1| < t. A retry with the same roster returns
-        the same envelopes; a different roster is refused.
+        ``adverts`` is U1 as published by the aggregator; it must be exactly the
+        list L accepted in :meth:`advertise`, every advert signed over our H(L)
+        and opening its commitment. Raises UnsafeRequest otherwise, for reused
+        keys or an altered own advert, or when the round's degree and threshold
+        fail the threat model's check over |L|. A retry with the same roster
+        returns the same envelopes; a different roster is refused.
         """
         self._at_least(PartyStage.ADVERTISED, "share")
-        roster = self._check_roster(adverts, verify_keys)
+        roster = self._check_roster(adverts)
         digest = self._roster_hash(roster)
         if self._roster_digest is not None:
             if not hmac.compare_digest(digest, self._roster_digest):
                 raise UnsafeRequest("already shared for a different roster", field="adverts")
             return list(self._sent)
-        c, s = self._keys()
         cfg = self._config
-        u1 = cfg.ordered(set(roster))
-        seed = graph.graph_seed({p: (roster[p].c_public, roster[p].s_public) for p in u1})
-        nbrs = graph.neighbours(u1, cfg.graph_degree, seed)[self._me]
-        # Every advert's signature is checked (the graph seed hashes all of them), but
-        # only a neighbour's keys enter a key agreement, so only those are probed for small
-        # order: O(degree) instead of O(n) X25519 operations per party.
+        cfg.check_graph(len(roster))
+        c, s = self._keys()
+        seed, nbrs = self._graph_of(roster)
+        # Every advert's signature and opening is checked (the graph seed hashes every
+        # nonce), but only a neighbour's keys enter a key agreement, so only those are
+        # probed for small order: O(degree) instead of O(n) X25519 operations per party.
         for p in cfg.ordered(nbrs):
             kex.validate_public(roster[p].c_public)
             kex.validate_public(roster[p].s_public)
@@ -499,13 +819,13 @@ class SecAggParty:
             raise RoundAborted(
                 f"only {len(holders)} share holders, threshold is {cfg.threshold}", field="u1"
             )
-        b_seed = self._rand(SEED_BYTES)
-        if len(b_seed) != SEED_BYTES:
-            raise InvalidArgument("returned the wrong number of bytes", field="rand")
+        if self._b_seed is None or self._list_digest is None:
+            raise FailedPrecondition("no self-mask seed: advertise first", field="stage")
         xs = [cfg.x_of(h) for h in holders]
         s_shares = shamir.split(s.private, threshold=cfg.threshold, xs=xs, rand=self._rand)
-        b_shares = shamir.split(b_seed, threshold=cfg.threshold, xs=xs, rand=self._rand)
+        b_shares = shamir.split(self._b_seed, threshold=cfg.threshold, xs=xs, rand=self._rand)
         my_index = cfg.index(self._me)
+        phase = _share_phase(self._list_digest)
         sent: list[SealedShare] = []
         received: dict[str, tuple[bytes, bytes]] = {}
         for holder in holders:
@@ -520,16 +840,15 @@ class SecAggParty:
                 round_id=cfg.round_id,
                 sender=self._me,
                 receiver=holder,
-                phase=SHARE_PHASE,
+                phase=phase,
                 plaintext=_share_plaintext(my_index, x, s_bytes, b_bytes),
                 rand=self._rand,
             )
             sent.append(SealedShare(sender=self._me, receiver=holder, nonce=nonce, ciphertext=ct))
         self._adverts = dict(roster)
-        self._verify_keys = {p: verify_keys[p] for p in roster}
         self._roster_digest = digest
+        self._binding = roster_binding(seed, digest)
         self._neighbours = nbrs
-        self._b_seed = b_seed
         self._received = received
         self._sent = tuple(sent)
         self._stage = PartyStage.SHARED
@@ -547,6 +866,9 @@ class SecAggParty:
     ) -> dict[str, tuple[bytes, bytes]]:
         cfg = self._config
         c, _ = self._keys()
+        if self._list_digest is None:
+            raise FailedPrecondition("advertise first", field="stage")
+        phase = _share_phase(self._list_digest)
         my_x = cfg.x_of(self._me)
         got: dict[str, tuple[bytes, bytes]] = {}
         for env in envelopes:
@@ -566,7 +888,7 @@ class SecAggParty:
                 round_id=cfg.round_id,
                 sender=env.sender,
                 receiver=self._me,
-                phase=SHARE_PHASE,
+                phase=phase,
                 nonce=env.nonce,
                 ciphertext=env.ciphertext,
             )
@@ -597,15 +919,26 @@ class SecAggParty:
                 y -= pm
         return y
 
+    def _check_holders(self, members: frozenset[str], label: str) -> None:
+        """At least t of our holders (closed neighbourhood) must be in ``members``."""
+        t = self._config.threshold
+        mine = len(_closed_neighbourhood(self._neighbours, self._me) & members)
+        if mine < t:
+            raise UnsafeRequest(
+                f"only {mine} of this party's share holders are in {label}, threshold is {t}",
+                field=label.lower(),
+            )
+
     def mask(self, envelopes: Sequence[SealedShare], u2: Sequence[str], x: U64Vector) -> U64Vector:
         """Open the neighbours' envelopes and return the masked input y.
 
         ``u2`` is the aggregator's U2; ``envelopes`` must hold exactly one
         envelope from every neighbour in U2, addressed to us. ``x`` is a uint64
         vector of the config's length. Raises UnsafeRequest when U2 is not a
-        subset of U1, omits us, is smaller than t, or lists neighbours without
-        envelopes; InvalidTag for a bad envelope. A retry with the same inputs
-        returns the same y; a different x or U2 is refused.
+        subset of U1, omits us, is smaller than :meth:`SecAggConfig.min_survivors`,
+        holds fewer than t of our holders, or lists neighbours without envelopes;
+        InvalidTag for a bad envelope. A retry with the same inputs returns the
+        same y; a different x or U2 is refused.
         """
         self._at_least(PartyStage.SHARED, "mask")
         cfg = self._config
@@ -620,10 +953,12 @@ class SecAggParty:
             raise UnsafeRequest(f"parties not in U1: {sorted(unknown)}", field="u2")
         if self._me not in u2_set:
             raise UnsafeRequest("U2 does not contain this party", field="u2")
-        if len(u2_set) < cfg.threshold:
+        floor = cfg.min_survivors()
+        if len(u2_set) < floor:
             raise UnsafeRequest(
-                f"U2 has {len(u2_set)} parties, threshold is {cfg.threshold}", field="u2"
+                f"U2 has {len(u2_set)} parties, this round needs {floor}", field="u2"
             )
+        self._check_holders(u2_set, "U2")
         u2_ordered = cfg.ordered(u2_set)
         if self._stage is not PartyStage.SHARED and u2_ordered != self._u2:
             raise UnsafeRequest("already masked for a different U2", field="u2")
@@ -672,11 +1007,16 @@ class SecAggParty:
             raise UnsafeRequest(f"parties not in U2: {sorted(unknown)}")
         if (surv_set | drop_set) != known:
             raise UnsafeRequest(f"U2 parties not listed: {sorted(known - surv_set - drop_set)}")
-        if len(surv_set) < cfg.threshold:
+        floor = cfg.min_survivors()
+        if len(surv_set) < floor:
             raise UnsafeRequest(
-                f"{len(surv_set)} survivors, threshold is {cfg.threshold}", field="survivors"
+                f"{len(surv_set)} survivors, this round needs {floor}", field="survivors"
             )
+        self._check_holders(surv_set, "survivors")
         return cfg.ordered(surv_set), cfg.ordered(drop_set)
+
+    def _transcript(self, lists: tuple[tuple[str, ...], tuple[str, ...]]) -> bytes:
+        return consistency_transcript(self._config, *lists, binding=self._binding)
 
     def sign_consistency(self, survivors: Sequence[str], dropped: Sequence[str]) -> bytes:
         """Check the aggregator's (U3, U2 \\ U3), commit to it and return our signature.
@@ -684,10 +1024,11 @@ class SecAggParty:
         Precondition: :meth:`mask` succeeded. Raises UnsafeRequest, naming the
         problem, when a party is listed twice or in both lists, this party is
         dropped or not a survivor, a party is not in the U2 seen in :meth:`mask`,
-        the lists do not cover that U2, or there are fewer than t survivors. The
-        lists are recorded (persist :meth:`to_state` before sending the
-        signature); a retry with the same lists, in any order, returns the same
-        signature, and different lists are refused with UnsafeRequest.
+        the lists do not cover that U2, there are fewer survivors than
+        :meth:`SecAggConfig.min_survivors`, or fewer than t of our holders
+        survive. The lists are recorded (persist :meth:`to_state` before sending
+        the signature); a retry with the same lists, in any order, returns the
+        same signature, and different lists are refused with UnsafeRequest.
         """
         self._at_least(PartyStage.MASKED, "sign the consistency check")
         lists = self._check_lists(survivors, dropped)
@@ -695,7 +1036,7 @@ class SecAggParty:
             if lists != self._signed or self._consistency_sig is None:
                 raise UnsafeRequest("already signed different survivor lists", field="survivors")
             return self._consistency_sig
-        signature = self._identity.sign(consistency_transcript(self._config, *lists))
+        signature = self._identity.sign(self._transcript(lists))
         self._signed = lists
         self._consistency_sig = signature
         self._stage = PartyStage.SIGNED
@@ -707,7 +1048,7 @@ class SecAggParty:
         if not isinstance(signatures, Mapping):
             raise InvalidArgument("must be a mapping of party to signature", field="signatures")
         survivors = frozenset(lists[0])
-        transcript = consistency_transcript(self._config, *lists)
+        transcript = self._transcript(lists)
         for signer in signatures:
             if not isinstance(signer, str) or signer not in survivors:
                 raise UnsafeRequest(f"signer {signer!r} is not a survivor", field="signatures")
@@ -719,8 +1060,8 @@ class SecAggParty:
                 f"{len(signatures)} consistency signatures, threshold is {t}",
                 field="signatures",
             )
-        # t valid signatures on our lists are what the check needs (and 2t > holders is
-        # what stops a split view); verifying every signer would cost O(n) per party.
+        # t valid signatures on our lists are what the check needs (and 2t >= h + c + 1
+        # is what stops a split view); verifying every signer would cost O(n) per party.
         # Our own first, then in roster order, so the choice is deterministic.
         order = [self._me, *(p for p in self._config.ordered(set(signatures)) if p != self._me)]
         for signer in order[:t]:
@@ -786,6 +1127,15 @@ class SecAggParty:
         def hx(b: bytes | None) -> str | None:
             return None if b is None else b.hex()
 
+        threat = None
+        if cfg.threat is not None:
+            threat = {
+                "corrupt_fraction": cfg.threat.corrupt_fraction,
+                "dropout_fraction": cfg.threat.dropout_fraction,
+                "adversary": cfg.threat.adversary.value,
+                "privacy_bits": cfg.threat.privacy_bits,
+                "correctness_bits": cfg.threat.correctness_bits,
+            }
         doc: dict[str, Any] = {
             "format": STATE_FORMAT,
             "config": {
@@ -795,16 +1145,26 @@ class SecAggParty:
                 "threshold": cfg.threshold,
                 "vector_length": cfg.vector_length,
                 "graph_degree": cfg.graph_degree,
+                "threat": threat,
             },
             "me": self._me,
             "identity": self._identity.public_bytes.hex(),
             "stage": self._stage.value,
+            "nonce": hx(self._nonce),
+            "commit_signature": hx(self._commit.signature if self._commit else None),
+            "commits": {p: c.hex() for p, c in self._commits.items()},
             "c_private": hx(self._c.private if self._c else None),
             "s_private": hx(self._s.private if self._s else None),
             "advert_signature": hx(self._advert.signature if self._advert else None),
             "b_seed": hx(self._b_seed),
             "adverts": {
-                p: {"c": a.c_public.hex(), "s": a.s_public.hex(), "sig": a.signature.hex()}
+                p: {
+                    "c": a.c_public.hex(),
+                    "s": a.s_public.hex(),
+                    "sig": a.signature.hex(),
+                    "nonce": a.nonce.hex(),
+                    "hb": a.self_mask_commitment.hex(),
+                }
                 for p, a in self._adverts.items()
             },
             "sent": [
@@ -851,6 +1211,16 @@ class SecAggParty:
             return raw
 
         c = doc["config"]
+        threat = None
+        if c["threat"] is not None:
+            t = c["threat"]
+            threat = params.ThreatModel(
+                corrupt_fraction=float(t["corrupt_fraction"]),
+                dropout_fraction=float(t["dropout_fraction"]),
+                adversary=params.Adversary(t["adversary"]),
+                privacy_bits=int(t["privacy_bits"]),
+                correctness_bits=int(t["correctness_bits"]),
+            )
         config = SecAggConfig(
             round_id=c["round_id"],
             schema_id=c["schema_id"],
@@ -858,44 +1228,31 @@ class SecAggParty:
             threshold=c["threshold"],
             vector_length=c["vector_length"],
             graph_degree=c["graph_degree"],
+            threat=threat,
         )
         party = cls(config, doc["me"], identity, rand)
         if unhex(doc["identity"]) != identity.public_bytes:
             raise bad("belongs to another identity")
         stage = PartyStage(doc["stage"])
         order = _PARTY_ORDER.index(stage)
-        if order >= _PARTY_ORDER.index(PartyStage.ADVERTISED):
-            party._c = kex.KeyPair.from_private(unhex(doc["c_private"], kex.KEY_BYTES))
-            party._s = kex.KeyPair.from_private(unhex(doc["s_private"], kex.KEY_BYTES))
-            party._advert = Advert(
-                party=party._me,
-                c_public=party._c.public,
-                s_public=party._s.public,
-                signature=unhex(doc["advert_signature"]),
-            )
+        if order >= _PARTY_ORDER.index(PartyStage.COMMITTED):
+            party._nonce = unhex(doc["nonce"], NONCE_BYTES)
+            commitment = nonce_commitment(config, party._me, party._nonce)
+            party._commit = Commit(party._me, commitment, unhex(doc["commit_signature"], 64))
             identity.verify_key.verify(
-                party._advert.signature,
-                advert_transcript(config, party._me, party._c.public, party._s.public),
+                party._commit.signature, commit_transcript(config, party._me, commitment)
             )
-        if order >= _PARTY_ORDER.index(PartyStage.SHARED):
-            party._b_seed = unhex(doc["b_seed"], SEED_BYTES)
-            adverts: dict[str, Advert] = {}
-            for p, a in dict(doc["adverts"]).items():
-                if not config.is_invited(p):
-                    raise bad("advert of an uninvited party")
-                adverts[p] = Advert(
-                    party=p,
-                    c_public=unhex(a["c"]),
-                    s_public=unhex(a["s"]),
-                    signature=unhex(a["sig"]),
-                )
-            if adverts.get(party._me) != party._advert:
-                raise bad("own advert does not match the keys")
-            party._adverts = adverts
-            party._roster_digest = cls._roster_hash(adverts)
+        if order >= _PARTY_ORDER.index(PartyStage.ADVERTISED):
+            commits = {str(p): unhex(v, DIGEST_BYTES) for p, v in dict(doc["commits"]).items()}
+            if not all(config.is_invited(p) for p in commits):
+                raise bad("commitment of an uninvited party")
+            if party._commit is None or commits.get(party._me) != party._commit.commitment:
+                raise bad("own commitment missing from the list")
+            party._commits = commits
+            party._list_digest = commit_list_digest(config, commits)
             vks = dict(doc["verify_keys"])
-            if set(vks) != set(adverts):
-                raise bad("verify keys do not match the roster")
+            if set(vks) != set(commits):
+                raise bad("verify keys do not match the list")
             try:
                 party._verify_keys = {
                     p: VerifyKey.from_bytes(unhex(vks[p], 32)) for p in config.ordered(set(vks))
@@ -906,9 +1263,53 @@ class SecAggParty:
                 raise bad("malformed verify key") from None
             if party._verify_keys[party._me] != identity.verify_key:
                 raise bad("own verify key does not match the identity")
-            u1 = config.ordered(set(adverts))
-            seed = graph.graph_seed({p: (adverts[p].c_public, adverts[p].s_public) for p in u1})
-            party._neighbours = graph.neighbours(u1, config.graph_degree, seed)[party._me]
+            party._c = kex.KeyPair.from_private(unhex(doc["c_private"], kex.KEY_BYTES))
+            party._s = kex.KeyPair.from_private(unhex(doc["s_private"], kex.KEY_BYTES))
+            party._b_seed = unhex(doc["b_seed"], SEED_BYTES)
+            hb = self_mask_commitment(config, party._me, party._b_seed)
+            party._advert = Advert(
+                party=party._me,
+                c_public=party._c.public,
+                s_public=party._s.public,
+                signature=unhex(doc["advert_signature"]),
+                nonce=party._nonce or b"",
+                list_digest=party._list_digest,
+                self_mask_commitment=hb,
+            )
+            identity.verify_key.verify(
+                party._advert.signature,
+                advert_transcript(
+                    config,
+                    party._me,
+                    party._c.public,
+                    party._s.public,
+                    nonce=party._advert.nonce,
+                    list_digest=party._list_digest,
+                    self_mask=hb,
+                ),
+            )
+        if order >= _PARTY_ORDER.index(PartyStage.SHARED):
+            adverts: dict[str, Advert] = {}
+            for p, a in dict(doc["adverts"]).items():
+                if p not in party._commits:
+                    raise bad("advert of a party outside L")
+                adverts[p] = Advert(
+                    party=p,
+                    c_public=unhex(a["c"]),
+                    s_public=unhex(a["s"]),
+                    signature=unhex(a["sig"]),
+                    nonce=unhex(a["nonce"], NONCE_BYTES),
+                    list_digest=party._list_digest or b"",
+                    self_mask_commitment=unhex(a["hb"], DIGEST_BYTES),
+                )
+            if adverts.get(party._me) != party._advert:
+                raise bad("own advert does not match the keys")
+            if set(adverts) != set(party._commits):
+                raise bad("roster is not the list L")
+            party._adverts = adverts
+            party._roster_digest = cls._roster_hash(adverts)
+            seed, party._neighbours = party._graph_of(adverts)
+            party._binding = roster_binding(seed, party._roster_digest)
             party._sent = tuple(
                 SealedShare(
                     sender=party._me,
@@ -948,7 +1349,7 @@ class SecAggParty:
                     [str(p) for p in consistency["dropped"]],
                 )
                 signature = unhex(consistency["signature"], 64)
-                identity.verify_key.verify(signature, consistency_transcript(config, *lists))
+                identity.verify_key.verify(signature, party._transcript(lists))
             except (UnsafeRequest, InvalidSignature):
                 raise bad("signed lists are inconsistent") from None
             party._signed = lists
@@ -965,6 +1366,11 @@ class SecAggParty:
         party._revealed = revealed
         party._stage = stage
         return party
+
+
+def _share_phase(list_digest: bytes) -> str:
+    """The envelope phase: ``share`` and H(L), so an envelope opens only under one list."""
+    return f"{SHARE_PHASE}/{list_digest.hex()}"
 
 
 def _parse_share_plaintext(plain: bytes, owner_index: int, holder_x: int) -> tuple[bytes, bytes]:
@@ -991,6 +1397,7 @@ def _parse_share_plaintext(plain: bytes, owner_index: int, holder_x: int) -> tup
 
 
 class ServerStage(enum.Enum):
+    COMMIT = "commit"
     ADVERTISE = "advertise"
     SHARE = "share"
     MASK = "mask"
@@ -1006,7 +1413,7 @@ class SecAggServer:
     Feed it the messages it receives; it validates them and keeps only what is
     needed (the masked vectors are summed on arrival, never stored). The
     service persists the inputs and can rebuild an instance after a restart by
-    replaying them in this order: adverts, close_advertise, shares,
+    replaying them in this order: commits, close_commit, adverts, close_advertise, shares,
     close_share, :meth:`restore_masked` (the running sum), close_mask,
     consistency signatures, close_consistency, reveals.
     """
@@ -1015,8 +1422,13 @@ class SecAggServer:
         if not isinstance(config, SecAggConfig):
             raise InvalidArgument("must be a SecAggConfig", field="config")
         self._config = config
-        self._stage = ServerStage.ADVERTISE
+        self._stage = ServerStage.COMMIT
         self._abort_reason: str | None = None
+        self._commits: dict[str, Commit] = {}
+        self._list: dict[str, bytes] = {}  # L, fixed by close_commit
+        self._list_digest: bytes = b""
+        self._binding: bytes = b""
+        self._misbehaving: dict[str, str] = {}
         self._adverts: dict[str, Advert] = {}
         self._used_keys: set[bytes] = set()
         self._u1: tuple[str, ...] = ()
@@ -1050,6 +1462,21 @@ class SecAggServer:
     @property
     def abort_reason(self) -> str | None:
         return self._abort_reason
+
+    @property
+    def committed(self) -> tuple[str, ...]:
+        """Parties whose commitment was accepted, in config order (L once closed)."""
+        return self._config.ordered(set(self._commits))
+
+    @property
+    def list_digest(self) -> bytes:
+        """H(L) (empty before :meth:`close_commit`)."""
+        return self._list_digest
+
+    @property
+    def misbehaving(self) -> dict[str, str]:
+        """Holders whose revealed shares were provably wrong: party -> reason."""
+        return dict(self._misbehaving)
 
     @property
     def u1(self) -> tuple[str, ...]:
@@ -1111,13 +1538,58 @@ class SecAggServer:
         self.abort(reason)
         return RoundAborted(reason, field=field_name)
 
+    # -- phase 0
+
+    def add_commit(self, commit: Commit, verify_key: VerifyKey) -> None:
+        """Accept a party's signed commitment; identical re-adds are no-ops.
+
+        Raises InvalidArgument (uninvited party, malformed), InvalidSignature, or
+        AlreadyExists for a different second commitment.
+        """
+        self._require(ServerStage.COMMIT, "add a commitment")
+        if not isinstance(commit, Commit):
+            raise InvalidArgument("must be a Commit", field="commit")
+        if not isinstance(verify_key, VerifyKey):
+            raise InvalidArgument("must be a VerifyKey", field="verify_key")
+        if not self._config.is_invited(commit.party):
+            raise InvalidArgument("is not invited to this round", field="party")
+        _check_bytes(commit.commitment, DIGEST_BYTES, "commitment")
+        _check_bytes(commit.signature, 64, "signature")
+        existing = self._commits.get(commit.party)
+        if existing is not None:
+            if existing == commit:
+                return
+            raise AlreadyExists("party already sent a different commitment", field="commitment")
+        verify_key.verify(
+            commit.signature, commit_transcript(self._config, commit.party, commit.commitment)
+        )
+        self._commits[commit.party] = commit
+
+    def commits(self) -> dict[str, Commit]:
+        """The accepted commitments in config order (L once closed)."""
+        return {p: self._commits[p] for p in self.committed}
+
+    def close_commit(self) -> None:
+        """Fix L; RoundAborted if it is smaller than what parties accept."""
+        self._require(ServerStage.COMMIT, "close commit")
+        floor = self._config.min_committed()
+        listed = self.committed
+        if len(listed) < floor:
+            raise self._fail(
+                f"only {len(listed)} parties committed, the round needs {floor}", "commits"
+            )
+        self._list = {p: self._commits[p].commitment for p in listed}
+        self._list_digest = commit_list_digest(self._config, self._list)
+        self._stage = ServerStage.ADVERTISE
+
     # -- phase 1
 
     def add_advert(self, advert: Advert, verify_key: VerifyKey) -> None:
         """Accept a party's advert; identical re-adds are no-ops.
 
-        Raises InvalidArgument (uninvited party, bad or reused key),
-        InvalidSignature, or AlreadyExists for a different second advert.
+        Raises InvalidArgument (a party outside L, bad or reused key, a nonce that
+        does not open its commitment), InvalidSignature (not signed over this
+        round's H(L)), or AlreadyExists for a different second advert.
         """
         self._require(ServerStage.ADVERTISE, "add an advert")
         if not isinstance(advert, Advert):
@@ -1126,6 +1598,8 @@ class SecAggServer:
             raise InvalidArgument("must be a VerifyKey", field="verify_key")
         if not self._config.is_invited(advert.party):
             raise InvalidArgument("is not invited to this round", field="party")
+        if advert.party not in self._list:
+            raise InvalidArgument("did not commit in this round", field="party")
         _check_advert_fields(advert)
         existing = self._adverts.get(advert.party)
         if existing is not None:
@@ -1134,8 +1608,19 @@ class SecAggServer:
             raise AlreadyExists("party already advertised different keys", field="advert")
         verify_key.verify(
             advert.signature,
-            advert_transcript(self._config, advert.party, advert.c_public, advert.s_public),
+            advert_transcript(
+                self._config,
+                advert.party,
+                advert.c_public,
+                advert.s_public,
+                nonce=advert.nonce,
+                list_digest=self._list_digest,
+                self_mask=advert.self_mask_commitment,
+            ),
         )
+        opened = nonce_commitment(self._config, advert.party, advert.nonce)
+        if not hmac.compare_digest(opened, self._list[advert.party]):
+            raise InvalidArgument("does not open the party's commitment", field="advert.nonce")
         kex.validate_public(advert.c_public)
         kex.validate_public(advert.s_public)
         keys = {advert.c_public, advert.s_public}
@@ -1149,18 +1634,17 @@ class SecAggServer:
         return {p: self._adverts[p] for p in self.u1}
 
     def close_advertise(self) -> None:
-        """Fix U1 and the neighbour graph; RoundAborted if |U1| < t."""
+        """Fix U1 = L and the neighbour graph; RoundAborted if a member of L did not
+        advertise (a subset would let the aggregator choose among graph seeds)."""
         self._require(ServerStage.ADVERTISE, "close advertise")
         u1 = self._config.ordered(set(self._adverts))
-        if len(u1) < self._config.threshold:
-            raise self._fail(
-                f"only {len(u1)} parties advertised, threshold is {self._config.threshold}", "u1"
-            )
-        seed = graph.graph_seed(
-            {p: (self._adverts[p].c_public, self._adverts[p].s_public) for p in u1}
-        )
+        missing = self._config.ordered(set(self._list) - set(u1))
+        if missing:
+            raise self._fail(f"parties committed but did not reveal: {', '.join(missing)}", "u1")
+        seed = graph_seed(self._config, self._list_digest, {p: self._adverts[p].nonce for p in u1})
         self._u1 = u1
         self._graph = graph.neighbours(u1, self._config.graph_degree, seed)
+        self._binding = roster_binding(seed, SecAggParty._roster_hash(self._adverts))
         self._stage = ServerStage.SHARE
 
     def neighbours(self) -> dict[str, frozenset[str]]:
@@ -1213,15 +1697,14 @@ class SecAggServer:
         self._shares[sender] = ordered
 
     def close_share(self) -> None:
-        """Fix U2 and route the envelopes; RoundAborted if |U2| < t or a party's
-        holders in U2 are fewer than t."""
+        """Fix U2 and route the envelopes; RoundAborted if |U2| is below
+        :meth:`SecAggConfig.min_survivors` or a party's holders in U2 are fewer than t."""
         self._require(ServerStage.SHARE, "close share")
         cfg = self._config
         u2 = cfg.ordered(set(self._shares))
-        if len(u2) < cfg.threshold:
-            raise self._fail(
-                f"only {len(u2)} parties sent shares, threshold is {cfg.threshold}", "u2"
-            )
+        floor = cfg.min_survivors()
+        if len(u2) < floor:
+            raise self._fail(f"only {len(u2)} parties sent shares, the round needs {floor}", "u2")
         u2_set = frozenset(u2)
         for u in u2:
             holders = _closed_neighbourhood(self._graph[u], u) & u2_set
@@ -1303,9 +1786,10 @@ class SecAggServer:
         self._require(ServerStage.MASK, "close mask")
         cfg = self._config
         u3 = cfg.ordered(set(self._masked))
-        if len(u3) < cfg.threshold:
+        floor = cfg.min_survivors()
+        if len(u3) < floor:
             raise self._fail(
-                f"only {len(u3)} parties sent masked inputs, threshold is {cfg.threshold}", "u3"
+                f"only {len(u3)} parties sent masked inputs, the round needs {floor}", "u3"
             )
         u3_set = frozenset(u3)
         dropped = tuple(p for p in self._u2 if p not in u3_set)
@@ -1323,7 +1807,7 @@ class SecAggServer:
                 )
         self._u3 = u3
         self._dropped = dropped
-        self._transcript = consistency_transcript(cfg, u3, dropped)
+        self._transcript = consistency_transcript(cfg, u3, dropped, binding=self._binding)
         self._stage = ServerStage.CONSISTENCY
         return u3, dropped
 
@@ -1459,11 +1943,54 @@ class SecAggServer:
         t = self._config.threshold
         return all(len(collected.get(key, ())) >= t for key in self._needed())
 
+    def _verifier(self, owner: str, kind: ShareKind) -> Callable[[bytes], bool]:
+        advert = self._adverts[owner]
+        if kind is ShareKind.SELF_MASK:
+            expected = advert.self_mask_commitment
+
+            def check_seed(secret: bytes) -> bool:
+                got = self_mask_commitment(self._config, owner, secret)
+                return hmac.compare_digest(got, expected)
+
+            return check_seed
+
+        def check_key(secret: bytes) -> bool:
+            return hmac.compare_digest(kex.KeyPair.from_private(secret).public, advert.s_public)
+
+        return check_key
+
+    def _recover(self, owner: str, kind: ShareKind, shares: list[shamir.Share]) -> bytes:
+        """The verified secret; holders of shares that disagree with it are recorded."""
+        cfg = self._config
+        try:
+            got = shamir.recover(
+                shares,
+                threshold=cfg.threshold,
+                secret_len=SEED_BYTES,
+                verify=self._verifier(owner, kind),
+                max_attempts=MAX_LOCATE_ATTEMPTS,
+            )
+        except (Aborted, InvalidArgument) as exc:
+            raise RoundAborted(
+                f"{kind.name} of {owner!r}: {exc.message}; its shares or its commitment are wrong",
+                field="reveals",
+            ) from None
+        what = "self-mask seed" if kind is ShareKind.SELF_MASK else "mask key"
+        for x in got.bad:
+            holder = cfg.parties[x - 1]
+            self._misbehaving.setdefault(holder, f"revealed a wrong share of {owner}'s {what}")
+        return got.secret
+
     def finish(self) -> U64Vector:
         """Remove the masks and return sum_{u in U3} x_u mod 2**64.
 
-        Raises RoundAborted (without changing state) if some secret lacks t shares,
-        or if a reconstructed s key does not match its advert (corrupt shares).
+        Every secret is checked: a self-mask seed against the owner's signed
+        commitment, a mask key against its advertised public key. A (t + 1)-th
+        share, where there is one, is checked against the polynomial; when a check
+        fails, other subsets of the shares are tried, and the holders of shares
+        that disagree with the verified secret are recorded in
+        :attr:`misbehaving`. Raises RoundAborted (without changing state) if some
+        secret lacks t shares or no t of its shares pass the check.
         """
         if self._stage is ServerStage.FINISHED and self._result is not None:
             return self._result.copy()
@@ -1482,18 +2009,11 @@ class SecAggServer:
         total = self._sum.copy()
         u3 = frozenset(self._u3)
         for owner, kind in self._needed():
-            secret = shamir.reconstruct(
-                collected[(owner, kind)], threshold=t, secret_len=SEED_BYTES
-            )
+            secret = self._recover(owner, kind, collected[(owner, kind)])
             if kind is ShareKind.SELF_MASK:
                 total -= prg.self_mask(secret, round_id=cfg.round_id, party=owner, length=n)
                 continue
             keys = kex.KeyPair.from_private(secret)
-            if not hmac.compare_digest(keys.public, self._adverts[owner].s_public):
-                raise RoundAborted(
-                    f"reconstructed mask key of {owner!r} does not match its advert",
-                    field="reveals",
-                )
             owner_index = cfg.index(owner)
             for w in cfg.ordered(self._graph[owner] & u3):
                 shared = kex.agree(keys.private, self._adverts[w].s_public)

@@ -11,6 +11,7 @@ from typing import Any
 from blindsum import codec, log
 from blindsum.errors import InvalidArgument
 from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState
+from blindsum.protocol.params import Adversary, ThreatModel
 from blindsum.rpc.v1 import admin_pb2, common_pb2
 from blindsum_app.cli.common import (
     Progress,
@@ -126,6 +127,28 @@ def dp_spec(args: argparse.Namespace) -> DpSpec | None:
     )
 
 
+def threat_spec(args: argparse.Namespace) -> ThreatModel | None:
+    """The secagg threat model from the command line, completed from the aggregator's
+    configuration; None when no flag is given (the aggregator then uses its own)."""
+    given = (args.corrupt_fraction, args.dropout_fraction, args.adversary, args.privacy_bits)
+    if all(v is None for v in given):
+        return None
+    from aggregator import config as cfgmod  # noqa: PLC0415 - only when a flag is given
+
+    base = cfgmod.load(args.dir).rounds.threat()
+    return ThreatModel(
+        corrupt_fraction=base.corrupt_fraction
+        if args.corrupt_fraction is None
+        else args.corrupt_fraction,
+        dropout_fraction=base.dropout_fraction
+        if args.dropout_fraction is None
+        else args.dropout_fraction,
+        adversary=base.adversary if args.adversary is None else Adversary(args.adversary),
+        privacy_bits=base.privacy_bits if args.privacy_bits is None else args.privacy_bits,
+        correctness_bits=base.correctness_bits,
+    )
+
+
 async def _open_round(args: argparse.Namespace) -> int:
     if args.connect_timeout < 0:
         raise InvalidArgument("must be 0 or more seconds", field="--connect-timeout")
@@ -144,6 +167,8 @@ async def _open_round(args: argparse.Namespace) -> int:
         schema_toml=schema_toml,
         round_id=args.round_id or "",
         dp=dp_spec(args),
+        threat=threat_spec(args),
+        graph_degree=args.degree,
     )
     info = await admin_call(
         args.dir,
@@ -322,6 +347,37 @@ def register(sub: Any) -> None:
         default=0,
         help="t: fewest parties the round can finish with (default: 0, derived from the "
         "party count)",
+    )
+    s.add_argument(
+        "--degree",
+        type=int,
+        default=0,
+        help="secagg graph degree, with --threshold (default: 0, both derived from the "
+        "threat model and checked against it)",
+    )
+    s.add_argument(
+        "--corrupt-fraction",
+        type=float,
+        help="secagg: tolerated share of corrupt parties colluding with the aggregator "
+        "(default: [rounds] corrupt_fraction)",
+    )
+    s.add_argument(
+        "--dropout-fraction",
+        type=float,
+        help="secagg: tolerated share of parties that drop out (default: [rounds] "
+        "dropout_fraction)",
+    )
+    s.add_argument(
+        "--adversary",
+        choices=["deviating", "curious"],
+        help="secagg: whether the threat model lets the aggregator lie (default: [rounds] "
+        "adversary)",
+    )
+    s.add_argument(
+        "--privacy-bits",
+        type=int,
+        help="secagg: privacy fails with probability at most 2^-BITS (default: [rounds] "
+        "privacy_bits)",
     )
     s.add_argument(
         "--phase-timeout",

@@ -116,6 +116,18 @@ def view_json(view: RoundView) -> dict[str, Any]:
         "submitted": list(view.submitted),
         "waiting_for": list(view.waiting_for),
         "abort_reason": view.abort_reason,
+        "committed": list(view.committed),
+        "graph_degree": view.graph_degree,
+        "threat": None
+        if view.threat is None
+        else {
+            "corrupt_fraction": view.threat.corrupt_fraction,
+            "dropout_fraction": view.threat.dropout_fraction,
+            "adversary": view.threat.adversary.value,
+            "privacy_bits": view.threat.privacy_bits,
+            "correctness_bits": view.threat.correctness_bits,
+        },
+        "misbehaving": [{"party": p, "reason": r} for p, r in view.misbehaving],
     }
 
 
@@ -134,8 +146,17 @@ def format_status(view: RoundView) -> str:
         f"min contributors {view.min_contributors}, schema {view.schema_id[:12]}"
     )
     if view.mode is Mode.SECAGG:
+        if view.threat is not None:
+            t = view.threat
+            n = len(view.parties)
+            degree = "complete graph" if view.graph_degree == 0 else f"degree {view.graph_degree}"
+            lines.append(
+                f"  threat model: {t.adversary.value} aggregator, up to {t.corrupt(n)} corrupt "
+                f"and {t.dropouts(n)} dropped of {n}, privacy 2^-{t.privacy_bits}; {degree}"
+            )
         lines.append(
-            f"  advertised {len(view.advertised)}/{len(view.parties)}  "
+            f"  committed {len(view.committed)}/{len(view.parties)}  "
+            f"advertised {len(view.advertised)}/{len(view.committed) or '-'}  "
             f"shared {len(view.shared)}/{len(view.advertised) or '-'}  "
             f"masked {len(view.masked)}/{len(view.shared) or '-'}  "
             f"signed {len(view.consistent)}/{len(view.masked) or '-'}  "
@@ -145,6 +166,8 @@ def format_status(view: RoundView) -> str:
         lines.append(f"  submitted {len(view.submitted)}/{len(view.parties)}")
     if view.waiting_for:
         lines.append(f"  waiting for: {', '.join(view.waiting_for)}")
+    for party, reason in view.misbehaving:
+        lines.append(f"  misbehaved: {party}: {reason}")
     return "\n".join(lines)
 
 

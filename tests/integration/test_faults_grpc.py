@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,7 +14,7 @@ from aggregator.service import RunningAggregator
 from blindsum import codec
 from blindsum.bundle import load_bundle
 from blindsum.crypto.sign import SigningKey
-from blindsum.model import Mode, OpenRoundSpec, Phase
+from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
 from blindsum.transport.pki import Identity, Role, create_ca, issue_tls_cert
@@ -39,21 +40,20 @@ async def stub_a(
     await channel.close(None)
 
 
-def _advert(
-    view_round: str, schema_id: str, parties: tuple[str, ...], key: SigningKey
-) -> round_pb2.AdvertiseRequest:
+def _commit(view: RoundView, key: SigningKey) -> round_pb2.CommitRequest:
+    """team-a's first message in a secagg round: a signed commitment, built from the
+    round's own parameters (the signature binds all of them)."""
     cfg = SecAggConfig(
-        round_id=view_round,
-        schema_id=schema_id,
-        parties=parties,
-        threshold=4,
-        vector_length=1,
-        graph_degree=0,
+        round_id=view.round_id,
+        schema_id=view.schema_id,
+        parties=view.parties,
+        threshold=view.threshold,
+        vector_length=view.vector_length,
+        graph_degree=view.graph_degree,
+        threat=view.threat,
     )
-    import secrets
-
-    advert = SecAggParty(cfg, "team-a", key, secrets.token_bytes).advertise()
-    return codec.advert_to_request(view_round, schema_id, advert)
+    commit = SecAggParty(cfg, "team-a", key, secrets.token_bytes).commit()
+    return codec.commit_to_request(view.round_id, view.schema_id, commit)
 
 
 async def _open(agg: RunningAggregator, parties: tuple[str, ...] = PARTIES, **kw: object) -> str:
@@ -187,10 +187,10 @@ async def test_wrong_schema_id_is_invalid_argument(
     view = aggregator.manager.view(rid)
     key = load_bundle(deployment.bundle("team-a")).identity_key
     assert key is not None
-    req = _advert(rid, view.schema_id, view.parties, key)
+    req = _commit(view, key)
     req.schema_id = "00" * 32
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub_a.Advertise(req)
+        await stub_a.Commit(req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "schema_id" in (err.value.details() or "")
 
@@ -204,16 +204,16 @@ async def test_retry_is_idempotent_and_a_different_second_submission_is_rejected
     view = aggregator.manager.view(rid)
     key = load_bundle(deployment.bundle("team-a")).identity_key
     assert key is not None
-    req = _advert(rid, view.schema_id, view.parties, key)
-    first = await stub_a.Advertise(req)
-    again = await stub_a.Advertise(req)
+    req = _commit(view, key)
+    first = await stub_a.Commit(req)
+    again = await stub_a.Commit(req)
     assert (first.replay, again.replay) == (False, True)
     assert first.digest_hex == again.digest_hex
-    other = _advert(rid, view.schema_id, view.parties, key)
+    other = _commit(view, key)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub_a.Advertise(other)
+        await stub_a.Commit(other)
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert aggregator.store.submitted_parties(rid, "advertise") == ["team-a"]
+    assert aggregator.store.submitted_parties(rid, "commit") == ["team-a"]
 
 
 async def test_replay_from_an_old_round_is_rejected(
@@ -225,21 +225,20 @@ async def test_replay_from_an_old_round_is_rejected(
     view = aggregator.manager.view(old)
     key = load_bundle(deployment.bundle("team-a")).identity_key
     assert key is not None
-    req = _advert(old, view.schema_id, view.parties, key)
-    await stub_a.Advertise(req)
+    req = _commit(view, key)
+    await stub_a.Commit(req)
     await aggregator.manager.abort(old, "test")
     new = await _open(aggregator)
-    # The same signed advert, pointed at the new round: the signature binds the old round id.
+    # The same signed commitment, pointed at the new round: the signature binds the old
+    # round's whole configuration.
     req.round_id = new
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub_a.Advertise(req)
+        await stub_a.Commit(req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # And anything sent to the closed round is refused.
-    req.round_id = old
-    fresh = _advert(old, view.schema_id, view.parties, key)
-    fresh.round_id = old
+    fresh = _commit(view, key)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub_a.Advertise(fresh)
+        await stub_a.Commit(fresh)
     assert err.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS)
 
 

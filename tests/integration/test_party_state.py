@@ -47,6 +47,7 @@ async def test_a_finished_round_leaves_no_secret_and_cannot_be_joined_again(
         summary = json.loads(text)
         assert summary["state"] == "complete"
         assert set(summary["sent"]) == {
+            "Commit",
             "Advertise",
             "SubmitShares",
             "SubmitMasked",

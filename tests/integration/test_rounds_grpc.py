@@ -189,18 +189,18 @@ async def test_secagg_too_few_survivors_aborts_with_reason(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
     view = await open_round(aggregator)
-    assert view.threshold == 4
+    assert view.threshold == 3
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
     results = await run_parties(
         deployment,
         aggregator.port,
         view.round_id,
         vectors,
-        drop_after={"team-d": Phase.SHARE, "team-e": Phase.SHARE},
+        drop_after={"team-c": Phase.SHARE, "team-d": Phase.SHARE, "team-e": Phase.SHARE},
     )
     final = aggregator.manager.view(view.round_id)
     assert final.state is RoundState.ABORTED
-    assert "3" in final.abort_reason and "4" in final.abort_reason
+    assert "only 2 parties" in final.abort_reason and "3" in final.abort_reason
     assert all(
         isinstance(r, SimulatedDropout) or r.state is RoundState.ABORTED  # type: ignore[union-attr]
         for r in results.values()
@@ -381,16 +381,16 @@ async def test_long_poll_answers_when_the_phase_moves(
     parties learn of a new phase at once; unchanged, it answers at the deadline."""
     view = await open_round(aggregator)
     manager = aggregator.manager
-    same = await manager.watch(view.round_id, Phase.ADVERTISE, 50)
-    assert (same.phase, same.state) == (Phase.ADVERTISE, RoundState.OPEN)
-    watcher = asyncio.create_task(manager.watch(view.round_id, Phase.ADVERTISE, 10_000))
+    same = await manager.watch(view.round_id, Phase.COMMIT, 50)
+    assert (same.phase, same.state) == (Phase.COMMIT, RoundState.OPEN)
+    watcher = asyncio.create_task(manager.watch(view.round_id, Phase.COMMIT, 10_000))
     await asyncio.sleep(0.05)
     assert not watcher.done()  # nothing has moved yet, so the poll is still held
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
     results = await run_parties(deployment, aggregator.port, view.round_id, vectors)
     assert all(isinstance(r, RoundView) for r in results.values())
     moved = await asyncio.wait_for(watcher, 10)
-    assert moved.phase is not Phase.ADVERTISE
+    assert moved.phase is not Phase.COMMIT
     # Over gRPC, with the party's own certificate: an unknown phase value is refused.
     bundle = load_bundle(deployment.bundle(PARTIES[0]))
     channel = secure_channel(
