@@ -14,8 +14,9 @@ import pytest
 from aggregator.service import RunningAggregator, start_aggregator
 from blindsum import codec
 from blindsum.bundle import load_bundle
-from blindsum.errors import BlindsumError
+from blindsum.errors import BlindsumError, UnsafeRequest
 from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
+from blindsum.protocol import params
 from blindsum.rpc.v1 import common_pb2, report_pb2_grpc, round_pb2_grpc
 from blindsum.schema import Schema
 from blindsum.transport.tls import secure_channel
@@ -420,3 +421,26 @@ async def test_long_poll_answers_when_the_phase_moves(
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await channel.close(None)
+
+
+async def test_open_round_derives_parameters_from_the_threat_model_and_refuses_weak_ones(
+    aggregator: RunningAggregator,
+) -> None:
+    """The aggregator states the threat model, derives (degree, threshold) from it, and
+    refuses an operator's choice, or a model, that cannot be met, naming the rule."""
+    view = await open_round(aggregator)
+    assert view.threat == params.DEFAULT_THREAT_MODEL
+    chosen = params.find(len(PARTIES), params.DEFAULT_THREAT_MODEL)
+    assert (view.graph_degree, view.threshold) == (chosen.wire_degree(), chosen.threshold)
+    # t = 2 of 5 is below the deviating rule 2t >= h + c + 1 = 6.
+    with pytest.raises(UnsafeRequest) as err:
+        await open_round(aggregator, threshold=2)
+    assert err.value.field == "threshold" and "h + c + 1" in str(err.value)
+    # 40 % corrupt and 40 % dropouts of 5: t >= 4 for privacy, t <= 3 for liveness.
+    hard = params.ThreatModel(0.4, 0.4, params.Adversary.DEVIATING)
+    with pytest.raises(UnsafeRequest):
+        await open_round(aggregator, threat=hard)
+    # A curious aggregator needs t > c only.
+    curious = params.ThreatModel(0.2, 0.2, params.Adversary.CURIOUS)
+    relaxed = await open_round(aggregator, threat=curious)
+    assert relaxed.threat == curious and relaxed.threshold == 2

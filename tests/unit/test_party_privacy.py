@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from blindsum.dp.sampler import CsprngSource
-from blindsum.errors import FailedPrecondition
+from blindsum.errors import ConfigError, FailedPrecondition, UnsafeRequest
 from blindsum.model import DpMode, DpSpec
+from blindsum.protocol.params import DEFAULT_THREAT_MODEL, Adversary, ThreatModel
 from blindsum.schema import Schema
-from party.privacy import add_party_noise, check_round_privacy, set_contributors
+from party.privacy import (
+    add_party_noise,
+    check_round_privacy,
+    check_round_threat,
+    set_contributors,
+)
 
 SCHEMA = Schema.default()
 CENTRAL = DpSpec(DpMode.CENTRAL, 0.5, 0, "c", "w")
@@ -78,3 +85,38 @@ def test_party_noise_only_in_distributed_rounds_and_never_on_contributors() -> N
     assert np.count_nonzero(diff) > SCHEMA.vector_length // 2
     again = add_party_noise(SCHEMA, DISTRIBUTED, vector, CsprngSource.from_seed(b"\x01" * 32))
     assert np.array_equal(noisy, again)  # the seeded source is deterministic
+
+
+# -- the party's floor on a secagg round's threat model ---------------------------------
+
+
+def _check(threat: ThreatModel | None, min_adversary: str = "deviating") -> None:
+    check_round_threat(
+        threat, min_corrupt_fraction=0.1, min_adversary=min_adversary, min_privacy_bits=40
+    )
+
+
+def test_threat_floor_accepts_the_default_model() -> None:
+    _check(DEFAULT_THREAT_MODEL)
+
+
+@pytest.mark.parametrize(
+    ("threat", "field"),
+    [
+        (None, "threat"),
+        (replace(DEFAULT_THREAT_MODEL, adversary=Adversary.CURIOUS), "threat.adversary"),
+        (replace(DEFAULT_THREAT_MODEL, corrupt_fraction=0.05), "threat.corrupt_fraction"),
+        (replace(DEFAULT_THREAT_MODEL, privacy_bits=30), "threat.privacy_bits"),
+    ],
+)
+def test_threat_floor_refuses_a_weaker_round(threat: ThreatModel | None, field: str) -> None:
+    with pytest.raises(UnsafeRequest) as err:
+        _check(threat)
+    assert err.value.field == field
+
+
+def test_threat_floor_curious_accepts_either_adversary() -> None:
+    _check(replace(DEFAULT_THREAT_MODEL, adversary=Adversary.CURIOUS), "curious")
+    with pytest.raises(ConfigError) as err:
+        _check(DEFAULT_THREAT_MODEL, "paranoid")
+    assert err.value.field == "min_adversary"
