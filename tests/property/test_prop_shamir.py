@@ -1,17 +1,19 @@
-"""Property tests for Shamir sharing: correctness with t shares, secrecy with t-1."""
+"""Property tests for Shamir sharing: correctness with t shares, secrecy with t-1, and
+recover() with bad shares: the verified secret, the bad shares named, or Aborted."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from blindsum.crypto import _field, shamir
-from blindsum.errors import InvalidArgument
+from blindsum.errors import Aborted, InvalidArgument
 from blindsum.types import RandFn
 
 P = _field.P
@@ -140,3 +142,93 @@ def test_t_minus_one_shares_are_consistent_with_every_secret(
 def test_lagrange_weights_sum_to_one(xs: list[int]) -> None:
     # Interpolating the constant polynomial 1 gives 1.
     assert sum(shamir.lagrange_weights(tuple(xs))) % P == 1
+
+
+@st.composite
+def corrupted_sharings(
+    draw: st.DrawFn,
+) -> tuple[bytes, int, list[shamir.Share], frozenset[int]]:
+    """A sharing among m >= t + e holders (x in random order) with e shares moved off
+    the polynomial by offsets drawn from a DRBG: random corruption, not offsets chosen
+    to cancel (see test_crypto_shamir for that case)."""
+    secret = draw(secrets_st)
+    t = draw(st.integers(min_value=1, max_value=6))
+    e = draw(st.integers(min_value=0, max_value=4))
+    m = t + e + draw(st.integers(min_value=0, max_value=3))
+    xs = draw(
+        st.lists(st.integers(min_value=1, max_value=1 << 32), min_size=m, max_size=m, unique=True)
+    )
+    seed = draw(st.binary(min_size=1, max_size=8))
+    shares = shamir.split(secret, threshold=t, xs=xs, rand=drbg(seed))
+    bad = frozenset(draw(st.lists(st.sampled_from(xs), min_size=e, max_size=e, unique=True)))
+    offsets = drbg(seed + b"offsets")
+    out = []
+    for x in xs:
+        share = shares[x]
+        if x in bad:
+            delta = 1 + int.from_bytes(offsets(80), "big") % (P - 1)
+            share = shamir.Share(x, (share.y + delta) % P)
+        out.append(share)
+    return secret, t, out, bad
+
+
+@settings(max_examples=150, deadline=None)
+@given(corrupted_sharings())
+def test_recover_returns_the_secret_and_names_exactly_the_bad_shares_it_checked(
+    case: tuple[bytes, int, list[shamir.Share], frozenset[int]],
+) -> None:
+    """With e bad shares among m >= t + e, recover returns the verified secret, searching
+    at most C(t + e, e) subsets; every share it compared that is off the polynomial is
+    named, and no good one. It compares every share unless the t smallest x and the
+    next one agree, so with a bad share among the t + 1 smallest x, all e are named."""
+    secret, t, shares, bad = case
+    e = len(bad)
+    got = shamir.recover(
+        shares,
+        threshold=t,
+        secret_len=len(secret),
+        verify=lambda s: s == secret,
+        max_attempts=math.comb(t + e, e),
+    )
+    xs = sorted(s.x for s in shares)
+    assert got.secret == secret
+    assert set(got.bad) == bad & set(got.checked)
+    assert list(got.bad) == sorted(got.bad)
+    if set(got.checked) != set(xs):
+        assert got.bad == ()
+        assert got.checked == tuple(xs[: t + 1])
+    if bad & set(xs[: t + 1]):
+        assert set(got.bad) == bad
+    event(f"{e} bad, all checked: {set(got.checked) == set(xs)}")
+
+
+@settings(max_examples=100, deadline=None)
+@given(corrupted_sharings().filter(lambda c: len(c[3]) >= 1), st.data())
+def test_recover_aborts_when_fewer_than_t_shares_are_good(
+    case: tuple[bytes, int, list[shamir.Share], frozenset[int]], data: st.DataObject
+) -> None:
+    """Keep fewer than t good shares (and at least t shares): nothing verifies."""
+    secret, t, shares, bad = case
+    good = [s for s in shares if s.x not in bad]
+    kept_good = data.draw(st.integers(min_value=0, max_value=min(t - 1, len(good))))
+    kept = [s for s in shares if s.x in bad] + good[:kept_good]
+    assume(len(kept) >= t)
+    with pytest.raises(Aborted):
+        shamir.recover(kept, threshold=t, secret_len=len(secret), verify=lambda s: s == secret)
+
+
+@settings(max_examples=60, deadline=None)
+@given(setups(), st.data(), st.binary(min_size=1, max_size=8))
+def test_recover_refuses_two_values_for_one_x(
+    setup: tuple[bytes, int, list[int]], data: st.DataObject, seed: bytes
+) -> None:
+    secret, threshold, xs = setup
+    shares = shamir.split(secret, threshold=threshold, xs=xs, rand=drbg(seed))
+    x = data.draw(st.sampled_from(xs))
+    delta = data.draw(st.integers(min_value=1, max_value=P - 1))
+    twin = shamir.Share(x, (shares[x].y + delta) % P)
+    listed = list(shares.values())
+    listed.insert(data.draw(st.integers(min_value=0, max_value=len(listed))), twin)
+    with pytest.raises(InvalidArgument, match="conflicting") as info:
+        shamir.recover(listed, threshold=threshold, secret_len=len(secret), verify=lambda s: True)
+    assert info.value.field == "shares"

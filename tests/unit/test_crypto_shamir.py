@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from blindsum.crypto import _field, shamir
-from blindsum.errors import InvalidArgument
+from blindsum.errors import Aborted, InvalidArgument
 from blindsum.types import RandFn
 
 
@@ -134,3 +134,164 @@ def test_field_helpers() -> None:
     assert _field.poly_eval([1, 2, 3], 2) == 17
     with pytest.raises(ZeroDivisionError):
         _field.inv(_field.P)
+
+
+# --------------------------------------------------------------------------- recover
+
+
+SECRET = bytes(range(1, 33))
+
+
+def _shares(threshold: int, xs: list[int], secret: bytes = SECRET) -> dict[int, shamir.Share]:
+    return shamir.split(secret, threshold=threshold, xs=xs, rand=drbg(b"recover"))
+
+
+def _off(share: shamir.Share, delta: int = 1) -> shamir.Share:
+    """The share moved off the polynomial by ``delta``."""
+    return shamir.Share(share.x, (share.y + delta) % _field.P)
+
+
+def _is_secret(secret: bytes) -> bool:
+    return secret == SECRET
+
+
+def test_recover_with_good_shares_checks_one_more_and_flags_nothing() -> None:
+    shares = _shares(3, [1, 2, 3, 4, 5])
+    got = shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+    assert got.secret == SECRET
+    assert got.bad == ()
+    assert got.checked == (1, 2, 3, 4)  # the t smallest x and one more
+    exact = shamir.recover(
+        [shares[x] for x in (5, 2, 4)], threshold=3, secret_len=32, verify=_is_secret
+    )
+    assert (exact.secret, exact.bad, exact.checked) == (SECRET, (), (2, 4, 5))
+    assert "Recovered(bad=" in repr(got) and SECRET.hex() not in repr(got)
+
+
+@pytest.mark.parametrize("bad_x", [1, 2, 3, 4, 5])
+def test_recover_finds_one_bad_share_anywhere_among_t_plus_one(bad_x: int) -> None:
+    shares = _shares(3, [1, 2, 3, 4])
+    if bad_x in shares:
+        shares[bad_x] = _off(shares[bad_x])
+    else:  # a fifth holder: still found, since it is the extra share checked
+        shares = _shares(3, [1, 2, 3, 5])
+        shares[5] = _off(shares[5])
+    got = shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+    assert got.secret == SECRET
+    assert got.bad == (bad_x,)
+    assert got.checked == tuple(sorted(shares))
+
+
+def test_recover_finds_every_bad_share_once_one_is_found() -> None:
+    shares = _shares(3, list(range(1, 9)))
+    for x in (1, 5, 8):
+        shares[x] = _off(shares[x], delta=x)
+    got = shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+    assert got.secret == SECRET
+    assert got.bad == (1, 5, 8)
+    assert got.checked == tuple(range(1, 9))
+
+
+def test_recover_trusts_t_plus_one_agreeing_shares() -> None:
+    """What recover does not do: once the t smallest shares verify and the next one
+    agrees, the rest are not looked at, so a bad share further on goes unnamed."""
+    shares = _shares(3, [1, 2, 3, 4, 5, 6])
+    shares[6] = _off(shares[6])
+    got = shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+    assert (got.secret, got.bad, got.checked) == (SECRET, (), (1, 2, 3, 4))
+
+
+def test_recover_aborts_when_fewer_than_t_shares_are_good() -> None:
+    shares = _shares(3, [1, 2, 3, 4])
+    for x in (2, 4):
+        shares[x] = _off(shares[x])
+    with pytest.raises(Aborted) as info:
+        shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+    assert info.value.field == "shares"
+    assert "no 3 of the 4 shares" in str(info.value)
+
+
+def test_recover_aborts_when_exactly_t_shares_hold_a_bad_one() -> None:
+    shares = _shares(3, [1, 2, 3])
+    shares[2] = _off(shares[2])
+    with pytest.raises(Aborted):
+        shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+
+
+def test_recover_aborts_when_the_secret_fails_its_check() -> None:
+    """Good shares of a secret that does not match its commitment: nothing verifies."""
+    shares = _shares(2, [1, 2, 3])
+    with pytest.raises(Aborted):
+        shamir.recover(
+            list(shares.values()), threshold=2, secret_len=32, verify=lambda s: s != SECRET
+        )
+
+
+def test_recover_search_is_capped_by_max_attempts() -> None:
+    shares = _shares(2, [1, 2, 3, 4, 5])
+    shares[1] = _off(shares[1])
+    shares[2] = _off(shares[2])
+    # The distinct t-subsets in search order: {1,2}, then leaving one out {2,3} and
+    # {1,3}, then leaving two out {3,4}: the first with no bad share is the fourth.
+    with pytest.raises(Aborted):
+        shamir.recover(
+            list(shares.values()), threshold=2, secret_len=32, verify=_is_secret, max_attempts=3
+        )
+    got = shamir.recover(
+        list(shares.values()), threshold=2, secret_len=32, verify=_is_secret, max_attempts=4
+    )
+    assert (got.secret, got.bad, got.checked) == (SECRET, (1, 2), (1, 2, 3, 4, 5))
+
+
+def test_recover_input_checks() -> None:
+    shares = _shares(3, [1, 2, 3, 4])
+    listed = list(shares.values())
+    forged = shamir.Share(x=2, y=(shares[2].y + 1) % _field.P)
+    with pytest.raises(InvalidArgument, match="conflicting") as info:
+        shamir.recover([*listed, forged], threshold=3, secret_len=32, verify=_is_secret)
+    assert info.value.field == "shares"
+    # Identical repeats are harmless and count once.
+    got = shamir.recover([*listed, shares[1]], threshold=3, secret_len=32, verify=_is_secret)
+    assert got.checked == (1, 2, 3, 4)
+    with pytest.raises(InvalidArgument, match="need 3 distinct shares, got 2") as info:
+        shamir.recover(
+            [shares[1], shares[2], shares[2]], threshold=3, secret_len=32, verify=_is_secret
+        )
+    assert info.value.field == "shares"
+    with pytest.raises(InvalidArgument):
+        shamir.recover([*listed[:2], "share"], threshold=3, secret_len=32, verify=_is_secret)  # type: ignore[list-item]  # not a Share
+    with pytest.raises(InvalidArgument) as info:
+        shamir.recover(listed, threshold=0, secret_len=32, verify=_is_secret)
+    assert info.value.field == "threshold"
+
+
+def test_recover_skips_results_too_long_for_the_secret() -> None:
+    """A subset whose value does not fit secret_len bytes is a failed attempt, not an
+    error: the bad share is left out and named."""
+    short = b"\x07" * 16
+    shares = shamir.split(short, threshold=2, xs=[1, 2, 3], rand=drbg(b"len"))
+    shares[1] = _off(shares[1], delta=1 << 300)
+    got = shamir.recover(
+        list(shares.values()), threshold=2, secret_len=16, verify=lambda s: s == short
+    )
+    assert (got.secret, got.bad) == (short, (1,))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library: recover keeps the first verifying t-subset; two colluding holders can "
+    "move their shares so that subset still gives the right secret, and the honest "
+    "holders outside it are then named as bad",
+)
+def test_recover_does_not_name_honest_holders_when_bad_shares_cancel_at_zero() -> None:
+    shares = _shares(3, [1, 2, 3, 4, 5, 6, 7])
+    w = shamir.lagrange_weights((1, 2, 3))
+    # d1 * w1 + d2 * w2 = 0: the subset {1, 2, 3} still interpolates the secret at 0.
+    d1 = 12345
+    d2 = (-d1 * w[0] * _field.inv(w[1])) % _field.P
+    shares[1], shares[2] = _off(shares[1], d1), _off(shares[2], d2)
+    got = shamir.recover(list(shares.values()), threshold=3, secret_len=32, verify=_is_secret)
+    assert got.secret == SECRET
+    # 5 good shares against 2 bad ones (m >= t + 2e): the true polynomial is the one
+    # most shares agree with, and only 1 and 2 are off it.
+    assert got.bad == (1, 2)
