@@ -22,7 +22,7 @@ from typing import Any
 from blindsum.crypto import envelope, kex, prg, shamir
 from blindsum.crypto.encoding import format_dst
 from blindsum.crypto.sign import SigningKey
-from blindsum.protocol import graph, secagg
+from blindsum.protocol import graph, params, secagg
 from blindsum.types import RandFn
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "v1"
@@ -272,6 +272,35 @@ def kex_vectors() -> dict[str, Any]:
     }
 
 
+SECAGG_INPUTS = (
+    "config: round-1 / schema-1, parties p00..p09, t = 3, vector length 4, degree 4, no "
+    "threat model; identity key of party p: SigningKey.generate(drbg(b'secagg/identity/' + p)); "
+    "party p runs SecAggParty(config, p, identity, drbg(b'secagg/party/' + p)): commit() draws "
+    "its 32-byte nonce, advertise(L) its c and s key pairs and its 32-byte self-mask seed b, in "
+    "that order; every party commits and every party advertises over the full list L"
+)
+SECAGG_HISTORY = (
+    "Issue 10 ('a roster the aggregator cannot choose', verifiable reveals) replaced the v1 "
+    "transcripts in this file: the advert was signed over its keys only, the graph seed hashed "
+    "the advertised keys and the consistency transcript bound neither the roster nor the whole "
+    "config. The labels below end in /v2; the v1 vectors were removed with the v1 code."
+)
+
+
+def _secagg_config_doc(config: secagg.SecAggConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "round_id": config.round_id,
+        "schema_id": config.schema_id,
+        "parties": list(config.parties),
+        "threshold": config.threshold,
+        "vector_length": config.vector_length,
+        "graph_degree": config.graph_degree,
+    }
+    if config.threat is not None:
+        doc["threat"] = json.loads(params.threat_to_json(config.threat))
+    return doc
+
+
 def secagg_vectors() -> dict[str, Any]:
     config = secagg.SecAggConfig(
         round_id="round-1",
@@ -281,36 +310,115 @@ def secagg_vectors() -> dict[str, Any]:
         vector_length=4,
         graph_degree=4,
     )
-    identity = SigningKey.generate(drbg(b"secagg/identity"))
-    party = secagg.SecAggParty(config, "p00", identity, drbg(b"secagg/p00"))
-    advert = party.advertise()
-    adverts = {
-        p: (
-            kex.KeyPair.generate(drbg(b"c" + p.encode())).public,
-            kex.KeyPair.generate(drbg(b"s" + p.encode())).public,
-        )
+    identities = {
+        p: SigningKey.generate(drbg(b"secagg/identity/" + p.encode())) for p in config.parties
+    }
+    verify_keys = {p: k.verify_key for p, k in identities.items()}
+    parties = {
+        p: secagg.SecAggParty(config, p, identities[p], drbg(b"secagg/party/" + p.encode()))
         for p in config.parties
     }
-    seed = graph.graph_seed(adverts)
+    commits = {p: party.commit() for p, party in parties.items()}
+    adverts = {p: party.advertise(commits, verify_keys) for p, party in parties.items()}
+    list_digest = secagg.commit_list_digest(config, {p: c.commitment for p, c in commits.items()})
+    nonces = {p: a.nonce for p, a in adverts.items()}
+    seed = secagg.graph_seed(config, list_digest, nonces)
     nbrs = graph.neighbours(config.parties, config.graph_degree, seed)
+    # The roster hash has no public name: it is what SecAggParty and SecAggServer both use.
+    roster_digest = secagg.SecAggParty._roster_hash(adverts)
+    binding = secagg.roster_binding(seed, roster_digest)
+
+    me = "p00"
+    advert = adverts[me]
+    b_seed = bytes.fromhex(json.loads(parties[me].to_state())["b_seed"])
     # Lists given out of config order on purpose: the transcript sorts them.
     survivors = ["p05", "p00", "p01", "p02", "p04", "p06", "p07", "p09"]
     dropped = ["p08", "p03"]
-    consistency = secagg.consistency_transcript(config, survivors, dropped)
+    consistency = secagg.consistency_transcript(config, survivors, dropped, binding)
+    other_seed = secagg.graph_seed(config, list_digest, {**nonces, "p09": bytes(32)})
+
+    threat_config = secagg.SecAggConfig(
+        round_id="round-1",
+        schema_id="schema-1",
+        parties=config.parties,
+        threshold=params.find(10, params.DEFAULT_THREAT_MODEL).threshold,
+        vector_length=4,
+        graph_degree=0,
+        threat=params.DEFAULT_THREAT_MODEL,
+    )
     return {
-        "provenance": provenance(
-            "secagg advert signature (Ed25519 over advert_transcript), the neighbour graph "
-            "(Harary H(k, n) over a Fisher-Yates permutation from prg.expand(graph_seed, "
-            "format_dst('graph/perm'), 2n)) and the consistency-round signature (Ed25519 over "
-            "consistency_transcript = format_dst('consistency', round, schema, |U3|, *U3, "
-            "|U2 \\ U3|, *(U2 \\ U3)), lists in config order)"
-        ),
+        "provenance": {
+            **provenance(
+                "secagg v2 transcripts: the config digest (format_dst('secagg/config/v2', every "
+                "field, the threat model's fractions as repr(float))), the phase-0 commitment "
+                "H('graph/commit/v2', config digest, party, nonce) and its Ed25519 signature over "
+                "commit_transcript, H(L) = commit_list_digest over L in config order, the advert "
+                "(signed over advert_transcript: config digest, keys, opened nonce, H(L), "
+                "self-mask commitment), the graph seed H('graph/seed/v2', H(L), the nonces of L "
+                "in config order) and the Harary H(k, n) it seeds (Fisher-Yates permutation from "
+                "prg.expand(seed, format_dst('graph/perm'), 2n)), the roster binding "
+                "H('secagg/roster-binding/v2', seed, roster hash) and the consistency-round "
+                "signature over consistency_transcript (config digest, binding, |U3|, *U3, "
+                "|U2 \\ U3|, *(U2 \\ U3), lists in config order)"
+            ),
+            "inputs": SECAGG_INPUTS,
+            "history": SECAGG_HISTORY,
+        },
+        "config": _secagg_config_doc(config),
+        "config_digest": config.digest.hex(),
+        "config_with_threat": {
+            "config": _secagg_config_doc(threat_config),
+            "digest": threat_config.digest.hex(),
+        },
+        "identities": {p: k.public_bytes.hex() for p, k in identities.items()},
+        "commits": {
+            p: {
+                "nonce": nonces[p].hex(),
+                "commitment": c.commitment.hex(),
+                "signature": c.signature.hex(),
+            }
+            for p, c in commits.items()
+        },
+        "commit": {
+            "party": me,
+            "transcript": secagg.commit_transcript(config, me, commits[me].commitment).hex(),
+        },
+        "list_digest": list_digest.hex(),
+        "adverts": {
+            p: {
+                "c_public": a.c_public.hex(),
+                "s_public": a.s_public.hex(),
+                "self_mask_commitment": a.self_mask_commitment.hex(),
+                "signature": a.signature.hex(),
+            }
+            for p, a in adverts.items()
+        },
+        "advert": {
+            "party": me,
+            "self_mask_seed": b_seed.hex(),
+            "transcript": secagg.advert_transcript(
+                config,
+                me,
+                advert.c_public,
+                advert.s_public,
+                nonce=advert.nonce,
+                list_digest=list_digest,
+                self_mask=advert.self_mask_commitment,
+            ).hex(),
+        },
+        "graph": {
+            "seed": seed.hex(),
+            "degree": config.graph_degree,
+            "neighbours": {p: sorted(v) for p, v in nbrs.items()},
+        },
+        "roster": {"digest": roster_digest.hex(), "binding": binding.hex()},
         "consistency": {
-            "identity_public": identity.public_bytes.hex(),
+            "identity_public": identities[me].public_bytes.hex(),
             "survivors": survivors,
             "dropped": dropped,
+            "binding": binding.hex(),
             "transcript": consistency.hex(),
-            "signature": identity.sign(consistency).hex(),
+            "signature": identities[me].sign(consistency).hex(),
             "failures": [
                 {
                     "what": "signature checked against lists with one party moved to dropped",
@@ -320,42 +428,42 @@ def secagg_vectors() -> dict[str, Any]:
                 },
                 {
                     "what": "signature checked against lists that omit a dropped party",
-                    "survivors": survivors,
                     "dropped": ["p03"],
+                    "error": "InvalidSignature",
+                },
+                {
+                    "what": "signature checked without the roster binding (the v1 transcript)",
+                    "binding": "",
+                    "error": "InvalidSignature",
+                },
+                {
+                    "what": "signature checked with the binding of another graph seed",
+                    "binding": secagg.roster_binding(other_seed, roster_digest).hex(),
                     "error": "InvalidSignature",
                 },
             ],
         },
-        "config": {
-            "round_id": config.round_id,
-            "schema_id": config.schema_id,
-            "parties": list(config.parties),
-            "threshold": config.threshold,
-            "vector_length": config.vector_length,
-            "graph_degree": config.graph_degree,
-        },
-        "advert": {
-            "identity_public": identity.public_bytes.hex(),
-            "party": advert.party,
-            "c_public": advert.c_public.hex(),
-            "s_public": advert.s_public.hex(),
-            "transcript": secagg.advert_transcript(
-                config, advert.party, advert.c_public, advert.s_public
-            ).hex(),
-            "signature": advert.signature.hex(),
-        },
-        "graph": {
-            "adverts": {p: [c.hex(), s.hex()] for p, (c, s) in adverts.items()},
-            "seed": seed.hex(),
-            "degree": config.graph_degree,
-            "neighbours": {p: sorted(v) for p, v in nbrs.items()},
-        },
         "failures": [
             {
                 "what": "advert signature over another round id",
+                "signed": "advert",
                 "round_id": "round-2",
                 "error": "InvalidSignature",
-            }
+            },
+            {
+                "what": "commit signature over a config with another threshold",
+                "signed": "commit",
+                "threshold": 4,
+                "error": "InvalidSignature",
+            },
+            {
+                "what": "advert signature over the digest of another list",
+                "signed": "advert",
+                "list_digest": secagg.commit_list_digest(
+                    config, {p: c.commitment for p, c in commits.items() if p != "p09"}
+                ).hex(),
+                "error": "InvalidSignature",
+            },
         ],
     }
 

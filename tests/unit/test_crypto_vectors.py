@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
@@ -14,7 +15,7 @@ import pytest
 from blindsum import errors
 from blindsum.crypto import envelope, kex, prg, shamir
 from blindsum.crypto.sign import VerifyKey
-from blindsum.protocol import graph, secagg
+from blindsum.protocol import graph, params, secagg
 from blindsum.types import RandFn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,30 +162,97 @@ def test_kex_vectors() -> None:
         assert getattr(info.value, "field", None) == case["field"]
 
 
+def _secagg_config(doc: dict[str, Any]) -> secagg.SecAggConfig:
+    threat = doc.get("threat")
+    return secagg.SecAggConfig(
+        **{
+            **doc,
+            "parties": tuple(doc["parties"]),
+            "threat": None if threat is None else params.threat_from_json(json.dumps(threat)),
+        }
+    )
+
+
 def test_secagg_vectors() -> None:
     v = load("secagg.json")
-    config = secagg.SecAggConfig(**{**v["config"], "parties": tuple(v["config"]["parties"])})
-    ad = v["advert"]
-    transcript = secagg.advert_transcript(
-        config, ad["party"], bytes.fromhex(ad["c_public"]), bytes.fromhex(ad["s_public"])
-    )
-    assert transcript.hex() == ad["transcript"]
-    vk = VerifyKey.from_bytes(bytes.fromhex(ad["identity_public"]))
-    vk.verify(bytes.fromhex(ad["signature"]), transcript)
-    (failure,) = v["failures"]
-    other = secagg.SecAggConfig(
-        **{**v["config"], "parties": tuple(v["config"]["parties"]), "round_id": failure["round_id"]}
-    )
-    with pytest.raises(error_class(failure["error"])):
-        vk.verify(
-            bytes.fromhex(ad["signature"]),
-            secagg.advert_transcript(
-                other, ad["party"], bytes.fromhex(ad["c_public"]), bytes.fromhex(ad["s_public"])
-            ),
+    assert "issue 10" in v["provenance"]["history"].lower()
+    config = _secagg_config(v["config"])
+    assert config.digest.hex() == v["config_digest"]
+    with_threat = _secagg_config(v["config_with_threat"]["config"])
+    assert with_threat.threat == params.DEFAULT_THREAT_MODEL
+    assert with_threat.digest.hex() == v["config_with_threat"]["digest"]
+
+    # Phase 0: every commitment opens to its nonce and is signed over this config.
+    vks = {p: VerifyKey.from_bytes(bytes.fromhex(k)) for p, k in v["identities"].items()}
+    assert list(vks) == list(config.parties)
+    commits = {p: bytes.fromhex(c["commitment"]) for p, c in v["commits"].items()}
+    nonces = {p: bytes.fromhex(c["nonce"]) for p, c in v["commits"].items()}
+    for p, case in v["commits"].items():
+        assert secagg.nonce_commitment(config, p, nonces[p]) == commits[p]
+        transcript = secagg.commit_transcript(config, p, commits[p])
+        vks[p].verify(bytes.fromhex(case["signature"]), transcript)
+    me = v["commit"]["party"]
+    assert secagg.commit_transcript(config, me, commits[me]).hex() == v["commit"]["transcript"]
+    # H(L) does not depend on the order the list is given in.
+    list_digest = secagg.commit_list_digest(config, dict(reversed(commits.items())))
+    assert list_digest.hex() == v["list_digest"]
+
+    # Phase 1: adverts signed over H(L), with the self-mask commitment.
+    adverts = {
+        p: secagg.Advert(
+            party=p,
+            c_public=bytes.fromhex(a["c_public"]),
+            s_public=bytes.fromhex(a["s_public"]),
+            signature=bytes.fromhex(a["signature"]),
+            nonce=nonces[p],
+            list_digest=list_digest,
+            self_mask_commitment=bytes.fromhex(a["self_mask_commitment"]),
         )
+        for p, a in v["adverts"].items()
+    }
+
+    def advert_transcript(cfg: secagg.SecAggConfig, a: secagg.Advert, digest: bytes) -> bytes:
+        return secagg.advert_transcript(
+            cfg,
+            a.party,
+            a.c_public,
+            a.s_public,
+            nonce=a.nonce,
+            list_digest=digest,
+            self_mask=a.self_mask_commitment,
+        )
+
+    for p, a in adverts.items():
+        vks[p].verify(a.signature, advert_transcript(config, a, list_digest))
+    mine = adverts[v["advert"]["party"]]
+    assert advert_transcript(config, mine, list_digest).hex() == v["advert"]["transcript"]
+    b_seed = bytes.fromhex(v["advert"]["self_mask_seed"])
+    assert secagg.self_mask_commitment(config, mine.party, b_seed) == mine.self_mask_commitment
+
+    # The graph over L and the roster binding.
     g = v["graph"]
-    adverts = {p: (bytes.fromhex(c), bytes.fromhex(s)) for p, (c, s) in g["adverts"].items()}
-    seed = graph.graph_seed(adverts)
+    seed = secagg.graph_seed(config, list_digest, dict(reversed(nonces.items())))
     assert seed.hex() == g["seed"]
     nbrs = graph.neighbours(config.parties, g["degree"], seed)
     assert {p: sorted(n) for p, n in nbrs.items()} == g["neighbours"]
+    # The roster hash has no public name; it is the one SecAggParty and SecAggServer share.
+    roster_digest = secagg.SecAggParty._roster_hash(adverts)
+    assert roster_digest.hex() == v["roster"]["digest"]
+    binding = secagg.roster_binding(seed, roster_digest)
+    assert binding.hex() == v["roster"]["binding"] == v["consistency"]["binding"]
+
+    for failure in v["failures"]:
+        error = error_class(failure["error"])
+        if failure["signed"] == "commit":
+            other = dataclasses.replace(config, threshold=failure["threshold"])
+            with pytest.raises(error):
+                vks[me].verify(
+                    bytes.fromhex(v["commits"][me]["signature"]),
+                    secagg.commit_transcript(other, me, commits[me]),
+                )
+            continue
+        other = dataclasses.replace(config, round_id=failure.get("round_id", config.round_id))
+        digest = bytes.fromhex(failure.get("list_digest", v["list_digest"]))
+        with pytest.raises(error):
+            vks[mine.party].verify(mine.signature, advert_transcript(other, mine, digest))
+    assert {f["signed"] for f in v["failures"]} == {"commit", "advert"}
