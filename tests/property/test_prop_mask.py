@@ -83,11 +83,12 @@ def test_masked_sum_minus_self_masks_is_input_sum(
     config, inputs, seed = case
     ids = {p: SigningKey.generate(drbg(seed + b"id" + p.encode())) for p in config.parties}
     parties = {p: SecAggParty(config, p, ids[p], drbg(seed + p.encode())) for p in config.parties}
-    adverts = {p: party.advertise() for p, party in parties.items()}
     vks = {p: k.verify_key for p, k in ids.items()}
+    commits = {p: party.commit() for p, party in parties.items()}
+    adverts = {p: party.advertise(commits, vks) for p, party in parties.items()}
     inbox: dict[str, list[object]] = {p: [] for p in config.parties}
     for party in parties.values():
-        for env in party.share(adverts, vks):
+        for env in party.share(adverts):
             inbox[env.receiver].append(env)
     u2 = list(config.parties)
     length = config.vector_length

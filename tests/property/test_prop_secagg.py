@@ -1,7 +1,8 @@
-"""Property: a secagg round with random dropouts either returns exactly the sum over
-the survivors U3, or aborts at close_mask precisely when some needed secret has fewer
-than t holders among the survivors, or at close_consistency precisely when there are
-fewer than t signers or some needed secret has fewer than t holders among them."""
+"""Property: a secagg round with random absentees and dropouts either returns exactly
+the sum over the survivors U3, or aborts at close_mask precisely when some needed secret
+has fewer than t holders among the survivors, or at close_consistency precisely when
+there are fewer than t signers or some needed secret has fewer than t holders among
+them. Parties that never commit are simply not in L: the graph is built over L."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def drbg(seed: bytes) -> RandFn:
     return rand
 
 
-Scenario = tuple[SecAggConfig, frozenset[str], frozenset[str], bytes]
+Scenario = tuple[SecAggConfig, frozenset[str], frozenset[str], frozenset[str], bytes]
 
 
 @st.composite
@@ -41,10 +42,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     threshold = draw(st.integers(min_value=holders // 2 + 1, max_value=min(holders, n - 1)))
     names = tuple(f"q{i}" for i in range(n))
     config = SecAggConfig("round", "schema", names, threshold, 3, degree)
-    dropped = draw(st.frozensets(st.sampled_from(names), max_size=n - threshold))
-    rest = sorted(set(names) - dropped)
+    # |L| >= t is all a round without a threat model asks of the list.
+    absent = draw(st.frozensets(st.sampled_from(names), max_size=n - threshold))
+    listed = sorted(set(names) - absent)
+    dropped = draw(st.frozensets(st.sampled_from(listed), max_size=len(listed) - threshold))
+    rest = sorted(set(listed) - dropped)
     silent = draw(st.frozensets(st.sampled_from(rest), max_size=len(rest) - threshold))
-    return config, dropped, silent, draw(st.binary(min_size=1, max_size=6))
+    return config, absent, dropped, silent, draw(st.binary(min_size=1, max_size=6))
 
 
 def _enough_holders(
@@ -64,7 +68,7 @@ def _enough_holders(
 @settings(max_examples=30, deadline=None)
 @given(scenarios())
 def test_round_with_dropouts(case: Scenario) -> None:
-    config, drop_after_share, silent_at_consistency, seed = case
+    config, absent, drop_after_share, silent_at_consistency, seed = case
     ids = {p: SigningKey.generate(drbg(seed + b"id" + p.encode())) for p in config.parties}
     vks = {p: k.verify_key for p, k in ids.items()}
     parties = {p: SecAggParty(config, p, ids[p], drbg(seed + p.encode())) for p in config.parties}
@@ -75,16 +79,24 @@ def test_round_with_dropouts(case: Scenario) -> None:
     }
     server = SecAggServer(config)
     for p, party in parties.items():
-        server.add_advert(party.advertise(), vks[p])
+        if p not in absent:
+            server.add_commit(party.commit(), vks[p])
+    server.close_commit()
+    commits = server.commits()
+    for p in server.committed:
+        server.add_advert(parties[p].advertise(commits, vks), vks[p])
     server.close_advertise()
+    assert set(server.u1) == set(config.parties) - absent
     for p in server.u1:
-        server.add_shares(p, parties[p].share(server.roster(), vks))
+        server.add_shares(p, parties[p].share(server.roster()))
     server.close_share()
     for p in server.u2:
         if p not in drop_after_share:
             server.add_masked(p, parties[p].mask(server.shares_for(p), server.u2, inputs[p]))
 
-    survivors = frozenset(config.parties) - drop_after_share
+    survivors = frozenset(server.u1) - drop_after_share
+    if absent:
+        event("some parties never committed")
     nbrs = server.neighbours()
     t = config.threshold
     feasible = _enough_holders(nbrs, survivors, drop_after_share, survivors, t)

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from blindsum.errors import InvalidArgument
-from blindsum.protocol import graph
+from blindsum.protocol import graph, secagg
 
 SEED = hashlib.sha256(b"graph test").digest()
 
@@ -83,16 +83,25 @@ def test_rejects_duplicates_and_bad_degree() -> None:
     assert info.value.field == "degree"
 
 
-def test_graph_seed_binds_every_key_and_ignores_mapping_order() -> None:
-    a = {"alice": (b"\x01" * 32, b"\x02" * 32), "bob": (b"\x03" * 32, b"\x04" * 32)}
-    b = {"bob": (b"\x03" * 32, b"\x04" * 32), "alice": (b"\x01" * 32, b"\x02" * 32)}
-    assert graph.graph_seed(a) == graph.graph_seed(b)
-    assert len(graph.graph_seed(a)) == 32
-    changed = dict(a)
-    changed["bob"] = (b"\x03" * 32, b"\x05" * 32)
-    assert graph.graph_seed(changed) != graph.graph_seed(a)
-    swapped = {"alice": (b"\x02" * 32, b"\x01" * 32), "bob": a["bob"]}
-    assert graph.graph_seed(swapped) != graph.graph_seed(a)
+def test_graph_seed_binds_l_and_every_nonce_and_ignores_mapping_order() -> None:
+    """The seed hashes H(L) and the opened nonces of L in config order: changing any
+    nonce or the list changes it, the order of the mapping does not, and the advertised
+    keys are not an input at all (grinding them no longer steers the graph)."""
+    config = secagg.SecAggConfig("r", "s", ("alice", "bob", "carol"), 2, 1, 0)
+    digest = hashlib.sha256(b"H(L)").digest()
+    nonces = {"alice": b"\x01" * 32, "bob": b"\x02" * 32, "carol": b"\x03" * 32}
+    seed = secagg.graph_seed(config, digest, nonces)
+    assert len(seed) == 32
+    assert secagg.graph_seed(config, digest, dict(reversed(nonces.items()))) == seed
+    for p in nonces:
+        changed = {**nonces, p: b"\x09" * 32}
+        assert secagg.graph_seed(config, digest, changed) != seed
+    swapped = {**nonces, "alice": nonces["bob"], "bob": nonces["alice"]}
+    assert secagg.graph_seed(config, digest, swapped) != seed
+    assert secagg.graph_seed(config, hashlib.sha256(b"other L").digest(), nonces) != seed
+    fewer = {p: n for p, n in nonces.items() if p != "carol"}
+    assert secagg.graph_seed(config, digest, fewer) != seed
+    assert not hasattr(graph, "graph_seed")  # the key-hashing seed of v1 is gone
 
 
 def test_default_degree() -> None:

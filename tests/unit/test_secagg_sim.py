@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from blindsum.crypto.sign import SigningKey
+from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import InvalidSignature, RoundAborted, UnsafeRequest
-from blindsum.protocol import graph
+from blindsum.protocol import graph, params
 from blindsum.protocol.secagg import (
+    PartyStage,
     SecAggConfig,
     SecAggParty,
     SecAggServer,
@@ -40,9 +41,19 @@ class Cluster:
     server: SecAggServer
     inputs: dict[str, U64Vector]
 
+    @property
+    def verify_keys(self) -> dict[str, VerifyKey]:
+        return {p: k.verify_key for p, k in self.identities.items()}
+
 
 def make_cluster(
-    n: int, *, degree: int = 0, threshold: int | None = None, length: int = 6, seed: bytes = b"s"
+    n: int,
+    *,
+    degree: int = 0,
+    threshold: int | None = None,
+    length: int = 6,
+    seed: bytes = b"s",
+    threat: params.ThreatModel | None = None,
 ) -> Cluster:
     names = tuple(f"party-{i:02d}" for i in range(n))
     k = graph.effective_degree(degree, n)
@@ -54,6 +65,7 @@ def make_cluster(
         threshold=t,
         vector_length=length,
         graph_degree=degree,
+        threat=threat,
     )
     identities = {p: SigningKey.generate(drbg(seed + b"id" + p.encode())) for p in names}
     parties = {p: SecAggParty(config, p, identities[p], drbg(seed + p.encode())) for p in names}
@@ -68,6 +80,37 @@ def ring_sum(vectors: Collection[U64Vector], length: int) -> U64Vector:
     for v in vectors:
         total += v
     return total
+
+
+def commit_and_advertise(
+    c: Cluster, *, no_commit: Collection[str] = (), no_advert: Collection[str] = ()
+) -> None:
+    """Phases 0 and 1: parties not in ``no_commit`` commit; the members of L not in
+    ``no_advert`` advertise; both phases are closed."""
+    vks = c.verify_keys
+    for p, party in c.parties.items():
+        if p not in no_commit:
+            c.server.add_commit(party.commit(), vks[p])
+    c.server.close_commit()
+    commits = c.server.commits()
+    for p in c.server.committed:
+        if p not in no_advert:
+            c.server.add_advert(c.parties[p].advertise(commits, vks), vks[p])
+    c.server.close_advertise()
+
+
+def share_all(c: Cluster, skip: Collection[str] = ()) -> None:
+    roster = c.server.roster()
+    for p in c.server.u1:
+        if p not in skip:
+            c.server.add_shares(p, c.parties[p].share(roster))
+
+
+def mask_all(c: Cluster, skip: Collection[str] = ()) -> None:
+    for p in c.server.u2:
+        if p not in skip:
+            y = c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p])
+            c.server.add_masked(p, y)
 
 
 def consistency_round(
@@ -85,6 +128,7 @@ def consistency_round(
 def run_round(
     c: Cluster,
     *,
+    no_commit: Collection[str] = (),
     no_advert: Collection[str] = (),
     after_advertise: Collection[str] = (),
     after_share: Collection[str] = (),
@@ -94,25 +138,16 @@ def run_round(
 ) -> U64Vector:
     """Run a round; each collection names parties that go silent at that point.
 
-    ``after_mask`` parties never sign the consistency check; ``after_consistency``
-    ones sign but never unmask; ``during_unmask`` ones unmask but their reveals
-    never arrive.
+    ``no_commit`` parties never commit (they are not in L); ``no_advert`` ones commit
+    but never advertise (which aborts the round); ``after_mask`` parties never sign the
+    consistency check; ``after_consistency`` ones sign but never unmask;
+    ``during_unmask`` ones unmask but their reveals never arrive.
     """
     server = c.server
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    for p, party in c.parties.items():
-        if p not in no_advert:
-            server.add_advert(party.advertise(), verify_keys[p])
-    server.close_advertise()
-    roster = server.roster()
-    for p in server.u1:
-        if p not in after_advertise:
-            server.add_shares(p, c.parties[p].share(roster, verify_keys))
+    commit_and_advertise(c, no_commit=no_commit, no_advert=no_advert)
+    share_all(c, skip=after_advertise)
     server.close_share()
-    for p in server.u2:
-        if p not in after_share:
-            y = c.parties[p].mask(server.shares_for(p), server.u2, c.inputs[p])
-            server.add_masked(p, y)
+    mask_all(c, skip=after_share)
     survivors, dropped = server.close_mask()
     assert server.stage is ServerStage.CONSISTENCY
     signatures = consistency_round(c, survivors, dropped, silent=after_mask)
@@ -133,20 +168,33 @@ def test_complete_n5_no_dropouts() -> None:
     c = make_cluster(5)
     assert c.config.threshold == 4
     result = run_round(c)
+    assert c.server.committed == c.config.parties
     assert c.server.u3 == c.config.parties
     assert np.array_equal(result, ring_sum(c.inputs.values(), 6))
     assert c.server.stage is ServerStage.FINISHED
+    assert c.server.misbehaving == {}
     assert np.array_equal(c.server.finish(), result)  # finishing twice is stable
+
+
+def test_every_party_sees_the_servers_graph_over_l() -> None:
+    """Parties and the server derive the same graph, and its seed is fixed by L and the
+    opened nonces: a second round over the same config with fresh nonces differs."""
+    first = make_cluster(12, degree=4, threshold=3, length=2, seed=b"graph-a")
+    commit_and_advertise(first)
+    share_all(first)
+    nbrs = first.server.neighbours()
+    for p, party in first.parties.items():
+        assert party.committed == first.server.committed
+        assert party.neighbours == nbrs[p]
+    second = make_cluster(12, degree=4, threshold=3, length=2, seed=b"graph-b")
+    commit_and_advertise(second)
+    assert second.server.neighbours() != nbrs
 
 
 def test_masked_vectors_hide_inputs() -> None:
     c = make_cluster(5)
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    for p, party in c.parties.items():
-        c.server.add_advert(party.advertise(), verify_keys[p])
-    c.server.close_advertise()
-    for p in c.server.u1:
-        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    commit_and_advertise(c)
+    share_all(c)
     c.server.close_share()
     ys = {}
     for p in c.server.u2:
@@ -160,7 +208,7 @@ def test_masked_vectors_hide_inputs() -> None:
 @pytest.mark.parametrize(
     "drops",
     [
-        {"no_advert": {"party-01"}},
+        {"no_commit": {"party-01"}},
         {"after_advertise": {"party-02"}},
         {"after_share": {"party-03"}},
         {"after_share": {"party-00", "party-04"}},
@@ -170,16 +218,18 @@ def test_masked_vectors_hide_inputs() -> None:
         {"after_mask": {"party-00"}, "during_unmask": {"party-03"}},
         {"after_advertise": {"party-00"}, "after_share": {"party-02"}},
         {"after_share": {"party-01"}, "during_unmask": {"party-03"}},
+        {"no_commit": {"party-04"}, "after_share": {"party-00"}},
     ],
 )
 def test_complete_n5_dropouts(drops: dict[str, set[str]]) -> None:
     c = make_cluster(5, threshold=3)
     result = run_round(c, **drops)
     gone_before_mask = set().union(
-        drops.get("no_advert", set()),
+        drops.get("no_commit", set()),
         drops.get("after_advertise", set()),
         drops.get("after_share", set()),
     )
+    assert set(c.server.committed) == set(c.config.parties) - drops.get("no_commit", set())
     assert set(c.server.u3) == set(c.config.parties) - gone_before_mask
     assert np.array_equal(result, expected_sum(c))
 
@@ -211,13 +261,14 @@ def test_sparse_n40_dropouts_at_every_phase() -> None:
     c = make_cluster(40, degree=22, threshold=14, length=5)
     result = run_round(
         c,
-        no_advert={"party-39"},
+        no_commit={"party-39"},
         after_advertise={"party-05", "party-17"},
         after_share={"party-01", "party-22", "party-30"},
         after_mask={"party-08"},
         after_consistency={"party-20"},
         during_unmask={"party-11", "party-35"},
     )
+    assert len(c.server.committed) == 39
     assert len(c.server.u1) == 39
     assert len(c.server.u2) == 37
     assert len(c.server.u3) == 34
@@ -233,14 +284,43 @@ def test_sparse_small_degree() -> None:
     assert np.array_equal(result, expected_sum(c))
 
 
-def test_abort_fewer_than_t_adverts() -> None:
+def test_abort_fewer_than_t_commits() -> None:
     c = make_cluster(5, threshold=4)
-    with pytest.raises(RoundAborted, match="only 3 parties advertised"):
-        run_round(c, no_advert={"party-00", "party-01"})
+    with pytest.raises(RoundAborted, match="only 3 parties committed, the round needs 4"):
+        run_round(c, no_commit={"party-00", "party-01"})
     assert c.server.stage is ServerStage.ABORTED
     assert c.server.abort_reason is not None
     with pytest.raises(RoundAborted):
+        c.server.close_commit()
+    # Nobody was asked to advertise: no keys were drawn for this round.
+    stages = {p: party.stage for p, party in c.parties.items()}
+    assert stages == {
+        p: PartyStage.NEW if p in ("party-00", "party-01") else PartyStage.COMMITTED
+        for p in c.config.parties
+    }
+
+
+def test_abort_when_a_committed_party_does_not_advertise() -> None:
+    """U1 must be L exactly: going on with a subset would let whoever picks the subset
+    pick among graph seeds, so one missing reveal aborts the round."""
+    c = make_cluster(5, threshold=3)
+    with pytest.raises(RoundAborted, match="committed but did not reveal: party-01") as info:
+        run_round(c, no_advert={"party-01"})
+    assert info.value.field == "u1"
+    assert c.server.stage is ServerStage.ABORTED
+    with pytest.raises(RoundAborted):
         c.server.close_advertise()
+    assert {p: party.stage for p, party in c.parties.items()} == {
+        p: PartyStage.COMMITTED if p == "party-01" else PartyStage.ADVERTISED
+        for p in c.config.parties
+    }
+    # A deviating aggregator that carried on with the other four would be refused by
+    # every party: the roster must be all of L.
+    partial = c.server.roster()
+    assert set(partial) == set(c.config.parties) - {"party-01"}
+    for p in partial:
+        with pytest.raises(UnsafeRequest, match="parties in L without an advert"):
+            c.parties[p].share(partial)
 
 
 def test_abort_fewer_than_t_shares() -> None:
@@ -265,31 +345,19 @@ def test_abort_fewer_than_t_reveals() -> None:
 def test_sparse_abort_when_a_holder_set_is_too_small() -> None:
     # Every neighbour of one party drops: its shares cannot be recovered.
     c = make_cluster(12, degree=4, threshold=3, length=3, seed=b"iso")
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    for p, party in c.parties.items():
-        c.server.add_advert(party.advertise(), verify_keys[p])
-    c.server.close_advertise()
+    commit_and_advertise(c)
     victim = "party-00"
-    silent = c.server.neighbours()[victim]
-    for p in c.server.u1:
-        if p not in silent:
-            c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    share_all(c, skip=c.server.neighbours()[victim])
     with pytest.raises(RoundAborted, match=victim):
         c.server.close_share()
 
 
 def test_can_finish_tracks_reveals() -> None:
     c = make_cluster(5, threshold=3)
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    for p, party in c.parties.items():
-        c.server.add_advert(party.advertise(), verify_keys[p])
-    c.server.close_advertise()
-    for p in c.server.u1:
-        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    commit_and_advertise(c)
+    share_all(c)
     c.server.close_share()
-    for p in c.server.u2:
-        y = c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p])
-        c.server.add_masked(p, y)
+    mask_all(c)
     survivors, dropped = c.server.close_mask()
     assert not c.server.can_finish()
     signatures = consistency_round(c, survivors, dropped)
@@ -305,12 +373,17 @@ def test_can_finish_tracks_reveals() -> None:
 def test_server_restart_with_restored_sum() -> None:
     """A rebuilt server (inputs replayed, running sum restored) finishes identically."""
     c = make_cluster(5, threshold=3)
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    adverts = {p: party.advertise() for p, party in c.parties.items()}
+    verify_keys = c.verify_keys
+    commits = {p: party.commit() for p, party in c.parties.items()}
+    for p, cm in commits.items():
+        c.server.add_commit(cm, verify_keys[p])
+    c.server.close_commit()
+    listed = c.server.commits()
+    adverts = {p: party.advertise(listed, verify_keys) for p, party in c.parties.items()}
     for p, a in adverts.items():
         c.server.add_advert(a, verify_keys[p])
     c.server.close_advertise()
-    shares = {p: c.parties[p].share(c.server.roster(), verify_keys) for p in c.server.u1}
+    shares = {p: c.parties[p].share(c.server.roster()) for p in c.server.u1}
     for p, s in shares.items():
         c.server.add_shares(p, s)
     c.server.close_share()
@@ -322,13 +395,22 @@ def test_server_restart_with_restored_sum() -> None:
     saved_sum = c.server.running_sum
     saved_digests = {p: c.server.masked_digest(p) for p in c.server.masked_parties}
 
-    rebuilt = SecAggServer(c.config)
-    for p, a in adverts.items():
-        rebuilt.add_advert(a, verify_keys[p])
-    rebuilt.close_advertise()
-    for p, s in shares.items():
-        rebuilt.add_shares(p, s)
-    rebuilt.close_share()
+    def replay_to_mask() -> SecAggServer:
+        server = SecAggServer(c.config)
+        for p, cm in commits.items():
+            server.add_commit(cm, verify_keys[p])
+        server.close_commit()
+        assert server.list_digest == c.server.list_digest
+        for p, a in adverts.items():
+            server.add_advert(a, verify_keys[p])
+        server.close_advertise()
+        assert server.neighbours() == c.server.neighbours()
+        for p, s in shares.items():
+            server.add_shares(p, s)
+        server.close_share()
+        return server
+
+    rebuilt = replay_to_mask()
     rebuilt.restore_masked(
         saved_sum,
         ["party-00", "party-01"],
@@ -346,13 +428,7 @@ def test_server_restart_with_restored_sum() -> None:
     rebuilt.close_consistency()
 
     # A second rebuild from the persisted inputs, now including the signatures.
-    again = SecAggServer(c.config)
-    for p, a in adverts.items():
-        again.add_advert(a, verify_keys[p])
-    again.close_advertise()
-    for p, s in shares.items():
-        again.add_shares(p, s)
-    again.close_share()
+    again = replay_to_mask()
     again.restore_masked(rebuilt.running_sum, list(rebuilt.masked_parties))
     assert again.close_mask() == (survivors, dropped)
     for p, sig in rebuilt.consistency_signatures().items():
@@ -373,7 +449,7 @@ def test_server_restart_with_restored_sum() -> None:
 def test_party_restart_mid_round() -> None:
     """Parties persisted after every phase and restored from state finish the round."""
     c = make_cluster(5, threshold=3)
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
+    verify_keys = c.verify_keys
 
     def reload(p: str) -> SecAggParty:
         return SecAggParty.from_state(
@@ -381,11 +457,20 @@ def test_party_restart_mid_round() -> None:
         )
 
     for p in c.parties:
-        c.server.add_advert(c.parties[p].advertise(), verify_keys[p])
+        commit = c.parties[p].commit()
         c.parties[p] = reload(p)
+        assert c.parties[p].commit() == commit  # the same nonce, never a second one
+        c.server.add_commit(commit, verify_keys[p])
+    c.server.close_commit()
+    commits = c.server.commits()
+    for p in c.server.committed:
+        advert = c.parties[p].advertise(commits, verify_keys)
+        c.parties[p] = reload(p)
+        assert c.parties[p].advertise(commits, verify_keys) == advert
+        c.server.add_advert(advert, verify_keys[p])
     c.server.close_advertise()
     for p in c.server.u1:
-        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+        c.server.add_shares(p, c.parties[p].share(c.server.roster()))
         c.parties[p] = reload(p)
     c.server.close_share()
     for p in c.server.u2:
@@ -408,6 +493,24 @@ def test_party_restart_mid_round() -> None:
         # A restarted party repeats the same reveals for a retried request.
         assert c.parties[p].unmask(survivors, dropped, signatures) == reveals
     assert np.array_equal(c.server.finish(), expected_sum(c))
+
+
+# --------------------------------------------------------------------------- threat model
+
+
+def test_threat_model_round_with_found_parameters() -> None:
+    """A complete-graph round with the degree and threshold of params.find and the
+    threat model in the config finishes with the tolerated dropouts."""
+    model = params.DEFAULT_THREAT_MODEL
+    chosen = params.find(20, model)
+    assert chosen.complete and chosen.dropouts == 2
+    c = make_cluster(
+        20, degree=chosen.wire_degree(), threshold=chosen.threshold, length=3, threat=model
+    )
+    assert c.config.min_committed() >= chosen.threshold
+    result = run_round(c, no_commit={"party-07"}, after_share={"party-11"})
+    assert len(c.server.u3) == 18
+    assert np.array_equal(result, expected_sum(c))
 
 
 # --------------------------------------------------------------------------- consistency round
@@ -443,15 +546,10 @@ def test_sparse_abort_when_signers_miss_a_holder_set() -> None:
     """Enough signers overall, but one secret's holders among them are fewer than t."""
     c = make_cluster(12, degree=4, threshold=3, length=3, seed=b"sig")
     victim = "party-00"
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    for p, party in c.parties.items():
-        c.server.add_advert(party.advertise(), verify_keys[p])
-    c.server.close_advertise()
-    for p in c.server.u1:
-        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    commit_and_advertise(c)
+    share_all(c)
     c.server.close_share()
-    for p in c.server.u2:
-        c.server.add_masked(p, c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p]))
+    mask_all(c)
     survivors, dropped = c.server.close_mask()
     silent = set(sorted(c.server.neighbours()[victim])[:3])
     with pytest.raises(RoundAborted, match=f"self mask of '{victim}' has only 2 holders"):
@@ -467,15 +565,10 @@ def _split_view_setup() -> tuple[Cluster, dict[str, tuple[tuple[str, ...], tuple
     """
     c = make_cluster(4, threshold=3, seed=b"split")
     assert c.config.threshold == 3
-    verify_keys = {p: k.verify_key for p, k in c.identities.items()}
-    for p, party in c.parties.items():
-        c.server.add_advert(party.advertise(), verify_keys[p])
-    c.server.close_advertise()
-    for p in c.server.u1:
-        c.server.add_shares(p, c.parties[p].share(c.server.roster(), verify_keys))
+    commit_and_advertise(c)
+    share_all(c)
     c.server.close_share()
-    for p in c.server.u2:
-        c.server.add_masked(p, c.parties[p].mask(c.server.shares_for(p), c.server.u2, c.inputs[p]))
+    mask_all(c)
     v, d, h1, h2 = c.config.parties
     everyone: tuple[tuple[str, ...], tuple[str, ...]] = ((v, d, h1, h2), ())
     v_dropped: tuple[tuple[str, ...], tuple[str, ...]] = ((d, h1, h2), (v,))
