@@ -29,8 +29,8 @@ Two comparisons, both measured in this run:
    FedAvg round, so ``plain_round_s`` is the runtime's own floor. Ray is bound to
    127.0.0.1 and Flower's and Ray's telemetry are switched off. Beside it, blindsum's
    in-process round (:func:`bench.secagg_core.simulate_round`) at the same n, m and
-   dropout: its ``round_s`` is every party's and the server's compute, run one after
-   the other in one process.
+   dropout: its ``round_s`` is every party's and the server's compute from the commit
+   phase to the finish, run one after the other in one process.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from bench.common import (
 from bench.secagg_core import (
     SHAMIR_K,
     SHAMIR_T,
+    drop_count,
     make_config,
     shamir_share_seconds,
     simulate_round,
@@ -461,8 +462,7 @@ def round_shape(n: int, m: int, dropout: float) -> tuple[int, int, int]:
     """
     config = make_config(n, m)
     k = graph.effective_degree(config.graph_degree, n) + 1
-    drops = min(round(dropout * n), n - config.threshold)
-    return k, config.threshold, drops
+    return k, config.threshold, drop_count(config, dropout)
 
 
 def simulate_flower_round(
@@ -745,7 +745,8 @@ def main(argv: Sequence[str]) -> int:
     """``python -m bench flower [--parties N] [--length M] [--dropout F] [--full]``.
 
     With any of --parties/--length/--dropout: the components at k = n (complete graph,
-    blindsum's default threshold for n holders) and the full round at (n, m, dropout).
+    the threshold blindsum's aggregator would choose for a complete graph of n) and the
+    full round at (n, m, dropout).
     """
     args = parse_scenario_args(argv, "python -m bench flower")
     if args.mode not in (None, "secagg"):
@@ -760,7 +761,7 @@ def main(argv: Sequence[str]) -> int:
             return 2
         m = args.length or 16384
         dropout = args.dropout or 0.0
-        t = SHAMIR_T if n == SHAMIR_K else graph.default_threshold(n)
+        t = SHAMIR_T if n == SHAMIR_K else make_config(n, m, sparse_above=n).threshold
         results = run_cases(
             [ComponentCase(n, n, t, m)],
             [(n, m, dropout)],

@@ -14,7 +14,9 @@ is opened to everyone.
   the opened sum: the computation itself.
 
 Beside it, blindsum's secagg round in one process (no network) on the same n vectors:
-every party's and the server's compute one after the other (``round_s``). The vectors
+every party's and the server's compute one after the other (``round_s``), from the
+commit phase to the server's finish, with the degree and threshold the aggregator would
+choose (:func:`bench.secagg_core.make_config`). The vectors
 hold values below 2^32, so MPyC's integer sum and blindsum's sum mod 2^64 agree; both
 results are checked against numpy's sum.
 
@@ -238,7 +240,7 @@ def blindsum_round(vectors: Sequence[U64Vector], rand: RandFn) -> SecaggRun:
     """One secagg round of len(vectors) parties, no dropouts, as the service drives it.
 
     Identity keys are made before the clock starts (they are enrolled once, not per
-    round); everything from the first advert to the server's finish is timed.
+    round); everything from the first commitment to the server's finish is timed.
     """
     n, m = len(vectors), int(vectors[0].shape[0])
     config = make_config(n, m)
@@ -250,7 +252,15 @@ def blindsum_round(vectors: Sequence[U64Vector], rand: RandFn) -> SecaggRun:
     party_sw, server_sw = Stopwatch(), Stopwatch()
     for p, party in parties.items():
         with party_sw.phase(p):
-            advert = party.advertise()
+            commit = party.commit()
+        with server_sw.phase("server"):
+            server.add_commit(commit, verify_keys[p])
+    with server_sw.phase("server"):
+        server.close_commit()
+        listed = server.commits()
+    for p in server.committed:
+        with party_sw.phase(p):
+            advert = parties[p].advertise(listed, verify_keys)
         with server_sw.phase("server"):
             server.add_advert(advert, verify_keys[p])
     with server_sw.phase("server"):
@@ -258,7 +268,7 @@ def blindsum_round(vectors: Sequence[U64Vector], rand: RandFn) -> SecaggRun:
         roster = server.roster()
     for p in server.u1:
         with party_sw.phase(p):
-            shares = parties[p].share(roster, verify_keys)
+            shares = parties[p].share(roster)
         with server_sw.phase("server"):
             server.add_shares(p, shares)
     with server_sw.phase("server"):

@@ -1,15 +1,18 @@
 """secagg-core: the secagg state machines in one process, no network.
 
 One round drives :class:`~blindsum.protocol.secagg.SecAggParty` and
-:class:`~blindsum.protocol.secagg.SecAggServer` the way the service does (the sparse
-graph above 64 parties, the aggregator's default), with a fraction of the parties
-dropping after the share phase (they never send a masked vector). It reports:
+:class:`~blindsum.protocol.secagg.SecAggServer` the way the service does: the commit
+phase, then advertise over the list L, share, mask, consistency and unmask, with the
+degree and threshold the aggregator opens a round with (``params.find`` under the
+default threat model, sparse above 64 parties, the threat model in the config), and a
+fraction of the parties dropping after the share phase (they never send a masked
+vector). It reports:
 
 - party seconds per phase, as the mean over the parties that ran the phase, and their
   sum (``party_total_s``: the compute of one party that goes through the whole round);
 - server seconds per phase (totals over all the calls of the phase), and
   ``server_unmask_sum_s`` = add_masked + add_reveals + finish: the streaming sum plus
-  the mask removal;
+  the mask removal (with every reconstructed secret checked, issue 10);
 - the server's peak traced memory over the mask and unmask phases, measured on a replay
   of the same inputs (tracing slows the code down, so it never runs while timing);
 - the bytes a party sends: the real protobuf requests built with :mod:`blindsum.codec`.
@@ -19,6 +22,14 @@ Baselines in the same run: ``prg-floor`` (one party generating its masks with
 vectors plus regenerating the dropped parties' pair masks with their surviving
 neighbours: the least any server must do). The survivors' self masks are not in that
 floor, although double masking needs them; ``self_mask_regen_s`` reports their cost.
+
+Old against new parameters (issue 10: "make bench shows the cost of the new parameters
+next to the old, as ratios from one run"): the same round, same inputs and same
+dropouts, at a few n with a small vector, once with the parameters rounds used before
+they had a threat model (``graph.default_degree`` / ``graph.default_threshold``, no
+threat model: rows ``old-params``) and once with ``params.find(n,
+DEFAULT_THREAT_MODEL)`` and the threat model in the config (rows ``new-params``, which
+carry the new/old ratios of party time, server finish time and bytes per party).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -47,9 +58,10 @@ from bench.common import (
 from blindsum import codec
 from blindsum.crypto import kex, prg, shamir
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.protocol import graph
+from blindsum.protocol import graph, params
 from blindsum.protocol.secagg import (
     Advert,
+    Commit,
     Reveal,
     SealedShare,
     SecAggConfig,
@@ -65,8 +77,10 @@ SCHEMA_ID = "bench-schema"
 #: The aggregator's default cutoff: complete graph up to 64 parties, sparse above.
 SPARSE_ABOVE = 64
 
-PARTY_PHASES = ("advertise", "share", "mask", "consistency", "unmask")
+PARTY_PHASES = ("commit", "advertise", "share", "mask", "consistency", "unmask")
 SERVER_PHASES = (
+    "add_commit",
+    "close_commit",
     "add_advert",
     "close_advertise",
     "add_shares",
@@ -99,6 +113,23 @@ QUICK_BUDGET_S = 150.0
 #: Shamir share creation parameters of the Flower comparison (k holders, threshold t).
 SHAMIR_K, SHAMIR_T = 100, 66
 
+#: Which degree and threshold a round gets: "new" is what the aggregator opens rounds
+#: with since issue 10 (``params.find`` under the default threat model, which goes into
+#: the config); "old" is the rule before it (``graph.default_degree`` and
+#: ``graph.default_threshold``, no threat model).
+ParamRule = Literal["old", "new"]
+#: The threat model of "new" rounds: the aggregator's default.
+THREAT_MODEL = params.DEFAULT_THREAT_MODEL
+#: Old against new parameters: the n of quick and full mode, the vector length, dropout.
+PARAMS_QUICK_NS = (100, 300)
+PARAMS_FULL_NS = (100, 300, 1000)
+PARAMS_M = 1024
+PARAMS_DROPOUT = 0.1
+#: Quick mode starts no new n of the comparison after this many seconds in it.
+PARAMS_QUICK_BUDGET_S = 120.0
+#: System names of the comparison's rows.
+OLD_PARAMS, NEW_PARAMS = "old-params", "new-params"
+
 #: Headline metrics of this scenario's table rows (``python -m bench`` reads it).
 KEY_METRICS = (
     "party_total_s",
@@ -116,6 +147,7 @@ class RoundTrace:
     """Everything the server received in a round, to replay it (for the memory pass)."""
 
     config: SecAggConfig
+    commits: list[tuple[Commit, VerifyKey]] = field(default_factory=list)
     adverts: list[tuple[Advert, VerifyKey]] = field(default_factory=list)
     shares: dict[str, list[SealedShare]] = field(default_factory=dict)
     masked: dict[str, U64Vector] = field(default_factory=dict)
@@ -152,30 +184,49 @@ class RoundRun:
         return round(sum(counts) / len(counts)) if counts else 0
 
 
-def make_config(n: int, m: int, *, sparse_above: int = SPARSE_ABOVE) -> SecAggConfig:
-    """The round config the aggregator would open: default degree and threshold."""
+def make_config(
+    n: int, m: int, *, sparse_above: int = SPARSE_ABOVE, rule: ParamRule = "new"
+) -> SecAggConfig:
+    """The round config the aggregator would open (``rule="new"``), or the one it opened
+    before issue 10 (``rule="old"``): see :data:`ParamRule`."""
     names = tuple(f"party-{i:04d}" for i in range(n))
-    degree = graph.default_degree(n, sparse_above)
-    holders = graph.effective_degree(degree, n) + 1
+    threat: params.ThreatModel | None = None
+    if rule == "new":
+        chosen = params.find(n, THREAT_MODEL, sparse_above=sparse_above)
+        degree, threshold, threat = chosen.wire_degree(), chosen.threshold, THREAT_MODEL
+    else:
+        degree = graph.default_degree(n, sparse_above)
+        threshold = graph.default_threshold(graph.effective_degree(degree, n) + 1)
     return SecAggConfig(
         round_id=ROUND_ID,
         schema_id=SCHEMA_ID,
         parties=names,
-        threshold=graph.default_threshold(holders),
+        threshold=threshold,
         vector_length=m,
         graph_degree=degree,
+        threat=threat,
     )
 
 
+def drop_count(config: SecAggConfig, dropout: float) -> int:
+    """How many parties drop after sharing: ``round(dropout * n)``, capped so that the
+    survivors still reach the floor every party enforces (t, or n - D in a sparse round
+    with a threat model)."""
+    n = len(config.parties)
+    return max(0, min(round(dropout * n), n - config.min_survivors()))
+
+
 def party_sent_bytes(
+    commit: Commit,
     advert: Advert,
     shares: Sequence[SealedShare],
     y: U64Vector,
     signature: bytes,
     reveals: Sequence[Reveal],
 ) -> int:
-    """Serialized size of the five requests a surviving party sends in a round."""
+    """Serialized size of the six requests a surviving party sends in a round."""
     messages = (
+        codec.commit_to_request(ROUND_ID, SCHEMA_ID, commit),
         codec.advert_to_request(ROUND_ID, SCHEMA_ID, advert),
         round_pb2.SubmitSharesRequest(round_id=ROUND_ID, envelopes=codec.shares_to_pb(shares)),
         round_pb2.SubmitMaskedRequest(
@@ -192,13 +243,17 @@ def _random_vector(rng: np.random.Generator, m: int) -> U64Vector:
     return vec
 
 
-def simulate_round(n: int, m: int, dropout: float, *, rand: RandFn, seed: int) -> RoundRun:
-    """Run one whole round with ``round(dropout * n)`` parties dropping after sharing.
+def simulate_round(
+    n: int, m: int, dropout: float, *, rand: RandFn, seed: int, rule: ParamRule = "new"
+) -> RoundRun:
+    """Run one whole round with :func:`drop_count` parties dropping after sharing.
 
     ``rand`` feeds every key and seed (``secrets.token_bytes`` for real figures, a
-    seeded generator in tests); ``seed`` picks the inputs and who drops.
+    seeded generator in tests); ``seed`` picks the inputs and who drops, so two rounds
+    with the same ``seed`` and different ``rule`` sum the same vectors and lose the same
+    parties.
     """
-    config = make_config(n, m)
+    config = make_config(n, m, rule=rule)
     rng = np.random.default_rng(seed)
     identities = {p: SigningKey.generate(rand) for p in config.parties}
     verify_keys = {p: k.verify_key for p, k in identities.items()}
@@ -206,13 +261,25 @@ def simulate_round(n: int, m: int, dropout: float, *, rand: RandFn, seed: int) -
     server = SecAggServer(config)
     party_sw, server_sw = Stopwatch(), Stopwatch()
     trace = RoundTrace(config)
+    commits: dict[str, Commit] = {}
     adverts: dict[str, Advert] = {}
     sent: dict[str, list[SealedShare]] = {}
     ys: dict[str, U64Vector] = {}
 
     for p, party in parties.items():
+        with party_sw.phase("commit"):
+            commit = party.commit()
+        with server_sw.phase("add_commit"):
+            server.add_commit(commit, verify_keys[p])
+        commits[p] = commit
+        trace.commits.append((commit, verify_keys[p]))
+    with server_sw.phase("close_commit"):
+        server.close_commit()
+    listed = server.commits()
+
+    for p in server.committed:
         with party_sw.phase("advertise"):
-            advert = party.advertise()
+            advert = parties[p].advertise(listed, verify_keys)
         with server_sw.phase("add_advert"):
             server.add_advert(advert, verify_keys[p])
         adverts[p] = advert
@@ -223,7 +290,7 @@ def simulate_round(n: int, m: int, dropout: float, *, rand: RandFn, seed: int) -
 
     for p in server.u1:
         with party_sw.phase("share"):
-            shares = parties[p].share(roster, verify_keys)
+            shares = parties[p].share(roster)
         with server_sw.phase("add_shares"):
             server.add_shares(p, shares)
         sent[p] = shares
@@ -231,8 +298,8 @@ def simulate_round(n: int, m: int, dropout: float, *, rand: RandFn, seed: int) -
     with server_sw.phase("close_share"):
         server.close_share()
 
-    drop_count = min(round(dropout * n), n - config.threshold)
-    leaving = {config.parties[i] for i in rng.choice(n, size=drop_count, replace=False)}
+    drops = drop_count(config, dropout)
+    leaving = {config.parties[i] for i in rng.choice(n, size=drops, replace=False)}
     expected = np.zeros(m, dtype=np.uint64)
     u2 = server.u2
     for p in u2:
@@ -270,7 +337,9 @@ def simulate_round(n: int, m: int, dropout: float, *, rand: RandFn, seed: int) -
         with server_sw.phase("add_reveals"):
             server.add_reveals(p, reveals)
         trace.reveals[p] = reveals
-        sent_bytes[p] = party_sent_bytes(adverts[p], sent[p], ys[p], signatures[p], reveals)
+        sent_bytes[p] = party_sent_bytes(
+            commits[p], adverts[p], sent[p], ys[p], signatures[p], reveals
+        )
     with server_sw.phase("finish"):
         result = server.finish()
 
@@ -292,10 +361,14 @@ def server_peak_mib(trace: RoundTrace) -> tuple[float, float, U64Vector]:
     """Replay a round's inputs into a fresh server; return the traced peak MiB of the
     mask phase, of the mask and unmask phases together, and the replayed result.
 
-    Adverts and shares are replayed before tracing starts, and the masked vectors and
-    reveals were built beforehand, so only what the server itself allocates counts.
+    Commits, adverts and shares are replayed before tracing starts, and the masked
+    vectors and reveals were built beforehand, so only what the server itself allocates
+    counts.
     """
     server = SecAggServer(trace.config)
+    for commit, vk in trace.commits:
+        server.add_commit(commit, vk)
+    server.close_commit()
     for advert, vk in trace.adverts:
         server.add_advert(advert, vk)
     server.close_advertise()
@@ -497,6 +570,90 @@ def shamir_result(repeat: int) -> Result:
     return Result(SCENARIO, "blindsum", params, {"shamir_share_s": seconds})
 
 
+# --------------------------------------------------------------------------- old vs new
+
+
+def _params_metrics(run: RoundRun) -> dict[str, float]:
+    """The comparison's figures of one round: party and server compute, bytes, checks."""
+    return {
+        "party_total_s": run.party_total(),
+        "server_finish_s": run.server.seconds.get("finish", 0.0),
+        "party_sent_bytes": sum(run.sent_bytes.values()) / len(run.sent_bytes),
+        "server_total_s": run.server.total(),
+        "party_commit_advertise_s": run.party.mean("commit") + run.party.mean("advertise"),
+        "party_share_s": run.party.mean("share"),
+        "server_unmask_sum_s": run.server.total(UNMASK_SUM_PHASES),
+        "sum_ok": float(run.sum_ok),
+    }
+
+
+def compare_params(
+    n: int,
+    *,
+    m: int = PARAMS_M,
+    dropout: float = PARAMS_DROPOUT,
+    rand: RandFn = secrets.token_bytes,
+    seed: int = 2010,
+) -> list[Result]:
+    """The same round (inputs, dropouts) with the old and with the new parameters.
+
+    The ``new-params`` row carries the new/old ratios of the mean party compute, the
+    server's finish (mask removal, with every secret checked) and the bytes a party
+    sends, all from this one run.
+    """
+    rows: list[Result] = []
+    metrics: dict[ParamRule, dict[str, float]] = {}
+    rules: tuple[tuple[ParamRule, str], ...] = (("old", OLD_PARAMS), ("new", NEW_PARAMS))
+    for rule, system in rules:
+        run = simulate_round(n, m, dropout, rand=rand, seed=seed, rule=rule)
+        metrics[rule] = _params_metrics(run)
+        point: dict[str, Any] = {
+            "n": n,
+            "m": m,
+            "dropout": dropout,
+            "mode": "secagg",
+            "k": graph.effective_degree(run.config.graph_degree, n),
+            "t": run.config.threshold,
+            "op": "params",
+            "threat": "none" if rule == "old" else "default",
+            "dropped": len(run.dropped),
+        }
+        rows.append(Result(SCENARIO, system, point, metrics[rule]))
+    old, new = metrics["old"], metrics["new"]
+    rows[-1].metrics.update(
+        {
+            "party_total_vs_old_ratio": ratio(new["party_total_s"], old["party_total_s"]),
+            "server_finish_vs_old_ratio": ratio(new["server_finish_s"], old["server_finish_s"]),
+            "bytes_vs_old_ratio": ratio(new["party_sent_bytes"], old["party_sent_bytes"]),
+        }
+    )
+    return rows
+
+
+def run_params(
+    ns: Sequence[int],
+    *,
+    budget_s: float = math.inf,
+    m: int = PARAMS_M,
+    rand: RandFn = secrets.token_bytes,
+    progress: Callable[[str], None] | None = None,
+) -> list[Result]:
+    """:func:`compare_params` at each n in order; past ``budget_s`` the rest are skipped."""
+    results: list[Result] = []
+    start = time.perf_counter()
+    for n in ns:
+        spent = time.perf_counter() - start
+        if spent > budget_s:
+            reason = f"quick-mode time cap: {spent:.0f}s spent of {budget_s:.0f}s"
+            point = {"n": n, "m": m, "dropout": PARAMS_DROPOUT, "mode": "secagg", "op": "params"}
+            results += [skipped(SCENARIO, s, point, reason) for s in (OLD_PARAMS, NEW_PARAMS)]
+            continue
+        if progress is not None:
+            progress(f"{SCENARIO}: old vs new parameters, n={n} m={m}")
+        results += compare_params(n, m=m, rand=rand)
+    return results
+
+
 def run_grid(
     grid: Sequence[tuple[int, int, float]],
     *,
@@ -527,27 +684,46 @@ def _progress(message: str) -> None:
 
 
 def run(quick: bool) -> list[Result]:
-    """The secagg-core scenario: the quick or the full grid, then Shamir share creation."""
+    """The secagg-core scenario: the quick or the full grid, Shamir share creation, then
+    the old against the new parameters."""
     grid = QUICK_GRID if quick else FULL_GRID
     budget = QUICK_BUDGET_S if quick else math.inf
     results = run_grid(grid, budget_s=budget, progress=_progress)
     results.append(shamir_result(repeat=5))
+    results += run_params(
+        PARAMS_QUICK_NS if quick else PARAMS_FULL_NS,
+        budget_s=PARAMS_QUICK_BUDGET_S if quick else math.inf,
+        progress=_progress,
+    )
     return results
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m bench secagg-core [--parties N] [--length M] [--dropout F] [--full]``."""
+    """``python -m bench secagg-core [--parties N] [--length M] [--dropout F] [--full]
+    [--compare-params]``.
+
+    ``--compare-params`` runs only the old-against-new comparison: at --parties (and
+    --length) if given, else at the quick or full n.
+    """
     args = parse_scenario_args(argv, "python -m bench secagg-core")
     if args.mode not in (None, "secagg"):
         print("secagg-core runs secagg only", file=sys.stderr)
         return 2
-    if args.parties is None and args.length is None and args.dropout is None:
+    compare = "--compare-params" in args.extra
+    unknown = [a for a in args.extra if a != "--compare-params"]
+    if unknown:
+        print(f"unknown arguments: {' '.join(unknown)}", file=sys.stderr)
+        return 2
+    if args.parties is not None and args.parties < 2:
+        print("secagg needs at least 2 parties", file=sys.stderr)
+        return 2
+    if compare:
+        ns = (args.parties,) if args.parties else (PARAMS_FULL_NS if args.full else PARAMS_QUICK_NS)
+        results = run_params(ns, m=args.length or PARAMS_M, progress=_progress)
+    elif args.parties is None and args.length is None and args.dropout is None:
         results = run(quick=not args.full)
     else:
         point = (args.parties or 100, args.length or 16384, args.dropout or 0.0)
-        if point[0] < 2:
-            print("secagg needs at least 2 parties", file=sys.stderr)
-            return 2
         results = run_grid([point], progress=_progress)
     print(format_table([result_row(r, KEY_METRICS) for r in results]))
     return 0
