@@ -200,6 +200,31 @@ def _subsets(xs: Sequence[int], threshold: int, limit: int) -> Iterator[tuple[in
                 return
 
 
+def _off_polynomial(
+    points: Mapping[int, int], secret: bytes, threshold: int, limit: int
+) -> tuple[int, ...]:
+    """The shares off the sharing polynomial, when it can be told apart; else ().
+
+    The polynomial f has f(0) = the verified secret. Another polynomial g of the
+    same degree with g(0) = f(0) meets f in at most t - 2 other points, so a
+    candidate through (0, secret) and t - 1 shares that a shares agree with, with
+    2a > m + t - 2, is the only one that many agree with: f. The shares off it are
+    wrong. Colluding holders can make a t-subset that includes their shares still
+    give the right secret, so the subset that verified is not trusted to be f.
+    """
+    xs = sorted(points)
+    m = len(xs)
+    value = int.from_bytes(secret, "big")
+    with_zero = {0: value, **points}
+    for subset in _subsets(xs, threshold - 1, limit):
+        basis = (0, *subset)
+        agree = [x for x in xs if x in subset or _value_at(with_zero, basis, x) == points[x]]
+        if 2 * len(agree) > m + threshold - 2:
+            chosen = set(agree)
+            return tuple(x for x in xs if x not in chosen)
+    return ()
+
+
 def recover(
     shares: Sequence[Share],
     *,
@@ -213,9 +238,11 @@ def recover(
     Tries the t shares with the smallest x and checks one more share against
     their polynomial. If the secret fails ``verify`` or that share disagrees, it
     searches t-subsets, leaving out as few shares as possible, up to
-    ``max_attempts``; once one verifies, every share is checked. With e bad
-    shares among m >= t + e this always finds the secret when the search is not
-    cut short (at most C(m, e) subsets). InvalidArgument when fewer than t
+    ``max_attempts``. With e bad shares among m >= t + e this always finds the
+    secret when the search is not cut short (at most C(m, e) subsets). Shares are
+    named bad only when the sharing polynomial is the unique one that more than
+    (m + t - 2) / 2 shares agree with (m >= t + 2e - 1 for e bad shares); otherwise
+    ``bad`` is empty and the secret is still returned. InvalidArgument when fewer than t
     distinct shares are given, or when two shares claim the same x with
     different values; Aborted when no subset verifies.
     """
@@ -248,13 +275,14 @@ def recover(
         extra = xs[threshold]
         if _value_at(points, first, extra) == points[extra]:
             return Recovered(secret, (), (*first, extra))
+        return Recovered(
+            secret, _off_polynomial(points, secret, threshold, max_attempts), tuple(xs)
+        )
     for subset in _subsets(xs, threshold, max_attempts):
         secret = attempt(subset)
-        if secret is None:
-            continue
-        chosen = set(subset)
-        bad = tuple(x for x in xs if x not in chosen and _value_at(points, subset, x) != points[x])
-        return Recovered(secret, bad, tuple(xs))
+        if secret is not None:
+            bad = _off_polynomial(points, secret, threshold, max_attempts)
+            return Recovered(secret, bad, tuple(xs))
     raise Aborted(
         f"no {threshold} of the {len(xs)} shares reconstruct a secret that passes its check",
         field="shares",

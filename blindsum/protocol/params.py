@@ -12,7 +12,7 @@ integer arithmetic; only the reported log2 figures are floats.
 Setting (Bell et al., "Secure Single-Server Aggregation with (Poly)Logarithmic
 Overhead", CCS 2020, the SecAgg+ graph over the double masking of Bonawitz et
 al., "Practical Secure Aggregation for Privacy-Preserving Machine Learning", CCS
-2017). There are n parties, of which C = floor(corrupt_fraction * n) are corrupt
+2017). There are n parties, of which C = ceil(corrupt_fraction * n) are corrupt
 and D = floor(dropout_fraction * n) may drop out. Each party shares its secrets
 among its h = k + 1 holders: its closed neighbourhood in the Harary graph H(k, n),
 laid over a uniformly random permutation of the parties (:mod:`graph`). Seen from
@@ -143,10 +143,10 @@ def _check_bits(value: object, field: str, bounds: tuple[int, int]) -> None:
         raise InvalidArgument(f"must be an integer in {low}..{high}", field=field)
 
 
-def _floor_share(fraction: float, n: int) -> int:
+def _share(fraction: float, n: int) -> Fraction:
     # The fraction is read as the shortest decimal that round-trips (what a config
     # file says), so 0.29 * 100 gives 29 where float arithmetic gives 28.
-    return math.floor(Fraction(str(fraction)) * _check_count(n, "parties"))
+    return Fraction(str(fraction)) * _check_count(n, "parties")
 
 
 @dataclass(frozen=True)
@@ -174,12 +174,21 @@ class ThreatModel:
         _check_bits(self.correctness_bits, "correctness_bits", CORRECTNESS_BITS_RANGE)
 
     def corrupt(self, n: int) -> int:
-        """C = floor(corrupt_fraction * n), with the fraction read as its decimal."""
-        return _floor_share(self.corrupt_fraction, n)
+        """C = ceil(corrupt_fraction * n), at most n - 1, the fraction read as its decimal.
+
+        Rounded up, in the adversary's favour: a positive fraction tolerates at least
+        one corrupt party however small the round, so a 5-party round at 10 % still
+        withstands one party colluding with the aggregator.
+        """
+        # Never all parties: a corrupt party's own input is not a secret to protect.
+        return min(math.ceil(_share(self.corrupt_fraction, n)), max(n - 1, 0))
 
     def dropouts(self, n: int) -> int:
-        """D = floor(dropout_fraction * n), with the fraction read as its decimal."""
-        return _floor_share(self.dropout_fraction, n)
+        """D = floor(dropout_fraction * n), with the fraction read as its decimal.
+
+        Rounded down: the dropouts a round promises to survive, never more.
+        """
+        return math.floor(_share(self.dropout_fraction, n))
 
 
 def _check_model(model: object) -> ThreatModel:

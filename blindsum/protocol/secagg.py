@@ -163,14 +163,14 @@ class SecAggConfig:
         # The c = 0 bound of the consistency round (module docstring); a deviating threat
         # model raises it by the corrupt holders it tolerates. Against a curious
         # aggregator there is no split view to stop, and t only has to exceed c.
+        if self.threat is not None and not isinstance(self.threat, params.ThreatModel):
+            raise InvalidArgument("must be a ThreatModel", field="threat")
         curious = self.threat is not None and self.threat.adversary is params.Adversary.CURIOUS
         if not curious and 2 * self.threshold <= holders:
             raise InvalidArgument(
                 f"must be more than half of the {holders} share holders", field="threshold"
             )
         if self.threat is not None:
-            if not isinstance(self.threat, params.ThreatModel):
-                raise InvalidArgument("must be a ThreatModel", field="threat")
             params.check(n, self.graph_degree, self.threshold, self.threat)
 
     @functools.cached_property

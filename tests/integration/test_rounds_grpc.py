@@ -190,18 +190,19 @@ async def test_secagg_too_few_survivors_aborts_with_reason(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
     view = await open_round(aggregator)
-    assert view.threshold == 3
+    # The default model at n = 5: C = ceil(0.5) = 1, so 2t >= 5 + 1 + 1 and t = 4.
+    assert view.threshold == 4
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
     results = await run_parties(
         deployment,
         aggregator.port,
         view.round_id,
         vectors,
-        drop_after={"team-c": Phase.SHARE, "team-d": Phase.SHARE, "team-e": Phase.SHARE},
+        drop_after={"team-d": Phase.SHARE, "team-e": Phase.SHARE},
     )
     final = aggregator.manager.view(view.round_id)
     assert final.state is RoundState.ABORTED
-    assert "only 2 parties" in final.abort_reason and "3" in final.abort_reason
+    assert "only 3 parties" in final.abort_reason and "4" in final.abort_reason
     assert all(
         isinstance(r, SimulatedDropout) or r.state is RoundState.ABORTED  # type: ignore[union-attr]
         for r in results.values()
@@ -432,9 +433,9 @@ async def test_open_round_derives_parameters_from_the_threat_model_and_refuses_w
     assert view.threat == params.DEFAULT_THREAT_MODEL
     chosen = params.find(len(PARTIES), params.DEFAULT_THREAT_MODEL)
     assert (view.graph_degree, view.threshold) == (chosen.wire_degree(), chosen.threshold)
-    # t = 2 of 5 is below the deviating rule 2t >= h + c + 1 = 6.
+    # t = 3 of 5 is below the deviating rule 2t >= h + c + 1 = 7.
     with pytest.raises(UnsafeRequest) as err:
-        await open_round(aggregator, threshold=2)
+        await open_round(aggregator, threshold=3)
     assert err.value.field == "threshold" and "h + c + 1" in str(err.value)
     # 40 % corrupt and 40 % dropouts of 5: t >= 4 for privacy, t <= 3 for liveness.
     hard = params.ThreatModel(0.4, 0.4, params.Adversary.DEVIATING)

@@ -277,12 +277,6 @@ def test_recover_skips_results_too_long_for_the_secret() -> None:
     assert (got.secret, got.bad) == (short, (1,))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: recover keeps the first verifying t-subset; two colluding holders can "
-    "move their shares so that subset still gives the right secret, and the honest "
-    "holders outside it are then named as bad",
-)
 def test_recover_does_not_name_honest_holders_when_bad_shares_cancel_at_zero() -> None:
     shares = _shares(3, [1, 2, 3, 4, 5, 6, 7])
     w = shamir.lagrange_weights((1, 2, 3))

@@ -39,10 +39,12 @@ def model_with_counts(
 ) -> ThreatModel:
     """A model whose C and D for ``n`` parties are exactly ``corrupt`` and ``dropouts``.
 
-    The fractions sit half-way between two counts, so their decimal reading floors
-    to the intended count whatever digits repr keeps. Needs 2 * count + 1 < n.
+    The fractions sit half-way between two counts, so their decimal reading rounds
+    (C up, D down) to the intended count whatever digits repr keeps. Needs
+    2 * count + 1 < n.
     """
-    model = ThreatModel((corrupt + 0.5) / n, (dropouts + 0.5) / n, adversary, bits, 20)
+    corrupt_fraction = (corrupt - 0.5) / n if corrupt else 0.0
+    model = ThreatModel(corrupt_fraction, (dropouts + 0.5) / n, adversary, bits, 20)
     assert (model.corrupt(n), model.dropouts(n)) == (corrupt, dropouts)
     return model
 
@@ -87,7 +89,10 @@ def test_counts_read_the_fraction_as_its_decimal() -> None:
     assert ThreatModel(0.29, 0.29).corrupt(100) == 29
     assert ThreatModel(0.1, 0.145).dropouts(1000) == 145  # 0.145 * 1000 = 144.99999999999997
     assert ThreatModel(0.1, 0.1).corrupt(1000) == 100
-    assert ThreatModel(0.1, 0.1).corrupt(9) == 0
+    # C rounds up (a positive fraction tolerates at least one corrupt party), D down.
+    assert ThreatModel(0.1, 0.1).corrupt(9) == 1
+    assert ThreatModel(0.1, 0.1).dropouts(9) == 0
+    assert ThreatModel(0.0, 0.1).corrupt(9) == 0
     assert ThreatModel(0, 0).dropouts(50) == 0
     with pytest.raises(InvalidArgument):
         ThreatModel(0.1, 0.1).corrupt(-1)
@@ -133,10 +138,11 @@ def test_degrees_round_like_the_graph() -> None:
 
 
 def test_small_rounds_use_the_complete_graph() -> None:
+    # C = ceil(0.3) = 1: 2t >= 3 + 1 + 1, so t = 3, and n - D = 3 - 0 >= 3.
     three = find(3, DEFAULT_THREAT_MODEL)
-    assert (three.complete, three.degree, three.threshold, three.wire_degree()) == (True, 2, 2, 0)
+    assert (three.complete, three.degree, three.threshold, three.wire_degree()) == (True, 2, 3, 0)
     five = find(5, DEFAULT_THREAT_MODEL)
-    assert (five.complete, five.threshold) == (True, 3)
+    assert (five.complete, five.corrupt, five.threshold) == (True, 1, 4)
     ten = find(10, DEFAULT_THREAT_MODEL)
     assert (ten.complete, ten.corrupt, ten.dropouts, ten.corrupt_holders) == (True, 1, 1, 1)
     assert ten.threshold == 6  # 2t >= n + C + 1 = 12, and n - D = 9 >= 6
@@ -149,7 +155,7 @@ def test_small_rounds_use_the_complete_graph() -> None:
 def test_a_model_no_complete_graph_meets_is_refused() -> None:
     # n = 3, C = 1, D = 1: the split view needs 2t >= 3 + 1 + 1, so t = 3, but only
     # n - D = 2 holders are left.
-    model = ThreatModel(0.34, 0.34)
+    model = ThreatModel(0.3, 0.34)
     assert (model.corrupt(3), model.dropouts(3)) == (1, 1)
     with pytest.raises(UnsafeRequest) as err:
         find(3, model)
@@ -157,7 +163,7 @@ def test_a_model_no_complete_graph_meets_is_refused() -> None:
     assert "n - D = 3 - 1 = 2 < t = 3" in str(err.value)
     assert "\n" not in str(err.value)
     # The same round passes against a curious aggregator (t = C + 1 = 2).
-    assert find(3, ThreatModel(0.34, 0.34, Adversary.CURIOUS)).threshold == 2
+    assert find(3, ThreatModel(0.3, 0.34, Adversary.CURIOUS)).threshold == 2
 
 
 def test_check_refuses_todays_defaults() -> None:
