@@ -150,6 +150,28 @@ def last_complete_week(now_ms: int) -> TicketWindow:
     return TicketWindow(end - WEEK_MS, end)
 
 
+def round_window(start_ms: int, end_ms: int, now_ms: int, *, allow_future: bool) -> TicketWindow:
+    """The window a round opened at ``now_ms`` covers: ``[start_ms, end_ms)`` checked
+    (:func:`check_window`), or by default (both 0) the last complete ISO week.
+
+    A window that is not over at ``now_ms`` is refused (InvalidArgument naming
+    ``window_end_unix_ms``) unless ``allow_future``: the parties' exports do not hold
+    its later tickets yet, so its report would be partial."""
+    window = check_window(start_ms, end_ms)
+    if window is None:
+        return last_complete_week(now_ms)
+    if window.end_ms > now_ms and not allow_future:
+        now = _utc(now_ms).strftime("%Y-%m-%d %H:%M UTC")
+        raise InvalidArgument(
+            f"the window {window.describe()} is not over at the aggregator's time ({now}), "
+            "so its report would miss the tickets still to come; open the round once the "
+            "window has ended ([release] allow_window_override = true allows it, for "
+            "replays and tests)",
+            field="window_end_unix_ms",
+        )
+    return window
+
+
 def parse_week(text: str, *, field: str = "--week") -> TicketWindow:
     """An ISO week label, ``2026-W47``, as its window (Monday to Monday, UTC)."""
     match = _WEEK.fullmatch(text.strip())
