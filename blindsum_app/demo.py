@@ -62,11 +62,13 @@ from blindsum.model import (
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
 from blindsum.schema import MetricKind, Schema
 from blindsum.types import U64Vector
+from blindsum.window import parse_week
 from party.pipeline import TicketSource, compute, default_secret_path
 from party.synthetic import TeamProfile, generate_rows, write_rows
 
-#: The demo's two weeks of tickets (fixed, so runs are comparable): a healthy week,
-#: then a week with a service incident in EMEA. Their ISO weeks are the ledger windows.
+#: The demo's two weeks of tickets (fixed, so runs are comparable), each a Monday: a
+#: healthy week, then a week with a service incident in EMEA. Each round covers one of
+#: them (its ticket window), and their ISO weeks are the ledger windows.
 DEMO_WEEKS = (dt.date(2026, 11, 9), dt.date(2026, 11, 16))
 INCIDENT_REGION = "EMEA"
 #: A released cell further than this many noise sds from the plaintext sum fails the
@@ -117,7 +119,9 @@ def team_profile(name: str, index: int, *, incident: bool = False) -> TeamProfil
 
 
 def _allow_demo_windows(agg_dir: Path) -> None:
-    """The demo replays two past weeks, so it names their ledger windows itself."""
+    """The demo replays two fixed weeks. On a machine whose clock is set before their
+    end, the aggregator would refuse them as not over yet; the override lets the demo
+    run whatever the clock says (docs/DEPLOYING.md, ``allow_window_override``)."""
     cfg = cfgmod.load(agg_dir)
     cfg = replace(cfg, release=replace(cfg.release, allow_window_override=True))
     (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
@@ -287,13 +291,17 @@ def _run_round(
     # central DP (OpenDP noise at release).
     dp_mode = DpMode.DISTRIBUTED if mode is Mode.SECAGG else DpMode.CENTRAL
     round_id = f"{iso_week(week)}-{mode.value}"
+    # The round covers that week's tickets; the ledger window follows (its ISO week).
+    window = parse_week(iso_week(week))
     spec = OpenRoundSpec(
         mode=mode,
         parties=tuple(names),
         min_contributors=3,
         phase_timeout_s=phase_timeout_s,
         round_id=round_id,
-        dp=DpSpec(mode=dp_mode, window=iso_week(week)),
+        dp=DpSpec(mode=dp_mode),
+        window_start_ms=window.start_ms,
+        window_end_ms=window.end_ms,
     )
     if not quiet:
         what = f"week of {week.isoformat()}" + (
