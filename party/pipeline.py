@@ -263,7 +263,7 @@ def tickets_source(
     policy: SubmitPolicy | None = None,
     report: Callable[[MetricsRun], None] | None = None,
     preflight: MetricsRun | None = None,
-) -> Callable[..., U64Vector]:
+) -> Callable[[Schema, TicketWindow | None], U64Vector]:
     """A vector source for the party node that runs the pipeline for the round's schema
     and ticket window, and refuses (InvalidArgument) an export that ``policy`` finds
     unfit to submit.
@@ -275,7 +275,7 @@ def tickets_source(
     checks = policy or SubmitPolicy()
     cached = [preflight] if preflight is not None else []
 
-    def vector(schema: Schema, window: TicketWindow | None = None) -> U64Vector:
+    def vector(schema: Schema, window: TicketWindow | None) -> U64Vector:
         run = cached.pop() if cached else None
         if run is None or run.schema_id != schema.schema_id or run.window != window:
             run = compute(source, schema, secret_path, served=served, window=window)

@@ -147,7 +147,7 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
         path: Path = args.metrics
         _checked_metrics(args, schema, served)
 
-        def from_file(round_schema: Schema) -> Any:
+        def from_file(round_schema: Schema, _window: Any) -> Any:
             return load_metrics_file(path, round_schema)
 
         return from_file
