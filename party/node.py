@@ -324,7 +324,7 @@ class PartyNode:
         served = tuple(self.bundle.config.regions)
         window = check_window(view.window_start_ms, view.window_end_ms)
         if window is not None:
-            self._say(view, f"computing metrics of the tickets created {window.describe()}")
+            self._say(view, f"the round covers the tickets created {window.describe()}")
         raw = set_contributors(schema, view.dp, source(schema, window), served)
         if view.dp.mode is not DpMode.OFF:
             # Charged before anything leaves, once per round, whatever it is called: in

@@ -1,12 +1,15 @@
-"""Ticket windows (blindsum/window.py): the default week, parsing and validation."""
+"""Ticket windows (blindsum/window.py): the default week, parsing and validation, and
+how the CLI shows a round's window."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
 from blindsum.errors import InvalidArgument
+from blindsum.model import Mode, Phase, RoundState, RoundView
 from blindsum.window import (
     DAY_MS,
     WEEK_MS,
@@ -16,6 +19,7 @@ from blindsum.window import (
     parse_dates,
     parse_week,
 )
+from blindsum_app.cli.common import format_status, view_json
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
@@ -128,3 +132,31 @@ def test_describe_and_json() -> None:
     }
     with pytest.raises(InvalidArgument):
         TicketWindow(W47.end_ms, W47.start_ms)
+
+
+def test_status_and_json_views_show_the_window() -> None:
+    view = RoundView(
+        round_id="w47",
+        mode=Mode.HE,
+        state=RoundState.COMPLETE,
+        phase=Phase.DONE,
+        schema_id="ab" * 32,
+        schema_toml="",
+        parties=("a", "b", "c"),
+        threshold=3,
+        min_contributors=3,
+        phase_deadline_ms=0,
+        submitted=(),
+        abort_reason="",
+        vector_length=1,
+        created_ms=W47.end_ms,
+        graph_degree=0,
+        window_start_ms=W47.start_ms,
+        window_end_ms=W47.end_ms,
+    )
+    assert f"  tickets: created {W47.describe()}" in format_status(view).splitlines()
+    assert view_json(view)["window"] == W47.to_json()
+    # A round from an aggregator older than windows covers each party's whole export.
+    older = replace(view, window_start_ms=0, window_end_ms=0)
+    assert "  tickets: no window (each party's whole export)" in format_status(older)
+    assert view_json(older)["window"] is None
