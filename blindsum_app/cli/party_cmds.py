@@ -153,15 +153,17 @@ def _checked_tickets(
     return source, run
 
 
-def _check_round_window(declared: TicketWindow | None, window: TicketWindow | None) -> None:
-    """Refuse (exit 2) a round over another window than the one the party's input was
-    given for with --week or --from/--to. A round without a window (an aggregator older
-    than windows) is not refused."""
+def _check_round_window(
+    declared: TicketWindow | None, window: TicketWindow | None, option: str
+) -> None:
+    """Refuse (exit 2, naming ``option``) a round over another window than the one the
+    party's input was given for with --week or --from/--to. A round without a window
+    (an aggregator older than windows) is not refused."""
     if declared is not None and window is not None and declared != window:
         raise InvalidArgument(
             f"the round covers the tickets created {window.describe()}, but this input "
             f"was given for {declared.describe()}; nothing was sent",
-            field="--week" if declared.is_iso_week else "--from",
+            field=option,
         )
 
 
@@ -182,12 +184,13 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
     schema = _schema(args)
     served = tuple(bundle.config.regions)
     declared = window_from_args(args)
+    option = "--week" if args.week else "--from"
     if args.metrics is not None:
         path: Path = args.metrics
         _checked_metrics(args, schema, served)
 
         def from_file(round_schema: Schema, window: TicketWindow | None) -> Any:
-            _check_round_window(declared, window)
+            _check_round_window(declared, window, option)
             if window is not None and declared is None:
                 print(
                     f"note: the round covers the tickets created {window.describe()}; "
@@ -218,7 +221,7 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
     )
 
     def from_tickets(round_schema: Schema, window: TicketWindow | None) -> Any:
-        _check_round_window(declared, window)
+        _check_round_window(declared, window, option)
         return each_round(round_schema, window if window is not None else declared)
 
     return from_tickets
