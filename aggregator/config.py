@@ -107,7 +107,8 @@ class ReleaseSection:
     rho: float = 0.5
     #: zCDP budget per campaign and window; a release that would exceed it is refused.
     budget_rho: float = 2.0
-    #: Ledger window: "week" (ISO week of the round's opening, UTC), "month" or "all".
+    #: Ledger window: "week" (the ISO week, UTC, in which the round's ticket window
+    #: starts), "month" or "all".
     window: str = "week"
     #: delta of the (epsilon, delta) conversion printed in reports.
     delta: float = 1e-6
@@ -119,8 +120,9 @@ class ReleaseSection:
     slo_csat_mean_min: float = 3.5
     #: Earlier releases of a campaign used for trends and movement flags.
     history: int = 8
-    #: Let `open-round --window` name the ledger window (backfills, the demo). A fresh
-    #: window name is a fresh budget, so this is off by default.
+    #: Let `open-round --window` name the ledger window, and let a round cover a ticket
+    #: window that is not over yet (replays, the demo, tests). A fresh window name is a
+    #: fresh budget, and a window not over gives a partial report: off by default.
     allow_window_override: bool = False
 
 

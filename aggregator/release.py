@@ -88,8 +88,9 @@ class ReleasePolicy:
     movement: tuple[MovementRule, ...] = DEFAULT_MOVEMENT
     #: Earlier releases of the campaign used for trends and movement flags.
     history: int = 8
-    #: Let OpenRound name the ledger window (tests, backfills, the demo). Off by default:
-    #: a fresh window name is a fresh budget.
+    #: Let OpenRound name the ledger window, and open a round whose ticket window is not
+    #: over yet (tests, replays, the demo). Off by default: a fresh window name is a
+    #: fresh budget, and a window not over gives a partial report.
     allow_window_override: bool = False
 
     def __post_init__(self) -> None:
@@ -107,7 +108,8 @@ class ReleasePolicy:
             raise InvalidArgument("must be in [0, 1000]", field="release.history")
 
     def window_of(self, when_ms: int) -> str:
-        """The ledger window a round opened at ``when_ms`` belongs to (UTC)."""
+        """The ledger window that the time ``when_ms`` belongs to (UTC): a round is
+        charged to the window of its ticket window's start."""
         when = datetime.fromtimestamp(when_ms / 1000, tz=UTC)
         if self.window == "week":
             return iso_week(when)
@@ -115,8 +117,14 @@ class ReleasePolicy:
             return f"{when.year}-{when.month:02d}"
         return "all"
 
-    def resolve(self, spec: DpSpec | None, schema: Schema, threshold: int, now_ms: int) -> DpSpec:
+    def resolve(
+        self, spec: DpSpec | None, schema: Schema, threshold: int, window_start_ms: int
+    ) -> DpSpec:
         """Fill the defaults of a round's DP parameters and validate them.
+
+        The ledger window defaults to the one ``window_start_ms`` falls in: the start of
+        the round's ticket window, so the ledger is charged for the week whose tickets
+        the round covers.
 
         ``threshold`` is the fewest parties a round can complete with (secagg t, he
         receipts): distributed noise is sized for that many draws by default, and never
@@ -132,7 +140,8 @@ class ReleasePolicy:
             raise InvalidArgument(f"must be a number in (0, {_MAX_RHO}]", field="dp.rho")
         if spec.window and not self.allow_window_override:
             raise InvalidArgument(
-                "the ledger window is the round's opening week or month; choosing it needs "
+                "the ledger window is the week or month of the round's ticket window; "
+                "naming another one needs "
                 "[release] allow_window_override = true",
                 field="dp.window",
             )
@@ -144,7 +153,7 @@ class ReleasePolicy:
             if spec.mode is DpMode.DISTRIBUTED
             else 0,
             campaign=spec.campaign or schema.name,
-            window=spec.window or self.window_of(now_ms),
+            window=spec.window or self.window_of(window_start_ms),
         )
         if spec.mode is DpMode.OFF and spec.rho:
             raise InvalidArgument("rho must be 0 when DP is off", field="dp.rho")

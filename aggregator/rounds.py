@@ -76,6 +76,7 @@ from blindsum.rpc.v1 import round_pb2
 from blindsum.schema import Schema
 from blindsum.transport.pki import Identity, Role, verify_identity_cert
 from blindsum.types import U64Vector
+from blindsum.window import round_window
 
 log = get_logger("blindsum.aggregator.rounds")
 
@@ -408,9 +409,16 @@ class RoundManager:
                 raise InvalidArgument(f"must be between 1 and {n}", field="threshold")
             first = Phase.COLLECT
         now = self._clock_ms()
+        window = round_window(
+            spec.window_start_ms,
+            spec.window_end_ms,
+            now,
+            allow_future=self.settings.release.allow_window_override,
+        )
         # Distributed noise is sized for the threshold: a round completes with as few as
-        # t parties' noise in the sum, whatever the aggregator does with the rest.
-        dp = self.settings.release.resolve(spec.dp, schema, threshold, now)
+        # t parties' noise in the sum, whatever the aggregator does with the rest. The
+        # ledger window defaults to the week (or month) of the ticket window's start.
+        dp = self.settings.release.resolve(spec.dp, schema, threshold, window.start_ms)
         plan = noise_plan(schema, dp)
         bound = noise_bound(plan)
         if dp.mode is DpMode.DISTRIBUTED:
@@ -450,6 +458,8 @@ class RoundManager:
             dp_campaign=dp.campaign,
             dp_window=dp.window,
             threat_json=threat_json,
+            window_start_ms=window.start_ms,
+            window_end_ms=window.end_ms,
         )
         with self.store.transaction():
             self.store.create_round(rec)
@@ -470,6 +480,7 @@ class RoundManager:
                 tolerated_corrupt=None if chosen is None else chosen.corrupt,
                 tolerated_dropouts=None if chosen is None else chosen.dropouts,
                 log2_privacy_failure=None if chosen is None else chosen.log2_privacy_failure,
+                ticket_window=window.to_json(),
             )
         log.info(
             "round_opened",
@@ -479,6 +490,8 @@ class RoundManager:
             threshold=threshold,
             graph_degree=degree,
             threat=threat_json or None,
+            ticket_window=window.describe(),
+            ledger_window=dp.window,
         )
         return self._view(rec)
 

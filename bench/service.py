@@ -69,7 +69,7 @@ from blindsum.transport.pki import KeyAndCert
 from blindsum.transport.server import add_secure_port, create_server
 from blindsum.transport.tls import secure_channel, server_credentials
 from blindsum.types import U64Vector
-from party.node import PartyNode
+from party.node import PartyNode, VectorSource
 
 __all__ = [
     "KEY_METRICS",
@@ -484,9 +484,10 @@ class _RoundMeasure:
     received: list[int]
 
 
-def _source(vector: U64Vector) -> Callable[[Schema], U64Vector]:
-    """The node's metrics source: this party's prepared vector, whatever the schema."""
-    return lambda _schema: vector
+def _source(vector: U64Vector) -> VectorSource:
+    """The node's metrics source: this party's prepared vector, whatever the schema and
+    ticket window."""
+    return lambda _schema, _window: vector
 
 
 def _check_report(report: Report, schema: Schema, vectors: Sequence[U64Vector]) -> None:

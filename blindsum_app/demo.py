@@ -1,19 +1,21 @@
 """``blindsum demo``: a whole deployment on 127.0.0.1, in separate processes.
 
 It initialises an aggregator with a dev CA generated now, enrolls N parties,
-writes each party a synthetic ticket export (with PII in the free text), starts
-``blindsum aggregator serve`` (with the embedded custodian) and one
-``blindsum party submit --tickets`` process per party, which runs the whole
-round path (ingest -> customer tokens -> metrics -> protect; the free text is never
-read, so it is not anonymized on this path), and
-runs two weekly rounds: last week's, healthy, as a secagg round with distributed
-DP in which ``--drop`` parties vanish after the share phase; then this week's, with
-a service incident injected in EMEA, as an he round with central DP. It prints each
-released report with its flags, writes the last one to ``report.html``, and checks
-every released number against the plaintext sum of the included parties' vectors
-(which the demo recomputes from the exports it wrote, for its own check only):
-exact for contributor counts, within 6 noise standard deviations for the noisy
-cells. It also checks that the incident is flagged and the healthy regions are not.
+writes each party one synthetic ticket export holding two weeks of tickets (with PII
+in the free text), starts ``blindsum aggregator serve`` (with the embedded custodian)
+and one ``blindsum party submit --tickets`` process per party and round, which runs
+the whole round path (ingest -> customer tokens -> metrics -> protect; the free text
+is never read, so it is not anonymized on this path), and runs two weekly rounds,
+each covering one week's tickets (its ticket window): the first week, healthy, as a
+secagg round with distributed DP in which ``--drop`` parties vanish after the share
+phase; then the second, with a service incident injected in EMEA, as an he round
+with central DP. It prints each released report with its flags, writes the last one
+to ``report.html``, and checks every released number against the plaintext sum of
+the included parties' vectors, which the demo recomputes, for its own check only,
+from separate files that hold only that week's tickets (so the check does not rely
+on the parties' window filter): exact for contributor counts, within 6 noise
+standard deviations for the noisy cells. It also checks that the incident is
+flagged and the healthy regions are not.
 
 The party processes start first. Each checks its export, computes its vector and
 connects to the aggregator, then says it is ready (``--ready-file``) and waits for
@@ -62,11 +64,13 @@ from blindsum.model import (
 from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
 from blindsum.schema import MetricKind, Schema
 from blindsum.types import U64Vector
+from blindsum.window import parse_week
 from party.pipeline import TicketSource, compute, default_secret_path
 from party.synthetic import TeamProfile, generate_rows, write_rows
 
-#: The demo's two weeks of tickets (fixed, so runs are comparable): a healthy week,
-#: then a week with a service incident in EMEA. Their ISO weeks are the ledger windows.
+#: The demo's two weeks of tickets (fixed, so runs are comparable), each a Monday: a
+#: healthy week, then a week with a service incident in EMEA. Each round covers one of
+#: them (its ticket window), and their ISO weeks are the ledger windows.
 DEMO_WEEKS = (dt.date(2026, 11, 9), dt.date(2026, 11, 16))
 INCIDENT_REGION = "EMEA"
 #: A released cell further than this many noise sds from the plaintext sum fails the
@@ -117,7 +121,9 @@ def team_profile(name: str, index: int, *, incident: bool = False) -> TeamProfil
 
 
 def _allow_demo_windows(agg_dir: Path) -> None:
-    """The demo replays two past weeks, so it names their ledger windows itself."""
+    """The demo replays two fixed weeks. On a machine whose clock is set before their
+    end, the aggregator would refuse them as not over yet; the override lets the demo
+    run whatever the clock says (docs/DEPLOYING.md, ``allow_window_override``)."""
     cfg = cfgmod.load(agg_dir)
     cfg = replace(cfg, release=replace(cfg.release, allow_window_override=True))
     (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
@@ -214,7 +220,8 @@ async def _final(directory: Path, round_id: str) -> tuple[Any, Report | None]:
 
 
 def party_vector(schema: Schema, tickets: Path, bundle: Path) -> U64Vector:
-    """The demo's own check: the same pipeline the party ran, with the party's secret."""
+    """The demo's own check: the same pipeline the party ran, with the party's secret,
+    on a file that holds only the round's week of tickets (no window needed)."""
     served = load_config(bundle / BUNDLE_CONFIG, PartyConfig).regions
     source = TicketSource(str(tickets))
     return compute(source, schema, default_secret_path(bundle), served=served).vector
@@ -271,7 +278,8 @@ def _run_round(
     agg_dir: Path,
     address: str,
     bundles: dict[str, Path],
-    tickets: dict[str, Path],
+    exports: dict[str, Path],
+    week_only: dict[str, Path],
     *,
     mode: Mode,
     drop: int,
@@ -287,13 +295,17 @@ def _run_round(
     # central DP (OpenDP noise at release).
     dp_mode = DpMode.DISTRIBUTED if mode is Mode.SECAGG else DpMode.CENTRAL
     round_id = f"{iso_week(week)}-{mode.value}"
+    # The round covers that week's tickets; the ledger window follows (its ISO week).
+    window = parse_week(iso_week(week))
     spec = OpenRoundSpec(
         mode=mode,
         parties=tuple(names),
         min_contributors=3,
         phase_timeout_s=phase_timeout_s,
         round_id=round_id,
-        dp=DpSpec(mode=dp_mode, window=iso_week(week)),
+        dp=DpSpec(mode=dp_mode),
+        window_start_ms=window.start_ms,
+        window_end_ms=window.end_ms,
     )
     if not quiet:
         what = f"week of {week.isoformat()}" + (
@@ -301,7 +313,7 @@ def _run_round(
         )
         print(
             f"\n== {mode.value} round {round_id} ({what}): {len(names)} parties, "
-            f"{dp_mode.value} DP",
+            f"{dp_mode.value} DP\n   tickets created {window.describe()}",
             flush=True,
         )
         if dropped:
@@ -319,7 +331,7 @@ def _run_round(
                 "--bundle",
                 str(bundles[name]),
                 "--tickets",
-                str(tickets[name]),
+                str(exports[name]),
                 "--aggregator",
                 address,
                 "--round",
@@ -348,7 +360,7 @@ def _run_round(
     view, report = asyncio.run(_final(agg_dir, round_id))
     included = tuple(report.included_parties) if report else ()
     ok = report is not None and check_report(
-        schema, report, [party_vector(schema, tickets[n], bundles[n]) for n in included]
+        schema, report, [party_vector(schema, week_only[n], bundles[n]) for n in included]
     )
     return RoundResult(
         mode=mode.value,
@@ -395,20 +407,32 @@ def run_demo(
     say("  created a dev CA, server, admin and custodian certificates, and the SQLite store")
     schema = Schema.default()
     bundles: dict[str, Path] = {}
+    exports: dict[str, Path] = {}
     weekly: list[dict[str, Path]] = [{} for _ in DEMO_WEEKS]
     for i, name in enumerate(team_names(parties)):
         bundles[name] = root / "parties" / name
         enroll(agg_dir, name, bundles[name])
         _set_served_regions(bundles[name], team_profile(name, i).regions)
+        rows: list[dict[str, str]] = []
         for w, week in enumerate(DEMO_WEEKS):
             path = root / "parties" / f"{name}.{iso_week(week)}.tickets.csv"
             profile = team_profile(name, i, incident=w == len(DEMO_WEEKS) - 1)
-            write_rows(generate_rows(profile, seed=2026 + 100 * w + i, start=week), path)
+            week_rows = generate_rows(profile, seed=2026 + 100 * w + i, start=week)
+            write_rows(week_rows, path)
             weekly[w][name] = path
+            rows += week_rows
+        # The party's export holds both weeks, as a helpdesk export does, with ticket
+        # ids numbered through it; each round picks its week's tickets by their
+        # created time. The files per week are for the demo's own check.
+        exports[name] = root / "parties" / f"{name}.tickets.csv"
+        write_rows(
+            [dict(row, ticket_id=f"TKT-{n:06d}") for n, row in enumerate(rows, start=1)],
+            exports[name],
+        )
     say(
-        f"  enrolled {parties} parties and wrote each a synthetic ticket export per week "
-        f"(names, emails and phones in the free text; the second week has a service "
-        f"incident in {INCIDENT_REGION})"
+        f"  enrolled {parties} parties and wrote each a synthetic ticket export of "
+        f"{len(DEMO_WEEKS)} weeks (names, emails and phones in the free text; the second "
+        f"week has a service incident in {INCIDENT_REGION})"
     )
     server = _spawn(["aggregator", "serve", str(agg_dir)], log=root / "logs" / "aggregator.log")
     results: list[RoundResult] = []
@@ -422,6 +446,7 @@ def run_demo(
                 agg_dir,
                 address,
                 bundles,
+                exports,
                 weekly[w],
                 mode=m,
                 drop=drop if m is Mode.SECAGG else 0,
@@ -497,7 +522,8 @@ def _print_result(result: RoundResult) -> None:
     how = f"within {CHECK_SDS:g} noise sds of" if noisy else "exactly"
     print(
         f"check: the released cells {verdict} ({how}) the plaintext sum of the "
-        f"{len(result.included)} included parties' inputs ({', '.join(result.included)})"
+        f"{len(result.included)} included parties' tickets of that week "
+        f"({', '.join(result.included)})"
     )
     expect = (
         f"{INCIDENT_REGION} flagged, no other region" if result.incident else "no region flagged"

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from blindsum.errors import InvalidArgument
+from blindsum.window import TicketWindow
 from party.mapping import (
     REQUIRED_FIELDS,
     ColumnSpec,
@@ -98,6 +99,7 @@ REASONS: tuple[str, ...] = (
     "bad_duration",
     "out_of_range",
     "bad_value",
+    "missing_created",
 )
 
 #: Multi-line malformed CSV records after which the file is refused as a whole
@@ -183,13 +185,22 @@ class Quarantined:
 
 @dataclass
 class IngestSummary:
-    """Row counts of one ingest. ``read == accepted + quarantined``."""
+    """Row counts of one ingest. ``read == accepted + quarantined + outside_window``.
+
+    ``outside_window`` counts the rows left out because their ticket was created outside
+    the round's window: not errors, and not quarantined (0 without a window)."""
 
     source: str
     read: int
     accepted: int
     quarantined: int
     by_reason: dict[str, int] = field(default_factory=dict)
+    outside_window: int = 0
+
+    @property
+    def in_window(self) -> int:
+        """Rows that count for the round: read, less those outside its window."""
+        return self.read - self.outside_window
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -206,7 +217,11 @@ class IngestResult:
 
 
 def ingest_file(
-    path: Path, mapping: Mapping, *, quarantine_path: Path | None = None
+    path: Path,
+    mapping: Mapping,
+    *,
+    quarantine_path: Path | None = None,
+    window: TicketWindow | None = None,
 ) -> IngestResult:
     """Read a CSV or JSONL ticket export through ``mapping``.
 
@@ -215,6 +230,11 @@ def ingest_file(
     must be at most :data:`MAX_FILE_BYTES`. Raises InvalidArgument for a
     whole-file failure; bad rows are quarantined (and written to
     ``quarantine_path`` as JSONL, mode 0600, when given).
+
+    With a ``window``, only rows whose ticket was created in it are read further: the
+    others are counted (``outside_window``), not converted and not quarantined, and a
+    row without a usable created time is quarantined (``missing_created`` or
+    ``bad_date``), since it cannot be placed in any window.
     """
     path = Path(path)
     label = str(path)
@@ -231,7 +251,7 @@ def ingest_file(
     if size == 0:
         raise InvalidArgument("empty file", field=label)
     fmt = _file_format(path, mapping, label)
-    collector = _Collector(mapping, label)
+    collector = _Collector(mapping, label, window)
     try:
         with path.open("rb") as fh:
             if fmt == "csv":
@@ -244,9 +264,15 @@ def ingest_file(
 
 
 def ingest_sql(
-    url: str, query: str, mapping: Mapping, *, quarantine_path: Path | None = None
+    url: str,
+    query: str,
+    mapping: Mapping,
+    *,
+    quarantine_path: Path | None = None,
+    window: TicketWindow | None = None,
 ) -> IngestResult:
     """Run ``query`` against the SQLAlchemy ``url`` and ingest its rows (numbered from 1).
+    ``window`` selects rows as in :func:`ingest_file`.
 
     Result columns are matched to the mapping like a CSV header. The query runs
     in a transaction that is rolled back. A plain ``postgresql://`` URL uses
@@ -276,7 +302,7 @@ def ingest_sql(
         engine = sqlalchemy.create_engine(sa_url)
     except (SQLAlchemyError, ImportError) as err:
         raise InvalidArgument(f"cannot use database URL ({_one_line(err)})", field=label) from None
-    collector = _Collector(mapping, label)
+    collector = _Collector(mapping, label, window)
     try:
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True).execute(sqlalchemy.text(query))
@@ -300,14 +326,16 @@ def ingest_rows(
     *,
     source: str = "rows",
     quarantine_path: Path | None = None,
+    window: TicketWindow | None = None,
 ) -> IngestResult:
     """Ingest in-memory records (column -> value), numbered from 1.
 
     Useful for generated rows and tests. Keys are matched exactly; a mapped
     column missing from a record is empty. Raises InvalidArgument when a
     mapped column that is not optional appears in none of the records.
+    ``window`` selects rows as in :func:`ingest_file`.
     """
-    collector = _Collector(mapping, source)
+    collector = _Collector(mapping, source, window)
     tracker = _KeyTracker(mapping)
     for number, row in enumerate(rows, start=1):
         tracker.see(row)
@@ -678,17 +706,44 @@ class _Bad(Exception):
 class _Collector:
     """Turns records into tickets or quarantine entries and counts them."""
 
-    def __init__(self, mapping: Mapping, label: str) -> None:
+    def __init__(self, mapping: Mapping, label: str, window: TicketWindow | None = None) -> None:
+        if window is not None and "created" not in mapping.columns:
+            raise InvalidArgument(
+                "maps no created column, and a round's window picks its tickets by their "
+                "created time (add columns.created)",
+                field=mapping.origin,
+            )
         self.converter = _Converter(mapping)
         self.label = label
+        self.window = window
         self.tickets: list[Ticket] = []
         self.quarantine: list[Quarantined] = []
         self.seen_ids: dict[str, int] = {}
         self.read = 0
+        self.outside_window = 0
+
+    def _in_window(self, line: int, values: AbcMapping[str, object]) -> bool:
+        """Whether the record's created time is in the window; raises _Bad when the
+        record has none that can be read, since it then belongs to no window."""
+        if self.window is None:
+            return True
+        column = self.converter.mapping.columns["created"].column
+        created = self.converter.timestamp(line, "created", column, values.get(column))
+        if created is None:
+            raise _Bad(
+                "missing_created",
+                column,
+                f"line {line}, column {column!r} (created): empty, so the ticket cannot be "
+                "placed in the round's window",
+            )
+        return self.window.contains(created)
 
     def add(self, line: int, values: AbcMapping[str, object]) -> None:
         self.read += 1
         try:
+            if not self._in_window(line, values):
+                self.outside_window += 1
+                return
             ticket = self.converter.convert(line, values)
             first = self.seen_ids.get(ticket.ticket_id)
             if first is not None:
@@ -718,6 +773,7 @@ class _Collector:
             accepted=len(self.tickets),
             quarantined=len(self.quarantine),
             by_reason=dict(sorted(by_reason.items())),
+            outside_window=self.outside_window,
         )
         if quarantine_path is not None:
             write_quarantine(self.quarantine, quarantine_path)
@@ -768,7 +824,7 @@ class _Converter:
 
     def _field(self, line: int, name: str, spec: ColumnSpec, raw: object) -> object:
         if name in TIMESTAMP_FIELDS:
-            return self._timestamp(line, name, spec.column, raw)
+            return self.timestamp(line, name, spec.column, raw)
         if name in ("first_response_hours", "resolution_hours"):
             return self._duration(line, name, spec, raw)
         if name in ("csat", "nps"):
@@ -815,7 +871,7 @@ class _Converter:
             f"line {line}, column {column!r} ({name}): expected text, got {type(raw).__name__}",
         )
 
-    def _timestamp(self, line: int, name: str, column: str, raw: object) -> datetime | None:
+    def timestamp(self, line: int, name: str, column: str, raw: object) -> datetime | None:
         if self._empty(raw):
             return None
         if isinstance(raw, datetime):

@@ -47,6 +47,7 @@ from blindsum.transport.errors import error_from_rpc, is_transient
 from blindsum.transport.pki import Identity, Role, verify_identity_cert, write_private
 from blindsum.transport.tls import secure_channel
 from blindsum.types import RandFn, U64Vector
+from blindsum.window import TicketWindow, check_window
 from party.privacy import (
     PartyLedger,
     add_party_noise,
@@ -58,7 +59,9 @@ from party.privacy import (
 
 log = get_logger("blindsum.party")
 
-VectorSource = Callable[[Schema], U64Vector]
+#: The party's input for a round: its vector for the round's schema, from the tickets
+#: created in the round's window (None: a round without one, from an older aggregator).
+VectorSource = Callable[[Schema, TicketWindow | None], U64Vector]
 
 
 #: Every RoundService call is idempotent (reads, or submissions deduplicated by
@@ -225,7 +228,7 @@ class PartyNode:
         self.rand = rand
         self.drop_after = drop_after
         self.on_view = on_view or (lambda _view: None)
-        #: The party's own clock: its DP ledger's weeks are read from it.
+        #: The party's own clock: its DP ledger's week for a round without a window.
         self.clock_ms = clock_ms
         self.poll = bundle.config.poll_interval_s
 
@@ -329,12 +332,17 @@ class PartyNode:
                 field="round_id",
             )
         served = tuple(self.bundle.config.regions)
-        raw = set_contributors(schema, view.dp, source(schema), served)
+        window = check_window(view.window_start_ms, view.window_end_ms)
+        if window is not None:
+            self._say(view, f"the round covers the tickets created {window.describe()}")
+        raw = set_contributors(schema, view.dp, source(schema, window), served)
         if view.dp.mode is not DpMode.OFF:
-            # Charged before anything leaves, once per round, whatever it is called.
+            # Charged before anything leaves, once per round, whatever it is called: in
+            # every ISO week its tickets come from, so a window shifted by a day does not
+            # buy a fresh budget (no window: the week of this party's clock).
             PartyLedger(self.bundle.state_dir / LEDGER_FILE).charge(
                 round_id=round_id,
-                window=iso_week(self.clock_ms()),
+                weeks=window.iso_weeks() if window else (iso_week(self.clock_ms()),),
                 rho=view.dp.rho,
                 limit=self.bundle.config.max_rho_per_window,
             )

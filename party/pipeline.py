@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from blindsum.errors import InvalidArgument
 from blindsum.schema import Schema
 from blindsum.types import U64Vector
+from blindsum.window import TicketWindow
 from party.ingest import IngestResult, Quarantined, ingest_file, ingest_sql, write_quarantine
 from party.mapping import load_mapping
 from party.metrics import MetricsSummary, MetricValues, compute_metrics
@@ -66,10 +67,17 @@ class TicketSource:
         return Path(self.location + ".quarantine.jsonl")
 
     def ingest(
-        self, regions: Sequence[str] | None = None, served: Sequence[str] = ()
+        self,
+        regions: Sequence[str] | None = None,
+        served: Sequence[str] = (),
+        *,
+        window: TicketWindow | None = None,
     ) -> IngestResult:
         """Ingest the source. Rejected rows are never dropped silently: they are
         written to :attr:`quarantine_target` (always, when one was given).
+
+        With ``window`` (the round's), only tickets created in it are kept; the others
+        are counted in the summary (``outside_window``), neither errors nor quarantined.
 
         With ``served`` (the regions this party declares in party.toml), a ticket in
         one of the schema's regions that the party does not serve is quarantined as
@@ -83,11 +91,11 @@ class TicketSource:
         if self.is_sql:
             if not self.query:
                 raise InvalidArgument("a SQL source needs --query", field="--query")
-            result = ingest_sql(self.location, self.query, mapping)
+            result = ingest_sql(self.location, self.query, mapping, window=window)
         else:
             if self.query:
                 raise InvalidArgument("--query only applies to a SQL URL", field="--query")
-            result = ingest_file(Path(self.location), mapping)
+            result = ingest_file(Path(self.location), mapping, window=window)
         if regions is not None:
             column = mapping.columns["region"].column if "region" in mapping.columns else None
             result = _check_regions(result, regions, column, served)
@@ -153,6 +161,8 @@ class MetricsRun:
     vector: U64Vector
     #: The schema the run was computed for (a pre-flight run is reused only for it).
     schema_id: str
+    #: The ticket window it covers (None: the whole export); reused only for the same.
+    window: TicketWindow | None = None
 
 
 def compute(
@@ -161,17 +171,19 @@ def compute(
     secret: Path | PartySecret,
     *,
     served: Sequence[str] = (),
+    window: TicketWindow | None = None,
 ) -> MetricsRun:
     """Ingest and reduce tickets to the schema vector; the per-customer cap uses HMAC
     tokens under ``secret`` (the party's secret file, created on first use, or a key).
-    Tickets outside ``served`` (when given) are quarantined as ``unserved_region``."""
-    result = source.ingest(schema.regions, served)
+    Tickets outside ``served`` (when given) are quarantined as ``unserved_region``.
+    With ``window``, only the tickets created in it count (the round's window)."""
+    result = source.ingest(schema.regions, served, window=window)
     key = secret if isinstance(secret, PartySecret) else PartySecret.load_or_create(secret)
     pseudonymizer = Pseudonymizer(key)
     values, summary = compute_metrics(
         result.tickets, schema, customer_of=pseudonymizer.customer_token
     )
-    return MetricsRun(result, values, summary, schema.encode(values), schema.schema_id)
+    return MetricsRun(result, values, summary, schema.encode(values), schema.schema_id, window)
 
 
 #: Default of ``max_quarantined_share`` in party.toml.
@@ -200,11 +212,20 @@ def check_submittable(
     """Raise InvalidArgument (exit 2) when ``run`` has no accepted ticket in any of the
     schema's regions, or, unless ``policy.allow_partial``, when more than
     ``policy.max_quarantined_share`` of the rows were quarantined. The message names the
-    quarantine file and the most common reason; ``hint`` is added to what to check."""
+    quarantine file and the most common reason; ``hint`` is added to what to check.
+
+    With a window, the rules apply to the rows in it: rows outside it count neither as
+    read nor as quarantined, and a window without any ticket is nothing to submit."""
     summary = run.ingest.summary
     if summary.read == 0:
         raise InvalidArgument(
             f"the export has no ticket rows; nothing was sent{hint}", field="--tickets"
+        )
+    if run.window is not None and summary.in_window == 0:
+        raise InvalidArgument(
+            f"no ticket of the export was created in the window {run.window.describe()} "
+            f"(all {summary.read} rows are outside it); nothing was sent",
+            field="--tickets",
         )
     seen = f", see {source.quarantine_target}" if summary.quarantined else ""
     top = ""
@@ -214,20 +235,24 @@ def check_submittable(
     if not run.ingest.tickets:
         raise InvalidArgument(
             f"no accepted ticket in any of {schema_name}'s regions ({', '.join(schema.regions)}): "
-            f"{summary.quarantined} of {summary.read} rows quarantined{top}{seen}; "
-            f"nothing was sent (check --mapping{hint})",
+            f"{summary.quarantined} of {summary.in_window} rows{_in(run.window)} "
+            f"quarantined{top}{seen}; nothing was sent (check --mapping{hint})",
             field="--tickets",
         )
     # Rows of regions the party does not serve are left out on purpose, not broken.
     broken = summary.quarantined - summary.by_reason.get(UNSERVED_REGION, 0)
-    share = broken / summary.read
+    share = broken / summary.in_window
     if share > policy.max_quarantined_share and not policy.allow_partial:
         raise InvalidArgument(
-            f"{broken} of {summary.read} rows ({share:.0%}) quarantined, more "
-            f"than max_quarantined_share {policy.max_quarantined_share:.0%}{top}{seen}; "
+            f"{broken} of {summary.in_window} rows{_in(run.window)} ({share:.0%}) quarantined, "
+            f"more than max_quarantined_share {policy.max_quarantined_share:.0%}{top}{seen}; "
             "nothing was sent (fix the export or --mapping, or pass --allow-partial)",
             field="--tickets",
         )
+
+
+def _in(window: TicketWindow | None) -> str:
+    return "" if window is None else " in the window"
 
 
 def tickets_source(
@@ -238,21 +263,22 @@ def tickets_source(
     policy: SubmitPolicy | None = None,
     report: Callable[[MetricsRun], None] | None = None,
     preflight: MetricsRun | None = None,
-) -> Callable[[Schema], U64Vector]:
-    """A vector source for the party node that runs the pipeline for the round's schema,
-    and refuses (InvalidArgument) an export that ``policy`` finds unfit to submit.
+) -> Callable[[Schema, TicketWindow | None], U64Vector]:
+    """A vector source for the party node that runs the pipeline for the round's schema
+    and ticket window, and refuses (InvalidArgument) an export that ``policy`` finds
+    unfit to submit.
 
-    ``preflight`` is a run already made for some schema (by :func:`compute`, before
-    contacting the aggregator): a round with that same schema uses its vector once
-    instead of reading the export again. Later rounds read the export afresh.
+    ``preflight`` is a run already made for some schema and window (by :func:`compute`,
+    before contacting the aggregator): a round with that same schema and window uses its
+    vector once instead of reading the export again. Later rounds read the export afresh.
     """
     checks = policy or SubmitPolicy()
     cached = [preflight] if preflight is not None else []
 
-    def vector(schema: Schema) -> U64Vector:
+    def vector(schema: Schema, window: TicketWindow | None) -> U64Vector:
         run = cached.pop() if cached else None
-        if run is None or run.schema_id != schema.schema_id:
-            run = compute(source, schema, secret_path, served=served)
+        if run is None or run.schema_id != schema.schema_id or run.window != window:
+            run = compute(source, schema, secret_path, served=served, window=window)
             if report is not None:
                 report(run)
         check_submittable(run, source, schema, checks)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -165,15 +166,18 @@ LEDGER_FORMAT = "blindsum/party-ledger/v1"
 
 
 class PartyLedger:
-    """The party's own record of the zCDP rho it has spent, per ISO week of its own
-    clock, in a 0600 file next to its round state.
+    """The party's own record of the zCDP rho it has spent, per ISO week (UTC), in a
+    0600 file next to its round state.
 
     The aggregator keeps a ledger per campaign and window too, but an operator names
     both: a renamed campaign or window starts a fresh budget there. This one counts
-    every round the party joins, whatever it is called, and a round that would take the
-    week over ``max_rho_per_window`` is refused before anything is computed. A round is
-    charged once, when the party joins it (retries and restarts do not charge again),
-    and it stays charged even if it later aborts: the safe side.
+    every round the party joins, whatever it is called, in every ISO week that the
+    round's ticket window overlaps (a round without a window, from an older aggregator:
+    the week of the party's own clock). So a window shifted by a day still charges the
+    weeks whose tickets it holds, and a round that would take any of them over
+    ``max_rho_per_window`` is refused before anything is sent. A round is charged once,
+    when the party joins it (retries and restarts do not charge again), and it stays
+    charged even if it later aborts: the safe side.
     """
 
     def __init__(self, path: Path) -> None:
@@ -193,20 +197,30 @@ class PartyLedger:
     def spent(self, window: str) -> float:
         return _spent(self._entries(), window)
 
-    def charge(self, *, round_id: str, window: str, rho: float, limit: float) -> None:
-        """Record ``rho`` for ``round_id`` in ``window``; FailedPrecondition if it would
-        take the window over ``limit`` (0: no limit). Charging a round again is a no-op."""
+    def charge(self, *, round_id: str, weeks: Sequence[str], rho: float, limit: float) -> None:
+        """Record ``rho`` for ``round_id`` in each of ``weeks`` (the ISO weeks its ticket
+        window overlaps); FailedPrecondition, and nothing recorded, if it would take any
+        of them over ``limit`` (0: no limit). Charging a round again is a no-op."""
+        if not weeks:
+            raise InvalidArgument("a round is charged to at least one week", field="weeks")
         entries = self._entries()
         if any(e.get("round_id") == round_id for e in entries):
             return
-        spent = _spent(entries, window)
-        if limit > 0 and spent + rho > limit * (1 + 1e-9):
-            raise FailedPrecondition(
-                f"round's rho {rho:g} would bring this party's spend in {window} to "
-                f"{spent + rho:g}, over its max_rho_per_window {limit:g} (party.toml)",
-                field="dp.rho",
-            )
-        entries.append({"round_id": round_id, "window": window, "rho": rho})
+        for week in dict.fromkeys(weeks):
+            spent = _spent(entries, week)
+            if limit > 0 and spent + rho > limit * (1 + 1e-9):
+                span = (
+                    f"; its tickets span {', '.join(weeks)}, and each of those weeks is charged"
+                    if len(weeks) > 1
+                    else ""
+                )
+                raise FailedPrecondition(
+                    f"round's rho {rho:g} would bring this party's spend in {week} to "
+                    f"{spent + rho:g}, over its max_rho_per_window {limit:g} (party.toml)"
+                    f"{span}",
+                    field="dp.rho",
+                )
+        entries += [{"round_id": round_id, "window": w, "rho": rho} for w in dict.fromkeys(weeks)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"format": LEDGER_FORMAT, "entries": entries}
         write_private(self.path, json.dumps(doc, sort_keys=True).encode(), overwrite=True)

@@ -17,9 +17,11 @@ from blindsum_app.cli.common import (
     Progress,
     add_command,
     add_group,
+    add_window_options,
     format_status,
     print_json,
     view_json,
+    window_from_args,
 )
 
 #: How often ``open-round --wait`` asks for the round's status.
@@ -158,6 +160,7 @@ async def _open_round(args: argparse.Namespace) -> int:
 
         schema_toml = args.schema.read_text()
         Schema.from_toml(schema_toml)  # a bad schema fails here, naming its key
+    window = window_from_args(args)  # None: the aggregator's default, last week
     spec = OpenRoundSpec(
         mode=Mode(args.mode),
         parties=parties_arg(args.parties),
@@ -169,6 +172,8 @@ async def _open_round(args: argparse.Namespace) -> int:
         dp=dp_spec(args),
         threat=threat_spec(args),
         graph_degree=args.degree,
+        window_start_ms=window.start_ms if window else 0,
+        window_end_ms=window.end_ms if window else 0,
     )
     info = await admin_call(
         args.dir,
@@ -323,10 +328,16 @@ def register(sub: Any) -> None:
         agg,
         "open-round",
         help="open a round on the running aggregator",
+        description="Open a round on the running aggregator. The round covers the tickets "
+        "created in its window: by default the last complete ISO week (Monday to Monday, "
+        "UTC) before now; --week or --from/--to choose another one that is over. Each "
+        "party computes its metrics from that window's tickets only.",
         examples=[
             "blindsum aggregator open-round ./agg --parties team-alpha,team-beta,team-gamma",
+            "blindsum aggregator open-round ./agg --parties a b c --week 2026-W47 "
+            "--round-id weekly-2026-W47",
             "blindsum aggregator open-round ./agg --parties a b c d --mode he --dp central "
-            "--wait --json",
+            "--from 2026-11-01 --to 2026-12-01 --wait --json",
         ],
         func=cmd_open_round,
     )
@@ -405,7 +416,13 @@ def register(sub: Any) -> None:
         help="distributed DP: parties sharing the noise (default: the threshold)",
     )
     s.add_argument("--campaign", help="budget ledger campaign (default: the schema's name)")
-    s.add_argument("--window", help="budget ledger window (default: this ISO week, e.g. 2026-W47)")
+    s.add_argument(
+        "--window",
+        help="budget ledger window label, needs [release] allow_window_override (default: "
+        "the ISO week, or month, in which the ticket window starts); which tickets the "
+        "round covers is --week or --from/--to",
+    )
+    add_window_options(s, "the round's ticket window", "the last complete ISO week before now")
     s.add_argument(
         "--wait", action="store_true", help="follow the round until it closes; exit 3 if aborted"
     )

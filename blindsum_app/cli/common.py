@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from blindsum.errors import ErrorCode
+from blindsum.errors import ErrorCode, InvalidArgument
 from blindsum.model import Mode, RoundState, RoundView
+from blindsum.window import TicketWindow, check_window, parse_dates, parse_week
 
 #: Exit codes, by the typed error's code; any other typed error exits 3.
 EXIT_FOR = {
@@ -98,6 +99,63 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
+def add_window_options(parser: argparse.ArgumentParser, what: str, default: str) -> None:
+    """``--week``, or ``--from`` with ``--to``: a ticket window. ``what`` says what it is
+    for, ``default`` what applies without it."""
+    parser.add_argument(
+        "--week",
+        metavar="YYYY-Www",
+        help=f"{what}: the tickets created in this ISO week, Monday to Monday UTC, e.g. "
+        f"2026-W47 (default: {default})",
+    )
+    parser.add_argument(
+        "--from",
+        dest="window_from",
+        metavar="DATE",
+        help=f"{what}: the tickets created on or after this day, YYYY-MM-DD UTC; needs --to "
+        f"(default: {default})",
+    )
+    parser.add_argument(
+        "--to",
+        dest="window_to",
+        metavar="DATE",
+        help="with --from: the tickets created before this day, YYYY-MM-DD UTC; the end is "
+        f"exclusive, so --from 2026-11-16 --to 2026-11-23 is one week (default: {default})",
+    )
+
+
+def window_from_args(args: argparse.Namespace) -> TicketWindow | None:
+    """The window of ``--week`` or ``--from``/``--to``, or None when neither is given."""
+    week = getattr(args, "week", None)
+    start = getattr(args, "window_from", None)
+    end = getattr(args, "window_to", None)
+    if week is not None:
+        if start is not None or end is not None:
+            raise InvalidArgument("give --week, or --from with --to, not both", field="--week")
+        return parse_week(week)
+    if start is None and end is None:
+        return None
+    if start is None:
+        raise InvalidArgument("needs --from (the first day of the window)", field="--to")
+    if end is None:
+        raise InvalidArgument(
+            "needs --to (the day after the window's last day; the end is exclusive)",
+            field="--from",
+        )
+    return parse_dates(start, end)
+
+
+def view_window(view: RoundView) -> TicketWindow | None:
+    """The round's ticket window, None for a round without one (an older aggregator)."""
+    return check_window(view.window_start_ms, view.window_end_ms)
+
+
+def window_text(window: TicketWindow | None) -> str:
+    if window is None:
+        return "no window (each party's whole export)"
+    return f"created {window.describe()}"
+
+
 def view_json(view: RoundView) -> dict[str, Any]:
     return {
         "round_id": view.round_id,
@@ -128,6 +186,8 @@ def view_json(view: RoundView) -> dict[str, Any]:
             "correctness_bits": view.threat.correctness_bits,
         },
         "misbehaving": [{"party": p, "reason": r} for p, r in view.misbehaving],
+        # The tickets the round covers (null: a round without a window).
+        "window": None if (window := view_window(view)) is None else window.to_json(),
     }
 
 
@@ -145,6 +205,7 @@ def format_status(view: RoundView) -> str:
         f"  parties: {len(view.parties)} invited, threshold {view.threshold}, "
         f"min contributors {view.min_contributors}, schema {view.schema_id[:12]}"
     )
+    lines.append(f"  tickets: {window_text(view_window(view))}")
     if view.mode is Mode.SECAGG:
         if view.threat is not None:
             t = view.threat

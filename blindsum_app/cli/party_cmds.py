@@ -22,7 +22,16 @@ from blindsum.errors import InvalidArgument
 from blindsum.model import Phase, RoundState, RoundView
 from blindsum.schema import Schema, load_metrics_file
 from blindsum.tables import text_table
-from blindsum_app.cli.common import Progress, add_command, add_group, print_json, view_json
+from blindsum.window import TicketWindow
+from blindsum_app.cli.common import (
+    Progress,
+    add_command,
+    add_group,
+    add_window_options,
+    print_json,
+    view_json,
+    window_from_args,
+)
 
 # -- inputs -------------------------------------------------------------------------
 
@@ -81,14 +90,23 @@ def _policy(args: argparse.Namespace, bundle: Bundle | None) -> Any:
     )
 
 
-def print_ingest(ingest: Any, metrics: Any | None = None, quarantine: Path | None = None) -> None:
+def print_ingest(
+    ingest: Any,
+    metrics: Any | None = None,
+    quarantine: Path | None = None,
+    window: TicketWindow | None = None,
+) -> None:
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(ingest.by_reason.items())) or "none"
     where = f" -> {quarantine}" if quarantine is not None and ingest.quarantined else ""
+    # Rows outside the round's window are not errors: counted, not quarantined.
+    outside = f", outside the window {ingest.outside_window}" if window is not None else ""
     print(
         f"ingest {ingest.source}: read {ingest.read}, accepted {ingest.accepted}, "
-        f"quarantined {ingest.quarantined} ({reasons}){where}",
+        f"quarantined {ingest.quarantined} ({reasons}){outside}{where}",
         file=sys.stderr,
     )
+    if window is not None:
+        print(f"window: tickets created {window.describe()}", file=sys.stderr)
     if metrics is not None:
         # Tickets outside the schema's regions were quarantined at ingest (above), so
         # they are not counted again here.
@@ -118,36 +136,69 @@ def _checked_tickets(
     policy: Any,
     *,
     show: bool = True,
+    window: TicketWindow | None = None,
 ) -> tuple[Any, Any]:
-    """The ticket export through the whole pipeline for ``schema``: its summary printed
-    (unless ``show`` is False), then refused if it has nothing, or too little, to
-    submit. Returns the source and the run."""
+    """The ticket export through the whole pipeline for ``schema`` (the tickets of
+    ``window`` only, when given): its summary printed (unless ``show`` is False), then
+    refused if it has nothing, or too little, to submit. Returns the source and the
+    run."""
     from party.pipeline import check_submittable, compute  # noqa: PLC0415
 
     source = _ticket_source(args)
-    run = compute(source, schema, secret, served=served)
+    run = compute(source, schema, secret, served=served, window=window)
     if show:
-        print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
+        print_ingest(run.ingest.summary, run.summary, source.quarantine_target, window)
     name, hint = _schema_words(args)
     check_submittable(run, source, schema, policy, schema_name=name, hint=hint)
     return source, run
 
 
+def _check_round_window(
+    declared: TicketWindow | None, window: TicketWindow | None, option: str
+) -> None:
+    """Refuse (exit 2, naming ``option``) a round over another window than the one the
+    party's input was given for with --week or --from/--to. A round without a window
+    (an aggregator older than windows) is not refused."""
+    if declared is not None and window is not None and declared != window:
+        raise InvalidArgument(
+            f"the round covers the tickets created {window.describe()}, but this input "
+            f"was given for {declared.describe()}; nothing was sent",
+            field=option,
+        )
+
+
 def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> Any:
     """The node's input, checked now, before any network call: a per-region metrics
     file parsed against the schema, or a ticket export run through the whole pipeline
-    and refused when it has nothing (or too little) to submit.
+    and refused when it has nothing (or too little) to submit. With --week or
+    --from/--to, the input is for that window only: the export is checked for it, and a
+    round over another window is refused.
 
-    With ``reuse`` (a one-shot submit) a round with the same schema takes the vector
-    computed now; a daemon reads its export afresh for every round, since the export
-    changes between rounds."""
+    Each round then counts the tickets of its own window. A metrics file cannot be
+    filtered: its numbers go in as they are, and without a declared window the node
+    says so on stderr.
+
+    With ``reuse`` (a one-shot submit) a round with the same schema and window takes the
+    vector computed now; a daemon reads its export afresh for every round, since the
+    export changes between rounds."""
     schema = _schema(args)
     served = tuple(bundle.config.regions)
+    declared = window_from_args(args)
+    option = "--week" if args.week else "--from"
     if args.metrics is not None:
         path: Path = args.metrics
         _checked_metrics(args, schema, served)
 
-        def from_file(round_schema: Schema) -> Any:
+        def from_file(round_schema: Schema, window: TicketWindow | None) -> Any:
+            _check_round_window(declared, window, option)
+            if window is not None and declared is None:
+                print(
+                    f"note: the round covers the tickets created {window.describe()}; "
+                    f"{path} is a metrics file, which the node cannot filter, so its "
+                    "numbers go in as they are (pass --week or --from/--to to have the "
+                    "node check that they are for the round's window)",
+                    file=sys.stderr,
+                )
             return load_metrics_file(path, round_schema)
 
         return from_file
@@ -155,12 +206,12 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
 
     policy = _policy(args, bundle)
     secret = _secret_path(args)
-    source, run = _checked_tickets(args, schema, secret, served, policy)
+    source, run = _checked_tickets(args, schema, secret, served, policy, window=declared)
 
     def report(later: Any) -> None:
-        print_ingest(later.ingest.summary, later.summary, source.quarantine_target)
+        print_ingest(later.ingest.summary, later.summary, source.quarantine_target, later.window)
 
-    return tickets_source(
+    each_round = tickets_source(
         source,
         secret,
         served=served,
@@ -168,6 +219,12 @@ def vector_source(args: argparse.Namespace, bundle: Bundle, *, reuse: bool) -> A
         report=report,
         preflight=run if reuse else None,
     )
+
+    def from_tickets(round_schema: Schema, window: TicketWindow | None) -> Any:
+        _check_round_window(declared, window, option)
+        return each_round(round_schema, window if window is not None else declared)
+
+    return from_tickets
 
 
 # -- submit and run ----------------------------------------------------------------
@@ -303,11 +360,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     schema = _schema(args)
     source = _ticket_source(args)
-    run = compute(source, schema, _secret_path(args))
+    window = window_from_args(args)
+    run = compute(source, schema, _secret_path(args), window=window)
     if args.json:
         print_json(
             {
                 "schema_id": schema.schema_id,
+                "window": None if window is None else window.to_json(),
                 "ingest": json.loads(run.ingest.summary.to_json()),
                 "quarantine_file": str(source.quarantine_target)
                 if run.ingest.summary.quarantined
@@ -318,7 +377,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print_ingest(run.ingest.summary, run.summary, source.quarantine_target)
+    print_ingest(run.ingest.summary, run.summary, source.quarantine_target, window)
     sys.stdout.write(_values_table(schema, run.values))
     print(f"(computed locally for schema {schema.schema_id[:12]}; nothing was sent)")
     return 0
@@ -329,7 +388,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     schema = _schema(args)
     bundle = load_bundle(args.bundle) if args.bundle else None
     served = tuple(bundle.config.regions) if bundle else ()
+    window = window_from_args(args)
     if args.metrics is not None:
+        if window is not None:
+            raise InvalidArgument(
+                "a metrics file cannot be filtered by window: --week and --from/--to "
+                "apply to --tickets",
+                field="--week" if args.week else "--from",
+            )
         vector = _checked_metrics(args, schema, served)
         values = schema.decode(vector)
         regions = [r for r in schema.regions if vector[schema.contributor_index(r)]]
@@ -357,7 +423,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         _secret_path(args) if args.secret or args.bundle else PartySecret(secrets.token_bytes(32))
     )
     _, run = _checked_tickets(
-        args, schema, secret, served, _policy(args, bundle), show=not args.json
+        args, schema, secret, served, _policy(args, bundle), show=not args.json, window=window
     )
     summary = run.ingest.summary
     if args.json:
@@ -365,15 +431,23 @@ def cmd_check(args: argparse.Namespace) -> int:
             {
                 "ok": True,
                 "schema_id": schema.schema_id,
+                "window": None if window is None else window.to_json(),
                 "ingest": json.loads(summary.to_json()),
                 "metrics": json.loads(run.summary.to_json()),
             }
         )
         return 0
-    print(
-        f"ok: {summary.accepted} of {summary.read} rows usable for schema "
-        f"{schema.schema_id[:12]}; a round would accept this export"
-    )
+    if window is None:
+        print(
+            f"ok: {summary.accepted} of {summary.read} rows usable for schema "
+            f"{schema.schema_id[:12]}; a round would accept this export"
+        )
+    else:
+        print(
+            f"ok: {summary.accepted} of the {summary.in_window} rows in the window usable "
+            f"for schema {schema.schema_id[:12]} ({summary.outside_window} rows outside "
+            "it); a round over this window would accept this export"
+        )
     return 0
 
 
@@ -439,7 +513,7 @@ def register(sub: Any) -> None:
                 "blindsum party submit --bundle ./team-alpha --tickets tickets.csv "
                 "--mapping zendesk",
                 "blindsum party submit --bundle ./team-alpha --metrics week.json "
-                "--round 2026-W47 --json",
+                "--week 2026-W47 --round weekly-2026-W47 --json",
             ],
         ),
         (
@@ -470,6 +544,12 @@ def register(sub: Any) -> None:
             action="store_true",
             help="submit even when more than max_quarantined_share (party.toml, default 0.2) "
             "of the export's rows were quarantined",
+        )
+        add_window_options(
+            s,
+            "this input is for one window only (the export is checked for it, and a round "
+            "over another window is refused)",
+            "each round's own window",
         )
         s.add_argument(
             "--aggregator", help="HOST:PORT to dial (default: the address in the bundle)"
@@ -523,6 +603,7 @@ def register(sub: Any) -> None:
             "blindsum party check --metrics week.json",
             "blindsum party check --metrics week.csv --schema campaign.toml",
             "blindsum party check --tickets tickets.csv --mapping zendesk --bundle ./team-alpha",
+            "blindsum party check --tickets tickets.csv --week 2026-W47",
         ],
         func=cmd_check,
     )
@@ -542,6 +623,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="accept an export with more than max_quarantined_share of its rows quarantined",
     )
+    add_window_options(s, "check only the tickets of a round over this window", "all of them")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = add_command(
@@ -562,7 +644,10 @@ def register(sub: Any) -> None:
         party,
         "metrics",
         help="compute the KPI vector locally; sends nothing",
-        examples=["blindsum party metrics --tickets tickets.csv --mapping zendesk --json"],
+        examples=[
+            "blindsum party metrics --tickets tickets.csv --mapping zendesk --json",
+            "blindsum party metrics --tickets tickets.csv --from 2026-11-01 --to 2026-12-01",
+        ],
         func=cmd_metrics,
     )
     s.add_argument("--tickets", required=True, help="CSV/JSONL export, or a SQL URL")
@@ -571,6 +656,7 @@ def register(sub: Any) -> None:
         "--bundle", type=Path, help="take the party secret from this bundle (default: none)"
     )
     _schema_option(s, "to compute for")
+    add_window_options(s, "count only the tickets of a round over this window", "all of them")
     s.add_argument("--json", action="store_true", help="print JSON")
 
     s = add_command(

@@ -89,37 +89,60 @@ def test_manual_round_through_the_cli(served: Path, tmp_path: Path) -> None:
         "week-47",
         "--dp",
         "off",
+        "--week",
+        "2020-W10",  # long over, whatever the clock says
     )
     assert opened.returncode == 0, opened.stderr
     assert "waiting for: north, south, west" in opened.stdout
-    procs = []
+    week = "2020-03-02 00:00 to 2020-03-09 00:00 UTC (ISO week 2020-W10)"
+    assert f"tickets: created {week}" in opened.stdout
+    submit = [*CLI, "party", "submit", "--metrics"]
     for i, name in enumerate(("north", "south", "west")):
-        metrics = tmp_path / f"{name}.csv"
-        write_csv_metrics(metrics, schema, i + 1)
+        write_csv_metrics(tmp_path / f"{name}.csv", schema, i + 1)
+    # A metrics file given for another week is not sent to this week's round.
+    wrong = run(
+        "party",
+        "submit",
+        "--metrics",
+        str(tmp_path / "west.csv"),
+        "--bundle",
+        str(tmp_path / "west"),
+        "--aggregator",
+        address,
+        "--week",
+        "2020-W11",
+    )
+    assert wrong.returncode == 2, wrong.stderr
+    assert "--week: the round covers the tickets created 2020-03-02" in wrong.stderr
+    assert "but this input was given for 2020-03-09 00:00" in wrong.stderr
+    procs = []
+    for name, declared in (("north", []), ("south", []), ("west", ["--week", "2020-W10"])):
         procs.append(
             subprocess.Popen(
                 [
-                    *CLI,
-                    "party",
-                    "submit",
+                    *submit,
+                    str(tmp_path / f"{name}.csv"),
                     "--bundle",
                     str(tmp_path / name),
-                    "--metrics",
-                    str(metrics),
                     "--aggregator",
                     address,
+                    *declared,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
-    for proc in procs:
+    for proc, noted in zip(procs, (True, True, False), strict=True):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "round complete" in err
+        # A metrics file cannot be filtered: unless it was declared for the round's
+        # window, the party is told that its numbers go in as they are.
+        assert (f"note: the round covers the tickets created {week}" in err) is noted
     status = run("aggregator", "status", str(agg), "week-47", "--json")
     assert json.loads(status.stdout)[0]["state"] == "complete"
+    assert json.loads(status.stdout)[0]["window"]["iso_weeks"] == ["2020-W10"]
     as_csv = run("report", "show", str(agg), "week-47", "--format", "csv")
     rows = {(r[1], r[3]): r for r in csv.reader(io.StringIO(as_csv.stdout))}
     assert [rows[(region, "contributors")][4:6] for region in ("APAC", "EMEA")] == [
@@ -375,3 +398,63 @@ def test_tickets_in_unknown_regions_are_quarantined_not_lost(
     assert out["values"]["EMEA"]["tickets"] == 1 and out["values"]["APAC"]["escalated"] == 1
     entry = json.loads((tmp_path / "t.csv.quarantine.jsonl").read_text())
     assert (entry["line"], entry["reason"], entry["column"]) == (3, "unknown_region", "region")
+
+
+def test_party_check_and_metrics_for_a_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "two-weeks.csv"
+    argv = ["party", "synthetic", "--team", "north", "--start", "2026-11-09", "--days", "14"]
+    assert main([*argv, "-o", str(export)]) == 0
+    check = ["party", "check", "--tickets", str(export), "--secret", str(tmp_path / "s")]
+    capsys.readouterr()
+    assert main([*check, "--week", "2026-W47"]) == 0
+    out, err = capsys.readouterr()
+    assert "read 600, accepted 300, quarantined 0 (none), outside the window 300" in err
+    assert "window: tickets created 2026-11-16 00:00 to 2026-11-23 00:00 UTC" in err
+    assert out.startswith("ok: 300 of the 300 rows in the window usable for schema")
+    # The two ways to name a window agree; a window with no ticket is nothing to submit.
+    assert main([*check, "--from", "2026-11-16", "--to", "2026-11-23", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["window"]["iso_weeks"] == ["2026-W47"]
+    assert (doc["ingest"]["accepted"], doc["ingest"]["outside_window"]) == (300, 300)
+    assert main([*check, "--week", "2026-W45"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("blindsum: error: --tickets: no ticket of the export was created")
+    # A window over both weeks counts them all, in both ISO weeks.
+    metrics = ["party", "metrics", "--tickets", str(export), "--secret", str(tmp_path / "s")]
+    assert main([*metrics, "--from", "2026-11-12", "--to", "2026-11-19", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["window"]["iso_weeks"] == ["2026-W46", "2026-W47"]
+    assert doc["ingest"]["accepted"] + doc["ingest"]["outside_window"] == 600
+    assert sum(doc["values"][r]["tickets"] for r in doc["values"]) == doc["ingest"]["accepted"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--from", "2026-11-16"], "--from: needs --to"),
+        (["--to", "2026-11-23"], "--to: needs --from"),
+        (["--week", "2026-W47", "--from", "2026-11-16"], "--week: give --week, or --from"),
+        (["--week", "47"], "--week: '47' is not an ISO week like 2026-W47"),
+        (["--from", "16/11/2026", "--to", "2026-11-23"], "--from: '16/11/2026' is not a date"),
+        (["--from", "2026-11-23", "--to", "2026-11-16"], "--to: must be after --from"),
+    ],
+)
+def test_bad_window_options_exit_2_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+) -> None:
+    export = tmp_path / "t.csv"
+    export.write_text("ticket_id,created_date,status,region\nT1,2026-11-16 10:00,Resolved,APAC\n")
+    assert main(["party", "check", "--tickets", str(export), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"blindsum: error: {needle}") and "\n" not in err, err
+
+
+def test_a_metrics_file_cannot_be_checked_for_a_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metrics = tmp_path / "m.csv"
+    write_csv_metrics(metrics, Schema.default(), 1)
+    assert main(["party", "check", "--metrics", str(metrics), "--week", "2026-W47"]) == 2
+    assert "a metrics file cannot be filtered by window" in capsys.readouterr().err

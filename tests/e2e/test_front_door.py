@@ -24,6 +24,7 @@ from aggregator.service import RunningAggregator
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig, load_bundle
 from blindsum.config import dump_config, load_config
 from blindsum.model import Mode, OpenRoundSpec, Phase, RoundState, RoundView
+from blindsum.window import parse_week
 from blindsum_app.cli import build_parser, main
 from blindsum_app.cli.common import Progress
 from party.node import PartyNode
@@ -353,7 +354,7 @@ async def _two_more_parties(
     async def one(name: str, index: int) -> RoundView:
         node = PartyNode(load_bundle(deployment.bundle(name)), address=address)
         try:
-            return await node.run_round(round_id, lambda _s: party_vector(index))
+            return await node.run_round(round_id, lambda _s, _w: party_vector(index))
         finally:
             await node.close()
 
@@ -529,12 +530,15 @@ async def test_secagg_participation_loads_no_heavy_library(
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     await _until_ready(ready, proc)
+    week = parse_week("2026-W47")  # the export's week; the tests' config allows any window
     view = await aggregator.manager.open_round(
         OpenRoundSpec(
             mode=Mode.SECAGG,
             parties=("team-a", "team-b", "team-c"),
             phase_timeout_s=120,
             round_id="probe-round",
+            window_start_ms=week.start_ms,
+            window_end_ms=week.end_ms,
         )
     )
     await _two_more_parties(deployment, address, view.round_id)

@@ -24,7 +24,7 @@ async def test_daemons_join_consecutive_rounds_of_both_modes(
         bundle = replace(bundle, config=replace(bundle.config, poll_interval_s=0.05))
         node = PartyNode(bundle, address=f"127.0.0.1:{aggregator.port}")
         try:
-            views = await node.daemon(lambda _s: vectors[name], stop=stop, max_rounds=2)
+            views = await node.daemon(lambda _s, _w: vectors[name], stop=stop, max_rounds=2)
             return [v.round_id for v in views if v.state is RoundState.COMPLETE]
         finally:
             await node.close()

@@ -62,7 +62,7 @@ async def test_a_finished_round_leaves_no_secret_and_cannot_be_joined_again(
     )
     try:
         with pytest.raises(FailedPrecondition, match="secrets for it are erased"):
-            await node.run_round(view.round_id, lambda _s: vectors["team-a"])
+            await node.run_round(view.round_id, lambda _s, _w: vectors["team-a"])
     finally:
         await node.close()
 

@@ -97,7 +97,7 @@ async def run_parties(
         bundle = replace(bundle, config=replace(bundle.config, poll_interval_s=0.05))
         node = PartyNode(bundle, address=f"127.0.0.1:{port}", drop_after=drop_after.get(name))
         try:
-            return await node.run_round(round_id, lambda _schema: vectors[name])
+            return await node.run_round(round_id, lambda _schema, _window: vectors[name])
         finally:
             await node.close()
 

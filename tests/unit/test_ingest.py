@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blindsum.errors import ConfigError, InvalidArgument
+from blindsum.window import parse_week
 from party import ingest as ingest_mod
 from party.ingest import (
     IngestResult,
@@ -59,7 +60,7 @@ def _csv(tmp_path: Path, *rows: str, header: str = HEADER, name: str = "t.csv") 
 
 def _check_counts(result: IngestResult) -> None:
     s = result.summary
-    assert s.read == s.accepted + s.quarantined
+    assert s.read == s.accepted + s.quarantined + s.outside_window
     assert s.accepted == len(result.tickets)
     assert s.quarantined == len(result.quarantine)
     assert sum(s.by_reason.values()) == s.quarantined
@@ -108,6 +109,7 @@ def test_summary_json(tmp_path: Path, generic: Mapping) -> None:
         "accepted": 1,
         "quarantined": 1,
         "by_reason": {"out_of_range": 1},
+        "outside_window": 0,
     }
 
 
@@ -729,6 +731,7 @@ def test_freshdesk_like_export(tmp_path: Path) -> None:
                     '"',
                     "x,y",
                     "2024-01-02",
+                    "2024-01-09 10:00",
                     "\n",
                     "zz",
                 ]
@@ -751,10 +754,16 @@ def test_every_row_is_counted(rows: list[list[str]]) -> None:
         body = "\n".join(",".join(r) for r in rows)
         path.write_text(f"id,region,status,csat,created\n{body}\n", encoding="utf-8")
         result = ingest_file(path, mapping)
-    _check_counts(result)
-    assert {q.reason for q in result.quarantine} <= set(ingest_mod.REASONS)
-    assert all(q.line >= 2 for q in result.quarantine)
-    assert all(t.line >= 2 for t in result.tickets)
+        # The same rows for a round whose window is the week of 2024-01-08: still every
+        # row counted once, as accepted, quarantined or outside the window.
+        windowed = ingest_file(path, mapping, window=parse_week("2024-W02"))
+    for each in (result, windowed):
+        _check_counts(each)
+        assert {q.reason for q in each.quarantine} <= set(ingest_mod.REASONS)
+        assert all(q.line >= 2 for q in each.quarantine)
+        assert all(t.line >= 2 for t in each.tickets)
+    assert result.summary.outside_window == 0
+    assert all(t.created is not None and t.created.day == 9 for t in windowed.tickets)
 
 
 # ---------------------------------------------------------------- SQL sources
@@ -1301,3 +1310,89 @@ def test_rows_with_a_never_seen_mapped_key_are_refused() -> None:
     strict = mapping_from_toml(MINIMAL_TOML + 'csat = "csat"\n')
     with pytest.raises(InvalidArgument, match=r"'csat' \(columns\.csat\) not in any record"):
         ingest_rows([{"id": "a", "region": "EMEA", "status": "open"}], strict)
+
+
+# ---------------------------------------------------------------- a round's window
+
+
+WINDOW_ROWS = (
+    "w1,2024-10-28 00:00:00,Resolved,APAC,",  # the window's first instant
+    "w2,2024-11-03 23:59:59,Resolved,APAC,",  # its last second
+    "b1,2024-10-27 23:59:59,Resolved,APAC,",  # the week before
+    "a1,2024-11-04 00:00:00,Resolved,APAC,",  # the window's end is exclusive
+    "a2,2024-11-04 09:00:00,Resolved,MARS,9",  # bad, but outside: not this round's row
+    "q1,,Resolved,APAC,",  # no created time: in no window
+    "q2,someday,Resolved,APAC,",  # an unreadable one
+    "q3,2024-10-30 10:00:00,Resolved,APAC,9",  # bad and inside: quarantined as before
+)
+
+
+def test_a_window_keeps_its_tickets_and_counts_the_others(tmp_path: Path, generic: Mapping) -> None:
+    path = _csv(tmp_path, *WINDOW_ROWS, header="ticket_id,created_date,status,region,csat_score")
+    result = ingest_file(path, generic, window=parse_week("2024-W44"))
+    _check_counts(result)
+    assert [t.ticket_id for t in result.tickets] == ["w1", "w2"]
+    assert result.summary.outside_window == 3
+    assert result.summary.in_window == 5
+    assert [(q.line, q.reason, q.column) for q in result.quarantine] == [
+        (7, "missing_created", "created_date"),
+        (8, "bad_date", "created_date"),
+        (9, "out_of_range", "csat_score"),
+    ]
+    assert "cannot be placed in the round's window" in result.quarantine[0].message
+    assert json.loads(result.summary.to_json())["outside_window"] == 3
+    # Without a window nothing is outside it, and a ticket without a created time is
+    # accepted as before.
+    whole = ingest_file(path, generic)
+    _check_counts(whole)
+    assert whole.summary.outside_window == 0
+    assert {t.ticket_id for t in whole.tickets} == {"w1", "w2", "b1", "a1", "q1"}
+
+
+def test_a_window_in_another_zone_is_read_in_utc(tmp_path: Path) -> None:
+    mapping = mapping_from_toml(
+        '[mapping]\nname = "tokyo"\n[columns]\nticket_id = "id"\nregion = "region"\n'
+        'status = "status"\ncreated = "created"\n[dates]\ntimezone = "Asia/Tokyo"\n'
+    )
+    path = _csv(
+        tmp_path,
+        "t1,2024-10-28 08:59:00,Resolved,APAC",  # 2024-10-27 23:59 UTC: the week before
+        "t2,2024-10-28 09:00:00,Resolved,APAC",  # 2024-10-28 00:00 UTC: in
+        header="id,created,status,region",
+    )
+    result = ingest_file(path, mapping, window=parse_week("2024-W44"))
+    assert [t.ticket_id for t in result.tickets] == ["t2"]
+    assert result.summary.outside_window == 1
+
+
+def test_a_window_needs_a_created_column(tmp_path: Path) -> None:
+    mapping = mapping_from_toml(
+        '[mapping]\nname = "undated"\n[columns]\nticket_id = "id"\nregion = "region"\n'
+        'status = "status"\n'
+    )
+    path = _csv(tmp_path, "t1,APAC,Resolved", header="id,region,status")
+    assert ingest_file(path, mapping).summary.accepted == 1
+    with pytest.raises(InvalidArgument, match="maps no created column") as err:
+        ingest_file(path, mapping, window=parse_week("2024-W44"))
+    assert err.value.field == mapping.origin
+
+
+def test_sql_rows_are_windowed_too(tmp_path: Path, generic: Mapping) -> None:
+    db = tmp_path / "t.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (ticket_id TEXT, region TEXT, status TEXT, created_date TEXT)")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?, ?, ?)",
+            [
+                ("s1", "APAC", "Resolved", "2024-10-29 22:00:00"),
+                ("s2", "APAC", "Resolved", "2024-11-05 08:00:00"),
+            ],
+        )
+    result = ingest_sql(
+        f"sqlite:///{db}",
+        "SELECT * FROM t ORDER BY ticket_id",
+        generic,
+        window=parse_week("2024-W44"),
+    )
+    assert [t.ticket_id for t in result.tickets] == ["s1"]
+    assert (result.summary.read, result.summary.outside_window) == (2, 1)
