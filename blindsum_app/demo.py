@@ -332,6 +332,9 @@ def _run_round(
                 str(bundles[name]),
                 "--tickets",
                 str(exports[name]),
+                # The pre-flight check runs on the round's week, and its result is reused.
+                "--week",
+                iso_week(week),
                 "--aggregator",
                 address,
                 "--round",
