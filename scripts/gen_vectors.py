@@ -325,7 +325,7 @@ def secagg_vectors() -> dict[str, Any]:
     seed = secagg.graph_seed(config, list_digest, nonces)
     nbrs = graph.neighbours(config.parties, config.graph_degree, seed)
     # The roster hash has no public name: it is what SecAggParty and SecAggServer both use.
-    roster_digest = secagg.SecAggParty._roster_hash(adverts)
+    roster_digest = secagg.roster_digest(adverts)
     binding = secagg.roster_binding(seed, roster_digest)
 
     me = "p00"

@@ -200,6 +200,92 @@ def _subsets(xs: Sequence[int], threshold: int, limit: int) -> Iterator[tuple[in
                 return
 
 
+# -- Reed-Solomon decoding (Gao 2003) for locating bad shares ----------------------
+
+
+def _trim(a: list[int]) -> list[int]:
+    while a and a[-1] == 0:
+        a.pop()
+    return a
+
+
+def _poly_mul(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    if not a or not b:
+        return []
+    out = [0] * (len(a) + len(b) - 1)
+    for i, ai in enumerate(a):
+        if ai:
+            for j, bj in enumerate(b):
+                out[i + j] += ai * bj
+    return _trim([c % _field.P for c in out])
+
+
+def _poly_sub(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    out = [0] * max(len(a), len(b))
+    for i, c in enumerate(a):
+        out[i] = c
+    for i, c in enumerate(b):
+        out[i] = (out[i] - c) % _field.P
+    return _trim(out)
+
+
+def _poly_divmod(a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Quotient and remainder of a / b (coefficients lowest first; b not zero)."""
+    rem = [c % _field.P for c in a]
+    _trim(rem)
+    if len(rem) < len(b):
+        return [], rem
+    lead = _field.inv(b[-1])
+    quot = [0] * (len(rem) - len(b) + 1)
+    while len(rem) >= len(b) and rem:
+        shift = len(rem) - len(b)
+        coef = (rem[-1] * lead) % _field.P
+        quot[shift] = coef
+        for i, bi in enumerate(b):
+            rem[shift + i] = (rem[shift + i] - coef * bi) % _field.P
+        _trim(rem)
+    return _trim(quot), rem
+
+
+def _interpolate(points: Mapping[int, int], xs: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(g0, g1): g0 = prod (X - x), g1 the polynomial of degree < m through the points."""
+    g0 = [1]
+    for x in xs:
+        g0 = _poly_mul(g0, [-x % _field.P, 1])
+    g1: list[int] = []
+    for xi in xs:
+        basis, _ = _poly_divmod(g0, [-xi % _field.P, 1])
+        denom = 1
+        for xj in xs:
+            if xj != xi:
+                denom = (denom * (xi - xj)) % _field.P
+        scale = (points[xi] * _field.inv(denom)) % _field.P
+        g1 = _poly_sub(g1, [(-scale * c) % _field.P for c in basis])
+    return g0, g1
+
+
+def _decode(points: Mapping[int, int], threshold: int) -> list[int] | None:
+    """The polynomial of degree < t that all but at most (m - t) // 2 points lie on, by
+    Gao's algorithm, in O(m^2) field operations; None when there is none."""
+    xs = sorted(points)
+    m = len(xs)
+    g0, g1 = _interpolate(points, xs)
+    # Extended Euclid on (g0, g1), stopped at the first remainder of degree < (m + t) / 2.
+    r0, r1 = g0, g1
+    v0: list[int] = []
+    v1: list[int] = [1]
+    while r1 and 2 * (len(r1) - 1) >= m + threshold:
+        q, r = _poly_divmod(r0, r1)
+        r0, r1 = r1, r
+        v0, v1 = v1, _poly_sub(v0, _poly_mul(q, v1))
+    if not v1:
+        return None
+    f, rem = _poly_divmod(r1, v1)
+    if rem or len(f) > threshold:
+        return None
+    return f
+
+
 def _off_polynomial(
     points: Mapping[int, int], secret: bytes, threshold: int, limit: int
 ) -> tuple[int, ...]:
@@ -215,6 +301,10 @@ def _off_polynomial(
     xs = sorted(points)
     m = len(xs)
     value = int.from_bytes(secret, "big")
+    decoded = _decode(points, threshold)
+    if decoded is not None and (decoded[0] if decoded else 0) == value:
+        # Within the decoding radius the polynomial is unique: the shares off it are bad.
+        return tuple(x for x in xs if _field.poly_eval(decoded, x) != points[x])
     with_zero = {0: value, **points}
     for subset in _subsets(xs, threshold - 1, limit):
         basis = (0, *subset)
@@ -237,9 +327,10 @@ def recover(
 
     Tries the t shares with the smallest x and checks one more share against
     their polynomial. If the secret fails ``verify`` or that share disagrees, it
-    searches t-subsets, leaving out as few shares as possible, up to
-    ``max_attempts``. With e bad shares among m >= t + e this always finds the
-    secret when the search is not cut short (at most C(m, e) subsets). Shares are
+    decodes the shares as a Reed-Solomon codeword (Gao's algorithm, O(m^2) field
+    operations), which finds the secret and every bad share whenever
+    e <= (m - t) / 2; beyond that radius it searches t-subsets, leaving out as
+    few shares as possible, up to ``max_attempts`` (at most C(m, e) subsets). Shares are
     named bad only when the sharing polynomial is the unique one that more than
     (m + t - 2) / 2 shares agree with (m >= t + 2e - 1 for e bad shares); otherwise
     ``bad`` is empty and the secret is still returned. InvalidArgument when fewer than t
@@ -278,6 +369,14 @@ def recover(
         return Recovered(
             secret, _off_polynomial(points, secret, threshold, max_attempts), tuple(xs)
         )
+    decoded = _decode(points, threshold)
+    if decoded is not None:
+        value = decoded[0] if decoded else 0
+        if value < 1 << (8 * secret_len):
+            secret = value.to_bytes(secret_len, "big")
+            if verify(secret):
+                bad = tuple(x for x in xs if _field.poly_eval(decoded, x) != points[x])
+                return Recovered(secret, bad, tuple(xs))
     for subset in _subsets(xs, threshold, max_attempts):
         secret = attempt(subset)
         if secret is not None:

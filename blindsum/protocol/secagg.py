@@ -359,6 +359,18 @@ def advert_transcript(
     )
 
 
+def roster_digest(roster: Mapping[str, Advert]) -> bytes:
+    """SHA-256 over the U1 adverts (party, keys, signature, nonce, self-mask commitment),
+    sorted by party: what :func:`roster_binding` binds, and what a retry must match."""
+    h = hashlib.sha256(format_dst("secagg/roster/v2"))
+    for p in sorted(roster):
+        a = roster[p]
+        h.update(
+            encode_parts(p, a.c_public, a.s_public, a.signature, a.nonce, a.self_mask_commitment)
+        )
+    return h.digest()
+
+
 def roster_binding(seed: bytes, roster_digest: bytes) -> bytes:
     """What the consistency transcript binds of the roster: the graph seed (so H(L)
     and every nonce) and the hash of the U1 adverts."""
@@ -767,18 +779,6 @@ class SecAggParty:
             )
         return roster
 
-    @staticmethod
-    def _roster_hash(roster: Mapping[str, Advert]) -> bytes:
-        h = hashlib.sha256(format_dst("secagg/roster/v2"))
-        for p in sorted(roster):
-            a = roster[p]
-            h.update(
-                encode_parts(
-                    p, a.c_public, a.s_public, a.signature, a.nonce, a.self_mask_commitment
-                )
-            )
-        return h.digest()
-
     def _graph_of(self, roster: Mapping[str, Advert]) -> tuple[bytes, frozenset[str]]:
         cfg = self._config
         if self._list_digest is None:
@@ -799,7 +799,7 @@ class SecAggParty:
         """
         self._at_least(PartyStage.ADVERTISED, "share")
         roster = self._check_roster(adverts)
-        digest = self._roster_hash(roster)
+        digest = roster_digest(roster)
         if self._roster_digest is not None:
             if not hmac.compare_digest(digest, self._roster_digest):
                 raise UnsafeRequest("already shared for a different roster", field="adverts")
@@ -1194,6 +1194,11 @@ class SecAggParty:
             if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
                 raise InvalidArgument("unknown format", field="state")
             return cls._restore(doc, identity, rand)
+        except InvalidSignature:
+            raise InvalidArgument(
+                "holds a signature that does not verify (altered or another party's)",
+                field="state",
+            ) from None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidArgument("is malformed", field="state") from None
 
@@ -1307,7 +1312,7 @@ class SecAggParty:
             if set(adverts) != set(party._commits):
                 raise bad("roster is not the list L")
             party._adverts = adverts
-            party._roster_digest = cls._roster_hash(adverts)
+            party._roster_digest = roster_digest(adverts)
             seed, party._neighbours = party._graph_of(adverts)
             party._binding = roster_binding(seed, party._roster_digest)
             party._sent = tuple(
@@ -1644,7 +1649,7 @@ class SecAggServer:
         seed = graph_seed(self._config, self._list_digest, {p: self._adverts[p].nonce for p in u1})
         self._u1 = u1
         self._graph = graph.neighbours(u1, self._config.graph_degree, seed)
-        self._binding = roster_binding(seed, SecAggParty._roster_hash(self._adverts))
+        self._binding = roster_binding(seed, roster_digest(self._adverts))
         self._stage = ServerStage.SHARE
 
     def neighbours(self) -> dict[str, frozenset[str]]:
@@ -1959,8 +1964,10 @@ class SecAggServer:
 
         return check_key
 
-    def _recover(self, owner: str, kind: ShareKind, shares: list[shamir.Share]) -> bytes:
-        """The verified secret; holders of shares that disagree with it are recorded."""
+    def _recover(
+        self, owner: str, kind: ShareKind, shares: list[shamir.Share], named: dict[str, str]
+    ) -> bytes:
+        """The verified secret; holders of shares off its polynomial go into ``named``."""
         cfg = self._config
         try:
             got = shamir.recover(
@@ -1978,7 +1985,7 @@ class SecAggServer:
         what = "self-mask seed" if kind is ShareKind.SELF_MASK else "mask key"
         for x in got.bad:
             holder = cfg.parties[x - 1]
-            self._misbehaving.setdefault(holder, f"revealed a wrong share of {owner}'s {what}")
+            named.setdefault(holder, f"revealed a wrong share of {owner}'s {what}")
         return got.secret
 
     def finish(self) -> U64Vector:
@@ -2008,8 +2015,9 @@ class SecAggServer:
             raise RoundAborted(f"fewer than {t} shares for: {', '.join(lacking)}", field="reveals")
         total = self._sum.copy()
         u3 = frozenset(self._u3)
+        named: dict[str, str] = {}
         for owner, kind in self._needed():
-            secret = self._recover(owner, kind, collected[(owner, kind)])
+            secret = self._recover(owner, kind, collected[(owner, kind)], named)
             if kind is ShareKind.SELF_MASK:
                 total -= prg.self_mask(secret, round_id=cfg.round_id, party=owner, length=n)
                 continue
@@ -2024,5 +2032,6 @@ class SecAggServer:
                 else:
                     total += pm
         self._result = total
+        self._misbehaving = named
         self._stage = ServerStage.FINISHED
         return total.copy()

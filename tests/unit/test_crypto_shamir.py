@@ -289,3 +289,16 @@ def test_recover_does_not_name_honest_holders_when_bad_shares_cancel_at_zero() -
     # 5 good shares against 2 bad ones (m >= t + 2e): the true polynomial is the one
     # most shares agree with, and only 1 and 2 are off it.
     assert got.bad == (1, 2)
+
+
+@pytest.mark.parametrize("bad", [(110, 111), (1, 2), (5, 50, 100, 150)])
+def test_recover_decodes_many_holders_without_a_subset_search(bad: tuple[int, ...]) -> None:
+    """At the default n = 1,000 parameters (t = 111 of 171 holders), two colluding bad
+    shares just below the t-th smallest x used to need C(113, 2) subsets, more than the
+    search allows, and aborted the round. Reed-Solomon decoding finds the secret and
+    every bad share within (m - t) / 2 errors, with one attempt."""
+    xs = list(range(1, 172))
+    shares = _shares(111, xs)
+    given = [_off(shares[x], 7) if x in bad else shares[x] for x in xs]
+    got = shamir.recover(given, threshold=111, secret_len=32, verify=_is_secret, max_attempts=1)
+    assert (got.secret, got.bad) == (SECRET, bad)

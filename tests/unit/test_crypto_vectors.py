@@ -236,7 +236,7 @@ def test_secagg_vectors() -> None:
     nbrs = graph.neighbours(config.parties, g["degree"], seed)
     assert {p: sorted(n) for p, n in nbrs.items()} == g["neighbours"]
     # The roster hash has no public name; it is the one SecAggParty and SecAggServer share.
-    roster_digest = secagg.SecAggParty._roster_hash(adverts)
+    roster_digest = secagg.roster_digest(adverts)
     assert roster_digest.hex() == v["roster"]["digest"]
     binding = secagg.roster_binding(seed, roster_digest)
     assert binding.hex() == v["roster"]["binding"] == v["consistency"]["binding"]

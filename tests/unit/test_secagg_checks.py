@@ -49,6 +49,7 @@ from blindsum.protocol.secagg import (
     graph_seed,
     nonce_commitment,
     roster_binding,
+    roster_digest,
     self_mask_commitment,
 )
 from blindsum.types import RandFn, U64Vector
@@ -172,7 +173,7 @@ def binding_of(c: Cluster) -> bytes:
     roster = c.server.roster()
     seed = graph_seed(c.config, c.server.list_digest, {p: a.nonce for p, a in roster.items()})
     # The roster hash has no public name; it is the one the party and the server share.
-    return roster_binding(seed, SecAggParty._roster_hash(roster))
+    return roster_binding(seed, roster_digest(roster))
 
 
 def resign(c: Cluster, advert: Advert, over: bytes, **changes: Any) -> Advert:
@@ -1153,16 +1154,18 @@ def test_state_round_trip_and_rejections() -> None:
         with pytest.raises(InvalidArgument) as info:
             SecAggParty.from_state(broken, c.identities["p0"], drbg(b"x"))
         assert info.value.field == "state"
-    # Secrets that no longer match what this party signed are refused too (today as
-    # InvalidSignature, field "signature", from the re-verification of its own signatures).
+    # Secrets that no longer match what this party signed are refused too, found by
+    # re-verifying its own signatures.
     for broken in (
         changed(nonce="11" * 32),  # no longer opens the signed commitment
         changed(commit_signature="00" * 64),
         changed(b_seed="22" * 32),  # not what the signed advert committed to
         changed(advert_signature="00" * 64),
     ):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidArgument) as info:
             SecAggParty.from_state(broken, c.identities["p0"], drbg(b"x"))
+        assert info.value.field == "state"
+        assert "signature" in str(info.value)
     doc["revealed"] = [["p4", "MASK_KEY"]]
     with pytest.raises(InvalidArgument):  # reveals cannot predate the unmask stage
         SecAggParty.from_state(json.dumps(doc).encode(), c.identities["p0"], drbg(b"x"))
@@ -1559,6 +1562,20 @@ def test_server_aborts_without_t_good_shares_and_keeps_its_state() -> None:
     assert c.server.can_finish()  # t shares arrived; they are just not t good ones
     with pytest.raises(RoundAborted):  # and it says so again
         c.server.finish()
+
+
+def test_server_names_nobody_when_it_aborts() -> None:
+    """p0's wrong share of p1's seed is located before p4's key proves unrecoverable;
+    the abort leaves the server as it was, with nobody named."""
+    c = make()
+    bad = {"p0": ("p1", ShareKind.SELF_MASK)} | {
+        p: ("p4", ShareKind.MASK_KEY) for p in ("p1", "p3")
+    }
+    _reveal_round(c, bad)
+    with pytest.raises(RoundAborted, match="MASK_KEY of 'p4'"):
+        c.server.finish()
+    assert c.server.misbehaving == {}
+    assert c.server.stage is ServerStage.UNMASK
 
 
 def test_server_cannot_locate_a_wrong_share_among_exactly_t() -> None:
