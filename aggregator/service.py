@@ -366,60 +366,74 @@ async def start_aggregator(
     ca_pem = _read(directory, cfg.tls.ca_cert)
     tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
     store = open_store(cfg.store.url, base_dir=directory)
-    custodian_client: CustodianClient | None = None
-    custodian_server = None
-    custodian_port = 0
+    custodian_server: grpc.aio.Server | None = None
+    server: grpc.aio.Server | None = None
     channels: list[grpc.aio.Channel] = []
-    key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
-    custodian_pub = key_dir / "signing.pub"
-    if cfg.custodian.embedded:
-        custodian_server, custodian_port, _ = await start_custodian(
-            directory, cfg, cfg.custodian.listen
+    try:
+        # One SQLite file serves one process; refused before anything listens.
+        store.claim_serving()
+        custodian_client: CustodianClient | None = None
+        custodian_port = 0
+        key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
+        custodian_pub = key_dir / "signing.pub"
+        if cfg.custodian.embedded:
+            custodian_server, custodian_port, _ = await start_custodian(
+                directory, cfg, cfg.custodian.listen
+            )
+            target = f"127.0.0.1:{custodian_port}"
+        else:
+            target = cfg.custodian.address
+        if target:
+            channel = secure_channel(target, tls, ca_pem, server_name=cfg.custodian.server_name)
+            channels.append(channel)
+            custodian_client = GrpcCustodianClient(
+                channel, VerifyKey.from_bytes(bytes.fromhex(custodian_pub.read_text().strip()))
+            )
+        manager = RoundManager(
+            store,
+            ca_cert_pem=ca_pem,
+            settings=RoundSettings(
+                default_phase_timeout_s=cfg.rounds.default_phase_timeout_s,
+                sparse_above=cfg.rounds.sparse_above,
+                max_parties=cfg.rounds.max_parties,
+                max_vector_length=cfg.rounds.max_vector_length,
+                default_min_contributors=cfg.rounds.default_min_contributors,
+                release=policy_from_config(**dataclasses.asdict(cfg.release)),
+                threat=cfg.rounds.threat(),
+            ),
+            custodian=custodian_client,
+            clock_ms=clock_ms or now_ms,
         )
-        target = f"127.0.0.1:{custodian_port}"
-    else:
-        target = cfg.custodian.address
-    if target:
-        channel = secure_channel(target, tls, ca_pem, server_name=cfg.custodian.server_name)
-        channels.append(channel)
-        custodian_client = GrpcCustodianClient(
-            channel, VerifyKey.from_bytes(bytes.fromhex(custodian_pub.read_text().strip()))
+        server = create_server([AuthorizationInterceptor(POLICY, _enrolled(store))])
+        round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
+        report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager), server)
+        add_health(server)
+        port = add_secure_port(server, listen or cfg.server.listen, server_credentials(tls, ca_pem))
+        await server.start()
+        host = (listen or cfg.server.listen).rsplit(":", 1)[0]
+        (directory / ADDRESS_FILE).write_text(f"{host}:{port}\n")
+        running = RunningAggregator(
+            server=server,
+            port=port,
+            manager=manager,
+            store=store,
+            custodian_server=custodian_server,
+            custodian_port=custodian_port,
+            channels=channels,
         )
-    manager = RoundManager(
-        store,
-        ca_cert_pem=ca_pem,
-        settings=RoundSettings(
-            default_phase_timeout_s=cfg.rounds.default_phase_timeout_s,
-            sparse_above=cfg.rounds.sparse_above,
-            max_parties=cfg.rounds.max_parties,
-            max_vector_length=cfg.rounds.max_vector_length,
-            default_min_contributors=cfg.rounds.default_min_contributors,
-            release=policy_from_config(**dataclasses.asdict(cfg.release)),
-            threat=cfg.rounds.threat(),
-        ),
-        custodian=custodian_client,
-        clock_ms=clock_ms or now_ms,
-    )
-    server = create_server([AuthorizationInterceptor(POLICY, _enrolled(store))])
-    round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
-    report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager), server)
-    add_health(server)
-    port = add_secure_port(server, listen or cfg.server.listen, server_credentials(tls, ca_pem))
-    await server.start()
-    host = (listen or cfg.server.listen).rsplit(":", 1)[0]
-    (directory / ADDRESS_FILE).write_text(f"{host}:{port}\n")
-    running = RunningAggregator(
-        server=server,
-        port=port,
-        manager=manager,
-        store=store,
-        custodian_server=custodian_server,
-        custodian_port=custodian_port,
-        channels=channels,
-    )
-    if tick:
-        running.tasks.append(asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s)))
+        if tick:
+            running.tasks.append(asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s)))
+    except BaseException:
+        # Nothing half-started is left behind: no listening custodian, no open store.
+        if server is not None:
+            await server.stop(None)
+        for channel in channels:
+            await channel.close(None)
+        if custodian_server is not None:
+            await custodian_server.stop(None)
+        store.close()
+        raise
     log.info("aggregator_listening", port=port, custodian_port=custodian_port)
     return running
 

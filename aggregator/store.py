@@ -11,6 +11,7 @@ the blob type and the connection differ.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -22,7 +23,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from blindsum.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound
+from blindsum.errors import (
+    AlreadyExists,
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 
 SCHEMA_VERSION = 3
 
@@ -257,6 +264,10 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
+    def claim_serving(self) -> None:
+        """Called by ``serve`` before it accepts calls. Stores that cannot be shared by
+        several serving processes refuse a second one (FailedPrecondition)."""
+
     # -- helpers ------------------------------------------------------------
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -414,6 +425,14 @@ class Store:
             )
             return True
 
+    def submission_digest(self, round_id: str, phase: str, party: str) -> str | None:
+        """The digest ``party`` submitted in ``phase``, or None: one indexed row, no payload."""
+        row = self._exec(
+            "SELECT digest FROM submissions WHERE round_id = ? AND phase = ? AND party = ?",
+            (round_id, phase, party),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def submissions(self, round_id: str, phase: str) -> list[Submission]:
         rows = self._exec(
             "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "
@@ -560,6 +579,29 @@ class SqliteStore(Store):
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._in_tx = False
+        self._serving: int | None = None
+
+    def claim_serving(self) -> None:
+        """An exclusive lock on ``PATH.serving.lock`` for as long as this store is open.
+
+        A round's state is decided by one process at a time: a second aggregator
+        serving the same SQLite file would race the first. Replicas need PostgreSQL.
+        """
+        if self._serving is not None:
+            return
+        lock = self.path + ".serving.lock"
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FailedPrecondition(
+                f"another aggregator is already serving the SQLite store {self.path}; "
+                "one SQLite store serves one process (replicas need PostgreSQL, "
+                "docs/DEPLOYING.md)",
+                field="store",
+            ) from None
+        self._serving = fd
 
     def _cursor(self) -> _Cursor:
         if self._depth > 0 and not self._in_tx:
@@ -579,6 +621,9 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._conn.close()
+        if self._serving is not None:
+            os.close(self._serving)  # releases the serving lock
+            self._serving = None
 
 
 class PostgresStore(Store):

@@ -27,6 +27,9 @@ def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str
         # Accept client keepalive pings at the rate our channels send them.
         ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_KEEPALIVE_TIME_MS // 2),
         ("grpc.http2.max_ping_strikes", 2),
+        # gRPC sets SO_REUSEPORT by default, so a second server on a busy port would
+        # start and silently share it. A port in use must be an error instead.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -52,14 +55,16 @@ def create_server(
 def add_secure_port(server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials) -> int:
     """Bind ``address`` (e.g. ``"127.0.0.1:0"``) with mTLS; return the bound port.
 
-    Raises Unavailable(field="address") if the address cannot be bound.
+    Raises Unavailable(field="address") if the address cannot be bound: it is in
+    use (servers never share a port; see :func:`server_options`) or not local.
     """
+    why = f"cannot listen on {address}: the port is in use, or the address is not this machine's"
     try:
         port = server.add_secure_port(address, creds)
     except RuntimeError:
-        raise Unavailable(f"cannot bind {address}", field="address") from None
+        raise Unavailable(why, field="address") from None
     if port == 0:
-        raise Unavailable(f"cannot bind {address}", field="address")
+        raise Unavailable(why, field="address")
     return port
 
 

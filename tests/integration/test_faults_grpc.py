@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
 
-from aggregator.service import RunningAggregator
+from aggregator.service import RunningAggregator, start_aggregator
 from blindsum import codec
 from blindsum.bundle import load_bundle
 from blindsum.crypto.sign import SigningKey
+from blindsum.errors import FailedPrecondition, Unavailable
 from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
@@ -421,3 +424,36 @@ async def test_malformed_shares_are_invalid_argument(
     finally:
         await channel.close(None)
     assert aggregator.store.submissions(rid, "share") == []
+
+
+async def test_a_second_aggregator_on_a_busy_port_is_refused(
+    deployment: Deployment, aggregator: RunningAggregator, tmp_path: Path
+) -> None:
+    """gRPC's default SO_REUSEPORT let a second server share the port and steal calls.
+    A copy of the aggregator directory (its own SQLite store) on the same port is
+    refused with one line, and nothing is left listening or open."""
+    other = tmp_path / "copy"
+    shutil.copytree(deployment.agg_dir, other)
+    (other / "aggregator.sqlite.serving.lock").unlink(missing_ok=True)
+    with pytest.raises(Unavailable) as err:
+        await start_aggregator(other, listen=f"127.0.0.1:{aggregator.port}", tick=False)
+    assert err.value.field == "address" and "in use" in str(err.value)
+    assert "\n" not in str(err.value)
+    # The first one still answers, and the copy can serve on a free port.
+    assert aggregator.manager.list_rounds() == []
+    second = await start_aggregator(other, listen="127.0.0.1:0", tick=False)
+    await second.stop(grace=None)
+
+
+async def test_a_second_aggregator_on_the_same_sqlite_store_is_refused(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """Two processes deciding one round from one SQLite file would race; replicas
+    need PostgreSQL. The second serve is refused before it listens."""
+    with pytest.raises(FailedPrecondition) as err:
+        await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", tick=False)
+    assert err.value.field == "store" and "PostgreSQL" in str(err.value)
+    # Once the first stops, the store can be served again.
+    await aggregator.stop(grace=None)
+    again = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", tick=False)
+    await again.stop(grace=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.store import LedgerEntry, RoundRecord, Store, now_ms, open_store
-from blindsum.errors import AlreadyExists, InvalidArgument, NotFound
+from blindsum.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -88,6 +88,24 @@ def test_submissions_are_idempotent_and_exclusive(store: Store) -> None:
         store.put_submission(rid, "advertise", "a", "d2", b"other")
     assert [s.payload for s in store.submissions(rid, "advertise")] == [b"payload"]
     assert store.submitted_parties(rid, "advertise") == ["a"]
+    assert store.submission_digest(rid, "advertise", "a") == "d1"
+    assert store.submission_digest(rid, "advertise", "b") is None
+    assert store.submission_digest(rid, "share", "a") is None
+
+
+def test_sqlite_store_serves_one_process(tmp_path: Path) -> None:
+    """The serving lock: a second claim on the same file is refused until the first
+    store closes; a store that only reads (CLI commands) needs no claim."""
+    url = f"sqlite:///{tmp_path / 'agg.sqlite'}"
+    first, second = open_store(url), open_store(url)
+    first.claim_serving()
+    first.claim_serving()  # idempotent for the holder
+    with pytest.raises(FailedPrecondition, match="replicas need PostgreSQL"):
+        second.claim_serving()
+    assert second.rounds() == []  # reading is fine
+    first.close()
+    second.claim_serving()
+    second.close()
 
 
 def test_transaction_rolls_back_every_write(store: Store) -> None:
