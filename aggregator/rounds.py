@@ -207,6 +207,16 @@ class RoundManager:
             raise PermissionDenied(f"party {party!r} is not invited to round {round_id!r}")
         return rec
 
+    def _forget(self, round_id: str) -> None:
+        """Drop a closed round's protocol state: memory holds open rounds only."""
+        self._secagg.pop(round_id, None)
+        self._he.pop(round_id, None)
+        self._custodian_retry_at.pop(round_id, None)
+
+    def cached_rounds(self) -> frozenset[str]:
+        """Rounds whose protocol state is held in memory (a cache of the store)."""
+        return frozenset(self._secagg) | frozenset(self._he)
+
     def require_invited(self, party: str, round_id: str) -> None:
         """PermissionDenied unless ``party`` is invited to ``round_id``: checked before a
         submission's fields are parsed, so an outsider learns nothing from the errors."""
@@ -514,8 +524,7 @@ class RoundManager:
         with self.store.transaction():
             self.store.update_round(rec)
             self.store.audit(rec.round_id, "round_aborted", reason=reason)
-        self._secagg.pop(rec.round_id, None)
-        self._he.pop(rec.round_id, None)
+        self._forget(rec.round_id)
         log.warning("round_aborted", round_id=rec.round_id, reason=reason)
         self._notify()
         return rec
@@ -915,6 +924,12 @@ class RoundManager:
             for rec in self.store.rounds(state=RoundState.OPEN.value):
                 try:
                     await self._advance(rec)
+                except Unavailable:
+                    # The store is away: no round can be judged now. Keep every round as
+                    # it is, and let the ticker report the outage and try again.
+                    self._secagg.pop(rec.round_id, None)
+                    self._he.pop(rec.round_id, None)
+                    raise
                 except BlindsumError as exc:
                     self._abort(self.store.round(rec.round_id), f"internal failure: {exc}")
                 except Exception as exc:
@@ -1092,6 +1107,7 @@ class RoundManager:
         except BudgetExhausted as exc:
             self._abort(rec, f"release refused: {exc}")
             return
+        self._forget(rec.round_id)
         self._notify()
         log.info(
             "round_complete",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
@@ -26,7 +28,7 @@ from aggregator.store import Store, now_ms, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
+from blindsum.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from blindsum.log import get_logger
 from blindsum.rpc.v1 import (
     admin_pb2,
@@ -41,7 +43,12 @@ from blindsum.rpc.v1 import (
 from blindsum.transport.auth import AuthorizationInterceptor, peer_identity
 from blindsum.transport.errors import translate
 from blindsum.transport.pki import Identity, KeyAndCert, Role
-from blindsum.transport.server import add_health, add_secure_port, create_server
+from blindsum.transport.server import (
+    HealthServicer,
+    add_health,
+    add_secure_port,
+    create_server,
+)
 from blindsum.transport.tls import secure_channel, server_credentials
 
 log = get_logger("blindsum.aggregator")
@@ -300,6 +307,7 @@ class RunningAggregator:
     custodian_port: int = 0
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    health: HealthServicer | None = None
 
     async def stop(self, grace: float | None = 2.0) -> None:
         for task in self.tasks:
@@ -408,7 +416,7 @@ async def start_aggregator(
         round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
         report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager), server)
-        add_health(server)
+        health = add_health(server)
         port = add_secure_port(server, listen or cfg.server.listen, server_credentials(tls, ca_pem))
         await server.start()
         host = (listen or cfg.server.listen).rsplit(":", 1)[0]
@@ -421,9 +429,12 @@ async def start_aggregator(
             custodian_server=custodian_server,
             custodian_port=custodian_port,
             channels=channels,
+            health=health,
         )
         if tick:
-            running.tasks.append(asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s)))
+            running.tasks.append(
+                asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s, health))
+            )
     except BaseException:
         # Nothing half-started is left behind: no listening custodian, no open store.
         if server is not None:
@@ -438,13 +449,56 @@ async def start_aggregator(
     return running
 
 
-async def _ticker(manager: RoundManager, interval: float) -> None:
+#: Services whose health follows the store's.
+STORE_SERVICES = ("", "blindsum.rpc.v1.RoundService", "blindsum.rpc.v1.AdminService")
+#: The ticker logs a continuing failure at most this often (with a count).
+TICK_LOG_EVERY_S = 30.0
+
+
+async def _set_health(health: HealthServicer | None, serving: bool) -> None:
+    if health is None:
+        return
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for service in STORE_SERVICES:
+        await health.set(service, status)
+
+
+async def _ticker(
+    manager: RoundManager, interval: float, health: HealthServicer | None = None
+) -> None:
+    """Advance rounds every ``interval`` seconds and keep gRPC health honest: while the
+    store does not answer, health says NOT_SERVING (so probes and load balancers stop
+    sending calls), and the failure is logged once, then every TICK_LOG_EVERY_S."""
+    loop = asyncio.get_running_loop()
+    failing: str | None = None
+    failures = 0
+    logged_at = -math.inf
     while True:
         await asyncio.sleep(interval)
         try:
+            manager.store.ping()
             await manager.tick()
         except Exception as exc:
-            log.error("tick_failed", exc=exc)
+            kind = "store_unavailable" if isinstance(exc, Unavailable) else "tick_failed"
+            failures += 1
+            if failing != kind or loop.time() - logged_at >= TICK_LOG_EVERY_S:
+                log.error(kind, exc=exc, failures=failures)
+                logged_at = loop.time()
+            if kind == "store_unavailable" and failing != kind:
+                await _set_health(health, serving=False)
+            elif kind != "store_unavailable" and failing == "store_unavailable":
+                await _set_health(health, serving=True)
+            failing = kind
+            continue
+        if failing is not None:
+            log.info("tick_recovered", failures=failures)
+            if failing == "store_unavailable":
+                await _set_health(health, serving=True)
+            failing, failures = None, 0
 
 
 async def serve_forever(directory: Path, *, listen: str | None = None) -> None:

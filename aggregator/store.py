@@ -11,6 +11,7 @@ the blob type and the connection differ.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -29,7 +30,11 @@ from blindsum.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
+from blindsum.log import get_logger
+
+log = get_logger("blindsum.aggregator.store")
 
 SCHEMA_VERSION = 3
 
@@ -261,8 +266,16 @@ class Store:
     def _rollback(self) -> None:
         raise NotImplementedError
 
+    def _begin(self) -> None:
+        """Called before the outermost transaction starts (engines may reconnect here)."""
+
     def close(self) -> None:
         raise NotImplementedError
+
+    def ping(self) -> None:
+        """One round trip to the database; Unavailable (or the engine's error) if it
+        does not answer."""
+        self._exec("SELECT 1").fetchone()
 
     def claim_serving(self) -> None:
         """Called by ``serve`` before it accepts calls. Stores that cannot be shared by
@@ -280,6 +293,8 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
+            if self._depth == 0:
+                self._begin()
             self._depth += 1
             try:
                 yield
@@ -646,21 +661,64 @@ class PostgresStore(Store):
             raise ConfigError(
                 "a postgresql:// store needs psycopg; install blindsum[postgres]", field="store.url"
             ) from exc
-        self._conn = psycopg.connect(url, autocommit=False)
+        self._psycopg = psycopg
+        self._url = url
+        self._conn = self._connect()
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self._url, autocommit=False, connect_timeout=5)
+        except self._psycopg.OperationalError as exc:
+            raise Unavailable(
+                f"cannot reach the database ({_first_line(exc)})", field="store"
+            ) from None
+
+    def _healthy(self) -> Any:
+        """The connection, replaced first if the server closed it (a restart, a failover,
+        pg_terminate_backend). Only between transactions: inside one, the loss is raised,
+        so a transaction never continues half on one connection and half on another."""
+        if self._conn.closed or self._conn.broken:
+            if self._depth > 0:
+                raise Unavailable("lost the database connection mid-transaction", field="store")
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = self._connect()
+            log.warning("store_reconnected")
+        return self._conn
+
+    def _begin(self) -> None:
+        self._healthy()
 
     def _cursor(self) -> _Cursor:
-        return self._conn.cursor()
+        return self._healthy().cursor()  # type: ignore[no-any-return]
 
     def _commit(self) -> None:
-        self._conn.commit()
+        try:
+            self._conn.commit()
+        except self._psycopg.OperationalError as exc:
+            raise Unavailable(
+                f"the database went away ({_first_line(exc)})", field="store"
+            ) from None
 
     def _rollback(self) -> None:
-        self._conn.rollback()
+        # Rolling back on a dead connection has nothing to undo on the server.
+        with contextlib.suppress(self._psycopg.OperationalError):
+            self._conn.rollback()
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
-        cur = super()._exec(sql, params)
-        if self._depth == 0:
-            self._conn.commit()
+        outside = self._depth == 0
+        try:
+            cur = super()._exec(sql, params)
+        except self._psycopg.OperationalError as exc:
+            if not outside or not self._conn.broken:
+                raise Unavailable(
+                    f"the database went away ({_first_line(exc)})", field="store"
+                ) from None
+            # A statement outside any transaction is safe to send once more on a
+            # fresh connection: it was never committed on the dead one.
+            cur = super()._exec(sql, params)
+        if outside:
+            self._commit()
         return cur
 
     def lock_ledger(self, campaign: str, window: str) -> None:
@@ -670,6 +728,11 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def open_store(url: str, *, base_dir: Path | None = None) -> Store:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,58 @@ async def aggregator(deployment: Deployment) -> AsyncIterator[RunningAggregator]
     finally:
         STEPPED.pop(running.port, None)
         await running.stop(grace=None)
+
+
+# -- PostgreSQL: one throwaway database per test ------------------------------------
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def pg_unavailable() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None when the server answers."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed"
+    try:
+        with psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=3):
+            return None
+    except Exception as exc:  # any connection failure means: skip
+        return f"PostgreSQL at 127.0.0.1:5432 is not reachable ({type(exc).__name__})"
+
+
+def _pg_admin(sql: str, params: tuple[object, ...] = ()) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.encode(), params)
+
+
+def pg_terminate(database: str) -> None:
+    """Close every server connection to ``database`` (what a failover or restart does)."""
+    _pg_admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    )
+
+
+def pg_allow_connections(database: str, allow: bool) -> None:
+    _pg_admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a database created for this test alone and dropped after it; skips,
+    naming the reason, when no server answers on 127.0.0.1:5432."""
+    reason = pg_unavailable()
+    if reason:
+        pytest.skip(reason)
+    name = f"blindsum_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        pg_allow_connections(name, True)
+        pg_terminate(name)
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 import grpc.aio
 
-from blindsum.errors import InvalidArgument, Unauthenticated
+from blindsum.errors import InvalidArgument, Unauthenticated, Unavailable
 from blindsum.log import get_logger
 from blindsum.transport.pki import Identity, Role, identity_from_cert_pem
 
@@ -125,6 +125,10 @@ class AuthorizationInterceptor(_InterceptorBase):
         if self._is_known is not None:
             try:
                 known = self._is_known(identity)
+            except Unavailable as err:
+                # The registry is away (its database): a retryable condition, not a bug.
+                _log.warning("rpc_identity_check_unavailable", method=method, exc=err)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: {err.message}")
             except Exception as err:
                 _log.error("rpc_identity_check_failed", method=method, peer=identity.uri, exc=err)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")

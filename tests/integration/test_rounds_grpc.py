@@ -151,6 +151,8 @@ async def test_secagg_round_all_parties(
     assert all(
         isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in results.values()
     )
+    # A finished round leaves memory: only open rounds are cached.
+    assert view.round_id not in aggregator.manager.cached_rounds()
     report = aggregator.manager.report(view.round_id)
     assert set(report.included_parties) == set(PARTIES)
     assert_report_matches(report, plain_sum(list(vectors.values())))

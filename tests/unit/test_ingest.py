@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import sqlite3
 import stat
 import uuid
@@ -36,7 +35,6 @@ DATASET_CSV = (
     / "datasets"
     / "support_tickets_4teams.csv"
 )
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 HEADER = (
     "ticket_id,created_date,status,region,csat_score,first_response_minutes,"
@@ -834,29 +832,13 @@ def test_sql_errors(tmp_path: Path, generic: Mapping) -> None:
     assert "***" in str(info.value)
 
 
-def _pg_unavailable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
-            pass
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return None
-    except Exception as exc:  # any connection failure means: skip
-        return f"PostgreSQL at 127.0.0.1:5432 is not reachable ({type(exc).__name__})"
-
-
 @pytest.fixture
-def pg_table() -> Iterator[str]:
-    reason = _pg_unavailable()
-    if reason:
-        pytest.skip(reason)
+def pg_table(pg_url: str) -> Iterator[tuple[str, str]]:
+    """(database URL, table) in a database made for this test alone."""
     import psycopg
 
     table = f"blindsum_ingest_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL) as conn:
+    with psycopg.connect(pg_url) as conn:
         conn.execute(
             f"CREATE TABLE {table} (ticket_id TEXT, region TEXT, status TEXT, "
             "created_date TEXT, csat_score NUMERIC, first_response_minutes DOUBLE PRECISION, "
@@ -870,23 +852,20 @@ def pg_table() -> Iterator[str]:
                     for i, row in enumerate(SQL_ROWS)
                 ],
             )
-    try:
-        yield table
-    finally:
-        with psycopg.connect(PG_URL) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+    yield pg_url, table
 
 
 @pytest.mark.postgres
-def test_sql_postgres(pg_table: str, generic: Mapping) -> None:
-    result = ingest_sql(PG_URL, SQL_QUERY.format(table=pg_table), generic)
+def test_sql_postgres(pg_table: tuple[str, str], generic: Mapping) -> None:
+    url, table = pg_table
+    result = ingest_sql(url, SQL_QUERY.format(table=table), generic)
     _check_sql_result(result)
-    assert result.summary.source == PG_URL
+    assert result.summary.source == url
     # Native timestamps and numerics from the driver are handled too.
     native = ingest_sql(
-        PG_URL,
+        url,
         f"SELECT ticket_id, region, status, created_ts AS created_date, csat_score "
-        f"FROM {pg_table} WHERE ticket_id = 's1'",
+        f"FROM {table} WHERE ticket_id = 's1'",
         generic,
     )
     _check_counts(native)

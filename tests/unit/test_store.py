@@ -14,32 +14,13 @@ import pytest
 from aggregator.store import LedgerEntry, RoundRecord, Store, now_ms, open_store
 from blindsum.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _pg_available() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return None
-    except Exception as exc:  # any connection failure means: skip
-        return f"PostgreSQL at 127.0.0.1:5432 is not reachable ({type(exc).__name__})"
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         s = open_store("sqlite:///db.sqlite", base_dir=tmp_path)
-        yield s
-        s.close()
-        return
-    reason = _pg_available()
-    if reason:
-        pytest.skip(reason)
-    s = open_store(PG_URL)
+    else:
+        s = open_store(request.getfixturevalue("pg_url"))
     yield s
     s.close()
 
