@@ -87,12 +87,10 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> common_pb2.RoundInfo:
         party = _party(context)
-        view = self.m.view(request.round_id)
-        if party not in view.parties:
-            raise PermissionDenied(f"party {party!r} is not invited to round {view.round_id!r}")
+        view = self.m.party_view(request.round_id, party)
         if request.wait_ms:
             known = codec.phase_from_pb(request.known_phase, field="RoundRef.known_phase")
-            view = await self.m.watch(request.round_id, known, request.wait_ms)
+            view = await self.m.watch(request.round_id, known, request.wait_ms, party=party)
         return codec.round_view_to_pb(view)
 
     @translate

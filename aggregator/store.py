@@ -448,6 +448,21 @@ class Store:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def phase_counts(self, round_id: str) -> dict[str, int]:
+        """How many parties submitted in each phase of a round: one grouped query."""
+        rows = self._exec(
+            "SELECT phase, COUNT(*) FROM submissions WHERE round_id = ? GROUP BY phase",
+            (round_id,),
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def party_phases(self, round_id: str, party: str) -> set[str]:
+        """The phases ``party`` submitted in."""
+        rows = self._exec(
+            "SELECT phase FROM submissions WHERE round_id = ? AND party = ?", (round_id, party)
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def submissions(self, round_id: str, phase: str) -> list[Submission]:
         rows = self._exec(
             "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "

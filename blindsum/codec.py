@@ -186,7 +186,17 @@ def round_view_to_pb(view: RoundView) -> common_pb2.RoundInfo:
         committed=list(view.committed),
         threat=None if view.threat is None else threat_to_pb(view.threat),
         misbehaving=[common_pb2.Misbehaviour(party=p, reason=r) for p, r in view.misbehaving],
+        counts=[common_pb2.PhaseCount(phase=_PHASE_TO_PB[p], count=n) for p, n in view.counts],
+        caller=view.caller,
+        caller_done=[_PHASE_TO_PB[p] for p in view.caller_done],
     )
+
+
+def _phase_of(value: common_pb2.Phase.ValueType) -> Phase:
+    try:
+        return _PHASE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgument(f"unknown phase {value}", field="RoundInfo.counts") from None
 
 
 def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
@@ -224,6 +234,9 @@ def round_view_from_pb(info: common_pb2.RoundInfo) -> RoundView:
         if info.HasField("threat")
         else None,
         misbehaving=tuple((m.party, m.reason) for m in info.misbehaving),
+        counts=tuple((_phase_of(c.phase), c.count) for c in info.counts),
+        caller=info.caller,
+        caller_done=tuple(_phase_of(p) for p in info.caller_done),
     )
 
 

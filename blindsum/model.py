@@ -91,6 +91,48 @@ class RoundView:
     threat: ThreatModel | None = None
     #: Parties caught revealing provably wrong shares: (party, reason).
     misbehaving: tuple[tuple[str, str], ...] = ()
+    #: How many parties completed each phase. A party's own view carries these counts
+    #: instead of the member lists above (which stay empty), so its size does not grow
+    #: with n; the operator's view carries both.
+    counts: tuple[tuple[Phase, int], ...] = ()
+    #: Whom a party's view is for, and the phases that party has completed.
+    caller: str = ""
+    caller_done: tuple[Phase, ...] = ()
+
+    def _members(self, phase: Phase) -> tuple[str, ...]:
+        members = {
+            Phase.COMMIT: self.committed,
+            Phase.ADVERTISE: self.advertised,
+            Phase.SHARE: self.shared,
+            Phase.MASK: self.masked,
+            Phase.CONSISTENCY: self.consistent,
+            Phase.UNMASK: self.unmasked,
+        }.get(phase, ())
+        # The current phase's members are also in ``submitted`` (the only list in he).
+        return members or (self.submitted if phase is self.phase else ())
+
+    def count(self, phase: Phase) -> int:
+        """How many parties completed ``phase``."""
+        for known, n in self.counts:
+            if known is phase:
+                return n
+        return len(self._members(phase))
+
+    def did(self, party: str, phase: Phase) -> bool:
+        """Whether ``party`` completed ``phase`` (for a party's own view: itself only)."""
+        if self.caller and party == self.caller:
+            return phase in self.caller_done
+        return party in self._members(phase)
+
+    def progress(self) -> tuple[int, int]:
+        """(done, expected) in the current phase: the parties that completed the phase
+        before it are the ones it waits for."""
+        order = PHASES.get(self.mode, ())
+        if self.phase not in order:
+            return 0, 0
+        i = order.index(self.phase)
+        expected = len(self.parties) if i == 0 else self.count(order[i - 1])
+        return self.count(self.phase), expected
 
     @property
     def waiting_for(self) -> tuple[str, ...]:

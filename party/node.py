@@ -366,11 +366,9 @@ class PartyNode:
                 return view
             unchanged = view.phase is known
             known = view.phase
-            waiting = view.waiting_for
-            if waiting:
-                who = ", ".join(waiting) if len(waiting) <= 4 else f"{len(waiting)} parties"
-                expected = len(waiting) + len(view.submitted)
-                note = f"waiting for {who} ({len(view.submitted)} of {expected} done)"
+            finished, expected = view.progress()
+            if finished < expected:
+                note = f"waiting for {expected - finished} parties ({finished} of {expected} done)"
             else:
                 note = "all expected parties are in; waiting for the aggregator"
             if note != last:
@@ -449,7 +447,7 @@ class PartyNode:
                 await self._submit(state, "Commit", build_commit)
                 self._say(view, "committed to a fresh graph nonce")
             elif phase is Phase.ADVERTISE:
-                if self.name not in view.committed:
+                if not view.did(self.name, Phase.COMMIT):
                     return self._finish(state, await self._wait_closed(rid))
 
                 async def build_advert(schema_id: str = schema_id) -> Message:
@@ -472,7 +470,7 @@ class PartyNode:
                 self._say(view, "checked the signed commitment list and sent keys")
                 self._maybe_drop(view, Phase.ADVERTISE)
             elif phase is Phase.SHARE:
-                if self.name not in view.advertised:
+                if not view.did(self.name, Phase.ADVERTISE):
                     return self._finish(state, await self._wait_closed(rid))
 
                 async def build_shares(invited: int = invited) -> Message:
@@ -497,7 +495,7 @@ class PartyNode:
                 self._say(view, "verified the roster against the commitments and sent shares")
                 self._maybe_drop(view, Phase.SHARE)
             elif phase is Phase.MASK:
-                if self.name not in view.shared:
+                if not view.did(self.name, Phase.SHARE):
                     return self._finish(state, await self._wait_closed(rid))
 
                 async def build_masked(
@@ -517,7 +515,7 @@ class PartyNode:
                 self._say(view, "sent masked vector")
                 self._maybe_drop(view, Phase.MASK)
             elif phase is Phase.CONSISTENCY:
-                if self.name not in view.masked:
+                if not view.did(self.name, Phase.MASK):
                     return self._finish(state, await self._wait_closed(rid))
 
                 async def build_consistency() -> Message:
@@ -531,7 +529,7 @@ class PartyNode:
                 await self._submit(state, "SubmitConsistency", build_consistency)
                 self._say(view, "checked and signed the survivor and dropped lists")
             elif phase is Phase.UNMASK:
-                if self.name not in view.consistent:
+                if not view.did(self.name, Phase.CONSISTENCY):
                     return self._finish(state, await self._wait_closed(rid))
 
                 async def build_unmask(invited: int = invited) -> Message:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from blindsum.errors import ErrorCode, InvalidArgument
-from blindsum.model import Mode, RoundState, RoundView
+from blindsum.model import Mode, Phase, RoundState, RoundView
 from blindsum.window import TicketWindow, check_window, parse_dates, parse_week
 
 #: Exit codes, by the typed error's code; any other typed error exits 3.
@@ -215,16 +215,17 @@ def format_status(view: RoundView) -> str:
                 f"  threat model: {t.adversary.value} aggregator, up to {t.corrupt(n)} corrupt "
                 f"and {t.dropouts(n)} dropped of {n}, privacy 2^-{t.privacy_bits}; {degree}"
             )
+        c = view.count
         lines.append(
-            f"  committed {len(view.committed)}/{len(view.parties)}  "
-            f"advertised {len(view.advertised)}/{len(view.committed) or '-'}  "
-            f"shared {len(view.shared)}/{len(view.advertised) or '-'}  "
-            f"masked {len(view.masked)}/{len(view.shared) or '-'}  "
-            f"signed {len(view.consistent)}/{len(view.masked) or '-'}  "
-            f"unmasked {len(view.unmasked)}/{len(view.consistent) or '-'}"
+            f"  committed {c(Phase.COMMIT)}/{len(view.parties)}  "
+            f"advertised {c(Phase.ADVERTISE)}/{c(Phase.COMMIT) or '-'}  "
+            f"shared {c(Phase.SHARE)}/{c(Phase.ADVERTISE) or '-'}  "
+            f"masked {c(Phase.MASK)}/{c(Phase.SHARE) or '-'}  "
+            f"signed {c(Phase.CONSISTENCY)}/{c(Phase.MASK) or '-'}  "
+            f"unmasked {c(Phase.UNMASK)}/{c(Phase.CONSISTENCY) or '-'}"
         )
     else:
-        lines.append(f"  submitted {len(view.submitted)}/{len(view.parties)}")
+        lines.append(f"  submitted {view.count(Phase.COLLECT)}/{len(view.parties)}")
     if view.waiting_for:
         lines.append(f"  waiting for: {', '.join(view.waiting_for)}")
     for party, reason in view.misbehaving:
@@ -237,10 +238,10 @@ def status_line(view: RoundView) -> str:
     if view.state is not RoundState.OPEN:
         text = f"round {view.round_id}: {view.state.value}"
         return f"{text} ({view.abort_reason})" if view.abort_reason else text
-    expected = len(view.submitted) + len(view.waiting_for)
+    done, expected = view.progress()
     return (
         f"round {view.round_id}: phase {view.phase.value}, "
-        f"{len(view.submitted)}/{expected} parties in, {seconds_left(view)} s left"
+        f"{done}/{expected} parties in, {seconds_left(view)} s left"
     )
 
 

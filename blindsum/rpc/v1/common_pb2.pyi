@@ -310,6 +310,9 @@ class RoundInfo(_message.Message):
     WINDOW_START_UNIX_MS_FIELD_NUMBER: _builtins.int
     WINDOW_END_UNIX_MS_FIELD_NUMBER: _builtins.int
     MISBEHAVING_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    CALLER_DONE_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     mode: Global___Mode.ValueType
     state: Global___RoundState.ValueType
@@ -329,6 +332,8 @@ class RoundInfo(_message.Message):
     window_start_unix_ms: _builtins.int
     """The tickets the round covers: created at or after start, before end (UTC ms)."""
     window_end_unix_ms: _builtins.int
+    caller: _builtins.str
+    """The party a view is for, and the phases it has completed."""
     @_builtins.property
     def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Invited parties in index order: the party at position i has Shamir x = i + 1."""
@@ -363,6 +368,15 @@ class RoundInfo(_message.Message):
     def misbehaving(self) -> _containers.RepeatedCompositeFieldContainer[Global___Misbehaviour]:
         """Parties whose revealed shares were provably wrong (the round went on without them)."""
 
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PhaseCount]:
+        """How many parties completed each phase. A party's own GetRound and ListRounds carry
+        these and its own progress instead of the member lists (fields 11, 16-20, 23 stay
+        empty), so the answer does not grow with the number of parties.
+        """
+
+    @_builtins.property
+    def caller_done(self) -> _containers.RepeatedScalarFieldContainer[Global___Phase.ValueType]: ...
     def __init__(
         self,
         *,
@@ -392,14 +406,39 @@ class RoundInfo(_message.Message):
         window_start_unix_ms: _builtins.int = ...,
         window_end_unix_ms: _builtins.int = ...,
         misbehaving: _abc.Iterable[Global___Misbehaviour] | None = ...,
+        counts: _abc.Iterable[Global___PhaseCount] | None = ...,
+        caller: _builtins.str = ...,
+        caller_done: _abc.Iterable[Global___Phase.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "threat", b"threat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "committed", b"committed", "consistent", b"consistent", "created_unix_ms", b"created_unix_ms", "dp", b"dp", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "misbehaving", b"misbehaving", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threat", b"threat", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length", "window_end_unix_ms", b"window_end_unix_ms", "window_start_unix_ms", b"window_start_unix_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort_reason", b"abort_reason", "advertised", b"advertised", "caller", b"caller", "caller_done", b"caller_done", "committed", b"committed", "consistent", b"consistent", "counts", b"counts", "created_unix_ms", b"created_unix_ms", "dp", b"dp", "graph_degree", b"graph_degree", "masked", b"masked", "min_contributors", b"min_contributors", "misbehaving", b"misbehaving", "mode", b"mode", "parties", b"parties", "phase", b"phase", "phase_deadline_unix_ms", b"phase_deadline_unix_ms", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "shared", b"shared", "state", b"state", "submitted", b"submitted", "threat", b"threat", "threshold", b"threshold", "unmasked", b"unmasked", "vector_length", b"vector_length", "window_end_unix_ms", b"window_end_unix_ms", "window_start_unix_ms", b"window_start_unix_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoundInfo: _TypeAlias = RoundInfo  # noqa: Y015
+
+@_typing.final
+class PhaseCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    phase: Global___Phase.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        phase: Global___Phase.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "phase", b"phase"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhaseCount: _TypeAlias = PhaseCount  # noqa: Y015
 
 @_typing.final
 class Ack(_message.Message):
