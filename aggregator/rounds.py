@@ -56,6 +56,7 @@ from blindsum.model import (
     Report,
     RoundState,
     RoundView,
+    round_context,
 )
 from blindsum.protocol import params
 from blindsum.protocol.he import (
@@ -585,6 +586,12 @@ class RoundManager:
             vector_length=self._schema(rec).vector_length,
             graph_degree=rec.graph_degree,
             threat=params.threat_from_json(rec.threat_json) if rec.threat_json else None,
+            context=round_context(
+                window_start_ms=rec.window_start_ms,
+                window_end_ms=rec.window_end_ms,
+                dp=_dp_of(rec),
+                min_contributors=rec.min_contributors,
+            ),
         )
 
     def _server(self, rec: RoundRecord) -> SecAggServer:
@@ -1042,7 +1049,10 @@ class RoundManager:
                 if not self._phase_over(rec, srv.consistency_signers, revealed):
                     return False
                 try:
-                    total = srv.finish()
+                    # Reconstruction is CPU work: off the event loop, so health checks
+                    # and other rounds' calls are answered meanwhile (srv is only touched
+                    # under the round lock, which this task holds).
+                    total = await asyncio.to_thread(srv.finish)
                 except RoundAborted:
                     raise
                 except BlindsumError as exc:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
+from blindsum.crypto.encoding import format_dst
 from blindsum.protocol.params import ThreatModel
 
 
@@ -398,3 +400,24 @@ class Report:
     dp: DpRelease = field(default_factory=lambda: DpRelease(DpMode.OFF))
     lineage: Lineage | None = None
     slos: tuple[Slo, ...] = field(default=())
+
+
+def round_context(
+    *, window_start_ms: int, window_end_ms: int, dp: DpSpec, min_contributors: int
+) -> bytes:
+    """SHA-256 over what a round shows its parties besides the secagg parameters: the
+    ticket window, the DP parameters and k. SecAggConfig binds it, so an aggregator
+    cannot show parties of one round different windows or noise levels."""
+    return hashlib.sha256(
+        format_dst(
+            "round/context/v1",
+            max(window_start_ms, 0),
+            max(window_end_ms, 0),
+            dp.mode.value,
+            repr(float(dp.rho)),
+            dp.expected_parties,
+            dp.campaign,
+            dp.window,
+            min_contributors,
+        )
+    ).digest()

@@ -38,7 +38,7 @@ from blindsum.errors import (
     Unavailable,
 )
 from blindsum.log import get_logger
-from blindsum.model import DpMode, Mode, Phase, RoundState, RoundView, iso_week
+from blindsum.model import DpMode, Mode, Phase, RoundState, RoundView, iso_week, round_context
 from blindsum.protocol.he import make_receipt
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
@@ -418,6 +418,12 @@ class PartyNode:
             vector_length=view.vector_length,
             graph_degree=view.graph_degree,
             threat=view.threat,
+            context=round_context(
+                window_start_ms=view.window_start_ms,
+                window_end_ms=view.window_end_ms,
+                dp=view.dp,
+                min_contributors=view.min_contributors,
+            ),
         )
         saved = state.get("protocol")
         party = (

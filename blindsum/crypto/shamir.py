@@ -287,32 +287,48 @@ def _decode(points: Mapping[int, int], threshold: int) -> list[int] | None:
 
 
 def _off_polynomial(
-    points: Mapping[int, int], secret: bytes, threshold: int, limit: int
+    points: Mapping[int, int], secret: bytes, threshold: int, max_bad: int
 ) -> tuple[int, ...]:
-    """The shares off the sharing polynomial, when it can be told apart; else ().
+    """The shares off the sharing polynomial, when that is certain; else ().
 
-    The polynomial f has f(0) = the verified secret. Another polynomial g of the
-    same degree with g(0) = f(0) meets f in at most t - 2 other points, so a
-    candidate through (0, secret) and t - 1 shares that a shares agree with, with
-    2a > m + t - 2, is the only one that many agree with: f. The shares off it are
-    wrong. Colluding holders can make a t-subset that includes their shares still
-    give the right secret, so the subset that verified is not trusted to be f.
+    The candidate f must have f(0) = the verified secret and more than
+    t - 2 + ``max_bad`` shares on it: another polynomial g with g(0) = f(0) meets
+    the honest shares in at most t - 2 points, so with at most ``max_bad`` colluding
+    holders no g reaches that many, and colluders cannot get honest holders named.
+    It must also be the only polynomial most shares agree with (2a > m + t - 2).
+    Candidates come from Reed-Solomon decoding, then from (t - 1)-subsets through
+    (0, secret), within SEARCH_WORK field multiplications.
     """
     xs = sorted(points)
     m = len(xs)
     value = int.from_bytes(secret, "big")
+
+    def verdict(agree: int, off: tuple[int, ...]) -> tuple[int, ...] | None:
+        if agree > threshold - 2 + max_bad and 2 * agree > m + threshold - 2:
+            return off
+        return None
+
     decoded = _decode(points, threshold)
     if decoded is not None and (decoded[0] if decoded else 0) == value:
-        # Within the decoding radius the polynomial is unique: the shares off it are bad.
-        return tuple(x for x in xs if _field.poly_eval(decoded, x) != points[x])
+        off = tuple(x for x in xs if _field.poly_eval(decoded, x) != points[x])
+        found = verdict(m - len(off), off)
+        if found is not None:
+            return found
     with_zero = {0: value, **points}
-    for subset in _subsets(xs, threshold - 1, limit):
+    budget = max(4, SEARCH_WORK // max(1, m * threshold * threshold))
+    for subset in _subsets(xs, threshold - 1, budget):
         basis = (0, *subset)
-        agree = [x for x in xs if x in subset or _value_at(with_zero, basis, x) == points[x]]
-        if 2 * len(agree) > m + threshold - 2:
-            chosen = set(agree)
-            return tuple(x for x in xs if x not in chosen)
+        off = tuple(
+            x for x in xs if x not in subset and _value_at(with_zero, basis, x) != points[x]
+        )
+        found = verdict(m - len(off), off)
+        if found is not None:
+            return found
     return ()
+
+
+#: Field multiplications the subset search may spend on one secret (about a second).
+SEARCH_WORK = 2_000_000
 
 
 def recover(
@@ -322,6 +338,7 @@ def recover(
     secret_len: int,
     verify: Callable[[bytes], bool],
     max_attempts: int = 4096,
+    max_bad: int = 0,
 ) -> Recovered:
     """Reconstruct a secret that ``verify`` accepts, and find shares that disagree with it.
 
@@ -330,12 +347,13 @@ def recover(
     decodes the shares as a Reed-Solomon codeword (Gao's algorithm, O(m^2) field
     operations), which finds the secret and every bad share whenever
     e <= (m - t) / 2; beyond that radius it searches t-subsets, leaving out as
-    few shares as possible, up to ``max_attempts`` (at most C(m, e) subsets). Shares are
-    named bad only when the sharing polynomial is the unique one that more than
-    (m + t - 2) / 2 shares agree with (m >= t + 2e - 1 for e bad shares); otherwise
-    ``bad`` is empty and the secret is still returned. InvalidArgument when fewer than t
-    distinct shares are given, or when two shares claim the same x with
-    different values; Aborted when no subset verifies.
+    few shares as possible, up to ``max_attempts`` and at most SEARCH_WORK field
+    multiplications. Shares are named bad only when that is certain with up to
+    ``max_bad`` colluding holders (more than t - 2 + max_bad shares agree with the
+    decoded polynomial); otherwise ``bad`` is empty and the secret is still
+    returned. InvalidArgument when fewer than t distinct shares are given, or when
+    two shares claim the same x with different values; Aborted when no subset
+    verifies.
     """
     threshold = _check_threshold(threshold)
     points: dict[int, int] = {}
@@ -366,21 +384,21 @@ def recover(
         extra = xs[threshold]
         if _value_at(points, first, extra) == points[extra]:
             return Recovered(secret, (), (*first, extra))
-        return Recovered(
-            secret, _off_polynomial(points, secret, threshold, max_attempts), tuple(xs)
-        )
+        return Recovered(secret, _off_polynomial(points, secret, threshold, max_bad), tuple(xs))
     decoded = _decode(points, threshold)
     if decoded is not None:
         value = decoded[0] if decoded else 0
         if value < 1 << (8 * secret_len):
             secret = value.to_bytes(secret_len, "big")
             if verify(secret):
-                bad = tuple(x for x in xs if _field.poly_eval(decoded, x) != points[x])
-                return Recovered(secret, bad, tuple(xs))
-    for subset in _subsets(xs, threshold, max_attempts):
+                return Recovered(
+                    secret, _off_polynomial(points, secret, threshold, max_bad), tuple(xs)
+                )
+    budget = min(max_attempts, max(16, SEARCH_WORK // (threshold * threshold)))
+    for subset in _subsets(xs, threshold, budget):
         secret = attempt(subset)
         if secret is not None:
-            bad = _off_polynomial(points, secret, threshold, max_attempts)
+            bad = _off_polynomial(points, secret, threshold, max_bad)
             return Recovered(secret, bad, tuple(xs))
     raise Aborted(
         f"no {threshold} of the {len(xs)} shares reconstruct a secret that passes its check",

@@ -426,6 +426,21 @@ def _evaluate(
         run = k // 2
         if deviating:
             c_w = _quantile(n, corrupt, run, n, pbits)
+            # Two views can cut the ring at a window W of k/2 positions: the honest
+            # members of W are declared dropped in one view, and their mask keys are
+            # revealed by the k/2 + 1 holders outside W that signed it plus the corrupt
+            # ones inside. No window may be cuttable: t > k/2 + 1 + X(W).
+            cut = _union(n, hypergeometric_tail(n, corrupt, run, max(t - run - 1, 0)))
+            privacy += cut
+            if t < run + 2 + c_w:
+                failures.append(
+                    _Failure(
+                        "threshold",
+                        f"t = {t} < k/2 + 2 + c_w = {run + 2 + c_w} (deviating aggregator:"
+                        f" two views could cut the ring at a window of {run}, c_w = {c_w}"
+                        f" corrupt in it; {_power(_log2(cut))})",
+                    )
+                )
             allowed = (k - dropouts - 1) // 2  # most corrupt per window that still passes
             connectivity = (
                 Fraction(1)
@@ -545,11 +560,18 @@ def check(
 # --------------------------------------------------------------------------- finder
 
 
-def _least_threshold(n: int, h: int, c: int, adversary: Adversary) -> int:
-    """The smallest t the privacy rule of ``adversary`` allows (>= 2 when n > 1)."""
+def _least_threshold(n: int, h: int, c: int, adversary: Adversary, c_w: int = -1) -> int:
+    """The smallest t the privacy rules of ``adversary`` allow (>= 2 when n > 1).
+
+    ``c_w`` (sparse deviating graphs only) is the corrupt-in-a-window quantile of
+    the window rule t >= k/2 + 2 + c_w.
+    """
     floor = 2 if n > 1 else 1
     if adversary is Adversary.DEVIATING:
-        return max(floor, (h + c + 2) // 2)  # ceil((h + c + 1) / 2)
+        t = max(floor, (h + c + 2) // 2)  # ceil((h + c + 1) / 2)
+        if c_w >= 0:
+            t = max(t, (h - 1) // 2 + 2 + c_w)
+        return t
     return max(floor, c + 1)
 
 
@@ -580,6 +602,8 @@ def _lower_bound(n: int, k: int, corrupt: int, dropouts: int, model: ThreatModel
         bound = c + 2 * z
         c_w = _quantile(n, corrupt, k // 2, n, model.privacy_bits)
         bound = max(bound, dropouts + 1 + 2 * c_w)
+        # correctness with the window rule t = k/2 + 2 + c_w: z <= h - t => k >= 2(1 + z + c_w)
+        bound = max(bound, 2 * (1 + z + c_w))
     else:
         # correctness with t = max(2, c + 1): z <= h - t  =>  k >= max(c, 1) + z
         bound = max(c, 1) + z
@@ -597,7 +621,12 @@ def _find(n: int, model: ThreatModel, sparse_above: int) -> Parameters:
             bound = _lower_bound(n, k, corrupt, dropouts, model)
             if bound == k:
                 c = _quantile(n - 1, corrupt, k, n, model.privacy_bits)
-                t = _least_threshold(n, k + 1, c, model.adversary)
+                c_w = (
+                    _quantile(n, corrupt, k // 2, n, model.privacy_bits)
+                    if model.adversary is Adversary.DEVIATING
+                    else -1
+                )
+                t = _least_threshold(n, k + 1, c, model.adversary, c_w)
                 params, failure = _evaluate(
                     n, k, t, corrupt=corrupt, dropouts=dropouts, model=model
                 )

@@ -139,6 +139,9 @@ class SecAggConfig:
     vector_length: int
     graph_degree: int  # 0 = complete
     threat: params.ThreatModel | None = None
+    #: A digest of everything else the round showed its parties (``model.round_context``:
+    #: ticket window, DP parameters, k), bound into every commitment like the fields above.
+    context: bytes = b""
 
     def __post_init__(self) -> None:
         _check_name(self.round_id, "round_id")
@@ -165,6 +168,8 @@ class SecAggConfig:
         # aggregator there is no split view to stop, and t only has to exceed c.
         if self.threat is not None and not isinstance(self.threat, params.ThreatModel):
             raise InvalidArgument("must be a ThreatModel", field="threat")
+        if not isinstance(self.context, bytes) or len(self.context) > 64:
+            raise InvalidArgument("must be at most 64 bytes", field="context")
         curious = self.threat is not None and self.threat.adversary is params.Adversary.CURIOUS
         if not curious and 2 * self.threshold <= holders:
             raise InvalidArgument(
@@ -202,6 +207,7 @@ class SecAggConfig:
                 self.graph_degree,
                 len(threat),
                 *threat,
+                self.context,
             )
         ).digest()
 
@@ -1146,6 +1152,7 @@ class SecAggParty:
                 "vector_length": cfg.vector_length,
                 "graph_degree": cfg.graph_degree,
                 "threat": threat,
+                "context": cfg.context.hex(),
             },
             "me": self._me,
             "identity": self._identity.public_bytes.hex(),
@@ -1234,6 +1241,7 @@ class SecAggParty:
             vector_length=c["vector_length"],
             graph_degree=c["graph_degree"],
             threat=threat,
+            context=unhex(c["context"]),
         )
         party = cls(config, doc["me"], identity, rand)
         if unhex(doc["identity"]) != identity.public_bytes:
@@ -1434,6 +1442,7 @@ class SecAggServer:
         self._list_digest: bytes = b""
         self._binding: bytes = b""
         self._misbehaving: dict[str, str] = {}
+        self._max_bad = 0
         self._adverts: dict[str, Advert] = {}
         self._used_keys: set[bytes] = set()
         self._u1: tuple[str, ...] = ()
@@ -1650,6 +1659,19 @@ class SecAggServer:
         self._u1 = u1
         self._graph = graph.neighbours(u1, self._config.graph_degree, seed)
         self._binding = roster_binding(seed, roster_digest(self._adverts))
+        # Holders are named for wrong shares only when no coalition of the corrupt holders
+        # the threat model allows could have framed them (shamir.recover).
+        self._max_bad = 0
+        if self._config.threat is not None:
+            corrupt, dropouts = self._config.tolerated()
+            self._max_bad = params.assess(
+                len(u1),
+                self._config.graph_degree,
+                self._config.threshold,
+                self._config.threat,
+                corrupt=corrupt,
+                dropouts=dropouts,
+            ).corrupt_holders
         self._stage = ServerStage.SHARE
 
     def neighbours(self) -> dict[str, frozenset[str]]:
@@ -1976,6 +1998,7 @@ class SecAggServer:
                 secret_len=SEED_BYTES,
                 verify=self._verifier(owner, kind),
                 max_attempts=MAX_LOCATE_ATTEMPTS,
+                max_bad=self._max_bad,
             )
         except (Aborted, InvalidArgument) as exc:
             raise RoundAborted(

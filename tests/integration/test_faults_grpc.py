@@ -17,7 +17,7 @@ from blindsum import codec
 from blindsum.bundle import load_bundle
 from blindsum.crypto.sign import SigningKey
 from blindsum.errors import FailedPrecondition, Unavailable
-from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView
+from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView, round_context
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
 from blindsum.transport.pki import Identity, Role, create_ca, issue_tls_cert
@@ -54,6 +54,12 @@ def _commit(view: RoundView, key: SigningKey) -> round_pb2.CommitRequest:
         vector_length=view.vector_length,
         graph_degree=view.graph_degree,
         threat=view.threat,
+        context=round_context(
+            window_start_ms=view.window_start_ms,
+            window_end_ms=view.window_end_ms,
+            dp=view.dp,
+            min_contributors=view.min_contributors,
+        ),
     )
     commit = SecAggParty(cfg, "team-a", key, secrets.token_bytes).commit()
     return codec.commit_to_request(view.round_id, view.schema_id, commit)

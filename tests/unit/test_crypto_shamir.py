@@ -302,3 +302,30 @@ def test_recover_decodes_many_holders_without_a_subset_search(bad: tuple[int, ..
     given = [_off(shares[x], 7) if x in bad else shares[x] for x in xs]
     got = shamir.recover(given, threshold=111, secret_len=32, verify=_is_secret, max_attempts=1)
     assert (got.secret, got.bad) == (SECRET, bad)
+
+
+def test_colluding_holders_cannot_get_an_honest_holder_named() -> None:
+    """Two colluders among t + 1 revealers can place their shares on a polynomial g with
+    g(0) = the secret through t - 2 honest shares; g is then the polynomial most
+    shares agree with, and its outlier is honest. With max_bad = 2 (the colluders the
+    round's threat model allows) recover returns the secret and names nobody; with
+    max_bad = 0 (no colluders assumed) it names the outlier, which is why the server
+    passes the model's corrupt-holder count."""
+    t = 5
+    xs = [1, 2, 3, 4, 5, 6]
+    shares = _shares(t, xs)
+    value = int.from_bytes(SECRET, "big")
+    # g through (0, s), holders 1..3 and a moved value at 5; holders 5 and 6 follow g.
+    g = {0: value, 1: shares[1].y, 2: shares[2].y, 3: shares[3].y, 5: (shares[5].y + 1) % _field.P}
+    basis = tuple(sorted(g))
+
+    def on_g(x: int) -> int:
+        return shamir._value_at(g, basis, x)
+
+    given = [shares[1], shares[2], shares[3], shares[4]] + [
+        shamir.Share(x, on_g(x)) for x in (5, 6)
+    ]
+    careful = shamir.recover(given, threshold=t, secret_len=32, verify=_is_secret, max_bad=2)
+    assert careful.secret == SECRET and careful.bad == ()
+    naive = shamir.recover(given, threshold=t, secret_len=32, verify=_is_secret, max_bad=0)
+    assert naive.secret == SECRET and naive.bad == (4,)  # the honest holder: hence max_bad

@@ -278,6 +278,8 @@ def test_config_digest_covers_every_field() -> None:
         dataclasses.replace(base, vector_length=5),
         dataclasses.replace(base, graph_degree=19),  # the same complete graph, spelt otherwise
         dataclasses.replace(base, threat=None),
+        # model.round_context: another ticket window, DP level or k shown to a party.
+        dataclasses.replace(base, context=b"\x01" * 32),
         dataclasses.replace(base, threat=dataclasses.replace(model, privacy_bits=41)),
         dataclasses.replace(base, threat=dataclasses.replace(model, correctness_bits=21)),
         dataclasses.replace(base, threat=dataclasses.replace(model, dropout_fraction=0.05)),
@@ -748,10 +750,10 @@ def test_sign_consistency_refuses_survivors_with_fewer_than_t_of_its_holders() -
 
 
 def _threat_cluster() -> Cluster:
-    """40 parties, sparse degree 8, t = 6, C = D = 2: |L|, |U2|, |U3| must be >= 38."""
+    """40 parties, sparse degree 10, t = 9, C = D = 2: |L|, |U2|, |U3| must be >= 38."""
     model = params.ThreatModel(0.05, 0.05, params.Adversary.DEVIATING, 20, 10)
     chosen = params.find(40, model, sparse_above=16)
-    assert (chosen.degree, chosen.threshold, chosen.dropouts) == (8, 6, 2)
+    assert (chosen.degree, chosen.threshold, chosen.dropouts) == (10, 9, 2)
     c = make(n=40, t=chosen.threshold, degree=chosen.wire_degree(), threat=model)
     assert (c.config.min_committed(), c.config.min_survivors()) == (38, 38)
     return c
@@ -1595,3 +1597,29 @@ def test_server_abort_is_final() -> None:
     with pytest.raises(RoundAborted, match="deadline passed"):
         c.server.add_shares("p0", [])
     assert not c.server.can_finish()
+
+
+def test_round_context_binds_window_dp_and_k() -> None:
+    """Parties shown different windows, DP parameters or k build different configs, so
+    their commitments never verify for each other (the aggregator cannot mix them)."""
+    from blindsum.model import DpMode, DpSpec, round_context
+
+    base = {"window_start_ms": 0, "window_end_ms": 604_800_000, "min_contributors": 3}
+    dp = DpSpec(mode=DpMode.CENTRAL, rho=0.5, expected_parties=4, campaign="c", window="w")
+    ref = round_context(dp=dp, **base)
+    others = [
+        round_context(dp=dp, **{**base, "window_start_ms": 86_400_000}),
+        round_context(dp=dp, **{**base, "window_end_ms": 691_200_000}),
+        round_context(dp=dp, **{**base, "min_contributors": 2}),
+        round_context(dp=dataclasses.replace(dp, rho=0.25), **base),
+        round_context(dp=dataclasses.replace(dp, mode=DpMode.OFF), **base),
+        round_context(dp=dataclasses.replace(dp, expected_parties=3), **base),
+        round_context(dp=dataclasses.replace(dp, campaign="d"), **base),
+    ]
+    assert len({ref, *others}) == len(others) + 1
+    configs = [SecAggConfig("r", "s", names(5), 4, 4, 0, None, ctx) for ctx in (ref, others[0])]
+    key = SigningKey.generate(drbg(b"ctx"))
+    commit = SecAggParty(configs[0], "p0", key, drbg(b"c")).commit()
+    with pytest.raises(InvalidSignature):
+        SecAggServer(configs[1]).add_commit(commit, key.verify_key)
+    SecAggServer(configs[0]).add_commit(commit, key.verify_key)
