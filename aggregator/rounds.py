@@ -209,7 +209,9 @@ class RoundManager:
         return rec
 
     def _forget(self, round_id: str) -> None:
-        """Drop a closed round's protocol state: memory holds open rounds only."""
+        """Drop a closed round's protocol state: memory holds open rounds only, and the
+        store keeps no masked vectors of a closed round."""
+        self.store.drop_payloads(round_id, Phase.MASK.value)
         self._secagg.pop(round_id, None)
         self._he.pop(round_id, None)
         self._custodian_retry_at.pop(round_id, None)
@@ -627,7 +629,13 @@ class RoundManager:
             srv.close_share()
             acc = self.store.accumulator(rid)
             if acc is not None:
+                # A round whose masked vectors were summed into one row (before store v3).
                 srv.restore_masked(codec.vector_from_bytes(acc[0], config.vector_length), acc[1])
+            else:
+                for sub in self.store.submissions(rid, Phase.MASK.value):
+                    if sub.payload:
+                        vector = codec.vector_from_bytes(sub.payload, config.vector_length)
+                        srv.add_masked(sub.party, vector)
         if reached > 3:
             srv.close_mask()
             for sub in self.store.submissions(rid, Phase.CONSISTENCY.value):
@@ -821,12 +829,14 @@ class RoundManager:
     async def submit_masked(
         self, party: str, round_id: str, schema_id: str, vector_bytes: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> Checkpoint:
+        async def apply(rec: RoundRecord) -> None:
             srv = self._server(rec)
             srv.add_masked(party, codec.vector_from_bytes(vector_bytes, srv.config.vector_length))
-            return codec.vector_to_bytes(srv.running_sum), list(srv.masked_parties)
 
-        # Only the digest is stored: the vector goes straight into the running sum.
+        # The vector is written once, as the submission's payload; the sum is rebuilt
+        # from the stored vectors when the round's state is rebuilt. There is no running
+        # sum row to rewrite on every submission (it was m * 8 bytes of write per vector
+        # into one hot row). The payloads are dropped when the round closes.
         return await self._accept(
             party,
             round_id,
@@ -834,7 +844,7 @@ class RoundManager:
             "SubmitMasked",
             digest=_digest(vector_bytes),
             apply=apply,
-            payload=None,
+            payload=vector_bytes,
             schema_id=schema_id,
         )
 

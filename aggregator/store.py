@@ -448,6 +448,14 @@ class Store:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def drop_payloads(self, round_id: str, phase: str) -> None:
+        """Forget the payloads of one phase of a round (the digests stay, for replays)."""
+        with self.transaction():
+            self._exec(
+                "UPDATE submissions SET payload = NULL WHERE round_id = ? AND phase = ?",
+                (round_id, phase),
+            )
+
     def phase_counts(self, round_id: str) -> dict[str, int]:
         """How many parties submitted in each phase of a round: one grouped query."""
         rows = self._exec(

@@ -153,6 +153,11 @@ async def test_secagg_round_all_parties(
     )
     # A finished round leaves memory: only open rounds are cached.
     assert view.round_id not in aggregator.manager.cached_rounds()
+    # Each masked vector was stored once as its submission's payload (no running-sum
+    # row), and a closed round keeps only the digests.
+    masked = aggregator.store.submissions(view.round_id, Phase.MASK.value)
+    assert [m.party for m in masked] and all(m.payload is None for m in masked)
+    assert aggregator.store.accumulator(view.round_id) is None
     report = aggregator.manager.report(view.round_id)
     assert set(report.included_parties) == set(PARTIES)
     assert_report_matches(report, plain_sum(list(vectors.values())))
