@@ -29,7 +29,7 @@ from aggregator.release import (
     noise_plan,
     release_rho,
 )
-from aggregator.store import LedgerEntry, RoundRecord, Store, now_ms
+from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, now_ms
 from blindsum import codec, reportdoc
 from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvPublicContext
@@ -570,7 +570,7 @@ class RoundManager:
             updated_ms=self._clock_ms(),
         )
         with self.store.transaction():
-            self.store.update_round(rec)
+            rec = self.store.update_round(rec)
             self.store.audit(rec.round_id, "round_aborted", reason=reason)
         self._forget(rec.round_id)
         log.warning("round_aborted", round_id=rec.round_id, reason=reason)
@@ -714,7 +714,12 @@ class RoundManager:
                     if checkpoint is not None:
                         self.store.put_accumulator(rec.round_id, *checkpoint)
             log.info("submission", round_id=rec.round_id, phase=phase.value, party=party)
-            await self._advance(rec)
+            try:
+                await self._advance(rec)
+            except StaleRound:
+                # The submission is stored; another writer moved the round meanwhile.
+                self._secagg.pop(rec.round_id, None)
+                self._he.pop(rec.round_id, None)
             return Ack(digest, False)
 
     async def commit(
@@ -992,6 +997,10 @@ class RoundManager:
                     self._secagg.pop(rec.round_id, None)
                     self._he.pop(rec.round_id, None)
                     raise
+                except StaleRound:
+                    # Another writer moved the round first: this cache is out of date.
+                    self._secagg.pop(rec.round_id, None)
+                    self._he.pop(rec.round_id, None)
                 except BlindsumError as exc:
                     self._abort(self.store.round(rec.round_id), f"internal failure: {exc}")
                 except Exception as exc:
@@ -1081,7 +1090,7 @@ class RoundManager:
         named = sorted(found.items())
         rec = replace(rec, misbehaving_json=json.dumps([list(item) for item in named]))
         with self.store.transaction():
-            self.store.update_round(rec)
+            rec = self.store.update_round(rec)
             for party, reason in named:
                 self.store.audit(rec.round_id, "party_misbehaved", party=party, reason=reason)
         for party, reason in named:

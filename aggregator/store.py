@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blindsum.errors import (
+    Aborted,
     AlreadyExists,
     ConfigError,
     FailedPrecondition,
@@ -36,7 +37,12 @@ from blindsum.log import get_logger
 
 log = get_logger("blindsum.aggregator.store")
 
-SCHEMA_VERSION = 3
+
+class StaleRound(Aborted):
+    """A compare-and-set on a round failed: reload it and let the current holder act."""
+
+
+SCHEMA_VERSION = 4
 
 
 def now_ms() -> int:
@@ -75,6 +81,9 @@ class RoundRecord:
     window_end_ms: int = 0
     # Parties caught revealing provably wrong shares: JSON list of [party, reason].
     misbehaving_json: str = "[]"
+    # Bumped by every update: update_round is a compare-and-set on it, so a replica
+    # that read an older version cannot overwrite what another one decided.
+    version: int = 0
 
     def with_phase(self, phase: str, deadline_ms: int) -> RoundRecord:
         return replace(self, phase=phase, phase_deadline_ms=deadline_ms, updated_ms=now_ms())
@@ -99,6 +108,9 @@ class PartyRecord:
 
 
 class _Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
@@ -121,7 +133,8 @@ _DDL = [
         dp_expected_parties INTEGER NOT NULL DEFAULT 0,
         dp_campaign TEXT NOT NULL DEFAULT '', dp_window TEXT NOT NULL DEFAULT '',
         threat_json TEXT NOT NULL DEFAULT '', window_start_ms BIGINT NOT NULL DEFAULT 0,
-        window_end_ms BIGINT NOT NULL DEFAULT 0, misbehaving_json TEXT NOT NULL DEFAULT '[]')""",
+        window_end_ms BIGINT NOT NULL DEFAULT 0, misbehaving_json TEXT NOT NULL DEFAULT '[]',
+        version BIGINT NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS submissions (
         round_id TEXT NOT NULL, phase TEXT NOT NULL, party TEXT NOT NULL,
         digest TEXT NOT NULL, payload {blob}, created_ms BIGINT NOT NULL,
@@ -139,6 +152,9 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS audit (
         id {autoinc}, ts_ms BIGINT NOT NULL, round_id TEXT NOT NULL,
         event TEXT NOT NULL, detail_json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS round_leases (
+        round_id TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL)""",
 ]
 
 #: Schema version 1 -> 2 added differential privacy: the round's DP columns, the
@@ -161,11 +177,17 @@ _MIGRATE_2_TO_3 = [
     "ALTER TABLE rounds ADD COLUMN misbehaving_json TEXT NOT NULL DEFAULT '[]'",
 ]
 
+#: Schema version 3 -> 4 added the round version (compare-and-set updates); the lease
+#: table is created by the DDL above.
+_MIGRATE_3_TO_4 = [
+    "ALTER TABLE rounds ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+]
+
 _ROUND_COLUMNS = (
     "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
     "min_contributors, graph_degree, phase_timeout_s, phase_deadline_ms, abort_reason, "
     "created_ms, updated_ms, dp_mode, dp_rho, dp_expected_parties, dp_campaign, dp_window, "
-    "threat_json, window_start_ms, window_end_ms, misbehaving_json"
+    "threat_json, window_start_ms, window_end_ms, misbehaving_json, version"
 )
 
 
@@ -206,6 +228,7 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
         window_start_ms=int(row[21]),
         window_end_ms=int(row[22]),
         misbehaving_json=row[23],
+        version=int(row[24]),
     )
 
 
@@ -235,6 +258,7 @@ def _round_params(r: RoundRecord) -> tuple[Any, ...]:
         r.window_start_ms,
         r.window_end_ms,
         r.misbehaving_json,
+        r.version,
     )
 
 
@@ -251,6 +275,9 @@ class Store:
     autoinc = "INTEGER PRIMARY KEY AUTOINCREMENT"
     double = "REAL"
     table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    #: One process serves a SQLite store (claim_serving), and BEGIN IMMEDIATE already
+    #: serializes writers, so a plain read suffices there.
+    lease_select_sql = "SELECT holder, token, expires_ms FROM round_leases WHERE round_id = ?"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -313,7 +340,7 @@ class Store:
             row = None
             if self._has_table("meta"):
                 row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
             while row is not None and int(row[0]) in steps:
                 for ddl in steps[int(row[0])]:
                     self._exec(ddl.format(**types))
@@ -377,20 +404,77 @@ class Store:
                 _round_params(record),
             )
 
-    def update_round(self, record: RoundRecord) -> None:
+    def update_round(
+        self, record: RoundRecord, *, lease: tuple[str, int] | None = None
+    ) -> RoundRecord:
+        """Write ``record`` if the stored round is still at ``record.version`` (and, with
+        ``lease = (holder, token)``, if that lease still holds); return it at the next
+        version. StaleRound otherwise: another replica changed the round, or this
+        replica's lease lapsed and another one took over (fencing)."""
+        sql = (
+            "UPDATE rounds SET state = ?, phase = ?, phase_deadline_ms = ?, abort_reason = ?, "
+            "updated_ms = ?, misbehaving_json = ?, version = version + 1 "
+            "WHERE round_id = ? AND version = ?"
+        )
+        params: tuple[Any, ...] = (
+            record.state,
+            record.phase,
+            record.phase_deadline_ms,
+            record.abort_reason,
+            record.updated_ms,
+            record.misbehaving_json,
+            record.round_id,
+            record.version,
+        )
+        if lease is not None:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM round_leases WHERE round_id = ? AND holder = ?"
+                " AND token = ?)"
+            )
+            params += (record.round_id, lease[0], lease[1])
+        with self.transaction():
+            if self._exec(sql, params).rowcount != 1:
+                raise StaleRound(
+                    f"round {record.round_id!r} changed since version {record.version} was "
+                    "read (another replica moved it, or this one's lease lapsed)",
+                    field="round",
+                )
+        return replace(record, version=record.version + 1)
+
+    # -- leases -------------------------------------------------------------
+    def acquire_lease(self, round_id: str, holder: str, *, now: int, ttl_ms: int) -> int | None:
+        """The fencing token of ``holder``'s lease on driving ``round_id`` forward, taken
+        or renewed; None while another holder's lease has not expired.
+
+        A new holder gets a larger token than every earlier one, and update_round with
+        an old token fails, so a replica that paused past its lease cannot write.
+        """
         with self.transaction():
             self._exec(
-                "UPDATE rounds SET state = ?, phase = ?, phase_deadline_ms = ?, abort_reason = ?, "
-                "updated_ms = ?, misbehaving_json = ? WHERE round_id = ?",
-                (
-                    record.state,
-                    record.phase,
-                    record.phase_deadline_ms,
-                    record.abort_reason,
-                    record.updated_ms,
-                    record.misbehaving_json,
-                    record.round_id,
-                ),
+                "INSERT INTO round_leases (round_id, holder, token, expires_ms) "
+                "VALUES (?, '', 0, 0) ON CONFLICT (round_id) DO NOTHING",
+                (round_id,),
+            )
+            row = self._exec(self.lease_select_sql, (round_id,)).fetchone()
+            if row is None:  # another replica holds the row right now
+                return None
+            current, token, expires = str(row[0]), int(row[1]), int(row[2])
+            if current != holder and expires > now:
+                return None
+            if current != holder:
+                token += 1
+            self._exec(
+                "UPDATE round_leases SET holder = ?, token = ?, expires_ms = ? WHERE round_id = ?",
+                (holder, token, now + ttl_ms, round_id),
+            )
+            return token
+
+    def release_lease(self, round_id: str, holder: str) -> None:
+        """Give the lease up early (the round closed); a no-op if ``holder`` lost it."""
+        with self.transaction():
+            self._exec(
+                "UPDATE round_leases SET expires_ms = 0 WHERE round_id = ? AND holder = ?",
+                (round_id, holder),
             )
 
     def round(self, round_id: str) -> RoundRecord:
@@ -674,6 +758,12 @@ class PostgresStore(Store):
     table_exists_sql = (
         "SELECT 1 FROM information_schema.tables "
         "WHERE table_name = ? AND table_schema = current_schema()"
+    )
+    #: Replicas race for a lease: the one that loses the row lock skips it (Janus takes
+    #: its aggregation jobs the same way).
+    lease_select_sql = (
+        "SELECT holder, token, expires_ms FROM round_leases WHERE round_id = ? "
+        "FOR UPDATE SKIP LOCKED"
     )
 
     def __init__(self, url: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.store import LedgerEntry, RoundRecord, Store, now_ms, open_store
+from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, now_ms, open_store
 from blindsum.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -201,7 +201,42 @@ def test_version_1_sqlite_store_migrates(tmp_path: Path) -> None:
     assert (old.mode, old.dp_mode, old.dp_rho) == ("he", "off", 0.0)
     # Version 3 columns, added by the second migration step.
     assert (old.threat_json, old.window_start_ms, old.misbehaving_json) == ("", 0, "[]")
+    assert old.version == 0  # version 4: compare-and-set updates
     assert store.release("r-old") == b"{}"
     assert store.ledger_spent("any", "w") == 0.0
     store.close()
     assert open_store(f"sqlite:///{path}").round("r-old").state == "complete"
+
+
+def test_update_round_is_a_compare_and_set(store: Store) -> None:
+    """A replica that read an older version cannot overwrite the round."""
+    rid = "r-" + uuid.uuid4().hex[:10]
+    store.create_round(_round(rid))
+    first = store.round(rid)
+    assert first.version == 0
+    moved = store.update_round(replace(first, phase="share"))
+    assert moved.version == 1 == store.round(rid).version
+    with pytest.raises(StaleRound, match="changed since version 0"):
+        store.update_round(replace(first, state="aborted", phase="done"))
+    assert store.round(rid).phase == "share"
+    store.update_round(replace(moved, phase="mask"))
+    assert (store.round(rid).phase, store.round(rid).version) == ("mask", 2)
+
+
+def test_leases_fence_a_replica_whose_lease_lapsed(store: Store) -> None:
+    rid = "r-" + uuid.uuid4().hex[:10]
+    store.create_round(_round(rid))
+    a = store.acquire_lease(rid, "replica-a", now=1_000, ttl_ms=500)
+    assert a is not None
+    assert store.acquire_lease(rid, "replica-b", now=1_200, ttl_ms=500) is None  # held
+    assert store.acquire_lease(rid, "replica-a", now=1_300, ttl_ms=500) == a  # renewed
+    rec = store.round(rid)
+    rec = store.update_round(replace(rec, phase="share"), lease=("replica-a", a))
+    # a pauses past its lease; b takes over with a larger token.
+    b = store.acquire_lease(rid, "replica-b", now=2_000, ttl_ms=500)
+    assert b is not None and b > a
+    with pytest.raises(StaleRound):
+        store.update_round(replace(rec, phase="mask"), lease=("replica-a", a))
+    store.update_round(replace(rec, phase="mask"), lease=("replica-b", b))
+    store.release_lease(rid, "replica-b")
+    assert store.acquire_lease(rid, "replica-a", now=2_100, ttl_ms=500) == b + 1
