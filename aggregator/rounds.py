@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -121,6 +122,10 @@ class CustodianClient(Protocol):
 
 #: Longest a GetRound long poll is held open.
 MAX_WATCH_MS = 10_000
+#: How often a held long poll re-reads the store (changes made by other replicas).
+WATCH_POLL_S = 0.5
+#: How long a replica's lease on driving a round lasts unless renewed (every tick).
+LEASE_TTL_MS = 10_000
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
 
@@ -169,7 +174,11 @@ class RoundManager:
         self._clock_ms = clock_ms
         self._lock = asyncio.Lock()
         self._secagg: dict[str, SecAggServer] = {}
+        self._secagg_version: dict[str, int] = {}
         self._he: dict[str, HeAccumulator] = {}
+        #: This process's name in round leases; any number of replicas may share a store.
+        self.replica = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+        self._leases: dict[str, int] = {}
         self._schemas: dict[str, Schema] = {}
         self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
         self._he_context: SignedPublicContext | None = None
@@ -212,9 +221,19 @@ class RoundManager:
         """Drop a closed round's protocol state: memory holds open rounds only, and the
         store keeps no masked vectors of a closed round."""
         self.store.drop_payloads(round_id, Phase.MASK.value)
+        if self._leases.pop(round_id, None) is not None:
+            self.store.release_lease(round_id, self.replica)
+        self._secagg_version.pop(round_id, None)
         self._secagg.pop(round_id, None)
         self._he.pop(round_id, None)
         self._custodian_retry_at.pop(round_id, None)
+
+    def release_leases(self) -> None:
+        """Give up every lease this replica holds (a graceful stop), so another replica
+        can drive those rounds at once instead of after LEASE_TTL_MS."""
+        for round_id in list(self._leases):
+            self.store.release_lease(round_id, self.replica)
+        self._leases.clear()
 
     def cached_rounds(self) -> frozenset[str]:
         """Rounds whose protocol state is held in memory (a cache of the store)."""
@@ -265,9 +284,12 @@ class RoundManager:
             if remaining <= 0:
                 return view
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
+                # Another replica's change sets no event here: look again at least every
+                # WATCH_POLL_S (a bounded polling fallback).
+                await asyncio.wait_for(changed.wait(), min(remaining, WATCH_POLL_S))
             except TimeoutError:
-                return look()
+                if remaining <= WATCH_POLL_S:
+                    return look()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -570,7 +592,7 @@ class RoundManager:
             updated_ms=self._clock_ms(),
         )
         with self.store.transaction():
-            rec = self.store.update_round(rec)
+            rec = self.store.update_round(rec, lease=self._held(rec.round_id))
             self.store.audit(rec.round_id, "round_aborted", reason=reason)
         self._forget(rec.round_id)
         log.warning("round_aborted", round_id=rec.round_id, reason=reason)
@@ -597,9 +619,10 @@ class RoundManager:
         )
 
     def _server(self, rec: RoundRecord) -> SecAggServer:
-        """The pure secagg server for a round, rebuilt from the store when not cached."""
+        """The pure secagg server for a round, rebuilt from the store when not cached or
+        cached at another version of the round (another replica moved it)."""
         srv = self._secagg.get(rec.round_id)
-        if srv is not None:
+        if srv is not None and self._secagg_version.get(rec.round_id) == rec.version:
             return srv
         config = self._secagg_config(rec)
         srv = SecAggServer(config)
@@ -648,7 +671,37 @@ class RoundManager:
                 reveals = codec.reveals_from_pb(ureq.shares, max_count=2 * len(rec.parties))
                 srv.add_reveals(sub.party, reveals)
         self._secagg[rid] = srv
+        self._secagg_version[rid] = rec.version
         return srv
+
+    def _fresh_server(self, rec: RoundRecord) -> SecAggServer:
+        """The protocol state, rebuilt first if the store knows more than the cache: the
+        round moved on (its version), or another replica accepted submissions. Whoever
+        closes a phase therefore closes it over every stored submission."""
+        srv = self._secagg.get(rec.round_id)
+        if srv is not None and self._secagg_version.get(rec.round_id) == rec.version:
+            stored = self.store.phase_counts(rec.round_id)
+            mine = srv.accepted_counts()
+            if all(stored.get(phase, 0) == n for phase, n in mine.items()):
+                return srv
+        self._secagg.pop(rec.round_id, None)
+        return self._server(rec)
+
+    def _lease(self, rec: RoundRecord) -> tuple[str, int] | None:
+        """Take or renew this replica's lease on driving ``rec`` forward (None: another
+        replica holds it, and only it closes phases and releases)."""
+        token = self.store.acquire_lease(
+            rec.round_id, self.replica, now=self._clock_ms(), ttl_ms=LEASE_TTL_MS
+        )
+        if token is None:
+            self._leases.pop(rec.round_id, None)
+            return None
+        self._leases[rec.round_id] = token
+        return self.replica, token
+
+    def _held(self, round_id: str) -> tuple[str, int] | None:
+        token = self._leases.get(round_id)
+        return None if token is None else (self.replica, token)
 
     @contextlib.contextmanager
     def _evict_on_error(self, rec: RoundRecord) -> Iterator[None]:
@@ -1009,10 +1062,13 @@ class RoundManager:
                     log.error("tick_failed", round_id=rec.round_id, exc=exc)
 
     async def _advance(self, rec: RoundRecord) -> None:
-        """Move the round forward while its current phase is finished."""
+        """Move the round forward while its current phase is finished. Only the replica
+        holding the round's lease does; the others leave it to that one."""
         while True:
             rec = self.store.round(rec.round_id)
             if rec.state != RoundState.OPEN.value:
+                return
+            if self._lease(rec) is None:
                 return
             if rec.mode == Mode.SECAGG.value:
                 moved = await self._advance_secagg(rec)
@@ -1028,13 +1084,14 @@ class RoundManager:
         deadline = self._clock_ms() + 1000 * rec.phase_timeout_s
         rec = rec.with_phase(phase.value, deadline)
         with self.store.transaction():
-            self.store.update_round(rec)
+            rec = self.store.update_round(rec, lease=self._held(rec.round_id))
+            self._secagg_version[rec.round_id] = rec.version
             self.store.audit(rec.round_id, "phase", phase=phase.value)
         log.info("phase", round_id=rec.round_id, phase=phase.value)
         self._notify()
 
     async def _advance_secagg(self, rec: RoundRecord) -> bool:
-        srv = self._server(rec)
+        srv = self._fresh_server(rec)
         phase = Phase(rec.phase)
         try:
             if phase is Phase.COMMIT:
@@ -1090,7 +1147,7 @@ class RoundManager:
         named = sorted(found.items())
         rec = replace(rec, misbehaving_json=json.dumps([list(item) for item in named]))
         with self.store.transaction():
-            rec = self.store.update_round(rec)
+            rec = self.store.update_round(rec, lease=self._held(rec.round_id))
             for party, reason in named:
                 self.store.audit(rec.round_id, "party_misbehaved", party=party, reason=reason)
         for party, reason in named:
@@ -1168,7 +1225,7 @@ class RoundManager:
                     self.store.ledger_charge(
                         LedgerEntry(dp.campaign, dp.window, rec.round_id, report.dp.rho, now_ms())
                     )
-                self.store.update_round(done)
+                self.store.update_round(done, lease=self._held(rec.round_id))
                 self.store.audit(
                     rec.round_id,
                     "round_complete",

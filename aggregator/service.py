@@ -318,6 +318,8 @@ class RunningAggregator:
             await channel.close(None)
         if self.custodian_server is not None:
             await self.custodian_server.stop(grace)
+        with contextlib.suppress(Exception):  # a store that is away keeps them to expiry
+            self.manager.release_leases()
         self.store.close()
 
 

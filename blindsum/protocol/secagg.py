@@ -1477,6 +1477,18 @@ class SecAggServer:
     def abort_reason(self) -> str | None:
         return self._abort_reason
 
+    def accepted_counts(self) -> dict[str, int]:
+        """How many messages of each phase this instance holds, by phase name (the
+        service compares them with the store to tell whether it is up to date)."""
+        return {
+            "commit": len(self._commits),
+            "advertise": len(self._adverts),
+            "share": len(self._shares),
+            "mask": len(self._masked),
+            "consistency": len(self._consistency),
+            "unmask": len(self._reveals),
+        }
+
     @property
     def committed(self) -> tuple[str, ...]:
         """Parties whose commitment was accepted, in config order (L once closed)."""

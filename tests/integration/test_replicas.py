@@ -1,0 +1,93 @@
+"""Two aggregator replicas serving one round from one PostgreSQL database: parties may
+use either, only the replica holding the round's lease closes phases, and the round
+completes exactly once with the exact total."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import pytest_asyncio
+
+from aggregator import config as cfgmod
+from aggregator.service import RunningAggregator, start_aggregator
+from aggregator.store import open_store
+from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState, RoundView
+from tests.conftest import PARTIES, Deployment
+from tests.integration.test_rounds_grpc import (
+    assert_report_matches,
+    party_vector,
+    plain_sum,
+    run_parties,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest_asyncio.fixture
+async def replicas(
+    deployment: Deployment, pg_url: str
+) -> AsyncIterator[tuple[RunningAggregator, RunningAggregator]]:
+    cfg = cfgmod.load(deployment.agg_dir)
+    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
+    target = open_store(pg_url)
+    for party in source.parties():
+        target.enroll(party.name, party.identity_cert_pem)
+    source.close()
+    target.close()
+    cfg = replace(cfg, store=replace(cfg.store, url=pg_url))
+    a = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
+    b = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
+    try:
+        yield a, b
+    finally:
+        await a.stop(grace=None)
+        await b.stop(grace=None)
+
+
+def _spec() -> OpenRoundSpec:
+    return OpenRoundSpec(mode=Mode.SECAGG, parties=PARTIES, dp=DpSpec(mode=DpMode.CENTRAL))
+
+
+async def test_parties_split_across_two_replicas_complete_one_round(
+    deployment: Deployment, replicas: tuple[RunningAggregator, RunningAggregator]
+) -> None:
+    """Before issue 11 this round aborted at the deadline: each replica counted only its
+    own adverts."""
+    a, b = replicas
+    view = await a.manager.open_round(_spec())
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    on_a = {n: v for i, (n, v) in enumerate(vectors.items()) if i % 2 == 0}
+    on_b = {n: v for n, v in vectors.items() if n not in on_a}
+    results = await asyncio.gather(
+        run_parties(deployment, a.port, view.round_id, on_a, expire_gone=False),
+        run_parties(deployment, b.port, view.round_id, on_b, expire_gone=False),
+    )
+    for part in results:
+        assert all(
+            isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in part.values()
+        )
+    # Either replica serves the one release, and the ledger was charged once.
+    report = b.manager.report(view.round_id)
+    assert report == a.manager.report(view.round_id)
+    assert_report_matches(report, plain_sum(list(vectors.values())), noise_sds=6.0)
+    ledger = [e for e in a.store.ledger(report.dp.campaign) if e.round_id == view.round_id]
+    assert len(ledger) == 1
+
+
+async def test_an_idle_replica_never_aborts_a_round_the_other_drives(
+    deployment: Deployment, replicas: tuple[RunningAggregator, RunningAggregator]
+) -> None:
+    """Before issue 11 the idle replica's stale cache made its ticker abort the round
+    ("cannot close share in stage advertise") 147 ms after the busy one moved it."""
+    a, b = replicas
+    view = await a.manager.open_round(_spec())
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    results = await run_parties(deployment, a.port, view.round_id, vectors, expire_gone=False)
+    assert all(
+        isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in results.values()
+    )
+    final = b.manager.view(view.round_id)
+    assert final.state is RoundState.COMPLETE and final.abort_reason == ""
