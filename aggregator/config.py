@@ -75,6 +75,9 @@ class RoundsSection:
     adversary: str = "deviating"
     privacy_bits: int = 40
     correctness_bits: int = 20
+    #: Seconds a replica's lease on driving a round lasts unless renewed (every tick). A
+    #: killed replica's rounds are taken over after this long.
+    lease_ttl_s: float = 10.0
 
     def threat(self) -> ThreatModel:
         """The configured threat model; ConfigError naming the ``rounds`` key at fault."""

@@ -94,6 +94,7 @@ class RoundSettings:
     default_min_contributors: int = 3
     release: ReleasePolicy = field(default_factory=ReleasePolicy)
     threat: params.ThreatModel = params.DEFAULT_THREAT_MODEL
+    lease_ttl_ms: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,6 @@ class CustodianClient(Protocol):
 MAX_WATCH_MS = 10_000
 #: How often a held long poll re-reads the store (changes made by other replicas).
 WATCH_POLL_S = 0.5
-#: How long a replica's lease on driving a round lasts unless renewed (every tick).
-LEASE_TTL_MS = 10_000
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
 
@@ -230,7 +229,7 @@ class RoundManager:
 
     def release_leases(self) -> None:
         """Give up every lease this replica holds (a graceful stop), so another replica
-        can drive those rounds at once instead of after LEASE_TTL_MS."""
+        can drive those rounds at once instead of after the lease's time to live."""
         for round_id in list(self._leases):
             self.store.release_lease(round_id, self.replica)
         self._leases.clear()
@@ -691,7 +690,7 @@ class RoundManager:
         """Take or renew this replica's lease on driving ``rec`` forward (None: another
         replica holds it, and only it closes phases and releases)."""
         token = self.store.acquire_lease(
-            rec.round_id, self.replica, now=self._clock_ms(), ttl_ms=LEASE_TTL_MS
+            rec.round_id, self.replica, now=self._clock_ms(), ttl_ms=self.settings.lease_ttl_ms
         )
         if token is None:
             self._leases.pop(rec.round_id, None)

@@ -28,7 +28,7 @@ from aggregator.store import Store, now_ms, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from blindsum.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from blindsum.log import get_logger
 from blindsum.rpc.v1 import (
     admin_pb2,
@@ -371,6 +371,8 @@ async def start_aggregator(
     ``clock_ms`` replaces the wall clock that phase deadlines are measured on (tests
     pass a clock they can step, so no test waits for a deadline in real time)."""
     cfg = config or cfgmod.load(directory)
+    if not cfg.rounds.lease_ttl_s > 0:
+        raise ConfigError("must be a positive number of seconds", field="rounds.lease_ttl_s")
     ca_pem = _read(directory, cfg.tls.ca_cert)
     tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
     store = open_store(cfg.store.url, base_dir=directory)
@@ -408,6 +410,7 @@ async def start_aggregator(
                 default_min_contributors=cfg.rounds.default_min_contributors,
                 release=policy_from_config(**dataclasses.asdict(cfg.release)),
                 threat=cfg.rounds.threat(),
+                lease_ttl_ms=int(cfg.rounds.lease_ttl_s * 1000),
             ),
             custodian=custodian_client,
             clock_ms=clock_ms or now_ms,

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from aggregator import config as cfgmod
 from aggregator.service import RunningAggregator, start_aggregator
-from aggregator.store import open_store
+from aggregator.store import StaleRound, now_ms, open_store
 from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState, RoundView
 from tests.conftest import PARTIES, Deployment
 from tests.integration.test_rounds_grpc import (
@@ -91,3 +91,54 @@ async def test_an_idle_replica_never_aborts_a_round_the_other_drives(
     )
     final = b.manager.view(view.round_id)
     assert final.state is RoundState.COMPLETE and final.abort_reason == ""
+
+
+async def test_a_killed_replica_s_rounds_are_finished_by_another(
+    deployment: Deployment, pg_url: str
+) -> None:
+    """Replica A holds the round's lease and dies without giving it back (its tasks and
+    server stop; its leases stay). Replica B takes the lease over once it lapses, with a
+    larger fencing token, and finishes the round exactly; A's old token can no longer
+    write."""
+    cfg = cfgmod.load(deployment.agg_dir)
+    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
+    target = open_store(pg_url)
+    for party in source.parties():
+        target.enroll(party.name, party.identity_cert_pem)
+    source.close()
+    target.close()
+    cfg = replace(
+        cfg,
+        store=replace(cfg.store, url=pg_url),
+        rounds=replace(cfg.rounds, lease_ttl_s=1.0),
+    )
+    a = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
+    b = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
+    try:
+        view = await a.manager.open_round(_spec())
+        # A takes the lease before any ticker runs (no await in between).
+        rec = a.store.round(view.round_id)
+        a_token = a.store.acquire_lease(view.round_id, a.manager.replica, now=now_ms(), ttl_ms=1000)
+        assert a_token is not None
+        # "Kill" A: no more ticks, no more calls, and its lease is not handed back.
+        for task in a.tasks:
+            task.cancel()
+        await a.server.stop(None)
+        vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+        results = await run_parties(deployment, b.port, view.round_id, vectors, expire_gone=False)
+        assert all(
+            isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in results.values()
+        )
+        assert_report_matches(
+            b.manager.report(view.round_id), plain_sum(list(vectors.values())), noise_sds=6.0
+        )
+        # Fencing: A, waking up with its old token, cannot write the round.
+        with pytest.raises(StaleRound):
+            a.store.update_round(
+                replace(b.store.round(view.round_id), phase="share"),
+                lease=(a.manager.replica, a_token),
+            )
+        assert rec.state == "open"
+    finally:
+        await a.stop(grace=None)
+        await b.stop(grace=None)
