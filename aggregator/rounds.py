@@ -222,10 +222,14 @@ class RoundManager:
         self.store.drop_payloads(round_id, Phase.MASK.value)
         if self._leases.pop(round_id, None) is not None:
             self.store.release_lease(round_id, self.replica)
-        self._secagg_version.pop(round_id, None)
-        self._secagg.pop(round_id, None)
-        self._he.pop(round_id, None)
+        self._uncache(round_id)
         self._custodian_retry_at.pop(round_id, None)
+
+    def _uncache(self, round_id: str) -> None:
+        """Drop a round's cached protocol state; the next use rebuilds it from the store."""
+        self._secagg.pop(round_id, None)
+        self._secagg_version.pop(round_id, None)
+        self._he.pop(round_id, None)
 
     def release_leases(self) -> None:
         """Give up every lease this replica holds (a graceful stop), so another replica
@@ -295,36 +299,16 @@ class RoundManager:
         self._changed = asyncio.Event()
 
     def _view(self, rec: RoundRecord, *, lists: bool = True) -> RoundView:
+        """The operator's view: who completed each phase (``lists=False`` leaves the
+        member lists and counts empty, for :meth:`_party_view` to fill)."""
         mode = Mode(rec.mode)
-        rid = rec.round_id
-        committed: tuple[str, ...] = ()
-        advertised: tuple[str, ...] = ()
-        shared: tuple[str, ...] = ()
-        masked: tuple[str, ...] = ()
-        consistent: tuple[str, ...] = ()
-        unmasked: tuple[str, ...] = ()
-        current: tuple[str, ...] = ()
-        if not lists:
-            pass
-        elif mode is Mode.SECAGG:
-            committed = tuple(self.store.submitted_parties(rid, Phase.COMMIT.value))
-            advertised = tuple(self.store.submitted_parties(rid, Phase.ADVERTISE.value))
-            shared = tuple(self.store.submitted_parties(rid, Phase.SHARE.value))
-            masked = tuple(self.store.submitted_parties(rid, Phase.MASK.value))
-            consistent = tuple(self.store.submitted_parties(rid, Phase.CONSISTENCY.value))
-            unmasked = tuple(self.store.submitted_parties(rid, Phase.UNMASK.value))
-            current = {
-                Phase.COMMIT.value: committed,
-                Phase.ADVERTISE.value: advertised,
-                Phase.SHARE.value: shared,
-                Phase.MASK.value: masked,
-                Phase.CONSISTENCY.value: consistent,
-                Phase.UNMASK.value: unmasked,
-            }.get(rec.phase, ())
-        else:
-            current = tuple(self.store.submitted_parties(rid, Phase.COLLECT.value))
+        members = (
+            {p: tuple(self.store.submitted_parties(rec.round_id, p.value)) for p in PHASES[mode]}
+            if lists
+            else {}
+        )
         return RoundView(
-            round_id=rid,
+            round_id=rec.round_id,
             mode=mode,
             state=RoundState(rec.state),
             phase=Phase(rec.phase),
@@ -334,35 +318,23 @@ class RoundManager:
             threshold=rec.threshold,
             min_contributors=rec.min_contributors,
             phase_deadline_ms=rec.phase_deadline_ms,
-            submitted=current,
+            submitted=members.get(Phase(rec.phase), ()),
             abort_reason=rec.abort_reason,
             vector_length=self._schema(rec).vector_length,
             created_ms=rec.created_ms,
             graph_degree=rec.graph_degree,
-            advertised=advertised,
-            shared=shared,
-            masked=masked,
-            unmasked=unmasked,
-            consistent=consistent,
+            committed=members.get(Phase.COMMIT, ()),
+            advertised=members.get(Phase.ADVERTISE, ()),
+            shared=members.get(Phase.SHARE, ()),
+            masked=members.get(Phase.MASK, ()),
+            unmasked=members.get(Phase.UNMASK, ()),
+            consistent=members.get(Phase.CONSISTENCY, ()),
             dp=_dp_of(rec),
             window_start_ms=rec.window_start_ms,
             window_end_ms=rec.window_end_ms,
-            committed=committed,
             threat=params.threat_from_json(rec.threat_json) if rec.threat_json else None,
             misbehaving=tuple((str(p), str(r)) for p, r in json.loads(rec.misbehaving_json)),
-            counts=tuple(
-                (phase, len(members))
-                for phase, members in (
-                    (Phase.COMMIT, committed),
-                    (Phase.ADVERTISE, advertised),
-                    (Phase.SHARE, shared),
-                    (Phase.MASK, masked),
-                    (Phase.CONSISTENCY, consistent),
-                    (Phase.UNMASK, unmasked),
-                )
-                if mode is Mode.SECAGG
-            )
-            + (((Phase.COLLECT, len(current)),) if mode is Mode.HE else ()),
+            counts=tuple((p, len(m)) for p, m in members.items()),
         )
 
     def _party_view(self, rec: RoundRecord, party: str) -> RoundView:
@@ -683,7 +655,7 @@ class RoundManager:
             mine = srv.accepted_counts()
             if all(stored.get(phase, 0) == n for phase, n in mine.items()):
                 return srv
-        self._secagg.pop(rec.round_id, None)
+        self._uncache(rec.round_id)
         return self._server(rec)
 
     def _lease(self, rec: RoundRecord) -> tuple[str, int] | None:
@@ -712,8 +684,7 @@ class RoundManager:
         try:
             yield
         except BaseException:
-            self._secagg.pop(rec.round_id, None)
-            self._he.pop(rec.round_id, None)
+            self._uncache(rec.round_id)
             raise
 
     # -- secagg handlers --------------------------------------------------------
@@ -770,8 +741,7 @@ class RoundManager:
                 await self._advance(rec)
             except StaleRound:
                 # The submission is stored; another writer moved the round meanwhile.
-                self._secagg.pop(rec.round_id, None)
-                self._he.pop(rec.round_id, None)
+                self._uncache(rec.round_id)
             return Ack(digest, False)
 
     async def commit(
@@ -1046,18 +1016,15 @@ class RoundManager:
                 except Unavailable:
                     # The store is away: no round can be judged now. Keep every round as
                     # it is, and let the ticker report the outage and try again.
-                    self._secagg.pop(rec.round_id, None)
-                    self._he.pop(rec.round_id, None)
+                    self._uncache(rec.round_id)
                     raise
                 except StaleRound:
                     # Another writer moved the round first: this cache is out of date.
-                    self._secagg.pop(rec.round_id, None)
-                    self._he.pop(rec.round_id, None)
+                    self._uncache(rec.round_id)
                 except BlindsumError as exc:
                     self._abort(self.store.round(rec.round_id), f"internal failure: {exc}")
                 except Exception as exc:
-                    self._secagg.pop(rec.round_id, None)
-                    self._he.pop(rec.round_id, None)
+                    self._uncache(rec.round_id)
                     log.error("tick_failed", round_id=rec.round_id, exc=exc)
 
     async def _advance(self, rec: RoundRecord) -> None:

@@ -138,24 +138,13 @@ class RoundView:
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
-        """Parties expected in the current phase that have not submitted yet."""
-        expected: tuple[str, ...]
-        if self.state is not RoundState.OPEN:
+        """Parties expected in the current phase that have not submitted yet. A party's own
+        view carries no member lists: use :meth:`progress` there."""
+        order = PHASES.get(self.mode, ())
+        if self.state is not RoundState.OPEN or self.phase not in order:
             return ()
-        if self.phase in (Phase.COMMIT, Phase.COLLECT):
-            expected = self.parties
-        elif self.phase is Phase.ADVERTISE:
-            expected = self.committed
-        elif self.phase is Phase.SHARE:
-            expected = self.advertised
-        elif self.phase is Phase.MASK:
-            expected = self.shared
-        elif self.phase is Phase.CONSISTENCY:
-            expected = self.masked
-        elif self.phase is Phase.UNMASK:
-            expected = self.consistent
-        else:
-            expected = ()
+        i = order.index(self.phase)
+        expected = self.parties if i == 0 else self._members(order[i - 1])
         done = set(self.submitted)
         return tuple(p for p in expected if p not in done)
 

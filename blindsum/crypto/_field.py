@@ -74,13 +74,20 @@ def lagrange_at_zero(xs: Sequence[int]) -> tuple[int, ...]:
                 if den.bit_length() > 2048:  # large x values: keep the product bounded
                     den %= P
         denominators.append(den % P)
-    # Batch inversion: prefix products, one inverse, then walk back.
-    prefix = [1] * (n + 1)
-    for i, d in enumerate(denominators):
-        prefix[i + 1] = (prefix[i] * d) % P
-    running = inv(prefix[n]) if n else 1
-    inverses = [0] * n
-    for i in range(n - 1, -1, -1):
-        inverses[i] = (running * prefix[i]) % P
-        running = (running * denominators[i]) % P
+    inverses = batch_inverse(denominators)
     return tuple((numerators[i] * inverses[i]) % P for i in range(n))
+
+
+def batch_inverse(values: Sequence[int]) -> list[int]:
+    """The inverses of non-zero ``values`` with one modular inversion: prefix products,
+    one inverse, then walk back."""
+    n = len(values)
+    prefix = [1] * (n + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = (prefix[i] * v) % P
+    running = inv(prefix[n]) if n else 1
+    out = [0] * n
+    for i in range(n - 1, -1, -1):
+        out[i] = (running * prefix[i]) % P
+        running = (running * values[i]) % P
+    return out

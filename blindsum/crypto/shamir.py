@@ -140,9 +140,8 @@ def _lagrange_at(xs: tuple[int, ...], x: int) -> tuple[int, ...]:
     """Weights ``w`` with ``f(x) = sum(w[i] * f(xs[i]))`` for a point ``x`` not in ``xs``.
 
     The x are small integers, so products are exact before one reduction, and the
-    denominators share one modular inversion (as in ``_field.lagrange_at_zero``).
+    denominators share one modular inversion (``_field.batch_inverse``).
     """
-    n = len(xs)
     numerators: list[int] = []
     denominators: list[int] = []
     for i, xi in enumerate(xs):
@@ -153,15 +152,8 @@ def _lagrange_at(xs: tuple[int, ...], x: int) -> tuple[int, ...]:
                 den *= xi - xj
         numerators.append(num % _field.P)
         denominators.append(den % _field.P)
-    prefix = [1] * (n + 1)
-    for i, d in enumerate(denominators):
-        prefix[i + 1] = (prefix[i] * d) % _field.P
-    running = _field.inv(prefix[n])
-    out = [0] * n
-    for i in range(n - 1, -1, -1):
-        out[i] = (numerators[i] * running * prefix[i]) % _field.P
-        running = (running * denominators[i]) % _field.P
-    return tuple(out)
+    inverses = _field.batch_inverse(denominators)
+    return tuple((n * d) % _field.P for n, d in zip(numerators, inverses, strict=True))
 
 
 def _value_at(points: Mapping[int, int], xs: tuple[int, ...], x: int) -> int:
