@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 from typing import Any
 
 import pytest
@@ -13,17 +11,7 @@ from hypothesis import strategies as st
 from blindsum.crypto.envelope import open_share, seal_share
 from blindsum.crypto.kex import KeyPair
 from blindsum.errors import InvalidTag
-from blindsum.types import RandFn
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
-
+from tests.drbg import drbg
 
 names = st.text(min_size=1, max_size=12)
 

@@ -4,7 +4,6 @@ the sum of the inputs, for any n, inputs and graph (complete or sparse)."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 
 import numpy as np
@@ -15,17 +14,8 @@ from blindsum.crypto import kex, prg
 from blindsum.crypto.sign import SigningKey
 from blindsum.protocol import graph
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty
-from blindsum.types import RandFn, U64Vector
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
-
+from blindsum.types import U64Vector
+from tests.drbg import drbg
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 

@@ -6,9 +6,6 @@ them. Parties that never commit are simply not in L: the graph is built over L."
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
@@ -18,17 +15,7 @@ from blindsum.crypto.sign import SigningKey
 from blindsum.errors import RoundAborted
 from blindsum.protocol import graph
 from blindsum.protocol.secagg import SecAggConfig, SecAggParty, SecAggServer, ServerStage
-from blindsum.types import RandFn
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
-
+from tests.drbg import drbg
 
 Scenario = tuple[SecAggConfig, frozenset[str], frozenset[str], frozenset[str], bytes]
 

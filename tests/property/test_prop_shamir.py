@@ -3,8 +3,6 @@ recover() with bad shares: the verified secret, the bad shares named, or Aborted
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -15,17 +13,9 @@ from hypothesis import strategies as st
 from blindsum.crypto import _field, shamir
 from blindsum.errors import Aborted, InvalidArgument
 from blindsum.types import RandFn
+from tests.drbg import drbg
 
 P = _field.P
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
 
 
 def tape(values: Sequence[int]) -> RandFn:

@@ -4,7 +4,6 @@ flwr, mpyc or psutil."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -14,16 +13,7 @@ import numpy as np
 from bench import he_core, secagg_core
 from bench.__main__ import evaluate_targets
 from bench.common import Result, Stopwatch, best_of, ratio, result_row, traced_peaks_mib
-from blindsum.types import RandFn
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
+from tests.drbg import drbg
 
 
 def by_system(results: list[Result]) -> dict[str, Result]:

@@ -1,24 +1,11 @@
 from __future__ import annotations
 
-import hashlib
-import itertools
-
 import pytest
 
 from blindsum.crypto.envelope import open_share, seal_share
 from blindsum.crypto.kex import KeyPair
 from blindsum.errors import InvalidArgument, InvalidTag
-from blindsum.types import RandFn
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
-
+from tests.drbg import drbg
 
 ALICE = KeyPair.generate(drbg(b"alice"))
 BOB = KeyPair.generate(drbg(b"bob"))

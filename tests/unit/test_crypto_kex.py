@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import hashlib
-import itertools
-
 import pytest
 
 from blindsum.crypto import kex
 from blindsum.crypto.encoding import format_dst
 from blindsum.errors import InvalidArgument
-from blindsum.types import RandFn
+from tests.drbg import drbg
 
 # RFC 7748, section 6.1.
 ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
@@ -25,15 +22,6 @@ LOW_ORDER_POINTS = [
     bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
     bytes.fromhex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
 ]
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
 
 
 def test_rfc7748_vector() -> None:

@@ -1,22 +1,10 @@
 from __future__ import annotations
 
-import hashlib
-import itertools
-
 import pytest
 
 from blindsum.crypto import _field, shamir
 from blindsum.errors import Aborted, InvalidArgument
-from blindsum.types import RandFn
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
+from tests.drbg import drbg
 
 
 def test_share_bytes_is_field_size() -> None:

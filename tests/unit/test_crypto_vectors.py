@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import itertools
 import json
@@ -16,7 +15,7 @@ from blindsum import errors
 from blindsum.crypto import envelope, kex, prg, shamir
 from blindsum.crypto.sign import VerifyKey
 from blindsum.protocol import graph, params, secagg
-from blindsum.types import RandFn
+from tests.drbg import drbg
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "v1"
@@ -26,15 +25,6 @@ def load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((VECTORS / name).read_text(encoding="utf-8"))
     assert data["provenance"]["generator"] == "scripts/gen_vectors.py"
     return data
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
 
 
 def words(vec: Any) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import os
 import stat
@@ -53,21 +52,13 @@ from blindsum.protocol.secagg import (
     self_mask_commitment,
 )
 from blindsum.transport import pki
-from blindsum.types import RandFn, U64Vector
+from blindsum.types import U64Vector
 from party.privacy import check_round_threat
+from tests.drbg import drbg
 
 LENGTH = 4
 #: (survivors, dropped) as the aggregator announces them in the consistency round.
 View = tuple[tuple[str, ...], tuple[str, ...]]
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
 
 
 @dataclass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
 import json
 import re
 from collections.abc import Collection
@@ -52,22 +50,14 @@ from blindsum.protocol.secagg import (
     roster_digest,
     self_mask_commitment,
 )
-from blindsum.types import RandFn, U64Vector
+from blindsum.types import U64Vector
+from tests.drbg import drbg
 
 N = 5
 T = 3
 L = 4
 
 Lists = tuple[tuple[str, ...], tuple[str, ...]]
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
 
 
 @dataclass

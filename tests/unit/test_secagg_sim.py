@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -21,16 +19,8 @@ from blindsum.protocol.secagg import (
     ServerStage,
     ShareKind,
 )
-from blindsum.types import RandFn, U64Vector
-
-
-def drbg(seed: bytes) -> RandFn:
-    counter = itertools.count()
-
-    def rand(n: int) -> bytes:
-        return hashlib.shake_256(seed + next(counter).to_bytes(8, "big")).digest(n)
-
-    return rand
+from blindsum.types import U64Vector
+from tests.drbg import drbg
 
 
 @dataclass
