@@ -130,6 +130,13 @@ class ReleaseSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    #: HOST:PORT of the plain-HTTP probe server (/healthz, /readyz); "" (off) by
+    #: default. It is unauthenticated: anything beyond loopback is the operator's choice.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     server: ServerSection = field(default_factory=ServerSection)
     store: StoreSection = field(default_factory=StoreSection)
@@ -137,6 +144,7 @@ class AggregatorConfig:
     custodian: CustodianSection = field(default_factory=CustodianSection)
     rounds: RoundsSection = field(default_factory=RoundsSection)
     release: ReleaseSection = field(default_factory=ReleaseSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     log_level: str = "INFO"
 
 

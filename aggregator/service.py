@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
+from aggregator.probes import CustodianWatch, ProbeServer, Readiness, parse_listen, start_probes
 from aggregator.release import policy_from_config
 from aggregator.rounds import Ack, CustodianClient, RoundManager, RoundSettings
 from aggregator.store import Store, now_ms, open_store
@@ -306,8 +307,13 @@ class RunningAggregator:
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     health: HealthServicer | None = None
+    #: What the plain-HTTP /readyz answers; the ticker keeps it in step with health.
+    readiness: Readiness = field(default_factory=Readiness)
+    #: The ``[metrics] listen`` probe server, when configured.
+    probes: ProbeServer | None = None
 
     async def stop(self, grace: float | None = 2.0) -> None:
+        self.readiness.stopping = True
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -320,6 +326,8 @@ class RunningAggregator:
             await self.custodian_server.stop(grace)
         with contextlib.suppress(Exception):  # a store that is away keeps them to expiry
             self.manager.release_leases()
+        if self.probes is not None:
+            await self.probes.stop()
         self.store.close()
 
 
@@ -373,12 +381,15 @@ async def start_aggregator(
     cfg = config or cfgmod.load(directory)
     if not cfg.rounds.lease_ttl_s > 0:
         raise ConfigError("must be a positive number of seconds", field="rounds.lease_ttl_s")
+    parse_listen(cfg.metrics.listen)  # a malformed address fails before anything starts
     ca_pem = _read(directory, cfg.tls.ca_cert)
     tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
     store = open_store(cfg.store.url, base_dir=directory)
     custodian_server: grpc.aio.Server | None = None
     server: grpc.aio.Server | None = None
+    probes: ProbeServer | None = None
     channels: list[grpc.aio.Channel] = []
+    readiness = Readiness()
     try:
         # One SQLite file serves one process; refused before anything listens.
         store.claim_serving()
@@ -399,6 +410,8 @@ async def start_aggregator(
             custodian_client = GrpcCustodianClient(
                 channel, VerifyKey.from_bytes(bytes.fromhex(custodian_pub.read_text().strip()))
             )
+            if not cfg.custodian.embedded:
+                readiness.custodian = CustodianWatch.of(channel)
         manager = RoundManager(
             store,
             ca_cert_pem=ca_pem,
@@ -424,6 +437,7 @@ async def start_aggregator(
         await server.start()
         host = (listen or cfg.server.listen).rsplit(":", 1)[0]
         (directory / ADDRESS_FILE).write_text(f"{host}:{port}\n")
+        probes = await start_probes(cfg.metrics.listen, readiness)
         running = RunningAggregator(
             server=server,
             port=port,
@@ -433,13 +447,17 @@ async def start_aggregator(
             custodian_port=custodian_port,
             channels=channels,
             health=health,
+            readiness=readiness,
+            probes=probes,
         )
         if tick:
             running.tasks.append(
-                asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s, health))
+                asyncio.create_task(_ticker(manager, cfg.server.tick_interval_s, health, readiness))
             )
     except BaseException:
         # Nothing half-started is left behind: no listening custodian, no open store.
+        if probes is not None:
+            await probes.stop()
         if server is not None:
             await server.stop(None)
         for channel in channels:
@@ -458,7 +476,11 @@ STORE_SERVICES = ("", "blindsum.rpc.v1.RoundService", "blindsum.rpc.v1.AdminServ
 TICK_LOG_EVERY_S = 30.0
 
 
-async def _set_health(health: HealthServicer | None, serving: bool) -> None:
+async def _set_health(
+    health: HealthServicer | None, serving: bool, readiness: Readiness | None = None
+) -> None:
+    if readiness is not None:
+        readiness.store = None if serving else "store unavailable"
     if health is None:
         return
     status = (
@@ -471,11 +493,15 @@ async def _set_health(health: HealthServicer | None, serving: bool) -> None:
 
 
 async def _ticker(
-    manager: RoundManager, interval: float, health: HealthServicer | None = None
+    manager: RoundManager,
+    interval: float,
+    health: HealthServicer | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
-    """Advance rounds every ``interval`` seconds and keep gRPC health honest: while the
-    store does not answer, health says NOT_SERVING (so probes and load balancers stop
-    sending calls), and the failure is logged once, then every TICK_LOG_EVERY_S."""
+    """Advance rounds every ``interval`` seconds and keep gRPC health (and the HTTP
+    /readyz) honest: while the store does not answer, health says NOT_SERVING (so probes
+    and load balancers stop sending calls), and the failure is logged once, then every
+    TICK_LOG_EVERY_S."""
     loop = asyncio.get_running_loop()
     failing: str | None = None
     failures = 0
@@ -492,15 +518,15 @@ async def _ticker(
                 log.error(kind, exc=exc, failures=failures)
                 logged_at = loop.time()
             if kind == "store_unavailable" and failing != kind:
-                await _set_health(health, serving=False)
+                await _set_health(health, serving=False, readiness=readiness)
             elif kind != "store_unavailable" and failing == "store_unavailable":
-                await _set_health(health, serving=True)
+                await _set_health(health, serving=True, readiness=readiness)
             failing = kind
             continue
         if failing is not None:
             log.info("tick_recovered", failures=failures)
             if failing == "store_unavailable":
-                await _set_health(health, serving=True)
+                await _set_health(health, serving=True, readiness=readiness)
             failing, failures = None, 0
 
 
