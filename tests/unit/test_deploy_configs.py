@@ -14,13 +14,15 @@ import tomllib
 import typing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
 from aggregator.config import AggregatorConfig
+from aggregator.probes import parse_listen
 from blindsum.bundle import PartyConfig
-from blindsum.config import load_config
+from blindsum.config import load_config, parse_config
 from blindsum.errors import ConfigError
 from blindsum.schema import Schema, load_metrics_file
 from blindsum_app.cli import build_parser
@@ -125,6 +127,129 @@ def test_deploy_directory_holds_no_private_key() -> None:
         assert path.suffix not in {".key", ".pem", ".p12"}, path
         text = path.read_text(errors="replace")
         assert not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text), path
+
+
+# -- Kubernetes manifests ----------------------------------------------------------
+
+K8S = DEPLOY / "k8s"
+
+
+def _manifest(name: str) -> list[dict[str, Any]]:
+    # PyYAML comes with presidio-analyzer (a runtime dependency); it has no stubs.
+    yaml: Any = pytest.importorskip("yaml", reason="PyYAML parses the Kubernetes manifests")
+    docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d is not None]
+    for doc in docs:
+        assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], (name, doc)
+    return docs
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, (kind, [d["kind"] for d in docs])
+    return found[0]
+
+
+def _aggregator_config(docs: list[dict[str, Any]]) -> AggregatorConfig:
+    """The ConfigMap's aggregator.toml, parsed by the real config class."""
+    text = _one(docs, "ConfigMap")["data"]["aggregator.toml"]
+    return parse_config(tomllib.loads(text), AggregatorConfig, source="aggregator.toml")
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def _ports(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: int(p["containerPort"]) for p in container["ports"]}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in K8S.glob("*.yaml")))
+def test_every_manifest_parses_and_holds_no_secret(name: str) -> None:
+    docs = _manifest(name)
+    assert docs
+    # Secrets are created with kubectl from files kept out of the repository.
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    text = (K8S / name).read_text()
+    assert "PRIVATE KEY" not in text
+    assert "BEGIN CERTIFICATE" not in text
+
+
+@pytest.mark.parametrize("name", ["aggregator.yaml", "aggregator-single.yaml"])
+def test_aggregator_probes_use_the_plain_http_metrics_port(name: str) -> None:
+    docs = _manifest(name)
+    cfg = _aggregator_config(docs)
+    address = parse_listen(cfg.metrics.listen)
+    assert address is not None, "the probes need [metrics] listen"
+    # The kubelet dials the pod IP, not the pod's loopback.
+    assert address[0] == "0.0.0.0"
+    container = _container(_one(docs, "Deployment"))
+    assert _ports(container)["metrics"] == address[1]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # The probes' port is not published: the Service carries gRPC only.
+    service_ports = _one(docs, "Service")["spec"]["ports"]
+    assert [p["targetPort"] for p in service_ports] == ["grpc"]
+    assert _ports(container)["grpc"] == int(cfg.server.listen.rsplit(":", 1)[1])
+
+
+def test_the_replicated_aggregator_runs_three_replicas_on_postgres() -> None:
+    docs = _manifest("aggregator.yaml")
+    cfg = _aggregator_config(docs)
+    assert cfg.store.url.startswith("postgresql://")
+    # No password in the URL: PGPASSWORD comes from a Secret.
+    assert urlsplit(cfg.store.url).password is None
+    # No custodian: he rounds are not served by several replicas.
+    assert not cfg.custodian.embedded and cfg.custodian.address == ""
+    assert cfg.tls.ca_key == ""
+
+    deployment = _one(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    spread = pod.get("topologySpreadConstraints", [])
+    assert any(c["topologyKey"] == "kubernetes.io/hostname" for c in spread) or pod.get(
+        "affinity", {}
+    ).get("podAntiAffinity")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+
+    # The TLS material comes from a Secret mounted where the config looks for it.
+    container = _container(deployment)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secret_dirs = [path for path, vol in mounts.items() if "secret" in volumes[vol]]
+    assert secret_dirs
+    for value in (cfg.tls.ca_cert, cfg.tls.cert, cfg.tls.key):
+        assert any(f"/data/aggregator/{value}".startswith(d + "/") for d in secret_dirs), value
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert "secretKeyRef" in env["PGPASSWORD"]["valueFrom"]
+
+    pdb = _one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    budget = pdb["spec"]
+    assert budget.get("maxUnavailable") == 1 or budget.get("minAvailable", 0) >= 2
+
+
+def test_the_single_aggregator_runs_one_replica_on_sqlite() -> None:
+    docs = _manifest("aggregator-single.yaml")
+    cfg = _aggregator_config(docs)
+    assert cfg.store.url.startswith("sqlite:///")
+    spec = _one(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
+    assert _one(docs, "PersistentVolumeClaim")
+
+
+def test_the_weekly_round_admin_config_parses() -> None:
+    cfg = _aggregator_config(_manifest("weekly-round.yaml"))
+    assert cfg.server.listen == "blindsum-aggregator:7443"
 
 
 # -- README ----------------------------------------------------------------------
