@@ -30,7 +30,7 @@ from aggregator.release import (
     noise_plan,
     release_rho,
 )
-from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, now_ms
+from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, Submission, now_ms
 from blindsum import codec, reportdoc
 from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvPublicContext
@@ -64,6 +64,7 @@ from blindsum.protocol.he import (
     HeAccumulator,
     ReceiptRecord,
     SignedPublicContext,
+    check_submission,
     ciphertext_digest,
 )
 from blindsum.protocol.secagg import (
@@ -128,9 +129,6 @@ WATCH_POLL_S = 0.5
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
 
-#: A running-sum checkpoint: the serialized sum and the parties in it.
-Checkpoint = tuple[bytes, list[str]]
-
 
 def _digest(*parts: bytes | str | int) -> str:
     return hashlib.sha256(encode_parts(*parts)).hexdigest()
@@ -181,6 +179,7 @@ class RoundManager:
         self._schemas: dict[str, Schema] = {}
         self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
         self._he_context: SignedPublicContext | None = None
+        self._he_public: BfvPublicContext | None = None
         self._custodian_retry_at: dict[str, int] = {}
         # Set (and replaced) whenever a round changes phase or closes: long polls wait on it.
         self._changed = asyncio.Event()
@@ -601,62 +600,85 @@ class RoundManager:
         # How far the round got; DONE counts as past every phase.
         reached = order.index(Phase(rec.phase)) if Phase(rec.phase) in order else len(order)
         rid = rec.round_id
-        for sub in self.store.submissions(rid, Phase.COMMIT.value):
-            commit = round_pb2.CommitRequest.FromString(sub.payload or b"")
-            srv.add_commit(
-                codec.commit_from_request(sub.party, commit), self._identity(sub.party)[0]
-            )
-        if reached > 0:
-            srv.close_commit()
-            for sub in self.store.submissions(rid, Phase.ADVERTISE.value):
-                req = round_pb2.AdvertiseRequest.FromString(sub.payload or b"")
-                srv.add_advert(
-                    codec.advert_from_request(sub.party, req), self._identity(sub.party)[0]
-                )
-        if reached > 1:
-            srv.close_advertise()
-            for sub in self.store.submissions(rid, Phase.SHARE.value):
-                sreq = round_pb2.SubmitSharesRequest.FromString(sub.payload or b"")
-                shares = codec.shares_from_pb(sreq.envelopes, max_count=len(rec.parties))
-                srv.add_shares(sub.party, shares)
-        if reached > 2:
-            srv.close_share()
-            acc = self.store.accumulator(rid)
-            if acc is not None:
-                # A round whose masked vectors were summed into one row (before store v3).
-                srv.restore_masked(codec.vector_from_bytes(acc[0], config.vector_length), acc[1])
-            else:
-                for sub in self.store.submissions(rid, Phase.MASK.value):
-                    if sub.payload:
-                        vector = codec.vector_from_bytes(sub.payload, config.vector_length)
-                        srv.add_masked(sub.party, vector)
-        if reached > 3:
-            srv.close_mask()
-            for sub in self.store.submissions(rid, Phase.CONSISTENCY.value):
-                creq = round_pb2.SubmitConsistencyRequest.FromString(sub.payload or b"")
-                srv.add_consistency(sub.party, creq.signature, self._identity(sub.party)[0])
-        if reached > 4:
-            srv.close_consistency()
-            for sub in self.store.submissions(rid, Phase.UNMASK.value):
-                ureq = round_pb2.SubmitUnmaskRequest.FromString(sub.payload or b"")
-                reveals = codec.reveals_from_pb(ureq.shares, max_count=2 * len(rec.parties))
-                srv.add_reveals(sub.party, reveals)
+        closers = (
+            srv.close_commit,
+            srv.close_advertise,
+            srv.close_share,
+            srv.close_mask,
+            srv.close_consistency,
+        )
+        for i, phase in enumerate(order):
+            if i > reached:
+                break
+            if i > 0:
+                closers[i - 1]()
+            if phase is Phase.MASK:
+                acc = self.store.accumulator(rid)
+                if acc is not None:
+                    # A round whose masked vectors were summed into one row (before store v3).
+                    vector = codec.vector_from_bytes(acc[0], config.vector_length)
+                    srv.restore_masked(vector, acc[1])
+                    continue
+            for sub in self.store.iter_submissions(rid, phase.value):
+                self._apply_stored(srv, rec, phase, sub)
         self._secagg[rid] = srv
         self._secagg_version[rid] = rec.version
         return srv
 
+    def _apply_stored(
+        self, srv: SecAggServer, rec: RoundRecord, phase: Phase, sub: Submission
+    ) -> None:
+        """Give ``srv`` one stored submission, as it was accepted."""
+        party, payload = sub.party, sub.payload or b""
+        if phase is Phase.COMMIT:
+            commit = round_pb2.CommitRequest.FromString(payload)
+            srv.add_commit(codec.commit_from_request(party, commit), self._identity(party)[0])
+        elif phase is Phase.ADVERTISE:
+            req = round_pb2.AdvertiseRequest.FromString(payload)
+            srv.add_advert(codec.advert_from_request(party, req), self._identity(party)[0])
+        elif phase is Phase.SHARE:
+            sreq = round_pb2.SubmitSharesRequest.FromString(payload)
+            srv.add_shares(party, codec.shares_from_pb(sreq.envelopes, max_count=len(rec.parties)))
+        elif phase is Phase.MASK:
+            if payload:
+                length = self._schema(rec).vector_length
+                srv.add_masked(party, codec.vector_from_bytes(payload, length))
+        elif phase is Phase.CONSISTENCY:
+            creq = round_pb2.SubmitConsistencyRequest.FromString(payload)
+            srv.add_consistency(party, creq.signature, self._identity(party)[0])
+        elif phase is Phase.UNMASK:
+            ureq = round_pb2.SubmitUnmaskRequest.FromString(payload)
+            srv.add_reveals(
+                party, codec.reveals_from_pb(ureq.shares, max_count=2 * len(rec.parties))
+            )
+
     def _fresh_server(self, rec: RoundRecord) -> SecAggServer:
-        """The protocol state, rebuilt first if the store knows more than the cache: the
-        round moved on (its version), or another replica accepted submissions. Whoever
-        closes a phase therefore closes it over every stored submission."""
+        """The protocol state, brought up to date with the store first: rebuilt if the
+        round moved on (its version), or given the current phase's submissions that other
+        replicas accepted (only those are read). Whoever closes a phase therefore closes
+        it over every stored submission."""
         srv = self._secagg.get(rec.round_id)
-        if srv is not None and self._secagg_version.get(rec.round_id) == rec.version:
-            stored = self.store.phase_counts(rec.round_id)
-            mine = srv.accepted_counts()
-            if all(stored.get(phase, 0) == n for phase, n in mine.items()):
-                return srv
-        self._uncache(rec.round_id)
-        return self._server(rec)
+        if srv is None or self._secagg_version.get(rec.round_id) != rec.version:
+            self._uncache(rec.round_id)
+            return self._server(rec)
+        stored = self.store.phase_counts(rec.round_id)
+        mine = srv.accepted_counts()
+        behind = [p for p, n in mine.items() if stored.get(p, 0) != n]
+        if not behind:
+            return srv
+        if behind != [rec.phase]:
+            # An earlier phase differs: nothing but a rebuild can be trusted.
+            self._uncache(rec.round_id)
+            return self._server(rec)
+        phase = Phase(rec.phase)
+        known = srv.accepted_parties(phase.value)
+        missing = [
+            p for p in self.store.submitted_parties(rec.round_id, phase.value) if p not in known
+        ]
+        with self._evict_on_error(rec):
+            for sub in self.store.iter_submissions(rec.round_id, phase.value, parties=missing):
+                self._apply_stored(srv, rec, phase, sub)
+        return srv
 
     def _lease(self, rec: RoundRecord) -> tuple[str, int] | None:
         """Take or renew this replica's lease on driving ``rec`` forward (None: another
@@ -710,7 +732,7 @@ class RoundManager:
         rpc: str,
         *,
         digest: str,
-        apply: Callable[[RoundRecord], Awaitable[Checkpoint | None]],
+        apply: Callable[[RoundRecord], Awaitable[None]],
         payload: bytes | None,
         schema_id: str | None = None,
     ) -> Ack:
@@ -718,8 +740,7 @@ class RoundManager:
 
         An identical retry is acknowledged as a replay, whatever the phase is now.
         Otherwise the round must be open and in ``phase``; ``apply`` validates the
-        input against the protocol state and returns an optional running-sum
-        checkpoint; the submission and checkpoint are written in one transaction
+        input against the protocol state; the submission is written once, as it came,
         before the acknowledgement, and the round may then advance.
         """
         async with self._lock:
@@ -731,11 +752,8 @@ class RoundManager:
             if schema_id is not None:
                 self._check_schema(rec, schema_id)
             with self._evict_on_error(rec):
-                checkpoint = await apply(rec)
-                with self.store.transaction():
-                    self.store.put_submission(rec.round_id, phase.value, party, digest, payload)
-                    if checkpoint is not None:
-                        self.store.put_accumulator(rec.round_id, *checkpoint)
+                await apply(rec)
+                self.store.put_submission(rec.round_id, phase.value, party, digest, payload)
             log.info("submission", round_id=rec.round_id, phase=phase.value, party=party)
             try:
                 await self._advance(rec)
@@ -949,22 +967,45 @@ class RoundManager:
             )
         return await self._signed_context()
 
-    async def _accumulator(self, rec: RoundRecord) -> HeAccumulator:
-        acc = self._he.get(rec.round_id)
-        if acc is not None:
-            return acc
+    async def _public(self) -> BfvPublicContext:
+        """The custodian's public context, parsed once per process."""
         ctx = await self._signed_context()
-        public = BfvPublicContext.from_bytes(ctx.context, expected=ctx.params)
-        acc = HeAccumulator(rec.round_id, rec.schema_id, public, self._schema(rec).vector_length)
+        if self._he_public is None or self._he_public.to_bytes() != ctx.context:
+            self._he_public = BfvPublicContext.from_bytes(ctx.context, expected=ctx.params)
+        return self._he_public
+
+    async def _accumulator(self, rec: RoundRecord) -> HeAccumulator:
+        """The round's homomorphic sum over every stored ciphertext, computed when the
+        phase closes (off the event loop). Submissions never rewrite a running sum, so
+        any replica may accept them and no replica's cache can go stale."""
+        acc = self._he.get(rec.round_id)
+        if acc is not None and len(acc) == self.store.phase_counts(rec.round_id).get(
+            Phase.COLLECT.value, 0
+        ):
+            return acc
+        public = await self._public()
+        length = self._schema(rec).vector_length
         stored = self.store.accumulator(rec.round_id)
-        if stored is not None:
-            container = round_pb2.SubmitCiphertextRequest.FromString(stored[0])
-            receipts = []
-            for sub in self.store.submissions(rec.round_id, Phase.COLLECT.value):
-                # The receipt payload carries the ciphertext digest in chunks[0].
-                r = round_pb2.SubmitCiphertextRequest.FromString(sub.payload or b"")
-                receipts.append(ReceiptRecord(sub.party, r.chunks[0], r.receipt_signature))
-            acc.restore(list(container.chunks), receipts)
+
+        def build() -> HeAccumulator:
+            acc = HeAccumulator(rec.round_id, rec.schema_id, public, length)
+            if stored is not None:
+                # A round from before store v4 kept one running-sum row and receipts
+                # (the ciphertext digest in chunks[0]) instead of the ciphertexts.
+                container = round_pb2.SubmitCiphertextRequest.FromString(stored[0])
+                receipts = []
+                for sub in self.store.iter_submissions(rec.round_id, Phase.COLLECT.value):
+                    r = round_pb2.SubmitCiphertextRequest.FromString(sub.payload or b"")
+                    receipts.append(ReceiptRecord(sub.party, r.chunks[0], r.receipt_signature))
+                acc.restore(list(container.chunks), receipts)
+                return acc
+            for sub in self.store.iter_submissions(rec.round_id, Phase.COLLECT.value, batch=16):
+                req = round_pb2.SubmitCiphertextRequest.FromString(sub.payload or b"")
+                # Verified when it was accepted; parsed and added here.
+                acc.add(sub.party, list(req.chunks), req.receipt_signature)
+            return acc
+
+        acc = await asyncio.to_thread(build)
         self._he[rec.round_id] = acc
         return acc
 
@@ -978,16 +1019,24 @@ class RoundManager:
     ) -> Ack:
         ct_digest = ciphertext_digest(chunks)
 
-        async def apply(rec: RoundRecord) -> Checkpoint:
-            acc = await self._accumulator(rec)
-            # verify_key: the receipt must verify before the ciphertext joins the sum.
-            acc.add(party, chunks, receipt_signature, verify_key=self._identity(party)[0])
-            container = round_pb2.SubmitCiphertextRequest(chunks=acc.aggregate())
-            return container.SerializeToString(), [r.party for r in acc.receipts()]
+        async def apply(rec: RoundRecord) -> None:
+            public = await self._public()
+            # The receipt must verify and the ciphertext parse before it is stored.
+            await asyncio.to_thread(
+                check_submission,
+                public,
+                round_id=rec.round_id,
+                schema_id=rec.schema_id,
+                vector_length=self._schema(rec).vector_length,
+                party=party,
+                chunks=chunks,
+                signature=receipt_signature,
+                verify_key=self._identity(party)[0],
+            )
 
-        # The stored payload is the receipt: the ciphertext digest (in chunks[0]) and signature.
-        receipt = round_pb2.SubmitCiphertextRequest(
-            chunks=[ct_digest], receipt_signature=receipt_signature
+        # Each ciphertext is stored once, with its receipt; the sum is taken at close.
+        payload = round_pb2.SubmitCiphertextRequest(
+            chunks=list(chunks), receipt_signature=receipt_signature
         ).SerializeToString()
         return await self._accept(
             party,
@@ -996,7 +1045,7 @@ class RoundManager:
             "SubmitCiphertext",
             digest=_digest(ct_digest, receipt_signature),
             apply=apply,
-            payload=receipt,
+            payload=payload,
             schema_id=schema_id,
         )
 

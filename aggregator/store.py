@@ -232,6 +232,10 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
     )
 
 
+def _submission(r: Sequence[Any]) -> Submission:
+    return Submission(r[0], r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), int(r[5]))
+
+
 def _round_params(r: RoundRecord) -> tuple[Any, ...]:
     return (
         r.round_id,
@@ -561,10 +565,37 @@ class Store:
             "WHERE round_id = ? AND phase = ? ORDER BY created_ms, party",
             (round_id, phase),
         ).fetchall()
-        return [
-            Submission(r[0], r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), int(r[5]))
-            for r in rows
-        ]
+        return [_submission(r) for r in rows]
+
+    def iter_submissions(
+        self, round_id: str, phase: str, *, batch: int = 64, parties: Sequence[str] | None = None
+    ) -> Iterator[Submission]:
+        """A phase's submissions in party order, ``batch`` rows per query (or only those of
+        ``parties``), so that rebuilding a large round never holds every payload at once."""
+        if parties is not None:
+            wanted = sorted(set(parties))
+            for i in range(0, len(wanted), batch):
+                chunk = wanted[i : i + batch]
+                # Only placeholders are joined into the statement; the names are parameters.
+                marks = ", ".join("?" * len(chunk))
+                sql = (
+                    "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "  # noqa: S608
+                    "WHERE round_id = ? AND phase = ? AND party IN (" + marks + ") ORDER BY party"
+                )
+                rows = self._exec(sql, (round_id, phase, *chunk)).fetchall()
+                yield from (_submission(r) for r in rows)
+            return
+        after = ""
+        while True:
+            rows = self._exec(
+                "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "
+                "WHERE round_id = ? AND phase = ? AND party > ? ORDER BY party LIMIT ?",
+                (round_id, phase, after, batch),
+            ).fetchall()
+            yield from (_submission(r) for r in rows)
+            if len(rows) < batch:
+                return
+            after = str(rows[-1][2])
 
     def submitted_parties(self, round_id: str, phase: str) -> list[str]:
         rows = self._exec(

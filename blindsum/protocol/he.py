@@ -210,6 +210,37 @@ class ReceiptRecord:
     signature: bytes
 
 
+def check_submission(
+    public: BfvPublicContext,
+    *,
+    round_id: str,
+    schema_id: str,
+    vector_length: int,
+    party: str,
+    chunks: Sequence[bytes],
+    signature: bytes,
+    verify_key: VerifyKey,
+) -> ReceiptRecord:
+    """Every check :meth:`HeAccumulator.add` makes, without adding: the receipt verifies
+    under ``verify_key`` and the ciphertext parses under ``public`` as ``vector_length``
+    values. A ciphertext that passes can be stored on its own and summed when the phase
+    closes (any two that pass have the same chunk count and sizes, so they add)."""
+    _check_party(party)
+    items = _check_chunk_bytes(chunks)
+    if not isinstance(signature, bytes) or len(signature) != _SIGNATURE_BYTES:
+        raise InvalidArgument(f"must be {_SIGNATURE_BYTES} bytes", field="signature")
+    digest = hashlib.sha256(encode_parts(*items)).digest()
+    verify_receipt(
+        verify_key,
+        signature,
+        round_id=_check_id(round_id, "round_id"),
+        schema_id=_check_id(schema_id, "schema_id"),
+        digest=digest,
+    )
+    public.check_chunks(items, vector_length)
+    return ReceiptRecord(party=party, digest=digest, signature=signature)
+
+
 class HeAccumulator:
     """The aggregator's running homomorphic sum for one he round.
 

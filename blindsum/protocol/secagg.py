@@ -1489,6 +1489,19 @@ class SecAggServer:
             "unmask": len(self._reveals),
         }
 
+    def accepted_parties(self, phase: str) -> frozenset[str]:
+        """The parties whose ``phase`` message this instance holds (phase names as in
+        :meth:`accepted_counts`)."""
+        held: dict[str, Mapping[str, object]] = {
+            "commit": self._commits,
+            "advertise": self._adverts,
+            "share": self._shares,
+            "mask": self._masked,
+            "consistency": self._consistency,
+            "unmask": self._reveals,
+        }
+        return frozenset(held[phase])
+
     @property
     def committed(self) -> tuple[str, ...]:
         """Parties whose commitment was accepted, in config order (L once closed)."""
