@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -266,12 +266,35 @@ def _round_params(r: RoundRecord) -> tuple[Any, ...]:
     )
 
 
+class _Result:
+    """A statement's rows, fetched before its connection goes back to the pool."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+
+def _result(cur: _Cursor) -> _Result:
+    rows = cur.fetchall() if getattr(cur, "description", None) is not None else []
+    return _Result(rows, cur.rowcount)
+
+
 class Store:
     """SQL store shared by the SQLite and PostgreSQL engines.
 
-    Methods are synchronous and short; the service calls them under its round
-    lock. ``transaction()`` groups writes that must land together (for example a
-    masked-vector digest and the running sum it was added to).
+    Methods are synchronous and short, and safe to call from several threads: the
+    service calls them from worker threads, so its event loop never waits on the
+    database. ``transaction()`` groups writes that must land together; it belongs to
+    the calling thread (each thread's transaction has its own connection on
+    PostgreSQL; SQLite serializes them on its one connection).
     """
 
     placeholder = "?"
@@ -284,21 +307,23 @@ class Store:
     lease_select_sql = "SELECT holder, token, expires_ms FROM round_leases WHERE round_id = ?"
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._local = threading.local()
+
+    @property
+    def _depth(self) -> int:
+        """How deep this thread is in nested ``transaction()`` blocks."""
+        return int(getattr(self._local, "depth", 0))
 
     # -- engine hooks -------------------------------------------------------
-    def _cursor(self) -> _Cursor:
+    def _outer(self) -> contextlib.AbstractContextManager[None]:
+        """Begin this thread's outermost transaction; commit on success, roll back on
+        an exception."""
         raise NotImplementedError
 
-    def _commit(self) -> None:
+    def _run(self, sql: str, params: tuple[Any, ...]) -> _Result:
+        """Run one statement: inside this thread's transaction if it has one, else on
+        its own (committed at once)."""
         raise NotImplementedError
-
-    def _rollback(self) -> None:
-        raise NotImplementedError
-
-    def _begin(self) -> None:
-        """Called before the outermost transaction starts (engines may reconnect here)."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -312,31 +337,39 @@ class Store:
         """Called by ``serve`` before it accepts calls. Stores that cannot be shared by
         several serving processes refuse a second one (FailedPrecondition)."""
 
+    def listen(self, on_change: Callable[[str], None]) -> bool:
+        """Call ``on_change(round_id)`` (from another thread) whenever any process moves
+        a round. False: this engine cannot tell other processes' changes (one process
+        serves it), and callers keep polling."""
+        del on_change
+        return False
+
     # -- helpers ------------------------------------------------------------
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
-        cur = self._cursor()
-        cur.execute(self._sql(sql), tuple(params))
-        return cur
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        return self._run(self._sql(sql), tuple(params))
+
+    def _notify_round(self, round_id: str) -> None:
+        """Tell other processes, when this transaction commits, that a round moved."""
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                self._begin()
-            self._depth += 1
+        depth = self._depth
+        if depth:
+            self._local.depth = depth + 1
             try:
                 yield
-            except BaseException:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._rollback()
-                raise
-            self._depth -= 1
-            if self._depth == 0:
-                self._commit()
+            finally:
+                self._local.depth = depth
+            return
+        with self._outer():
+            self._local.depth = 1
+            try:
+                yield
+            finally:
+                self._local.depth = 0
 
     def migrate(self) -> None:
         types = {"blob": self.blob, "autoinc": self.autoinc, "double": self.double}
@@ -443,6 +476,7 @@ class Store:
                     "read (another replica moved it, or this one's lease lapsed)",
                     field="round",
                 )
+            self._notify_round(record.round_id)
         return replace(record, version=record.version + 1)
 
     # -- leases -------------------------------------------------------------
@@ -717,7 +751,10 @@ class Store:
 
 
 class SqliteStore(Store):
-    """The embedded default: one file under the aggregator's directory, in WAL mode."""
+    """The embedded default: one file under the aggregator's directory, in WAL mode.
+
+    One connection serves every thread; a re-entrant lock makes each transaction (and
+    each statement outside one) whole."""
 
     def __init__(self, path: Path | str) -> None:
         super().__init__()
@@ -725,13 +762,13 @@ class SqliteStore(Store):
         if not os.path.exists(self.path):
             # The stores hold submissions and decrypted totals: owner-only from birth.
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
-        self._in_tx = False
         self._serving: int | None = None
 
     def claim_serving(self) -> None:
@@ -756,31 +793,51 @@ class SqliteStore(Store):
             ) from None
         self._serving = fd
 
-    def _cursor(self) -> _Cursor:
-        if self._depth > 0 and not self._in_tx:
+    @contextmanager
+    def _outer(self) -> Iterator[None]:
+        with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        return self._conn.cursor()
-
-    def _commit(self) -> None:
-        if self._in_tx:
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
             self._conn.execute("COMMIT")
-            self._in_tx = False
 
-    def _rollback(self) -> None:
-        if self._in_tx:
-            self._conn.execute("ROLLBACK")
-            self._in_tx = False
+    def _run(self, sql: str, params: tuple[Any, ...]) -> _Result:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute(sql, params)
+                return _result(cur)
+            finally:
+                cur.close()
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
         if self._serving is not None:
             os.close(self._serving)  # releases the serving lock
             self._serving = None
 
 
+#: Connections a PostgreSQL store keeps at most (the service's database threads use one
+#: each; the wakeup listener has its own).
+POOL_SIZE = 8
+#: How long a call waits for a pooled connection before it answers Unavailable.
+POOL_WAIT_S = 5.0
+#: The channel round changes are announced on (PostgreSQL LISTEN/NOTIFY).
+NOTIFY_CHANNEL = "blindsum_rounds"
+
+
 class PostgresStore(Store):
-    """The same tables on a PostgreSQL server (needs the ``postgres`` extra: psycopg 3)."""
+    """The same tables on a PostgreSQL server (needs the ``postgres`` extra: psycopg 3
+    and its pool).
+
+    Each thread's transaction takes a connection from a pool and gives it back at
+    commit. The pool checks a connection before lending it, so after a restart, a
+    failover or ``pg_terminate_backend`` the next call gets a fresh one.
+    """
 
     placeholder = "%s"
     blob = "BYTEA"
@@ -797,81 +854,139 @@ class PostgresStore(Store):
         "FOR UPDATE SKIP LOCKED"
     )
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         super().__init__()
         try:
             import psycopg  # noqa: PLC0415 - optional dependency, imported only when configured
+            import psycopg_pool  # noqa: PLC0415
         except ImportError as exc:
             raise ConfigError(
-                "a postgresql:// store needs psycopg; install blindsum[postgres]", field="store.url"
+                "a postgresql:// store needs psycopg and psycopg-pool; install blindsum[postgres]",
+                field="store.url",
             ) from exc
         self._psycopg = psycopg
+        self._pool_errors = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed)
         self._url = url
-        self._conn = self._connect()
-
-    def _connect(self) -> Any:
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"autocommit": False, "connect_timeout": 5},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=POOL_WAIT_S,
+            name="blindsum-store",
+        )
         try:
-            return self._psycopg.connect(self._url, autocommit=False, connect_timeout=5)
-        except self._psycopg.OperationalError as exc:
+            self._pool.open(wait=True, timeout=POOL_WAIT_S)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            raise Unavailable("cannot reach the database", field="store") from None
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _getconn(self) -> Any:
+        try:
+            return self._pool.getconn()
+        except self._pool_errors as exc:
             raise Unavailable(
                 f"cannot reach the database ({_first_line(exc)})", field="store"
             ) from None
 
-    def _healthy(self) -> Any:
-        """The connection, replaced first if the server closed it (a restart, a failover,
-        pg_terminate_backend). Only between transactions: inside one, the loss is raised,
-        so a transaction never continues half on one connection and half on another."""
-        if self._conn.closed or self._conn.broken:
-            if self._depth > 0:
-                raise Unavailable("lost the database connection mid-transaction", field="store")
+    def _gone(self, exc: BaseException) -> Unavailable:
+        return Unavailable(f"the database went away ({_first_line(exc)})", field="store")
+
+    @contextmanager
+    def _outer(self) -> Iterator[None]:
+        conn = self._getconn()
+        self._local.conn = conn
+        try:
+            yield
+            try:
+                conn.commit()
+            except self._psycopg.OperationalError as exc:
+                raise self._gone(exc) from None
+        except BaseException:
+            # On a dead connection there is nothing to undo on the server.
             with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = self._connect()
-            log.warning("store_reconnected")
-        return self._conn
+                conn.rollback()
+            raise
+        finally:
+            self._local.conn = None
+            self._pool.putconn(conn)
 
-    def _begin(self) -> None:
-        self._healthy()
-
-    def _cursor(self) -> _Cursor:
-        return self._healthy().cursor()  # type: ignore[no-any-return]
-
-    def _commit(self) -> None:
-        try:
-            self._conn.commit()
-        except self._psycopg.OperationalError as exc:
-            raise Unavailable(
-                f"the database went away ({_first_line(exc)})", field="store"
-            ) from None
-
-    def _rollback(self) -> None:
-        # Rolling back on a dead connection has nothing to undo on the server.
-        with contextlib.suppress(self._psycopg.OperationalError):
-            self._conn.rollback()
-
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
-        outside = self._depth == 0
-        try:
-            cur = super()._exec(sql, params)
-        except self._psycopg.OperationalError as exc:
-            if not outside or not self._conn.broken:
-                raise Unavailable(
-                    f"the database went away ({_first_line(exc)})", field="store"
-                ) from None
-            # A statement outside any transaction is safe to send once more on a
-            # fresh connection: it was never committed on the dead one.
-            cur = super()._exec(sql, params)
-        if outside:
-            self._commit()
-        return cur
+    def _run(self, sql: str, params: tuple[Any, ...]) -> _Result:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                return _result(conn.execute(sql, params))
+            except self._psycopg.OperationalError as exc:
+                raise self._gone(exc) from None
+        for attempt in range(2):
+            conn = self._getconn()
+            try:
+                result = _result(conn.execute(sql, params))
+                conn.commit()
+                return result
+            except self._psycopg.OperationalError as exc:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                if attempt or not conn.broken:
+                    raise self._gone(exc) from None
+                # A statement outside any transaction is safe to send once more on a
+                # fresh connection: it was never committed on the dead one.
+                log.warning("store_reconnected")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                raise
+            finally:
+                self._pool.putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def lock_ledger(self, campaign: str, window: str) -> None:
         if self._depth == 0:
             raise InvalidArgument("lock_ledger needs a transaction", field="store")
         self._exec("SELECT pg_advisory_xact_lock(hashtext(?))", (f"{campaign}\n{window}",))
 
+    def _notify_round(self, round_id: str) -> None:
+        self._exec("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, round_id))
+
+    def listen(self, on_change: Callable[[str], None]) -> bool:
+        """LISTEN on a connection of its own, in a daemon thread that reconnects (with a
+        bounded backoff) when the database goes away, until :meth:`close`."""
+        if self._listener is not None:
+            return True
+
+        def loop() -> None:
+            backoff = 0.5
+            while not self._stop.is_set():
+                try:
+                    with self._psycopg.connect(
+                        self._url, autocommit=True, connect_timeout=5
+                    ) as conn:
+                        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                        backoff = 0.5
+                        while not self._stop.is_set():
+                            for note in conn.notifies(timeout=1.0):
+                                on_change(note.payload)
+                except Exception as exc:
+                    if self._stop.is_set():
+                        return
+                    log.warning("store_listen_failed", exc=exc)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+        self._listener = threading.Thread(target=loop, name="blindsum-store-listen", daemon=True)
+        self._listener.start()
+        return True
+
     def close(self) -> None:
-        self._conn.close()
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=3.0)
+            self._listener = None
+        self._pool.close()
 
 
 def _first_line(exc: BaseException) -> str:
