@@ -6,6 +6,8 @@ Usage::
     python -m bench --full          # the whole grid (n = 1000 takes a while)
     python -m bench --only secagg-core,he-core
     python -m bench secagg-core --parties 1000 --length 16384 --dropout 0.1
+    python -m bench scale --sizes 100,1000      # needs PostgreSQL on 127.0.0.1:5432
+    python -m bench scale-memory --rounds 200
 
 Writes ``bench/results/latest.json`` (machine info, mode, every Result, the targets) and
 the plots ``server_time_vs_n.png`` and ``party_time_vs_m.png`` beside it. A scenario
@@ -37,6 +39,8 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "secagg-core": ("bench.secagg_core", "secagg-core"),
     "he-core": ("bench.he_core", "he-core"),
     "service": ("bench.service", "service"),
+    "scale": ("bench.scale", "scale"),
+    "scale-memory": ("bench.scale_memory", "scale-memory"),
     "flower": ("bench.peers_flower", "flower-secaggplus"),
     "mpyc": ("bench.peers_mpyc", "mpyc-sum"),
 }
@@ -261,7 +265,70 @@ def evaluate_targets(results: Sequence[Result]) -> list[Target]:
             exact=lambda r: r.params.get("n") == 50,
         )
     )
+    targets += _scale_targets(results)
     return targets
+
+
+def _scale_targets(results: Sequence[Result]) -> list[Target]:
+    """Issue 11, items 9 and 6: the ``scale`` and ``scale-memory`` scenarios."""
+    out: list[Target] = []
+    at_1000 = [r for r in results if r.scenario == "scale" and r.params.get("n") == 1000]
+    name = "scale: n=1000 round / default phase timeout"
+    if at_1000 and "round_s" in at_1000[0].metrics:
+        r = at_1000[0]
+        value = r.metrics["round_s"] / float(r.params["phase_timeout_s"])
+        detail = f"round {r.metrics['round_s']:.1f}s, timeout {r.params['phase_timeout_s']}s"
+        if r.skipped:
+            value, detail = math.inf, f"{detail}; {r.skipped}"
+            out.append(Target(name, "MISSED", value, 1.0, "<=", detail))
+        else:
+            out.append(_judge(name, value, 1.0, "<=", detail))
+    else:
+        out.append(Target(name, "NOT RUN", math.nan, 1.0, "<=", "needs scale at n=1000"))
+    cpu = [
+        r.metrics["cpu_per_party_3000_vs_300_ratio"]
+        for r in find(results, "scale", "blindsum", n=3000)
+        if "cpu_per_party_3000_vs_300_ratio" in r.metrics
+    ]
+    out.append(
+        _judge(
+            "scale: aggregator CPU per party, n=3000 / n=300",
+            cpu[0] if cpu else math.nan,
+            1.5,
+            "<=",
+            "needs scale --full" if not cpu else "",
+        )
+    )
+    stmts = [
+        r.metrics["statements_vs_smallest_ratio"]
+        for r in find(results, "scale", "blindsum")
+        if "statements_vs_smallest_ratio" in r.metrics
+    ]
+    out.append(
+        _judge(
+            "scale: statements per submission, largest n / smallest n",
+            max(stmts) if stmts else math.nan,
+            1.1,
+            "<=",
+            "constant in n (10% slack)",
+        )
+    )
+    mem = [
+        v
+        for r in find(results, "scale-memory", "blindsum")
+        for k, v in r.metrics.items()
+        if k.startswith("rss_") and k.endswith("_ratio")
+    ]
+    out.append(
+        _judge(
+            "scale-memory: aggregator RSS after 200 rounds / after 20",
+            mem[0] if mem else math.nan,
+            1.2,
+            "<=",
+            "",
+        )
+    )
+    return out
 
 
 #: Flat memory: the peak at the larger n may exceed the smaller n's by at most this factor

@@ -130,11 +130,12 @@ def _cases() -> list[ServiceCase]:
 # --------------------------------------------------------------------------- inputs
 
 
-def bench_schema(length: int) -> Schema:
+def bench_schema(length: int, *, max_parties: int = 1000) -> Schema:
     """A schema whose vector length is exactly ``length``: one region, histograms of at
     most 4096 bins whose slots plus the region's contributor slot add up to ``length``.
 
     ``min_cell = 0`` so no bin is merged and every released cell is one slot.
+    ``max_parties`` is the campaign's cap on parties (the scale scenario needs more).
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 2:
         raise InvalidArgument("must be an integer >= 2", field="length")
@@ -142,7 +143,7 @@ def bench_schema(length: int) -> Schema:
         "[campaign]",
         'name = "bench-service"',
         "version = 1",
-        "max_parties = 1000",
+        f"max_parties = {max_parties}",
         f"max_tickets_per_region = {_MAX_VALUE}",
         "per_customer_cap = 5",
         "min_cell = 0",
