@@ -18,9 +18,10 @@ import math
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aggregator.release import (
     BudgetExhausted,
@@ -82,6 +83,8 @@ from blindsum.types import U64Vector
 from blindsum.window import round_window
 
 log = get_logger("blindsum.aggregator.rounds")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -169,13 +172,18 @@ class RoundManager:
         self.settings = settings or RoundSettings()
         self.custodian = custodian
         self._clock_ms = clock_ms
-        self._lock = asyncio.Lock()
+        # One lock per round: submissions to different rounds never wait for each other.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # The loop this manager serves; store work runs on worker threads, and changes
+        # they make are announced back on it.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._secagg: dict[str, SecAggServer] = {}
         self._secagg_version: dict[str, int] = {}
         self._he: dict[str, HeAccumulator] = {}
         #: This process's name in round leases; any number of replicas may share a store.
         self.replica = f"{socket.gethostname()}-{secrets.token_hex(4)}"
-        self._leases: dict[str, int] = {}
+        #: round -> (fencing token, when this replica's lease expires, ms).
+        self._leases: dict[str, tuple[int, int]] = {}
         self._schemas: dict[str, Schema] = {}
         self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
         self._he_context: SignedPublicContext | None = None
@@ -183,6 +191,32 @@ class RoundManager:
         self._custodian_retry_at: dict[str, int] = {}
         # Set (and replaced) whenever a round changes phase or closes: long polls wait on it.
         self._changed = asyncio.Event()
+
+    # -- concurrency ------------------------------------------------------------
+
+    def _round_lock(self, round_id: str) -> asyncio.Lock:
+        lock = self._locks.get(round_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[round_id] = lock
+        return lock
+
+    def _bind(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    async def offload(self, fn: Callable[..., _T], /, *args: object, **kw: object) -> _T:
+        """Run ``fn`` (store work and the protocol state it feeds) on a worker thread,
+        so the event loop keeps answering other calls while the database works."""
+        self._bind()
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    def start(self) -> None:
+        """Bind to the running loop and, where the store can tell, wake long polls on
+        any replica's change (PostgreSQL LISTEN/NOTIFY). Polling stays as the fallback."""
+        self._bind()
+        if self.store.listen(lambda _round_id: self._notify()):
+            log.info("store_listening")
 
     # -- lookups --------------------------------------------------------------
 
@@ -274,12 +308,16 @@ class RoundManager:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait_ms, 0), MAX_WATCH_MS) / 1000
 
-        def look() -> RoundView:
+        def read() -> RoundView:
             return self.view(round_id) if party is None else self.party_view(round_id, party)
 
+        async def look() -> RoundView:
+            return await self.offload(read)
+
+        self._bind()
         while True:
             changed = self._changed  # taken before reading, so no change slips between
-            view = look()
+            view = await look()
             remaining = deadline - loop.time()
             if known is None or view.phase is not known or view.state is not RoundState.OPEN:
                 return view
@@ -291,9 +329,23 @@ class RoundManager:
                 await asyncio.wait_for(changed.wait(), min(remaining, WATCH_POLL_S))
             except TimeoutError:
                 if remaining <= WATCH_POLL_S:
-                    return look()
+                    return await look()
 
     def _notify(self) -> None:
+        """Wake every long poll; callable from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            self._wake()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -388,8 +440,7 @@ class RoundManager:
     # -- admin ----------------------------------------------------------------
 
     async def open_round(self, spec: OpenRoundSpec) -> RoundView:
-        async with self._lock:
-            return self._open_round(spec)
+        return await self.offload(self._open_round, spec)
 
     def _open_round(self, spec: OpenRoundSpec) -> RoundView:
         parties = tuple(spec.parties)
@@ -546,12 +597,15 @@ class RoundManager:
         return self._view(rec)
 
     async def abort(self, round_id: str, reason: str) -> RoundView:
-        async with self._lock:
-            rec = self.store.round(codec.check_round_id(round_id))
+        def run() -> RoundView:
+            rec = self.store.round(round_id)
             if rec.state != RoundState.OPEN.value:
                 raise FailedPrecondition(f"round {round_id!r} is already {rec.state}")
-            rec = self._abort(rec, reason or "aborted by the operator")
-            return self._view(rec)
+            return self._view(self._abort(rec, reason or "aborted by the operator"))
+
+        codec.check_round_id(round_id)
+        async with self._round_lock(round_id):
+            return await self.offload(run)
 
     def _abort(self, rec: RoundRecord, reason: str) -> RoundRecord:
         rec = replace(
@@ -661,15 +715,12 @@ class RoundManager:
         if srv is None or self._secagg_version.get(rec.round_id) != rec.version:
             self._uncache(rec.round_id)
             return self._server(rec)
-        stored = self.store.phase_counts(rec.round_id)
-        mine = srv.accepted_counts()
-        behind = [p for p, n in mine.items() if stored.get(p, 0) != n]
-        if not behind:
+        # At one version only the open phase takes submissions (a closed phase's count
+        # was checked when it closed), so one count tells whether the cache is behind.
+        if self.store.phase_count(rec.round_id, rec.phase) == srv.accepted_counts().get(
+            rec.phase, 0
+        ):
             return srv
-        if behind != [rec.phase]:
-            # An earlier phase differs: nothing but a rebuild can be trusted.
-            self._uncache(rec.round_id)
-            return self._server(rec)
         phase = Phase(rec.phase)
         known = srv.accepted_parties(phase.value)
         missing = [
@@ -682,19 +733,24 @@ class RoundManager:
 
     def _lease(self, rec: RoundRecord) -> tuple[str, int] | None:
         """Take or renew this replica's lease on driving ``rec`` forward (None: another
-        replica holds it, and only it closes phases and releases)."""
-        token = self.store.acquire_lease(
-            rec.round_id, self.replica, now=self._clock_ms(), ttl_ms=self.settings.lease_ttl_ms
-        )
+        replica holds it, and only it closes phases and releases). A lease with more
+        than half its time to live left is used as it is, without a round trip: every
+        write it guards is fenced by its token in the store anyway."""
+        now = self._clock_ms()
+        ttl = self.settings.lease_ttl_ms
+        held = self._leases.get(rec.round_id)
+        if held is not None and now < held[1] - ttl // 2:
+            return self.replica, held[0]
+        token = self.store.acquire_lease(rec.round_id, self.replica, now=now, ttl_ms=ttl)
         if token is None:
             self._leases.pop(rec.round_id, None)
             return None
-        self._leases[rec.round_id] = token
+        self._leases[rec.round_id] = (token, now + ttl)
         return self.replica, token
 
     def _held(self, round_id: str) -> tuple[str, int] | None:
-        token = self._leases.get(round_id)
-        return None if token is None else (self.replica, token)
+        held = self._leases.get(round_id)
+        return None if held is None else (self.replica, held[0])
 
     @contextlib.contextmanager
     def _evict_on_error(self, rec: RoundRecord) -> Iterator[None]:
@@ -732,7 +788,7 @@ class RoundManager:
         rpc: str,
         *,
         digest: str,
-        apply: Callable[[RoundRecord], Awaitable[None]],
+        apply: Callable[[RoundRecord], None],
         payload: bytes | None,
         schema_id: str | None = None,
     ) -> Ack:
@@ -741,9 +797,11 @@ class RoundManager:
         An identical retry is acknowledged as a replay, whatever the phase is now.
         Otherwise the round must be open and in ``phase``; ``apply`` validates the
         input against the protocol state; the submission is written once, as it came,
-        before the acknowledgement, and the round may then advance.
+        before the acknowledgement, and the round may then advance. The work runs on a
+        worker thread under the round's lock; other rounds are not held up.
         """
-        async with self._lock:
+
+        def run() -> Ack:
             rec = self._round_for_party(party, round_id)
             replay = self._replay(rec, phase, party, digest)
             if replay:
@@ -752,20 +810,27 @@ class RoundManager:
             if schema_id is not None:
                 self._check_schema(rec, schema_id)
             with self._evict_on_error(rec):
-                await apply(rec)
-                self.store.put_submission(rec.round_id, phase.value, party, digest, payload)
+                apply(rec)
+                self.store.put_submission(
+                    rec.round_id, phase.value, party, digest, payload, open_phase=True
+                )
             log.info("submission", round_id=rec.round_id, phase=phase.value, party=party)
-            try:
-                await self._advance(rec)
-            except StaleRound:
-                # The submission is stored; another writer moved the round meanwhile.
-                self._uncache(rec.round_id)
             return Ack(digest, False)
+
+        async with self._round_lock(round_id):
+            ack = await self.offload(run)
+            if not ack.replay:
+                try:
+                    await self._advance(round_id)
+                except StaleRound:
+                    # The submission is stored; another writer moved the round meanwhile.
+                    self._uncache(round_id)
+            return ack
 
     async def commit(
         self, party: str, round_id: str, schema_id: str, commit: Commit, payload: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> None:
+        def apply(rec: RoundRecord) -> None:
             self._server(rec).add_commit(commit, self._identity(party)[0])
 
         return await self._accept(
@@ -780,7 +845,7 @@ class RoundManager:
         )
 
     async def commits(self, party: str, round_id: str) -> list[tuple[Commit, bytes]]:
-        async with self._lock:
+        def run() -> list[tuple[Commit, bytes]]:
             rec = self._round_for_party(party, round_id)
             if rec.mode != Mode.SECAGG.value or rec.phase == Phase.COMMIT.value:
                 raise FailedPrecondition(
@@ -794,10 +859,13 @@ class RoundManager:
             srv = self._server(rec)
             return [(c, self._identity(p)[1]) for p, c in srv.commits().items()]
 
+        async with self._round_lock(round_id):
+            return await self.offload(run)
+
     async def advertise(
         self, party: str, round_id: str, schema_id: str, advert: Advert, payload: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> None:
+        def apply(rec: RoundRecord) -> None:
             self._server(rec).add_advert(advert, self._identity(party)[0])
 
         digest = _digest(
@@ -819,7 +887,7 @@ class RoundManager:
         )
 
     async def roster(self, party: str, round_id: str) -> list[tuple[Advert, bytes]]:
-        async with self._lock:
+        def run() -> list[tuple[Advert, bytes]]:
             rec = self._round_for_party(party, round_id)
             if rec.phase in (Phase.COMMIT.value, Phase.ADVERTISE.value) or (
                 rec.mode != Mode.SECAGG.value
@@ -835,10 +903,13 @@ class RoundManager:
             srv = self._server(rec)
             return [(a, self._identity(p)[1]) for p, a in sorted(srv.roster().items())]
 
+        async with self._round_lock(round_id):
+            return await self.offload(run)
+
     async def submit_shares(
         self, party: str, round_id: str, shares: Sequence[SealedShare], payload: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> None:
+        def apply(rec: RoundRecord) -> None:
             self._server(rec).add_shares(party, shares)
 
         ordered = sorted(shares, key=lambda s: s.receiver)
@@ -856,7 +927,7 @@ class RoundManager:
         )
 
     async def envelopes(self, party: str, round_id: str) -> tuple[list[SealedShare], list[str]]:
-        async with self._lock:
+        def run() -> tuple[list[SealedShare], list[str]]:
             rec = self._round_for_party(party, round_id)
             if rec.mode != Mode.SECAGG.value or rec.phase in (
                 Phase.COMMIT.value,
@@ -871,10 +942,13 @@ class RoundManager:
             srv = self._server(rec)
             return list(srv.shares_for(party)), list(srv.u2)
 
+        async with self._round_lock(round_id):
+            return await self.offload(run)
+
     async def submit_masked(
         self, party: str, round_id: str, schema_id: str, vector_bytes: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> None:
+        def apply(rec: RoundRecord) -> None:
             srv = self._server(rec)
             srv.add_masked(party, codec.vector_from_bytes(vector_bytes, srv.config.vector_length))
 
@@ -897,7 +971,8 @@ class RoundManager:
         self, party: str, round_id: str
     ) -> tuple[list[str], list[str], dict[str, bytes]]:
         """The survivor and dropped lists; in the unmask phase also the consistency signatures."""
-        async with self._lock:
+
+        def run() -> tuple[list[str], list[str], dict[str, bytes]]:
             rec = self._round_for_party(party, round_id)
             if rec.phase == Phase.CONSISTENCY.value:
                 self._require_open(rec, Phase.CONSISTENCY, "GetUnmaskRequest")
@@ -917,10 +992,13 @@ class RoundManager:
                 signatures = srv.consistency_signatures()
             return list(srv.u3), list(srv.dropped), signatures
 
+        async with self._round_lock(round_id):
+            return await self.offload(run)
+
     async def submit_consistency(
         self, party: str, round_id: str, signature: bytes, payload: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> None:
+        def apply(rec: RoundRecord) -> None:
             self._server(rec).add_consistency(party, signature, self._identity(party)[0])
 
         return await self._accept(
@@ -936,7 +1014,7 @@ class RoundManager:
     async def submit_unmask(
         self, party: str, round_id: str, reveals: Sequence[Reveal], payload: bytes
     ) -> Ack:
-        async def apply(rec: RoundRecord) -> None:
+        def apply(rec: RoundRecord) -> None:
             self._server(rec).add_reveals(party, reveals)
 
         digest = _digest(*[p for r in reveals for p in (r.owner, r.kind.value, r.share)])
@@ -979,13 +1057,12 @@ class RoundManager:
         phase closes (off the event loop). Submissions never rewrite a running sum, so
         any replica may accept them and no replica's cache can go stale."""
         acc = self._he.get(rec.round_id)
-        if acc is not None and len(acc) == self.store.phase_counts(rec.round_id).get(
-            Phase.COLLECT.value, 0
-        ):
+        count = await self.offload(self.store.phase_count, rec.round_id, Phase.COLLECT.value)
+        if acc is not None and len(acc) == count:
             return acc
         public = await self._public()
         length = self._schema(rec).vector_length
-        stored = self.store.accumulator(rec.round_id)
+        stored = await self.offload(self.store.accumulator, rec.round_id)
 
         def build() -> HeAccumulator:
             acc = HeAccumulator(rec.round_id, rec.schema_id, public, length)
@@ -1018,12 +1095,13 @@ class RoundManager:
         receipt_signature: bytes,
     ) -> Ack:
         ct_digest = ciphertext_digest(chunks)
+        # Invited first, so an outsider learns nothing about the custodian.
+        await self.offload(self._round_for_party, party, round_id)
+        public = await self._public()
 
-        async def apply(rec: RoundRecord) -> None:
-            public = await self._public()
+        def apply(rec: RoundRecord) -> None:
             # The receipt must verify and the ciphertext parse before it is stored.
-            await asyncio.to_thread(
-                check_submission,
+            check_submission(
                 public,
                 round_id=rec.round_id,
                 schema_id=rec.schema_id,
@@ -1058,99 +1136,117 @@ class RoundManager:
         (a locked database, an unreachable custodian) is logged and retried on
         the next tick, so one bad round never stops the others.
         """
-        async with self._lock:
-            for rec in self.store.rounds(state=RoundState.OPEN.value):
+        for rec in await self.offload(self.store.rounds, state=RoundState.OPEN.value):
+            rid = rec.round_id
+            async with self._round_lock(rid):
                 try:
-                    await self._advance(rec)
+                    await self._advance(rid)
                 except Unavailable:
                     # The store is away: no round can be judged now. Keep every round as
                     # it is, and let the ticker report the outage and try again.
-                    self._uncache(rec.round_id)
+                    self._uncache(rid)
                     raise
                 except StaleRound:
                     # Another writer moved the round first: this cache is out of date.
-                    self._uncache(rec.round_id)
+                    self._uncache(rid)
                 except BlindsumError as exc:
-                    self._abort(self.store.round(rec.round_id), f"internal failure: {exc}")
+                    reason = f"internal failure: {exc}"
+                    await self.offload(
+                        lambda r=rid, why=reason: self._abort(self.store.round(r), why)
+                    )
                 except Exception as exc:
-                    self._uncache(rec.round_id)
-                    log.error("tick_failed", round_id=rec.round_id, exc=exc)
+                    self._uncache(rid)
+                    log.error("tick_failed", round_id=rid, exc=exc)
 
-    async def _advance(self, rec: RoundRecord) -> None:
+    async def _advance(self, round_id: str) -> None:
         """Move the round forward while its current phase is finished. Only the replica
-        holding the round's lease does; the others leave it to that one."""
+        holding the round's lease does; the others leave it to that one. The caller
+        holds the round's lock."""
         while True:
-            rec = self.store.round(rec.round_id)
-            if rec.state != RoundState.OPEN.value:
-                return
-            if self._lease(rec) is None:
+            rec = await self.offload(self._driving, round_id)
+            if rec is None:
                 return
             if rec.mode == Mode.SECAGG.value:
-                moved = await self._advance_secagg(rec)
+                moved = await self.offload(self._advance_secagg, rec)
             else:
                 moved = await self._advance_he(rec)
             if not moved:
                 return
 
-    def _phase_over(self, rec: RoundRecord, expected: Sequence[str], done: Sequence[str]) -> bool:
-        return set(expected) <= set(done) or self._clock_ms() >= rec.phase_deadline_ms
+    def _driving(self, round_id: str) -> RoundRecord | None:
+        """The round, if it is open and this replica holds (or just took) its lease."""
+        rec = self.store.round(round_id)
+        if rec.state != RoundState.OPEN.value or self._lease(rec) is None:
+            return None
+        return rec
 
-    def _next_phase(self, rec: RoundRecord, phase: Phase) -> None:
+    def _phase_over(self, rec: RoundRecord, expected: Sequence[str], done: Sequence[str]) -> bool:
+        if self._clock_ms() >= rec.phase_deadline_ms:
+            return True
+        # Counts first: the set comparison (O(n)) runs only once the phase may be full.
+        return len(done) >= len(expected) and set(expected) <= set(done)
+
+    def _next_phase(self, rec: RoundRecord, phase: Phase, closed: int) -> None:
+        """Move to ``phase``, closing the current one over ``closed`` submissions
+        (StaleRound if the store holds another number: another replica took one)."""
         deadline = self._clock_ms() + 1000 * rec.phase_timeout_s
+        closing = (rec.phase, closed)
         rec = rec.with_phase(phase.value, deadline)
         with self.store.transaction():
-            rec = self.store.update_round(rec, lease=self._held(rec.round_id))
+            rec = self.store.update_round(rec, lease=self._held(rec.round_id), closing=closing)
             self._secagg_version[rec.round_id] = rec.version
             self.store.audit(rec.round_id, "phase", phase=phase.value)
         log.info("phase", round_id=rec.round_id, phase=phase.value)
         self._notify()
 
-    async def _advance_secagg(self, rec: RoundRecord) -> bool:
+    def _advance_secagg(self, rec: RoundRecord) -> bool:
+        """One step of a secagg round (on a worker thread, under the round's lock)."""
         srv = self._fresh_server(rec)
         phase = Phase(rec.phase)
+        held = srv.accepted_parties
         try:
             if phase is Phase.COMMIT:
                 if not self._phase_over(rec, rec.parties, srv.committed):
                     return False
                 srv.close_commit()
-                self._next_phase(rec, Phase.ADVERTISE)
+                self._next_phase(rec, Phase.ADVERTISE, len(held("commit")))
             elif phase is Phase.ADVERTISE:
                 if not self._phase_over(rec, srv.committed, srv.u1):
                     return False
                 srv.close_advertise()
-                self._next_phase(rec, Phase.SHARE)
+                self._next_phase(rec, Phase.SHARE, len(held("advertise")))
             elif phase is Phase.SHARE:
-                shared = self.store.submitted_parties(rec.round_id, Phase.SHARE.value)
-                if not self._phase_over(rec, srv.u1, shared):
+                if not self._phase_over(rec, srv.u1, tuple(held("share"))):
                     return False
                 srv.close_share()
-                self._next_phase(rec, Phase.MASK)
+                self._next_phase(rec, Phase.MASK, len(held("share")))
             elif phase is Phase.MASK:
                 if not self._phase_over(rec, srv.u2, srv.masked_parties):
                     return False
                 srv.close_mask()
-                self._next_phase(rec, Phase.CONSISTENCY)
+                self._next_phase(rec, Phase.CONSISTENCY, len(held("mask")))
             elif phase is Phase.CONSISTENCY:
                 if not self._phase_over(rec, srv.u3, srv.consistency_signers):
                     return False
                 srv.close_consistency()
-                self._next_phase(rec, Phase.UNMASK)
+                self._next_phase(rec, Phase.UNMASK, len(held("consistency")))
             elif phase is Phase.UNMASK:
-                revealed = self.store.submitted_parties(rec.round_id, Phase.UNMASK.value)
-                if not self._phase_over(rec, srv.consistency_signers, revealed):
+                revealed = held("unmask")
+                if not self._phase_over(rec, srv.consistency_signers, tuple(revealed)):
                     return False
                 try:
-                    # Reconstruction is CPU work: off the event loop, so health checks
-                    # and other rounds' calls are answered meanwhile (srv is only touched
-                    # under the round lock, which this task holds).
-                    total = await asyncio.to_thread(srv.finish)
+                    # Reconstruction is CPU work, on this worker thread: the event loop
+                    # answers health checks and other rounds' calls meanwhile.
+                    total = srv.finish()
                 except RoundAborted:
                     raise
                 except BlindsumError as exc:
                     raise RoundAborted(f"reconstruction failed: {exc}") from exc
                 if srv.misbehaving:
                     rec = self._name_misbehaving(rec, srv.misbehaving)
-                self._release(rec, _signed(total), srv.u3)
+                self._release(
+                    rec, _signed(total), srv.u3, closing=(Phase.UNMASK.value, len(revealed))
+                )
             else:
                 return False
         except RoundAborted as exc:
@@ -1172,18 +1268,20 @@ class RoundManager:
     async def _advance_he(self, rec: RoundRecord) -> bool:
         if rec.phase != Phase.COLLECT.value:
             return False
-        submitted = self.store.submitted_parties(rec.round_id, Phase.COLLECT.value)
-        if not self._phase_over(rec, rec.parties, submitted):
+        submitted = await self.offload(self.store.phase_count, rec.round_id, Phase.COLLECT.value)
+        # Only invited parties' ciphertexts are accepted, so the count tells it.
+        if submitted < len(rec.parties) and self._clock_ms() < rec.phase_deadline_ms:
             return False
-        if len(submitted) < rec.threshold:
-            self._abort(
+        if submitted < rec.threshold:
+            await self.offload(
+                self._abort,
                 rec,
-                f"only {len(submitted)} of {len(rec.parties)} parties submitted before the "
+                f"only {submitted} of {len(rec.parties)} parties submitted before the "
                 f"deadline; the custodian needs {rec.threshold} receipts",
             )
             return True
         if self.custodian is None:
-            self._abort(rec, "no custodian is configured")
+            await self.offload(self._abort, rec, "no custodian is configured")
             return True
         now = self._clock_ms()
         if now < self._custodian_retry_at.get(rec.round_id, 0):
@@ -1205,12 +1303,25 @@ class RoundManager:
             log.warning("custodian_unavailable", round_id=rec.round_id, exc=exc)
             return False
         except BlindsumError as exc:
-            self._abort(rec, f"custodian refused to decrypt: {exc}")
+            await self.offload(self._abort, rec, f"custodian refused to decrypt: {exc}")
             return True
-        self._release(rec, values, tuple(r.party for r in acc.receipts()))
+        included = tuple(r.party for r in acc.receipts())
+        await self.offload(
+            self._release, rec, values, included, closing=(Phase.COLLECT.value, len(included))
+        )
         return True
 
-    def _release(self, rec: RoundRecord, totals: list[int], included: Sequence[str]) -> None:
+    def _release(
+        self,
+        rec: RoundRecord,
+        totals: list[int],
+        included: Sequence[str],
+        *,
+        closing: tuple[str, int],
+    ) -> None:
+        """Publish the round: the budget check, the ledger charge, the release and the
+        round's completion in one transaction, which fails (StaleRound) unless the
+        store holds exactly the ``closing`` submissions the totals were computed from."""
         schema = self._schema(rec)
         dp = _dp_of(rec)
         policy = self.settings.release
@@ -1240,7 +1351,7 @@ class RoundManager:
                     self.store.ledger_charge(
                         LedgerEntry(dp.campaign, dp.window, rec.round_id, report.dp.rho, now_ms())
                     )
-                self.store.update_round(done, lease=self._held(rec.round_id))
+                self.store.update_round(done, lease=self._held(rec.round_id), closing=closing)
                 self.store.audit(
                     rec.round_id,
                     "round_complete",

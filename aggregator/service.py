@@ -80,7 +80,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.ListRoundsRequest, context: Ctx
     ) -> round_pb2.ListRoundsResponse:
         party = _party(context)
-        views = self.m.list_rounds(party=party, only_open=request.only_open)
+        views = await self.m.offload(self.m.list_rounds, party=party, only_open=request.only_open)
         return round_pb2.ListRoundsResponse(rounds=[codec.round_view_to_pb(v) for v in views])
 
     @translate
@@ -88,7 +88,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> common_pb2.RoundInfo:
         party = _party(context)
-        view = self.m.party_view(request.round_id, party)
+        view = await self.m.offload(self.m.party_view, request.round_id, party)
         if request.wait_ms:
             known = codec.phase_from_pb(request.known_phase, field="RoundRef.known_phase")
             view = await self.m.watch(request.round_id, known, request.wait_ms, party=party)
@@ -99,7 +99,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.CommitRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
-        self.m.require_invited(party, request.round_id)
+        await self.m.offload(self.m.require_invited, party, request.round_id)
         commit = codec.commit_from_request(party, request)
         ack = await self.m.commit(
             party, request.round_id, request.schema_id, commit, request.SerializeToString()
@@ -122,7 +122,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.AdvertiseRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
-        self.m.require_invited(party, request.round_id)
+        await self.m.offload(self.m.require_invited, party, request.round_id)
         advert = codec.advert_from_request(party, request)
         ack = await self.m.advertise(
             party, request.round_id, request.schema_id, advert, request.SerializeToString()
@@ -145,7 +145,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.SubmitSharesRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
-        rec = self.m.view(request.round_id)
+        rec = await self.m.offload(self.m.view, request.round_id)
         shares = codec.shares_from_pb(request.envelopes, max_count=len(rec.parties))
         ack = await self.m.submit_shares(
             party, request.round_id, shares, request.SerializeToString()
@@ -202,7 +202,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.SubmitUnmaskRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
-        rec = self.m.view(request.round_id)
+        rec = await self.m.offload(self.m.view, request.round_id)
         reveals = codec.reveals_from_pb(request.shares, max_count=2 * len(rec.parties))
         ack = await self.m.submit_unmask(
             party, request.round_id, reveals, request.SerializeToString()
@@ -246,14 +246,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetStatus(  # noqa: N802 - gRPC method name
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> common_pb2.RoundInfo:
-        return codec.round_view_to_pb(self.m.view(request.round_id))
+        return codec.round_view_to_pb(await self.m.offload(self.m.view, request.round_id))
 
     @translate
     async def ListRounds(  # noqa: N802 - gRPC method name
         self, request: admin_pb2.ListAllRoundsRequest, context: Ctx
     ) -> admin_pb2.ListAllRoundsResponse:
         return admin_pb2.ListAllRoundsResponse(
-            rounds=[codec.round_view_to_pb(v) for v in self.m.list_rounds()]
+            rounds=[codec.round_view_to_pb(v) for v in await self.m.offload(self.m.list_rounds)]
         )
 
     @translate
@@ -271,7 +271,7 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
     async def GetReport(  # noqa: N802 - gRPC method name
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> report_pb2.Report:
-        return codec.report_to_pb(self.m.report(request.round_id))
+        return codec.report_to_pb(await self.m.offload(self.m.report, request.round_id))
 
 
 POLICY = {
@@ -428,6 +428,7 @@ async def start_aggregator(
             custodian=custodian_client,
             clock_ms=clock_ms or now_ms,
         )
+        manager.start()
         server = create_server([AuthorizationInterceptor(POLICY, _enrolled(store))])
         round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
@@ -509,7 +510,7 @@ async def _ticker(
     while True:
         await asyncio.sleep(interval)
         try:
-            manager.store.ping()
+            await manager.offload(manager.store.ping)
             await manager.tick()
         except Exception as exc:
             kind = "store_unavailable" if isinstance(exc, Unavailable) else "tick_failed"

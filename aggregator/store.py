@@ -305,6 +305,10 @@ class Store:
     #: One process serves a SQLite store (claim_serving), and BEGIN IMMEDIATE already
     #: serializes writers, so a plain read suffices there.
     lease_select_sql = "SELECT holder, token, expires_ms FROM round_leases WHERE round_id = ?"
+    #: Row locks on the round while a submission is written (shared) and while a phase
+    #: is closed (exclusive). SQLite's BEGIN IMMEDIATE already serializes both.
+    round_share_sql = "SELECT state, phase FROM rounds WHERE round_id = ?"
+    round_update_sql = "SELECT version FROM rounds WHERE round_id = ?"
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -442,12 +446,21 @@ class Store:
             )
 
     def update_round(
-        self, record: RoundRecord, *, lease: tuple[str, int] | None = None
+        self,
+        record: RoundRecord,
+        *,
+        lease: tuple[str, int] | None = None,
+        closing: tuple[str, int] | None = None,
     ) -> RoundRecord:
         """Write ``record`` if the stored round is still at ``record.version`` (and, with
         ``lease = (holder, token)``, if that lease still holds); return it at the next
         version. StaleRound otherwise: another replica changed the round, or this
-        replica's lease lapsed and another one took over (fencing)."""
+        replica's lease lapsed and another one took over (fencing).
+
+        ``closing = (phase, n)``: the caller closes ``phase`` over the n submissions it
+        holds. The round row is locked first (a submission being written holds it
+        shared, see put_submission), so StaleRound also when another replica stored a
+        submission of that phase that the caller has not seen."""
         sql = (
             "UPDATE rounds SET state = ?, phase = ?, phase_deadline_ms = ?, abort_reason = ?, "
             "updated_ms = ?, misbehaving_json = ?, version = version + 1 "
@@ -470,6 +483,15 @@ class Store:
             )
             params += (record.round_id, lease[0], lease[1])
         with self.transaction():
+            if closing is not None:
+                self._exec(self.round_update_sql, (record.round_id,)).fetchone()
+                stored = self.phase_count(record.round_id, closing[0])
+                if stored != closing[1]:
+                    raise StaleRound(
+                        f"round {record.round_id!r} has {stored} {closing[0]} submissions, "
+                        f"not the {closing[1]} being closed over",
+                        field="round",
+                    )
             if self._exec(sql, params).rowcount != 1:
                 raise StaleRound(
                     f"round {record.round_id!r} changed since version {record.version} was "
@@ -535,14 +557,30 @@ class Store:
 
     # -- submissions --------------------------------------------------------
     def put_submission(
-        self, round_id: str, phase: str, party: str, digest: str, payload: bytes | None
+        self,
+        round_id: str,
+        phase: str,
+        party: str,
+        digest: str,
+        payload: bytes | None,
+        *,
+        open_phase: bool = False,
     ) -> bool:
         """Store a phase input. Returns False for an identical retry (a replay).
 
         Raises AlreadyExists when the party already submitted something else in
-        this phase.
+        this phase. With ``open_phase``, FailedPrecondition unless the round is still
+        open in ``phase`` (checked under a shared lock on the round's row, so a replica
+        closing the phase either sees this submission or refuses it).
         """
         with self.transaction():
+            if open_phase:
+                now = self._exec(self.round_share_sql, (round_id,)).fetchone()
+                if now is None or now[0] != "open" or now[1] != phase:
+                    where = "gone" if now is None else f"{now[0]} in phase {now[1]}"
+                    raise FailedPrecondition(
+                        f"round {round_id!r} is {where}, not open in {phase}", field=phase
+                    )
             row = self._exec(
                 "SELECT digest FROM submissions WHERE round_id = ? AND phase = ? AND party = ?",
                 (round_id, phase, party),
@@ -585,6 +623,14 @@ class Store:
             (round_id,),
         ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
+
+    def phase_count(self, round_id: str, phase: str) -> int:
+        """How many parties submitted in one phase of a round."""
+        row = self._exec(
+            "SELECT COUNT(*) FROM submissions WHERE round_id = ? AND phase = ?",
+            (round_id, phase),
+        ).fetchone()
+        return int(row[0])
 
     def party_phases(self, round_id: str, party: str) -> set[str]:
         """The phases ``party`` submitted in."""
@@ -853,6 +899,8 @@ class PostgresStore(Store):
         "SELECT holder, token, expires_ms FROM round_leases WHERE round_id = ? "
         "FOR UPDATE SKIP LOCKED"
     )
+    round_share_sql = "SELECT state, phase FROM rounds WHERE round_id = ? FOR SHARE"
+    round_update_sql = "SELECT version FROM rounds WHERE round_id = ? FOR UPDATE"
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ Identity always comes from the certificate (``auth_context``), never from metada
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -124,7 +125,8 @@ class AuthorizationInterceptor(_InterceptorBase):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, err.message)
         if self._is_known is not None:
             try:
-                known = self._is_known(identity)
+                # The registry may be a database: asked off the event loop.
+                known = await asyncio.to_thread(self._is_known, identity)
             except Unavailable as err:
                 # The registry is away (its database): a retryable condition, not a bug.
                 _log.warning("rpc_identity_check_unavailable", method=method, exc=err)
