@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import secrets
 import socket
 import time
@@ -181,7 +182,7 @@ class RoundManager:
         self._secagg_version: dict[str, int] = {}
         self._he: dict[str, HeAccumulator] = {}
         #: This process's name in round leases; any number of replicas may share a store.
-        self.replica = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         #: round -> (fencing token, when this replica's lease expires, ms).
         self._leases: dict[str, tuple[int, int]] = {}
         self._schemas: dict[str, Schema] = {}
@@ -606,6 +607,12 @@ class RoundManager:
         codec.check_round_id(round_id)
         async with self._round_lock(round_id):
             return await self.offload(run)
+
+    def _abort_if_open(self, round_id: str, reason: str) -> None:
+        """Abort the round as it is in the store now, unless it closed meanwhile."""
+        rec = self.store.round(round_id)
+        if rec.state == RoundState.OPEN.value:
+            self._abort(rec, reason)
 
     def _abort(self, rec: RoundRecord, reason: str) -> RoundRecord:
         rec = replace(
@@ -1150,10 +1157,9 @@ class RoundManager:
                     # Another writer moved the round first: this cache is out of date.
                     self._uncache(rid)
                 except BlindsumError as exc:
-                    reason = f"internal failure: {exc}"
-                    await self.offload(
-                        lambda r=rid, why=reason: self._abort(self.store.round(r), why)
-                    )
+                    log.error("round_failed", round_id=rid, exc=exc)
+                    self._uncache(rid)
+                    await self.offload(self._abort_if_open, rid, f"internal failure: {exc}")
                 except Exception as exc:
                     self._uncache(rid)
                     log.error("tick_failed", round_id=rid, exc=exc)
@@ -1341,8 +1347,11 @@ class RoundManager:
         )
         try:
             # One transaction: the budget check, the ledger charge and the release land
-            # together or not at all.
+            # together or not at all. The fenced compare-and-set comes first, so a
+            # replica whose lease lapsed (or that counted other submissions) stops
+            # before it touches the release or the ledger.
             with self.store.transaction():
+                self.store.update_round(done, lease=self._held(rec.round_id), closing=closing)
                 self.store.lock_ledger(dp.campaign, dp.window)
                 spent = self.store.ledger_spent(dp.campaign, dp.window)
                 report = build_report(given, policy, spent_before=spent, previous=previous)
@@ -1351,7 +1360,6 @@ class RoundManager:
                     self.store.ledger_charge(
                         LedgerEntry(dp.campaign, dp.window, rec.round_id, report.dp.rho, now_ms())
                     )
-                self.store.update_round(done, lease=self._held(rec.round_id), closing=closing)
                 self.store.audit(
                     rec.round_id,
                     "round_complete",

@@ -455,7 +455,8 @@ class Store:
         """Write ``record`` if the stored round is still at ``record.version`` (and, with
         ``lease = (holder, token)``, if that lease still holds); return it at the next
         version. StaleRound otherwise: another replica changed the round, or this
-        replica's lease lapsed and another one took over (fencing).
+        replica's lease lapsed and another one took over (fencing), or the round is
+        closed already (a complete or aborted round never changes again).
 
         ``closing = (phase, n)``: the caller closes ``phase`` over the n submissions it
         holds. The round row is locked first (a submission being written holds it
@@ -464,7 +465,7 @@ class Store:
         sql = (
             "UPDATE rounds SET state = ?, phase = ?, phase_deadline_ms = ?, abort_reason = ?, "
             "updated_ms = ?, misbehaving_json = ?, version = version + 1 "
-            "WHERE round_id = ? AND version = ?"
+            "WHERE round_id = ? AND version = ? AND state = 'open'"
         )
         params: tuple[Any, ...] = (
             record.state,
@@ -495,7 +496,7 @@ class Store:
             if self._exec(sql, params).rowcount != 1:
                 raise StaleRound(
                     f"round {record.round_id!r} changed since version {record.version} was "
-                    "read (another replica moved it, or this one's lease lapsed)",
+                    "read (another replica moved it, this one's lease lapsed, or it closed)",
                     field="round",
                 )
             self._notify_round(record.round_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -240,3 +242,89 @@ def test_leases_fence_a_replica_whose_lease_lapsed(store: Store) -> None:
     store.update_round(replace(rec, phase="mask"), lease=("replica-b", b))
     store.release_lease(rid, "replica-b")
     assert store.acquire_lease(rid, "replica-a", now=2_100, ttl_ms=500) == b + 1
+
+
+def test_a_phase_closes_only_over_every_stored_submission(store: Store) -> None:
+    """Replica A counted two adverts; replica B stores a third before A closes the phase:
+    A's close is refused (it would have left B's advert out), and A's retry over three
+    succeeds. A submission that arrives after the close is refused instead."""
+    rid = "r-" + uuid.uuid4().hex[:10]
+    rec = _round(rid)
+    store.create_round(rec)
+    for party in ("a", "b"):
+        store.put_submission(rid, "advertise", party, "d-" + party, b"x", open_phase=True)
+    seen = store.phase_count(rid, "advertise")
+    store.put_submission(rid, "advertise", "c", "d-c", b"x", open_phase=True)  # replica B
+    moved = rec.with_phase("share", rec.phase_deadline_ms)
+    with pytest.raises(StaleRound, match="3 advertise submissions"):
+        store.update_round(moved, closing=("advertise", seen))
+    assert store.round(rid).phase == "advertise"
+    store.update_round(moved, closing=("advertise", store.phase_count(rid, "advertise")))
+    with pytest.raises(FailedPrecondition, match="not open in advertise"):
+        store.put_submission(rid, "advertise", "d", "d-d", b"x", open_phase=True)
+    assert store.phase_count(rid, "advertise") == 3
+
+
+def test_submissions_from_many_threads_all_land(store: Store) -> None:
+    """The service writes from worker threads: each thread's transaction is its own
+    (its own pooled connection on PostgreSQL), and none is lost or mixed with another."""
+    rid = "r-" + uuid.uuid4().hex[:10]
+    store.create_round(replace(_round(rid), parties=tuple(f"p{i}" for i in range(64))))
+
+    def submit(i: int) -> bool:
+        with store.transaction():
+            store.audit(rid, "submitting", party=f"p{i}")
+            return store.put_submission(rid, "advertise", f"p{i}", f"d{i}", b"v" * i)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(submit, range(64)))
+    assert store.phase_count(rid, "advertise") == 64
+    assert {s.party: s.payload for s in store.iter_submissions(rid, "advertise", batch=7)} == {
+        f"p{i}": b"v" * i for i in range(64)
+    }
+    assert len([e for e in store.audit_log(rid) if e[2] == "submitting"]) == 64
+
+
+@pytest.mark.postgres
+def test_a_replica_hears_another_replica_move_a_round(pg_url: str) -> None:
+    """LISTEN/NOTIFY: a round moved through one store is announced to a listener on
+    another store of the same database, on commit (not before, not on rollback)."""
+    writer, reader = open_store(pg_url), open_store(pg_url)
+    heard: queue.Queue[str] = queue.Queue()
+    try:
+        assert reader.listen(heard.put)
+        rid = "r-" + uuid.uuid4().hex[:10]
+        rec = _round(rid)
+        writer.create_round(rec)
+        # The listener connects in its own thread: repeat a harmless move until it hears.
+        deadline = time.monotonic() + 30
+        got = None
+        while got is None and time.monotonic() < deadline:
+            rec = writer.update_round(replace(rec, updated_ms=now_ms()))
+            try:
+                got = heard.get(timeout=0.5)
+            except queue.Empty:
+                continue
+        assert got == rid
+        while not heard.empty():
+            heard.get_nowait()
+        with pytest.raises(RuntimeError), writer.transaction():
+            writer.update_round(replace(rec, updated_ms=now_ms()))
+            raise RuntimeError("rolled back")
+        with pytest.raises(queue.Empty):
+            heard.get(timeout=1.0)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_closed_round_never_changes_again(store: Store) -> None:
+    """Even with its current version in hand, nobody can move a complete round (a late
+    replica that read it after the release cannot abort it)."""
+    rid = "r-" + uuid.uuid4().hex[:10]
+    rec = _round(rid)
+    store.create_round(rec)
+    done = store.update_round(replace(rec, state="complete", phase="done"))
+    with pytest.raises(StaleRound, match="closed"):
+        store.update_round(replace(store.round(rid), state="aborted", abort_reason="late"))
+    assert store.round(rid) == done
