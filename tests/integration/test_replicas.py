@@ -142,3 +142,29 @@ async def test_a_killed_replica_s_rounds_are_finished_by_another(
     finally:
         await a.stop(grace=None)
         await b.stop(grace=None)
+
+
+async def test_an_he_round_split_across_two_replicas_sums_every_ciphertext(
+    deployment: Deployment, replicas: tuple[RunningAggregator, RunningAggregator]
+) -> None:
+    """Before issue 11 each he submission rewrote one running-sum row, so two replicas
+    accepting ciphertexts overwrote each other's sums. Now each ciphertext is stored on
+    its own and the lease holder sums them all when the phase closes."""
+    a, b = replicas
+    view = await a.manager.open_round(OpenRoundSpec(mode=Mode.HE, parties=PARTIES))
+    vectors = {n: party_vector(10 + i) for i, n in enumerate(PARTIES)}
+    on_a = {n: v for i, (n, v) in enumerate(vectors.items()) if i % 2 == 0}
+    on_b = {n: v for n, v in vectors.items() if n not in on_a}
+    results = await asyncio.gather(
+        run_parties(deployment, a.port, view.round_id, on_a, expire_gone=False),
+        run_parties(deployment, b.port, view.round_id, on_b, expire_gone=False),
+    )
+    for part in results:
+        assert all(
+            isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in part.values()
+        ), part
+    report = a.manager.report(view.round_id)
+    assert report.included_parties == PARTIES
+    assert_report_matches(report, plain_sum(list(vectors.values())))
+    # No running-sum row was written: the ciphertexts are the only copy of the inputs.
+    assert a.store.accumulator(view.round_id) is None
