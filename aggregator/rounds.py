@@ -22,7 +22,9 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
+
+from google.protobuf.message import Message
 
 from aggregator.release import (
     BudgetExhausted,
@@ -86,6 +88,7 @@ from blindsum.window import round_window
 log = get_logger("blindsum.aggregator.rounds")
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,8 @@ class RoundManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._secagg: dict[str, SecAggServer] = {}
         self._secagg_version: dict[str, int] = {}
+        #: (round, kind) -> (round version, answer): see _materialised.
+        self._memo: dict[tuple[str, str], tuple[int, Message]] = {}
         self._he: dict[str, HeAccumulator] = {}
         #: This process's name in round leases; any number of replicas may share a store.
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -259,8 +264,22 @@ class RoundManager:
         self._uncache(round_id)
         self._custodian_retry_at.pop(round_id, None)
 
+    def _materialised(self, rec: RoundRecord, kind: str, build: Callable[[], _M]) -> _M:
+        """An answer that is the same for every caller at one version of the round (the
+        commit list, the roster, the unmask request): built once per phase and then
+        served as built, instead of re-encoding O(n) entries for each of n callers."""
+        key = (rec.round_id, kind)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == rec.version:
+            return cast("_M", hit[1])
+        message = build()
+        self._memo[key] = (rec.version, message)
+        return message
+
     def _uncache(self, round_id: str) -> None:
         """Drop a round's cached protocol state; the next use rebuilds it from the store."""
+        for kind in ("commits", "roster", "unmask"):
+            self._memo.pop((round_id, kind), None)
         self._secagg.pop(round_id, None)
         self._secagg_version.pop(round_id, None)
         self._he.pop(round_id, None)
@@ -851,8 +870,8 @@ class RoundManager:
             schema_id=schema_id,
         )
 
-    async def commits(self, party: str, round_id: str) -> list[tuple[Commit, bytes]]:
-        def run() -> list[tuple[Commit, bytes]]:
+    async def commits(self, party: str, round_id: str) -> round_pb2.CommitList:
+        def run() -> round_pb2.CommitList:
             rec = self._round_for_party(party, round_id)
             if rec.mode != Mode.SECAGG.value or rec.phase == Phase.COMMIT.value:
                 raise FailedPrecondition(
@@ -863,8 +882,18 @@ class RoundManager:
                 raise FailedPrecondition(
                     f"round {rec.round_id!r} is {rec.state}", field="GetCommits"
                 )
-            srv = self._server(rec)
-            return [(c, self._identity(p)[1]) for p, c in srv.commits().items()]
+
+            def build() -> round_pb2.CommitList:
+                srv = self._server(rec)
+                return round_pb2.CommitList(
+                    round_id=rec.round_id,
+                    commits=[
+                        codec.signed_commit_to_pb(c, self._identity(p)[1])
+                        for p, c in srv.commits().items()
+                    ],
+                )
+
+            return self._materialised(rec, "commits", build)
 
         async with self._round_lock(round_id):
             return await self.offload(run)
@@ -893,8 +922,8 @@ class RoundManager:
             schema_id=schema_id,
         )
 
-    async def roster(self, party: str, round_id: str) -> list[tuple[Advert, bytes]]:
-        def run() -> list[tuple[Advert, bytes]]:
+    async def roster(self, party: str, round_id: str) -> round_pb2.Roster:
+        def run() -> round_pb2.Roster:
             rec = self._round_for_party(party, round_id)
             if rec.phase in (Phase.COMMIT.value, Phase.ADVERTISE.value) or (
                 rec.mode != Mode.SECAGG.value
@@ -907,8 +936,18 @@ class RoundManager:
                 raise FailedPrecondition(
                     f"round {rec.round_id!r} is {rec.state}", field="GetRoster"
                 )
-            srv = self._server(rec)
-            return [(a, self._identity(p)[1]) for p, a in sorted(srv.roster().items())]
+
+            def build() -> round_pb2.Roster:
+                srv = self._server(rec)
+                return round_pb2.Roster(
+                    round_id=rec.round_id,
+                    adverts=[
+                        codec.signed_advert_to_pb(a, self._identity(p)[1])
+                        for p, a in sorted(srv.roster().items())
+                    ],
+                )
+
+            return self._materialised(rec, "roster", build)
 
         async with self._round_lock(round_id):
             return await self.offload(run)
@@ -974,12 +1013,10 @@ class RoundManager:
             schema_id=schema_id,
         )
 
-    async def unmask_request(
-        self, party: str, round_id: str
-    ) -> tuple[list[str], list[str], dict[str, bytes]]:
+    async def unmask_request(self, party: str, round_id: str) -> round_pb2.UnmaskRequest:
         """The survivor and dropped lists; in the unmask phase also the consistency signatures."""
 
-        def run() -> tuple[list[str], list[str], dict[str, bytes]]:
+        def run() -> round_pb2.UnmaskRequest:
             rec = self._round_for_party(party, round_id)
             if rec.phase == Phase.CONSISTENCY.value:
                 self._require_open(rec, Phase.CONSISTENCY, "GetUnmaskRequest")
@@ -990,14 +1027,21 @@ class RoundManager:
                 raise PermissionDenied(
                     f"party {party!r} did not submit a masked vector", field="GetUnmaskRequest"
                 )
-            signatures: dict[str, bytes] = {}
-            if rec.phase == Phase.UNMASK.value:
-                if party not in srv.consistency_signers:
-                    raise PermissionDenied(
-                        f"party {party!r} did not sign the survivor lists", field="GetUnmaskRequest"
-                    )
-                signatures = srv.consistency_signatures()
-            return list(srv.u3), list(srv.dropped), signatures
+            if rec.phase == Phase.UNMASK.value and party not in srv.consistency_signers:
+                raise PermissionDenied(
+                    f"party {party!r} did not sign the survivor lists", field="GetUnmaskRequest"
+                )
+
+            def build() -> round_pb2.UnmaskRequest:
+                signatures = srv.consistency_signatures() if rec.phase == Phase.UNMASK.value else {}
+                return round_pb2.UnmaskRequest(
+                    round_id=rec.round_id,
+                    survivors=list(srv.u3),
+                    dropped=list(srv.dropped),
+                    signatures=codec.signatures_to_pb(signatures),
+                )
+
+            return self._materialised(rec, "unmask", build)
 
         async with self._round_lock(round_id):
             return await self.offload(run)

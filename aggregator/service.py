@@ -111,11 +111,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> round_pb2.CommitList:
         party = _party(context)
-        entries = await self.m.commits(party, request.round_id)
-        return round_pb2.CommitList(
-            round_id=request.round_id,
-            commits=[codec.signed_commit_to_pb(c, cert) for c, cert in entries],
-        )
+        return await self.m.commits(party, request.round_id)
 
     @translate
     async def Advertise(  # noqa: N802 - gRPC method name
@@ -134,11 +130,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> round_pb2.Roster:
         party = _party(context)
-        entries = await self.m.roster(party, request.round_id)
-        return round_pb2.Roster(
-            round_id=request.round_id,
-            adverts=[codec.signed_advert_to_pb(a, cert) for a, cert in entries],
-        )
+        return await self.m.roster(party, request.round_id)
 
     @translate
     async def SubmitShares(  # noqa: N802 - gRPC method name
@@ -177,13 +169,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> round_pb2.UnmaskRequest:
         party = _party(context)
-        survivors, dropped, signatures = await self.m.unmask_request(party, request.round_id)
-        return round_pb2.UnmaskRequest(
-            round_id=request.round_id,
-            survivors=survivors,
-            dropped=dropped,
-            signatures=codec.signatures_to_pb(signatures),
-        )
+        return await self.m.unmask_request(party, request.round_id)
 
     @translate
     async def SubmitConsistency(  # noqa: N802 - gRPC method name
