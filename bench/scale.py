@@ -564,10 +564,21 @@ class WorkerPool:
             out.append(message[1])
         return out
 
-    def run_round(self, round_id: str, timeout: float) -> list[dict[str, Any]]:
+    def run_round(self, round_id: str, timeout: float) -> tuple[list[dict[str, Any]], int]:
+        """Run the round on every worker: (the summaries of the workers that finished
+        within ``timeout``, how many did not)."""
         for conn in self.conns:
             conn.send(("go", round_id))
-        return self._collect("done", timeout)
+        deadline = time.monotonic() + timeout
+        out = []
+        for conn in self.conns:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                continue
+            message = conn.recv()
+            if message[0] != "done":
+                raise Internal(f"a worker failed: {message[1]}")
+            out.append(message[1])
+        return out, len(self.conns) - len(out)
 
     def stop(self) -> None:
         for conn in self.conns:
@@ -648,6 +659,16 @@ def _top_statements(
     ]
 
 
+def _inserted_submissions(start: dict[str, Any], end: dict[str, Any]) -> int:
+    """Rows the store inserted into ``submissions`` between two snapshots."""
+    before: dict[str, int] = start.get("by_text", {})
+    return sum(
+        v - before.get(k, 0)
+        for k, v in end.get("by_text", {}).items()
+        if k.startswith("INSERT INTO submissions ")
+    )
+
+
 def measure_size(
     template: Template,
     n: int,
@@ -697,8 +718,8 @@ def measure_size(
                 _say(f"n={n}: round {round_id} opens")
                 t0 = time.time()
                 _open_round(agg_dir, agg.address, spec)
-                summaries = pool.run_round(round_id, round_timeout_s)
-                parties_done = max(s["last_finish"] for s in summaries) - t0
+                summaries, late = pool.run_round(round_id, round_timeout_s)
+                parties_done = max((s["last_finish"] for s in summaries), default=math.nan) - t0
                 states: Counter[str] = Counter()
                 reasons: Counter[str] = Counter()
                 rpcs: Counter[str] = Counter()
@@ -720,6 +741,11 @@ def measure_size(
                         why = f"released sum is wrong: {exc}"
                 else:
                     why = "; ".join(f"{k} (x{v})" for k, v in reasons.most_common(3))
+                if late:
+                    why = (
+                        f"{late} of {len(pool.conns)} workers still had parties in the round "
+                        f"after {round_timeout_s:g} s (--round-timeout); {why}"
+                    )
                 round_s = time.time() - t0
                 end = agg.snapshot("end")
                 time.sleep(_STATS_SETTLE_S)
@@ -728,8 +754,12 @@ def measure_size(
             finally:
                 pool.stop()
         final_log = (agg_dir / "bench-out" / "aggregator.log").read_text(errors="replace")
-    # Accepted submissions: after an abort, calls that fail are not submissions.
+    # Accepted submissions: after an abort, calls that fail are not submissions. Without
+    # every worker's summary (the round outlived --round-timeout), the store's inserts of
+    # submissions count them instead.
     submissions = sum(v for k, v in accepted.items() if k in SUBMISSIONS)
+    if late:
+        submissions = _inserted_submissions(start, end)
     pg = _pg_delta(pg_before, pg_after)
     idle_rate = (start["statements"] - idle["statements"]) / max(1e-9, start["time"] - idle["time"])
     statements = end["statements"] - start["statements"]
@@ -762,6 +792,7 @@ def measure_size(
     details[str(n)] = {
         "params": params,
         "round_id": round_id,
+        "late_workers": late,
         "states": dict(states),
         "abort_reasons": dict(reasons),
         "rpcs": dict(rpcs),
