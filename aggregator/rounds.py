@@ -131,8 +131,16 @@ class CustodianClient(Protocol):
 
 #: Longest a GetRound long poll is held open.
 MAX_WATCH_MS = 10_000
-#: How often a held long poll re-reads the store (changes made by other replicas).
+#: How often a held long poll re-reads the store when another process may change a
+#: round unannounced (a shared store without notifications).
 WATCH_POLL_S = 0.5
+#: ... and when every change is announced (one process serves the store, or the store
+#: delivers other replicas' changes): only a safety net for a lost announcement.
+WATCH_FALLBACK_S = 5.0
+#: Abort reasons are cut to this length: they travel in gRPC status messages, and
+#: status metadata is capped (8 KB by default).
+MAX_REASON_CHARS = 500
+
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
 
@@ -181,6 +189,8 @@ class RoundManager:
         # The loop this manager serves; store work runs on worker threads, and changes
         # they make are announced back on it.
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: How often a held long poll re-reads the store (see start()).
+        self._poll_s = WATCH_POLL_S
         self._secagg: dict[str, SecAggServer] = {}
         self._secagg_version: dict[str, int] = {}
         #: (round, kind) -> (round version, answer): see _materialised.
@@ -223,6 +233,9 @@ class RoundManager:
         self._bind()
         if self.store.listen(lambda _round_id: self._notify()):
             log.info("store_listening")
+            self._poll_s = WATCH_FALLBACK_S
+        elif not self.store.shared:
+            self._poll_s = WATCH_FALLBACK_S
 
     # -- lookups --------------------------------------------------------------
 
@@ -295,10 +308,11 @@ class RoundManager:
         """Rounds whose protocol state is held in memory (a cache of the store)."""
         return frozenset(self._secagg) | frozenset(self._he)
 
-    def require_invited(self, party: str, round_id: str) -> None:
+    def require_invited(self, party: str, round_id: str) -> int:
         """PermissionDenied unless ``party`` is invited to ``round_id``: checked before a
-        submission's fields are parsed, so an outsider learns nothing from the errors."""
-        self._round_for_party(party, round_id)
+        submission's fields are parsed, so an outsider learns nothing from the errors.
+        Returns how many parties are invited (the bound on a message's entries)."""
+        return len(self._round_for_party(party, round_id).parties)
 
     def _require_open(self, rec: RoundRecord, phase: Phase, rpc: str) -> None:
         if rec.state != RoundState.OPEN.value:
@@ -344,11 +358,11 @@ class RoundManager:
             if remaining <= 0:
                 return view
             try:
-                # Another replica's change sets no event here: look again at least every
-                # WATCH_POLL_S (a bounded polling fallback).
-                await asyncio.wait_for(changed.wait(), min(remaining, WATCH_POLL_S))
+                # Look again on every change, and at least every poll_s (a bounded
+                # fallback: waiting parties cost nothing between changes).
+                await asyncio.wait_for(changed.wait(), min(remaining, self._poll_s))
             except TimeoutError:
-                if remaining <= WATCH_POLL_S:
+                if remaining <= self._poll_s:
                     return await look()
 
     def _notify(self) -> None:
@@ -634,6 +648,9 @@ class RoundManager:
             self._abort(rec, reason)
 
     def _abort(self, rec: RoundRecord, reason: str) -> RoundRecord:
+        if len(reason) > MAX_REASON_CHARS:
+            # The reason is sent in the status of every later call about the round.
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
         rec = replace(
             rec,
             state=RoundState.ABORTED.value,

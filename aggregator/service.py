@@ -137,8 +137,8 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.SubmitSharesRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
-        rec = await self.m.offload(self.m.view, request.round_id)
-        shares = codec.shares_from_pb(request.envelopes, max_count=len(rec.parties))
+        invited = await self.m.offload(self.m.require_invited, party, request.round_id)
+        shares = codec.shares_from_pb(request.envelopes, max_count=invited)
         ack = await self.m.submit_shares(
             party, request.round_id, shares, request.SerializeToString()
         )
@@ -188,8 +188,8 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.SubmitUnmaskRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
-        rec = await self.m.offload(self.m.view, request.round_id)
-        reveals = codec.reveals_from_pb(request.shares, max_count=2 * len(rec.parties))
+        invited = await self.m.offload(self.m.require_invited, party, request.round_id)
+        reveals = codec.reveals_from_pb(request.shares, max_count=2 * invited)
         ack = await self.m.submit_unmask(
             party, request.round_id, reveals, request.SerializeToString()
         )

@@ -309,6 +309,9 @@ class Store:
     #: is closed (exclusive). SQLite's BEGIN IMMEDIATE already serializes both.
     round_share_sql = "SELECT state, phase FROM rounds WHERE round_id = ?"
     round_update_sql = "SELECT version FROM rounds WHERE round_id = ?"
+    #: Whether several serving processes may share this store (SQLite: no, see
+    #: claim_serving), so that a round may change without this process knowing.
+    shared = False
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -900,6 +903,7 @@ class PostgresStore(Store):
         "SELECT holder, token, expires_ms FROM round_leases WHERE round_id = ? "
         "FOR UPDATE SKIP LOCKED"
     )
+    shared = True
     round_share_sql = "SELECT state, phase FROM rounds WHERE round_id = ? FOR SHARE"
     round_update_sql = "SELECT version FROM rounds WHERE round_id = ? FOR UPDATE"
 
@@ -1016,6 +1020,8 @@ class PostgresStore(Store):
                     ) as conn:
                         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                         backoff = 0.5
+                        # Whatever changed while not listening: everyone looks again.
+                        on_change("")
                         while not self._stop.is_set():
                             for note in conn.notifies(timeout=1.0):
                                 on_change(note.payload)

@@ -115,6 +115,13 @@ def _check_int(value: object, field_name: str, low: int, high: int | None = None
     return value
 
 
+def name_list(names: Sequence[str], limit: int = 8) -> str:
+    """``names`` for a message: the first ``limit`` and how many more. An abort reason
+    travels in every later call's gRPC status, whose metadata is capped at 8 KB."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 @dataclass(frozen=True)
 class SecAggConfig:
     """Public parameters of one secagg round; every participant must hold the same.
@@ -1679,7 +1686,7 @@ class SecAggServer:
         u1 = self._config.ordered(set(self._adverts))
         missing = self._config.ordered(set(self._list) - set(u1))
         if missing:
-            raise self._fail(f"parties committed but did not reveal: {', '.join(missing)}", "u1")
+            raise self._fail(f"parties committed but did not reveal: {name_list(missing)}", "u1")
         seed = graph_seed(self._config, self._list_digest, {p: self._adverts[p].nonce for p in u1})
         self._u1 = u1
         self._graph = graph.neighbours(u1, self._config.graph_degree, seed)
@@ -2060,7 +2067,7 @@ class SecAggServer:
             if len(collected.get((owner, kind), ())) < t
         ]
         if lacking:
-            raise RoundAborted(f"fewer than {t} shares for: {', '.join(lacking)}", field="reveals")
+            raise RoundAborted(f"fewer than {t} shares for: {name_list(lacking)}", field="reveals")
         total = self._sum.copy()
         u3 = frozenset(self._u3)
         named: dict[str, str] = {}

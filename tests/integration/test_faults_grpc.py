@@ -18,7 +18,7 @@ from blindsum.bundle import load_bundle
 from blindsum.crypto.sign import SigningKey
 from blindsum.errors import FailedPrecondition, Unavailable
 from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView, round_context
-from blindsum.protocol.secagg import SecAggConfig, SecAggParty
+from blindsum.protocol.secagg import SecAggConfig, SecAggParty, name_list
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
 from blindsum.transport.pki import Identity, Role, create_ca, issue_tls_cert
 from blindsum.transport.tls import secure_channel
@@ -463,3 +463,36 @@ async def test_a_second_aggregator_on_the_same_sqlite_store_is_refused(
     await aggregator.stop(grace=None)
     again = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", tick=False)
     await again.stop(grace=None)
+
+
+async def test_a_long_abort_reason_is_cut_so_every_later_call_still_gets_it(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """An abort reason travels in the status of every later call about the round; at
+    n = 1,000 a reason listing every missing party (12.5 KB) overflowed gRPC's 8 KB
+    metadata limit, and parties got RESOURCE_EXHAUSTED instead of the reason."""
+    view = await aggregator.manager.open_round(OpenRoundSpec(mode=Mode.SECAGG, parties=PARTIES))
+    await aggregator.manager.abort(view.round_id, "x" * 20_000)
+    bundle = load_bundle(deployment.bundle(PARTIES[0]))
+    channel = secure_channel(
+        f"127.0.0.1:{aggregator.port}",
+        bundle.tls,
+        bundle.ca_cert_pem,
+        server_name=bundle.config.server_name,
+    )
+    try:
+        stub = round_pb2_grpc.RoundServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetRoster(common_pb2.RoundRef(round_id=view.round_id))
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "aborted" in (err.value.details() or "")
+    finally:
+        await channel.close(None)
+    assert len(aggregator.manager.view(view.round_id).abort_reason) <= 500
+
+
+def test_a_list_of_names_in_a_message_is_bounded() -> None:
+    names = [f"party-{i:05d}" for i in range(1000)]
+    text = name_list(names)
+    assert text.startswith("party-00000, party-00001") and text.endswith("and 992 more")
+    assert name_list(names[:3]) == "party-00000, party-00001, party-00002"
