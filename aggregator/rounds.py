@@ -864,7 +864,7 @@ class RoundManager:
             ack = await self.offload(run)
             if not ack.replay:
                 try:
-                    await self._advance(round_id)
+                    await self._advance(round_id, after_submission=True)
                 except StaleRound:
                     # The submission is stored; another writer moved the round meanwhile.
                     self._uncache(round_id)
@@ -1225,20 +1225,26 @@ class RoundManager:
                     self._uncache(rid)
                     log.error("tick_failed", round_id=rid, exc=exc)
 
-    async def _advance(self, round_id: str) -> None:
+    async def _advance(self, round_id: str, *, after_submission: bool = False) -> None:
         """Move the round forward while its current phase is finished. Only the replica
         holding the round's lease does; the others leave it to that one. The caller
-        holds the round's lock."""
+        holds the round's lock.
+
+        ``after_submission``: judge a secagg phase by this replica's cache alone (no
+        query); submissions other replicas took are counted at the next tick. A close
+        is checked against the store's count anyway (update_round(closing=...))."""
+        fresh = not after_submission
         while True:
             rec = await self.offload(self._driving, round_id)
             if rec is None:
                 return
             if rec.mode == Mode.SECAGG.value:
-                moved = await self.offload(self._advance_secagg, rec)
+                moved = await self.offload(self._advance_secagg, rec, fresh=fresh)
             else:
                 moved = await self._advance_he(rec)
             if not moved:
                 return
+            fresh = True
 
     def _driving(self, round_id: str) -> RoundRecord | None:
         """The round, if it is open and this replica holds (or just took) its lease."""
@@ -1266,9 +1272,10 @@ class RoundManager:
         log.info("phase", round_id=rec.round_id, phase=phase.value)
         self._notify()
 
-    def _advance_secagg(self, rec: RoundRecord) -> bool:
-        """One step of a secagg round (on a worker thread, under the round's lock)."""
-        srv = self._fresh_server(rec)
+    def _advance_secagg(self, rec: RoundRecord, *, fresh: bool = True) -> bool:
+        """One step of a secagg round (on a worker thread, under the round's lock);
+        ``fresh``: first read what other replicas stored (see _advance)."""
+        srv = self._fresh_server(rec) if fresh else self._server(rec)
         phase = Phase(rec.phase)
         held = srv.accepted_parties
         try:

@@ -876,6 +876,10 @@ class SqliteStore(Store):
 POOL_SIZE = 8
 #: How long a call waits for a pooled connection before it answers Unavailable.
 POOL_WAIT_S = 5.0
+#: A pooled connection idle for longer than this is pinged before it is lent (one
+#: round trip); a busier one is trusted, and if the server dropped it meanwhile the
+#: call fails as Unavailable once and the pool replaces it.
+CHECK_IDLE_S = 2.0
 #: The channel round changes are announced on (PostgreSQL LISTEN/NOTIFY).
 NOTIFY_CHANNEL = "blindsum_rounds"
 
@@ -919,6 +923,9 @@ class PostgresStore(Store):
             ) from exc
         self._psycopg = psycopg
         self._pool_errors = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed)
+        self._ping = psycopg_pool.ConnectionPool.check_connection
+        #: id(connection) -> when it was last given back (monotonic seconds).
+        self._returned: dict[int, float] = {}
         self._url = url
         self._pool = psycopg_pool.ConnectionPool(
             url,
@@ -926,7 +933,7 @@ class PostgresStore(Store):
             max_size=pool_size,
             open=False,
             kwargs={"autocommit": False, "connect_timeout": 5},
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=self._check,
             timeout=POOL_WAIT_S,
             name="blindsum-store",
         )
@@ -937,6 +944,19 @@ class PostgresStore(Store):
             raise Unavailable("cannot reach the database", field="store") from None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+
+    def _check(self, conn: Any) -> None:
+        returned = self._returned.get(id(conn))
+        if returned is None or time.monotonic() - returned >= CHECK_IDLE_S:
+            self._ping(conn)
+
+    def _putconn(self, conn: Any) -> None:
+        self._returned[id(conn)] = time.monotonic()
+        if len(self._returned) > 8 * POOL_SIZE:
+            # The pool replaces connections over time: forget the long-gone ones.
+            recent = sorted(self._returned.items(), key=lambda item: item[1])[-POOL_SIZE:]
+            self._returned = dict(recent)
+        self._pool.putconn(conn)
 
     def _getconn(self) -> Any:
         try:
@@ -966,7 +986,7 @@ class PostgresStore(Store):
             raise
         finally:
             self._local.conn = None
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     def _run(self, sql: str, params: tuple[Any, ...]) -> _Result:
         conn = getattr(self._local, "conn", None)
@@ -994,7 +1014,7 @@ class PostgresStore(Store):
                     conn.rollback()
                 raise
             finally:
-                self._pool.putconn(conn)
+                self._putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def lock_ledger(self, campaign: str, window: str) -> None:
