@@ -137,6 +137,9 @@ WATCH_POLL_S = 0.5
 #: ... and when every change is announced (one process serves the store, or the store
 #: delivers other replicas' changes): only a safety net for a lost announcement.
 WATCH_FALLBACK_S = 5.0
+#: How long the per-phase submission counts in a party's view may be reused (they
+#: are progress information; a party's own status is always read fresh).
+COUNTS_TTL_S = 0.25
 #: Abort reasons are cut to this length: they travel in gRPC status messages, and
 #: status metadata is capped (8 KB by default).
 MAX_REASON_CHARS = 500
@@ -193,6 +196,8 @@ class RoundManager:
         self._poll_s = WATCH_POLL_S
         self._secagg: dict[str, SecAggServer] = {}
         self._secagg_version: dict[str, int] = {}
+        #: round -> (round version, when read, submissions per phase): see _party_view.
+        self._counts: dict[str, tuple[int, float, dict[str, int]]] = {}
         #: (round, kind) -> (round version, answer): see _materialised.
         self._memo: dict[tuple[str, str], tuple[int, Message]] = {}
         self._he: dict[str, HeAccumulator] = {}
@@ -293,6 +298,7 @@ class RoundManager:
         """Drop a round's cached protocol state; the next use rebuilds it from the store."""
         for kind in ("commits", "roster", "unmask"):
             self._memo.pop((round_id, kind), None)
+        self._counts.pop(round_id, None)
         self._secagg.pop(round_id, None)
         self._secagg_version.pop(round_id, None)
         self._he.pop(round_id, None)
@@ -423,11 +429,19 @@ class RoundManager:
         )
 
     def _party_view(self, rec: RoundRecord, party: str) -> RoundView:
-        """A party's view: counts and its own progress instead of the member lists, from
-        two indexed queries, so answering n parties' polls costs O(n), not O(n^2)."""
-        counts = self.store.phase_counts(rec.round_id)
-        mine = self.store.party_phases(rec.round_id, party)
+        """A party's view: counts and its own progress instead of the member lists. The
+        party's progress is one key lookup per phase; the counts (a scan of the round's
+        submissions) are shared by every poll for COUNTS_TTL_S, so n parties polling
+        cost O(1) queries each, not O(n) rows each."""
         phases = PHASES[Mode(rec.mode)]
+        now = time.monotonic()
+        cached = self._counts.get(rec.round_id)
+        if cached is not None and cached[0] == rec.version and now - cached[1] < COUNTS_TTL_S:
+            counts = cached[2]
+        else:
+            counts = self.store.phase_counts(rec.round_id)
+            self._counts[rec.round_id] = (rec.version, now, counts)
+        mine = self.store.party_phases(rec.round_id, party, [p.value for p in phases])
         return replace(
             self._view(rec, lists=False),
             counts=tuple((p, counts.get(p.value, 0)) for p in phases),

@@ -636,11 +636,18 @@ class Store:
         ).fetchone()
         return int(row[0])
 
-    def party_phases(self, round_id: str, party: str) -> set[str]:
-        """The phases ``party`` submitted in."""
-        rows = self._exec(
-            "SELECT phase FROM submissions WHERE round_id = ? AND party = ?", (round_id, party)
-        ).fetchall()
+    def party_phases(self, round_id: str, party: str, phases: Sequence[str]) -> set[str]:
+        """Which of ``phases`` ``party`` submitted in: one primary-key lookup per phase
+        (the key is round, phase, party), so the cost does not grow with the round."""
+        if not phases:
+            return set()
+        marks = ", ".join("?" * len(phases))
+        sql = (
+            "SELECT phase FROM submissions WHERE round_id = ? AND phase IN ("  # noqa: S608
+            + marks
+            + ") AND party = ?"
+        )
+        rows = self._exec(sql, (round_id, *phases, party)).fetchall()
         return {str(r[0]) for r in rows}
 
     def submissions(self, round_id: str, phase: str) -> list[Submission]:
