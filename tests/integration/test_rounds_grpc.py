@@ -14,10 +14,12 @@ import pytest
 from aggregator.service import RunningAggregator, start_aggregator
 from blindsum import codec
 from blindsum.bundle import load_bundle
+from blindsum.crypto.he import to_centred
 from blindsum.errors import BlindsumError, UnsafeRequest
 from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
 from blindsum.protocol import params
-from blindsum.rpc.v1 import common_pb2, report_pb2_grpc, round_pb2_grpc
+from blindsum.protocol.he import ciphertext_digest, make_receipt
+from blindsum.rpc.v1 import common_pb2, report_pb2_grpc, round_pb2, round_pb2_grpc
 from blindsum.schema import Schema
 from blindsum.transport.tls import secure_channel
 from blindsum.types import U64Vector
@@ -452,3 +454,39 @@ async def test_open_round_derives_parameters_from_the_threat_model_and_refuses_w
     curious = params.ThreatModel(0.2, 0.2, params.Adversary.CURIOUS)
     relaxed = await open_round(aggregator, threat=curious)
     assert relaxed.threat == curious and relaxed.threshold == 2
+
+
+async def test_an_he_round_from_before_the_upgrade_resumes_from_its_running_sum(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """Older aggregators kept an he round as one running-sum row plus, per party, only
+    the ciphertext's digest and receipt. A round left open across the upgrade is summed
+    from that row and released with the exact total."""
+    view = await open_round(aggregator, mode=Mode.HE)
+    rid, store = view.round_id, aggregator.store
+    signed = await aggregator.manager.public_context(PARTIES[0], rid)
+    public = signed.open()
+    vectors = {n: party_vector(20 + i) for i, n in enumerate(PARTIES)}
+    total: list[bytes] | None = None
+    for name, vector in vectors.items():
+        bundle = load_bundle(deployment.bundle(name))
+        assert bundle.identity_key is not None
+        chunks = public.encrypt(to_centred(vector))
+        signature = make_receipt(
+            bundle.identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks
+        )
+        digest = ciphertext_digest(chunks)
+        total = public.add_chunks(total, chunks)
+        # What the old aggregator stored: the digest and receipt, and the running sum.
+        receipt = round_pb2.SubmitCiphertextRequest(chunks=[digest], receipt_signature=signature)
+        store.put_submission(
+            rid, Phase.COLLECT.value, name, digest.hex(), receipt.SerializeToString()
+        )
+        store.put_accumulator(
+            rid,
+            round_pb2.SubmitCiphertextRequest(chunks=total).SerializeToString(),
+            list(vectors)[: list(vectors).index(name) + 1],
+        )
+    await aggregator.manager.tick()
+    assert aggregator.manager.view(rid).state is RoundState.COMPLETE
+    assert_report_matches(aggregator.manager.report(rid), plain_sum(list(vectors.values())))
