@@ -89,6 +89,8 @@ log = get_logger("blindsum.aggregator.rounds")
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=Message)
+#: One step of a round: whether a secagg round moved, or an he round to step further.
+Step = bool | RoundRecord
 
 
 @dataclass(frozen=True)
@@ -858,11 +860,11 @@ class RoundManager:
         worker thread under the round's lock; other rounds are not held up.
         """
 
-        def run() -> Ack:
+        def run() -> tuple[Ack, Step]:
             rec = self._round_for_party(party, round_id)
             replay = self._replay(rec, phase, party, digest)
             if replay:
-                return replay
+                return replay, False
             self._require_open(rec, phase, rpc)
             if schema_id is not None:
                 self._check_schema(rec, schema_id)
@@ -872,15 +874,26 @@ class RoundManager:
                     rec.round_id, phase.value, party, digest, payload, open_phase=True
                 )
             log.info("submission", round_id=rec.round_id, phase=phase.value, party=party)
-            return Ack(digest, False)
+            # The submission is stored and will be acknowledged whatever happens next.
+            # Its first step forward runs here, on the same thread (after a submission,
+            # from this replica's cache alone: see _advance).
+            try:
+                return Ack(digest, False), self._step(rec.round_id, fresh=False)
+            except StaleRound:
+                # Another writer moved the round meanwhile.
+                self._uncache(rec.round_id)
+            except Exception as exc:
+                # Left to the ticker, which retries the round or aborts it.
+                self._uncache(rec.round_id)
+                log.warning("advance_failed", round_id=rec.round_id, exc=exc)
+            return Ack(digest, False), False
 
         async with self._round_lock(round_id):
-            ack = await self.offload(run)
-            if not ack.replay:
+            ack, step = await self.offload(run)
+            if step is not False:
                 try:
-                    await self._advance(round_id, after_submission=True)
+                    await self._advance(round_id, first=step)
                 except StaleRound:
-                    # The submission is stored; another writer moved the round meanwhile.
                     self._uncache(round_id)
             return ack
 
@@ -1239,26 +1252,32 @@ class RoundManager:
                     self._uncache(rid)
                     log.error("tick_failed", round_id=rid, exc=exc)
 
-    async def _advance(self, round_id: str, *, after_submission: bool = False) -> None:
+    async def _advance(self, round_id: str, *, first: Step | None = None) -> None:
         """Move the round forward while its current phase is finished. Only the replica
         holding the round's lease does; the others leave it to that one. The caller
-        holds the round's lock.
-
-        ``after_submission``: judge a secagg phase by this replica's cache alone (no
-        query); submissions other replicas took are counted at the next tick. A close
-        is checked against the store's count anyway (update_round(closing=...))."""
-        fresh = not after_submission
+        holds the round's lock. ``first``: the outcome of a first step already taken."""
+        step = first
         while True:
-            rec = await self.offload(self._driving, round_id)
-            if rec is None:
-                return
-            if rec.mode == Mode.SECAGG.value:
-                moved = await self.offload(self._advance_secagg, rec, fresh=fresh)
-            else:
-                moved = await self._advance_he(rec)
+            if step is None:
+                step = await self.offload(self._step, round_id, fresh=True)
+            moved = await self._advance_he(step) if isinstance(step, RoundRecord) else step
             if not moved:
                 return
-            fresh = True
+            step = None
+
+    def _step(self, round_id: str, *, fresh: bool) -> Step:
+        """One synchronous step of a round this replica drives: whether a secagg round
+        moved, or the record of an he round (whose step needs the custodian, so the
+        caller takes it asynchronously). ``fresh=False`` (right after a submission):
+        judge a secagg phase by this replica's cache alone, with no query; what other
+        replicas stored is counted at the next tick, and a close is checked against
+        the store's count anyway (update_round(closing=...))."""
+        rec = self._driving(round_id)
+        if rec is None:
+            return False
+        if rec.mode == Mode.SECAGG.value:
+            return self._advance_secagg(rec, fresh=fresh)
+        return rec
 
     def _driving(self, round_id: str) -> RoundRecord | None:
         """The round, if it is open and this replica holds (or just took) its lease."""

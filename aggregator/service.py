@@ -88,10 +88,13 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> common_pb2.RoundInfo:
         party = _party(context)
-        view = await self.m.offload(self.m.party_view, request.round_id, party)
         if request.wait_ms:
+            # The long poll's first look is the answer when the phase already moved (and
+            # it checks the invitation): no separate read first.
             known = codec.phase_from_pb(request.known_phase, field="RoundRef.known_phase")
             view = await self.m.watch(request.round_id, known, request.wait_ms, party=party)
+        else:
+            view = await self.m.offload(self.m.party_view, request.round_id, party)
         return codec.round_view_to_pb(view)
 
     @translate
