@@ -12,7 +12,8 @@ import contextlib
 import dataclasses
 import math
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,14 +272,34 @@ POLICY = {
 CUSTODIAN_POLICY = {"blindsum.rpc.v1.CustodianService": frozenset({Role.AGGREGATOR})}
 
 
-def _enrolled(store: Store) -> Callable[[Identity], bool]:
-    def is_known(identity: Identity) -> bool:
+#: How long a party's enrollment check is reused for its later calls: a revocation
+#: (or an enrollment) takes effect within this long.
+ENROLLED_TTL_S = 1.0
+
+
+def _enrolled(store: Store) -> Callable[[Identity], bool | Awaitable[bool]]:
+    """Whether a caller is enrolled and not revoked. A party's answer is read from the
+    store (off the event loop) and reused for ENROLLED_TTL_S, so a party polling the
+    round costs no query per call."""
+    seen: dict[str, tuple[float, bool]] = {}
+
+    def read(name: str) -> bool:
+        try:
+            known = not store.party(name).revoked
+        except NotFound:
+            known = False
+        if len(seen) > 100_000:
+            seen.clear()  # bounded: a flood of names cannot grow it without end
+        seen[name] = (time.monotonic(), known)
+        return known
+
+    def is_known(identity: Identity) -> bool | Awaitable[bool]:
         if identity.role is not Role.PARTY:
             return True
-        try:
-            return not store.party(identity.name).revoked
-        except NotFound:
-            return False
+        hit = seen.get(identity.name)
+        if hit is not None and time.monotonic() - hit[0] < ENROLLED_TTL_S:
+            return hit[1]
+        return asyncio.to_thread(read, identity.name)
 
     return is_known
 
@@ -315,6 +336,7 @@ class RunningAggregator:
             await self.custodian_server.stop(grace)
         with contextlib.suppress(Exception):  # a store that is away keeps them to expiry
             self.manager.release_leases()
+        self.manager.close()
         if self.probes is not None:
             await self.probes.stop()
         self.store.close()

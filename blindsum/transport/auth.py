@@ -19,7 +19,6 @@ Identity always comes from the certificate (``auth_context``), never from metada
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -79,7 +78,8 @@ class AuthorizationInterceptor(_InterceptorBase):
 
     ``policy`` maps full service names (``"blindsum.rpc.v1.RoundService"``) to the
     roles allowed to call them; everything else is denied. ``is_known`` (optional)
-    is a fast, non-blocking check, e.g. enrollment and revocation.
+    checks enrollment and revocation: it answers at once (a bool) or, when it has to
+    ask a database, returns an awaitable that must not block the event loop.
 
     The peer certificate is only reachable from the servicer context, so the check
     runs inside a wrapper around the method handler, before the servicer method.
@@ -88,7 +88,7 @@ class AuthorizationInterceptor(_InterceptorBase):
     def __init__(
         self,
         policy: Mapping[str, frozenset[Role]],
-        is_known: Callable[[Identity], bool] | None = None,
+        is_known: Callable[[Identity], bool | Awaitable[bool]] | None = None,
     ) -> None:
         checked: dict[str, frozenset[Role]] = {}
         for service, roles in policy.items():
@@ -125,8 +125,8 @@ class AuthorizationInterceptor(_InterceptorBase):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, err.message)
         if self._is_known is not None:
             try:
-                # The registry may be a database: asked off the event loop.
-                known = await asyncio.to_thread(self._is_known, identity)
+                answer = self._is_known(identity)
+                known = await answer if inspect.isawaitable(answer) else answer
             except Unavailable as err:
                 # The registry is away (its database): a retryable condition, not a bug.
                 _log.warning("rpc_identity_check_unavailable", method=method, exc=err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -117,6 +118,26 @@ async def test_revoked_party_is_unauthenticated(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub_a.ListRounds(round_pb2.ListRoundsRequest())
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_party_revoked_while_calling_is_refused_within_the_check_s_reuse(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    """The enrollment check is reused for ENROLLED_TTL_S: a party that was calling is
+    refused once that has passed (polled with a bounded loop, no wall-clock assertion)."""
+    await stub_a.ListRounds(round_pb2.ListRoundsRequest())
+    aggregator.store.revoke("team-a")
+    code = None
+    for _ in range(200):
+        try:
+            await stub_a.ListRounds(round_pb2.ListRoundsRequest())
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            break
+        await asyncio.sleep(0.05)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_uninvited_party_is_permission_denied(
