@@ -202,6 +202,29 @@ class LedgerEntry:
     charged_ms: int
 
 
+#: The columns of a round that change after it is created (update_round writes only
+#: these). The rest (the schema, the invited parties: O(n) bytes) are read once per
+#: process and cached while the round is open.
+_ROUND_STATE_COLUMNS = (
+    "round_id, state, phase, phase_deadline_ms, abort_reason, updated_ms, misbehaving_json, version"
+)
+#: Open rounds whose unchanging columns a store keeps in memory at most.
+ROUND_CACHE_SIZE = 256
+
+
+def _with_state(rec: RoundRecord, row: Sequence[Any]) -> RoundRecord:
+    return replace(
+        rec,
+        state=row[1],
+        phase=row[2],
+        phase_deadline_ms=int(row[3]),
+        abort_reason=row[4],
+        updated_ms=int(row[5]),
+        misbehaving_json=row[6],
+        version=int(row[7]),
+    )
+
+
 def _round_from_row(row: Sequence[Any]) -> RoundRecord:
     return RoundRecord(
         round_id=row[0],
@@ -315,6 +338,8 @@ class Store:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._rounds: dict[str, RoundRecord] = {}
+        self._rounds_lock = threading.Lock()
 
     @property
     def _depth(self) -> int:
@@ -542,22 +567,59 @@ class Store:
             )
 
     def round(self, round_id: str) -> RoundRecord:
+        """The round as stored now. Of an open round seen before, only the columns that
+        change are read (a few bytes, not the O(n) party list)."""
+        cached = self._rounds.get(round_id)
+        if cached is not None:
+            row = self._exec(
+                f"SELECT {_ROUND_STATE_COLUMNS} FROM rounds WHERE round_id = ?",  # noqa: S608 - fixed column list
+                (round_id,),
+            ).fetchone()
+            if row is not None:
+                return self._remember(_with_state(cached, row))
         row = self._exec(
             f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?",  # noqa: S608 - fixed column list
             (round_id,),
         ).fetchone()
         if row is None:
             raise NotFound(f"round {round_id!r} does not exist", field="round_id")
-        return _round_from_row(row)
+        return self._remember(_round_from_row(row))
+
+    def _remember(self, rec: RoundRecord) -> RoundRecord:
+        with self._rounds_lock:
+            if rec.state != "open":
+                self._rounds.pop(rec.round_id, None)
+                return rec
+            self._rounds[rec.round_id] = rec
+            while len(self._rounds) > ROUND_CACHE_SIZE:
+                self._rounds.pop(next(iter(self._rounds)))
+        return rec
 
     def rounds(self, *, state: str | None = None) -> list[RoundRecord]:
-        sql = f"SELECT {_ROUND_COLUMNS} FROM rounds"  # noqa: S608 - fixed column list
-        params: tuple[Any, ...] = ()
-        if state is not None:
-            sql += " WHERE state = ?"
-            params = (state,)
-        rows = self._exec(sql + " ORDER BY created_ms, round_id", params).fetchall()
-        return [_round_from_row(r) for r in rows]
+        """Rounds in creation order (only those in ``state``). When every one is cached
+        (the ticker's open rounds), one query of the changing columns answers; else
+        one more reads the rest in full."""
+        where, params = ("", ()) if state is None else (" WHERE state = ?", (state,))
+        order = " ORDER BY created_ms, round_id"
+        rows = self._exec(
+            f"SELECT {_ROUND_STATE_COLUMNS} FROM rounds" + where + order,  # noqa: S608 - fixed columns
+            params,
+        ).fetchall()
+        full: dict[str, RoundRecord] = {}
+        if any(row[0] not in self._rounds for row in rows):
+            full_rows = self._exec(
+                f"SELECT {_ROUND_COLUMNS} FROM rounds" + where + order,  # noqa: S608 - fixed columns
+                params,
+            ).fetchall()
+            full = {r[0]: _round_from_row(r) for r in full_rows}
+        out = []
+        for row in rows:
+            cached = self._rounds.get(row[0])
+            if cached is not None:
+                out.append(self._remember(_with_state(cached, row)))
+            elif row[0] in full:  # else it left the filter between the two queries
+                out.append(self._remember(full[row[0]]))
+        return out
 
     # -- submissions --------------------------------------------------------
     def put_submission(
