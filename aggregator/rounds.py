@@ -22,7 +22,7 @@ import secrets
 import socket
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar, cast
 
@@ -1303,7 +1303,9 @@ class RoundManager:
             return None
         return rec
 
-    def _phase_over(self, rec: RoundRecord, expected: Sequence[str], done: Sequence[str]) -> bool:
+    def _phase_over(
+        self, rec: RoundRecord, expected: Collection[str], done: Collection[str]
+    ) -> bool:
         if self._clock_ms() >= rec.phase_deadline_ms:
             return True
         # Counts first: the set comparison (O(n)) runs only once the phase may be full.
@@ -1340,7 +1342,7 @@ class RoundManager:
                 srv.close_advertise()
                 self._next_phase(rec, Phase.SHARE, len(held("advertise")))
             elif phase is Phase.SHARE:
-                if not self._phase_over(rec, srv.u1, tuple(held("share"))):
+                if not self._phase_over(rec, srv.u1, held("share")):
                     return False
                 srv.close_share()
                 self._next_phase(rec, Phase.MASK, len(held("share")))
@@ -1356,7 +1358,7 @@ class RoundManager:
                 self._next_phase(rec, Phase.UNMASK, len(held("consistency")))
             elif phase is Phase.UNMASK:
                 revealed = held("unmask")
-                if not self._phase_over(rec, srv.consistency_signers, tuple(revealed)):
+                if not self._phase_over(rec, srv.consistency_signers, revealed):
                     return False
                 try:
                     # Reconstruction is CPU work, on this worker thread: the event loop

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from aggregator import config as cfgmod
 from aggregator.admin import enroll, init
 from aggregator.rounds import RoundManager
 from aggregator.service import RunningAggregator, start_aggregator
-from aggregator.store import now_ms
+from aggregator.store import now_ms, open_store
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.config import dump_config, load_config
 from blindsum.transport.pki import Role
@@ -162,3 +162,18 @@ def pg_url() -> Iterator[str]:
         pg_allow_connections(name, True)
         pg_terminate(name)
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def on_postgres(deployment: Deployment, pg_url: str) -> cfgmod.AggregatorConfig:
+    """The deployment's aggregator config with its store moved to ``pg_url``: the
+    parties enrolled in its SQLite store are enrolled there too."""
+    cfg = cfgmod.load(deployment.agg_dir)
+    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
+    target = open_store(pg_url)
+    try:
+        for party in source.parties():
+            target.enroll(party.name, party.identity_cert_pem)
+    finally:
+        source.close()
+        target.close()
+    return replace(cfg, store=replace(cfg.store, url=pg_url))

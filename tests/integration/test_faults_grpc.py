@@ -494,15 +494,8 @@ async def test_a_long_abort_reason_is_cut_so_every_later_call_still_gets_it(
     metadata limit, and parties got RESOURCE_EXHAUSTED instead of the reason."""
     view = await aggregator.manager.open_round(OpenRoundSpec(mode=Mode.SECAGG, parties=PARTIES))
     await aggregator.manager.abort(view.round_id, "x" * 20_000)
-    bundle = load_bundle(deployment.bundle(PARTIES[0]))
-    channel = secure_channel(
-        f"127.0.0.1:{aggregator.port}",
-        bundle.tls,
-        bundle.ca_cert_pem,
-        server_name=bundle.config.server_name,
-    )
+    channel, stub = _stub(deployment, aggregator.port, PARTIES[0])
     try:
-        stub = round_pb2_grpc.RoundServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetRoster(common_pb2.RoundRef(round_id=view.round_id))
         assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION

@@ -14,9 +14,8 @@ import pytest_asyncio
 
 from aggregator import config as cfgmod
 from aggregator.service import RunningAggregator, start_aggregator, start_custodian
-from aggregator.store import open_store
 from blindsum.errors import ConfigError
-from tests.conftest import Deployment, pg_allow_connections, pg_terminate
+from tests.conftest import Deployment, on_postgres, pg_allow_connections, pg_terminate
 from tests.unit.test_probes import get
 
 #: Bounded waits for the ticker (0.05 s per tick in the test deployment) and for the
@@ -121,17 +120,11 @@ async def test_readyz_follows_a_remote_custodian(deployment: Deployment) -> None
 async def pg_probed(deployment: Deployment, pg_url: str) -> AsyncIterator[RunningAggregator]:
     """The test deployment's aggregator on a PostgreSQL database of its own, with the
     probe server on 127.0.0.1, port 0."""
-    cfg = cfgmod.load(deployment.agg_dir)
-    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
-    target = open_store(pg_url)
-    for party in source.parties():
-        target.enroll(party.name, party.identity_cert_pem)
-    source.close()
-    target.close()
+    cfg = on_postgres(deployment, pg_url)
     running = await start_aggregator(
         deployment.agg_dir,
         listen="127.0.0.1:0",
-        config=replace(_with_probes(cfg), store=replace(cfg.store, url=pg_url)),
+        config=_with_probes(cfg),
     )
     try:
         yield running

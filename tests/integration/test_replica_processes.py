@@ -31,7 +31,7 @@ from blindsum.config import dump_config
 from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, Report, RoundState, RoundView
 from blindsum.types import U64Vector
 from party.node import PartyNode
-from tests.conftest import PARTIES, Deployment
+from tests.conftest import PARTIES, Deployment, on_postgres
 from tests.integration.test_rounds_grpc import assert_report_matches, party_vector, plain_sum
 
 pytestmark = pytest.mark.postgres
@@ -124,15 +124,10 @@ class Cluster:
 
 @pytest_asyncio.fixture
 async def cluster(deployment: Deployment, pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    cfg = cfgmod.load(deployment.agg_dir)
-    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
+    cfg = on_postgres(deployment, pg_url)
     store = open_store(pg_url)
-    for party in source.parties():
-        store.enroll(party.name, party.identity_cert_pem)
-    source.close()
     cfg = replace(
         cfg,
-        store=replace(cfg.store, url=pg_url),
         rounds=replace(cfg.rounds, lease_ttl_s=LEASE_TTL_S, default_phase_timeout_s=30),
         server=replace(cfg.server, tick_interval_s=0.1),
     )

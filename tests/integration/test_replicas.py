@@ -11,11 +11,10 @@ from dataclasses import replace
 import pytest
 import pytest_asyncio
 
-from aggregator import config as cfgmod
 from aggregator.service import RunningAggregator, start_aggregator
-from aggregator.store import StaleRound, now_ms, open_store
+from aggregator.store import StaleRound, now_ms
 from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState, RoundView
-from tests.conftest import PARTIES, Deployment
+from tests.conftest import PARTIES, Deployment, on_postgres
 from tests.integration.test_rounds_grpc import (
     assert_report_matches,
     party_vector,
@@ -30,14 +29,7 @@ pytestmark = pytest.mark.postgres
 async def replicas(
     deployment: Deployment, pg_url: str
 ) -> AsyncIterator[tuple[RunningAggregator, RunningAggregator]]:
-    cfg = cfgmod.load(deployment.agg_dir)
-    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
-    target = open_store(pg_url)
-    for party in source.parties():
-        target.enroll(party.name, party.identity_cert_pem)
-    source.close()
-    target.close()
-    cfg = replace(cfg, store=replace(cfg.store, url=pg_url))
+    cfg = on_postgres(deployment, pg_url)
     a = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
     b = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
     try:
@@ -100,18 +92,8 @@ async def test_a_killed_replica_s_rounds_are_finished_by_another(
     server stop; its leases stay). Replica B takes the lease over once it lapses, with a
     larger fencing token, and finishes the round exactly; A's old token can no longer
     write."""
-    cfg = cfgmod.load(deployment.agg_dir)
-    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
-    target = open_store(pg_url)
-    for party in source.parties():
-        target.enroll(party.name, party.identity_cert_pem)
-    source.close()
-    target.close()
-    cfg = replace(
-        cfg,
-        store=replace(cfg.store, url=pg_url),
-        rounds=replace(cfg.rounds, lease_ttl_s=1.0),
-    )
+    cfg = on_postgres(deployment, pg_url)
+    cfg = replace(cfg, rounds=replace(cfg.rounds, lease_ttl_s=1.0))
     a = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
     b = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=cfg)
     try:

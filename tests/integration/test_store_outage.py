@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aggregator import config as cfgmod
 from aggregator.service import RunningAggregator, start_aggregator
-from aggregator.store import open_store
 from blindsum.bundle import load_bundle
 from blindsum.model import Mode, OpenRoundSpec, RoundState, RoundView
 from blindsum.rpc.v1 import common_pb2, round_pb2_grpc
@@ -25,6 +22,7 @@ from tests.conftest import (
     STEPPED,
     Deployment,
     SteppedClock,
+    on_postgres,
     pg_allow_connections,
     pg_terminate,
 )
@@ -41,18 +39,12 @@ POLLS = 400
 async def pg_aggregator(deployment: Deployment, pg_url: str) -> AsyncIterator[RunningAggregator]:
     """The test deployment's aggregator, serving from a PostgreSQL database of its own
     (the parties enrolled in its SQLite store are copied over)."""
-    cfg = cfgmod.load(deployment.agg_dir)
-    source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
-    target = open_store(pg_url)
-    for party in source.parties():
-        target.enroll(party.name, party.identity_cert_pem)
-    source.close()
-    target.close()
+    cfg = on_postgres(deployment, pg_url)
     clock = SteppedClock()
     running = await start_aggregator(
         deployment.agg_dir,
         listen="127.0.0.1:0",
-        config=replace(cfg, store=replace(cfg.store, url=pg_url)),
+        config=cfg,
         clock_ms=clock,
     )
     STEPPED[running.port] = (running.manager, clock)
