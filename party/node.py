@@ -29,7 +29,6 @@ from google.protobuf.message import Message
 from blindsum import codec
 from blindsum.bundle import Bundle, reach_advice
 from blindsum.crypto.he import to_centred
-from blindsum.crypto.sign import VerifyKey
 from blindsum.errors import (
     BlindsumError,
     FailedPrecondition,
@@ -44,7 +43,7 @@ from blindsum.protocol.secagg import SecAggConfig, SecAggParty
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
 from blindsum.schema import Schema
 from blindsum.transport.errors import error_from_rpc, is_transient
-from blindsum.transport.pki import Identity, Role, verify_identity_cert, write_private
+from blindsum.transport.pki import CertifiedKeys, Role, write_private
 from blindsum.transport.tls import secure_channel
 from blindsum.types import RandFn, U64Vector
 from blindsum.window import TicketWindow, check_window
@@ -458,17 +457,13 @@ class PartyNode:
 
                 async def build_advert(schema_id: str = schema_id) -> Message:
                     listed = await self.client.call("GetCommits", common_pb2.RoundRef(round_id=rid))
-                    commits, keys = {}, {}
+                    commits = {}
                     for i, entry in enumerate(listed.commits):
-                        commit, cert = codec.signed_commit_from_pb(entry, i)
-                        _, raw = verify_identity_cert(
-                            cert,
-                            self.bundle.ca_cert_pem,
-                            expected=Identity(Role.PARTY, commit.party),
-                        )
+                        commit, _ = codec.signed_commit_from_pb(entry, i)
                         commits[commit.party] = commit
-                        keys[commit.party] = VerifyKey.from_bytes(raw)
-                    advert = party.advertise(commits, keys)
+                    # Members' certificates come again with the roster and are checked
+                    # there, with their adverts (the commitments need no check).
+                    advert = party.advertise(commits)
                     persist()
                     return codec.advert_to_request(rid, schema_id, advert)
 
@@ -486,12 +481,13 @@ class PartyNode:
                             f"{len(roster.adverts)} adverts for {invited} invited parties",
                             field="GetRoster",
                         )
-                    adverts = {}
+                    adverts, certs = {}, {}
                     for i, entry in enumerate(roster.adverts):
-                        # Identity keys come from the commitment list, checked before.
-                        advert, _ = codec.signed_advert_from_pb(entry, i)
+                        advert, cert = codec.signed_advert_from_pb(entry, i)
                         adverts[advert.party] = advert
-                    shares = party.share(adverts)
+                        certs[advert.party] = cert
+                    keys = CertifiedKeys(certs, self.bundle.ca_cert_pem)
+                    shares = party.share(adverts, keys)
                     persist()
                     return round_pb2.SubmitSharesRequest(
                         round_id=rid, envelopes=codec.shares_to_pb(shares)

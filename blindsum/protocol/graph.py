@@ -90,6 +90,32 @@ def neighbours(parties: Sequence[str], degree: int, seed: bytes) -> dict[str, fr
     return {p: result[p] for p in names}
 
 
+def neighbours_of(party: str, parties: Sequence[str], degree: int, seed: bytes) -> frozenset[str]:
+    """``neighbours(parties, degree, seed)[party]``, without building every party's set.
+
+    A party needs only its own neighbourhood: O(n) for the permutation and O(k) for
+    the set, instead of O(n * k). Same preconditions; InvalidArgument(field="party")
+    when ``party`` is not in ``parties``.
+    """
+    names = list(parties)
+    if len(set(names)) != len(names):
+        raise InvalidArgument("must be distinct", field="parties")
+    if party not in names:
+        raise InvalidArgument("is not one of the parties", field="party")
+    n = len(names)
+    k = effective_degree(degree, n)
+    if k >= n - 1:
+        return frozenset(names) - {party}
+    ring = [names[i] for i in _permutation(n, seed)]
+    pos = ring.index(party)
+    half = k // 2
+    adjacent = set()
+    for step in range(1, half + 1):
+        adjacent.add(ring[(pos + step) % n])
+        adjacent.add(ring[(pos - step) % n])
+    return frozenset(adjacent)
+
+
 def default_degree(n: int, cutoff: int) -> int:
     """The degree rounds used before they had a threat model (0 means complete).
 

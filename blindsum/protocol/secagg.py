@@ -559,7 +559,10 @@ class SecAggParty:
         self._advert: Advert | None = None
         self._b_seed: bytes | None = None
         self._adverts: dict[str, Advert] = {}
-        self._verify_keys: dict[str, VerifyKey] = {}  # L's identity keys, from advertise()
+        # L's identity keys, read (and so CA-checked) in share(); own key from the start.
+        self._verify_keys: dict[str, VerifyKey] = {me: identity.verify_key}
+        # Where share() reads them when it is not given its own; not persisted.
+        self._key_source: Mapping[str, VerifyKey] | None = None
         self._roster_digest: bytes | None = None
         self._binding: bytes = b""
         self._neighbours: frozenset[str] = frozenset()
@@ -648,12 +651,10 @@ class SecAggParty:
 
     # -- phase 1
 
-    def _check_commits(
-        self, commits: Mapping[str, Commit], verify_keys: Mapping[str, VerifyKey]
-    ) -> dict[str, bytes]:
+    def _check_commits(self, commits: Mapping[str, Commit]) -> dict[str, bytes]:
         cfg = self._config
-        if not isinstance(commits, Mapping) or not isinstance(verify_keys, Mapping):
-            raise InvalidArgument("must be mappings keyed by party", field="commits")
+        if not isinstance(commits, Mapping):
+            raise InvalidArgument("must be a mapping keyed by party", field="commits")
         out: dict[str, bytes] = {}
         for party, entry in commits.items():
             if not isinstance(entry, Commit) or entry.party != party:
@@ -662,16 +663,9 @@ class SecAggParty:
                 raise UnsafeRequest(f"party {party!r} is not invited", field="commits")
             _check_bytes(entry.commitment, DIGEST_BYTES, "commits.commitment")
             _check_bytes(entry.signature, 64, "commits.signature")
-            vk = verify_keys.get(party)
-            if not isinstance(vk, VerifyKey):
-                raise InvalidArgument(f"no verify key for {party!r}", field="verify_keys")
-            try:
-                vk.verify(entry.signature, commit_transcript(cfg, party, entry.commitment))
-            except InvalidSignature:
-                raise UnsafeRequest(
-                    f"commitment of {party!r} is not signed over this round's configuration",
-                    field="commits",
-                ) from None
+            # The signatures of others are not checked here: each member's advert,
+            # checked in share() for the members this party relies on, is signed over
+            # H(L), and a member advertises only for a list holding its own commitment.
             out[party] = entry.commitment
         if self._commit is None or out.get(self._me) != self._commit.commitment:
             raise UnsafeRequest("our own commitment is missing or altered", field="commits")
@@ -685,19 +679,28 @@ class SecAggParty:
         return out
 
     def advertise(
-        self, commits: Mapping[str, Commit], verify_keys: Mapping[str, VerifyKey]
+        self,
+        commits: Mapping[str, Commit],
+        verify_keys: Mapping[str, VerifyKey] | None = None,
     ) -> Advert:
         """Check the list L, then return the signed advert (same advert on retry).
 
-        ``commits`` is L as the aggregator published it; ``verify_keys`` maps each
-        member to its enrolled identity key. Raises UnsafeRequest when L omits or
-        alters our commitment, lists an uninvited party or an entry not signed over
-        this round's configuration, is smaller than :meth:`SecAggConfig.min_committed`,
-        or differs from a list this party already advertised for.
+        ``commits`` is L as the aggregator published it. ``verify_keys``, if given,
+        maps members to their CA-checked identity keys and is where :meth:`share`
+        takes the keys it needs when it is not given its own; it is only read then,
+        key by key, so it may check certificates lazily (``pki.CertifiedKeys``).
+        Raises UnsafeRequest when L omits or alters our commitment, lists an
+        uninvited party, is smaller than :meth:`SecAggConfig.min_committed`, or
+        differs from a list this party already advertised for. Other members'
+        commitments are vouched for by their adverts (see :meth:`share`).
         """
         self._at_least(PartyStage.COMMITTED, "advertise")
-        accepted = self._check_commits(commits, verify_keys)
+        if verify_keys is not None and not isinstance(verify_keys, Mapping):
+            raise InvalidArgument("must be a mapping of party to key", field="verify_keys")
+        accepted = self._check_commits(commits)
         digest = commit_list_digest(self._config, accepted)
+        if verify_keys is not None:
+            self._key_source = verify_keys
         if self._advert is not None:
             if self._list_digest is None or not hmac.compare_digest(digest, self._list_digest):
                 raise UnsafeRequest("already advertised for a different list", field="commits")
@@ -724,7 +727,6 @@ class SecAggParty:
         self._c, self._s, self._b_seed = c, s, b_seed
         self._commits = accepted
         self._list_digest = digest
-        self._verify_keys = {p: verify_keys[p] for p in self._config.ordered(set(accepted))}
         self._advert = Advert(
             party=self._me,
             c_public=c.public,
@@ -753,24 +755,8 @@ class SecAggParty:
             if party not in self._commits:
                 raise UnsafeRequest(f"party {party!r} is not in the list L", field="adverts")
             _check_advert_fields(advert)
-            try:
-                self._verify_keys[party].verify(
-                    advert.signature,
-                    advert_transcript(
-                        cfg,
-                        party,
-                        advert.c_public,
-                        advert.s_public,
-                        nonce=advert.nonce,
-                        list_digest=self._list_digest,
-                        self_mask=advert.self_mask_commitment,
-                    ),
-                )
-            except InvalidSignature:
-                raise UnsafeRequest(
-                    f"advert of {party!r} is not signed over the list this party saw",
-                    field="adverts",
-                ) from None
+            # Every nonce must open its commitment in L (one hash each): the graph seed
+            # hashes them all, and L was fixed before this party opened its own nonce.
             opened = nonce_commitment(cfg, party, advert.nonce)
             if not hmac.compare_digest(opened, self._commits[party]):
                 raise UnsafeRequest(
@@ -792,25 +778,96 @@ class SecAggParty:
             )
         return roster
 
+    def _key_of(
+        self, party: str, keys: Mapping[str, VerifyKey] | None, field_name: str
+    ) -> VerifyKey:
+        """``party``'s identity key: checked before, or read (and so CA-checked) from
+        ``keys`` and remembered. UnsafeRequest when there is none or it fails."""
+        known = self._verify_keys.get(party)
+        if known is not None:
+            return known
+        if keys is None:
+            raise FailedPrecondition(
+                "no identity keys given: pass verify_keys", field="verify_keys"
+            )
+        try:
+            key = keys[party]
+        except KeyError:
+            raise UnsafeRequest(f"no identity key for {party!r}", field=field_name) from None
+        except (InvalidArgument, InvalidSignature) as exc:
+            raise UnsafeRequest(
+                f"identity certificate of {party!r} fails its check: {exc.message}",
+                field=field_name,
+            ) from None
+        if not isinstance(key, VerifyKey):
+            raise InvalidArgument(f"key of {party!r} is not a VerifyKey", field="verify_keys")
+        return key
+
+    def _check_advert_signatures(
+        self,
+        roster: Mapping[str, Advert],
+        parties: frozenset[str],
+        keys: Mapping[str, VerifyKey] | None,
+    ) -> dict[str, VerifyKey]:
+        """Check the adverts of ``parties`` against their CA-checked identity keys."""
+        cfg = self._config
+        if self._list_digest is None:
+            raise FailedPrecondition("advertise first", field="stage")
+        checked: dict[str, VerifyKey] = {}
+        for party in cfg.ordered(parties):
+            advert = roster[party]
+            key = self._key_of(party, keys, "adverts")
+            try:
+                key.verify(
+                    advert.signature,
+                    advert_transcript(
+                        cfg,
+                        party,
+                        advert.c_public,
+                        advert.s_public,
+                        nonce=advert.nonce,
+                        list_digest=self._list_digest,
+                        self_mask=advert.self_mask_commitment,
+                    ),
+                )
+            except InvalidSignature:
+                raise UnsafeRequest(
+                    f"advert of {party!r} is not signed over the list this party saw",
+                    field="adverts",
+                ) from None
+            checked[party] = key
+        return checked
+
     def _graph_of(self, roster: Mapping[str, Advert]) -> tuple[bytes, frozenset[str]]:
         cfg = self._config
         if self._list_digest is None:
             raise FailedPrecondition("advertise first", field="stage")
         members = cfg.ordered(set(roster))
         seed = graph_seed(cfg, self._list_digest, {p: roster[p].nonce for p in members})
-        return seed, graph.neighbours(members, cfg.graph_degree, seed)[self._me]
+        return seed, graph.neighbours_of(self._me, members, cfg.graph_degree, seed)
 
-    def share(self, adverts: Mapping[str, Advert]) -> list[SealedShare]:
-        """Verify the U1 roster and return one share envelope per neighbour.
+    def share(
+        self,
+        adverts: Mapping[str, Advert],
+        verify_keys: Mapping[str, VerifyKey] | None = None,
+    ) -> list[SealedShare]:
+        """Check the U1 roster and return one share envelope per neighbour.
 
         ``adverts`` is U1 as published by the aggregator; it must be exactly the
         list L accepted in :meth:`advertise`, every advert signed over our H(L)
-        and opening its commitment. Raises UnsafeRequest otherwise, for reused
-        keys or an altered own advert, or when the round's degree and threshold
-        fail the threat model's check over |L|. A retry with the same roster
-        returns the same envelopes; a different roster is refused.
+        under its member's identity key and opening its commitment. ``verify_keys``
+        maps each member to its CA-checked identity key (default: the mapping given
+        to :meth:`advertise`); it is read once per member, so it may check
+        certificates as they are read (``pki.CertifiedKeys``). Raises UnsafeRequest
+        otherwise, for a missing or failing key, reused keys or an altered own
+        advert, or when the round's degree and threshold fail the threat model's
+        check over |L|. A retry with the same roster returns the same envelopes; a
+        different roster is refused.
         """
         self._at_least(PartyStage.ADVERTISED, "share")
+        if verify_keys is not None and not isinstance(verify_keys, Mapping):
+            raise InvalidArgument("must be a mapping of party to key", field="verify_keys")
+        keys = verify_keys if verify_keys is not None else self._key_source
         roster = self._check_roster(adverts)
         digest = roster_digest(roster)
         if self._roster_digest is not None:
@@ -821,9 +878,12 @@ class SecAggParty:
         cfg.check_graph(len(roster))
         c, s = self._keys()
         seed, nbrs = self._graph_of(roster)
-        # Every advert's signature and opening is checked (the graph seed hashes every
-        # nonce), but only a neighbour's keys enter a key agreement, so only those are
-        # probed for small order: O(degree) instead of O(n) X25519 operations per party.
+        # Every member's advert and key are checked, neighbour or not: a member this
+        # party did not check could be one the aggregator made up, standing in L as a
+        # party it controls (docs/THREAT_MODEL.md, "Why every advert is checked").
+        checked = self._check_advert_signatures(roster, frozenset(roster) - {self._me}, keys)
+        # Only a neighbour's keys enter a key agreement, so only those are probed for
+        # small order: O(degree) instead of O(n) X25519 operations per party.
         for p in cfg.ordered(nbrs):
             kex.validate_public(roster[p].c_public)
             kex.validate_public(roster[p].s_public)
@@ -859,6 +919,7 @@ class SecAggParty:
             )
             sent.append(SealedShare(sender=self._me, receiver=holder, nonce=nonce, ciphertext=ct))
         self._adverts = dict(roster)
+        self._verify_keys.update(checked)
         self._roster_digest = digest
         self._binding = roster_binding(seed, digest)
         self._neighbours = nbrs
@@ -1075,7 +1136,8 @@ class SecAggParty:
             )
         # t valid signatures on our lists are what the check needs (and 2t >= h + c + 1
         # is what stops a split view); verifying every signer would cost O(n) per party.
-        # Our own first, then in roster order, so the choice is deterministic.
+        # Our own first, then in roster order, so the choice is deterministic. The keys
+        # are the ones share() checked.
         order = [self._me, *(p for p in self._config.ordered(set(signatures)) if p != self._me)]
         for signer in order[:t]:
             try:
@@ -1271,8 +1333,10 @@ class SecAggParty:
             party._commits = commits
             party._list_digest = commit_list_digest(config, commits)
             vks = dict(doc["verify_keys"])
-            if set(vks) != set(commits):
-                raise bad("verify keys do not match the list")
+            if not set(vks) <= set(commits):
+                raise bad("verify key of a party outside the list")
+            if party._me not in vks:
+                raise bad("own verify key missing")
             try:
                 party._verify_keys = {
                     p: VerifyKey.from_bytes(unhex(vks[p], 32)) for p in config.ordered(set(vks))
@@ -1329,6 +1393,8 @@ class SecAggParty:
             party._adverts = adverts
             party._roster_digest = roster_digest(adverts)
             seed, party._neighbours = party._graph_of(adverts)
+            if set(party._verify_keys) != set(adverts):
+                raise bad("verify keys do not match the roster")
             party._binding = roster_binding(seed, party._roster_digest)
             party._sent = tuple(
                 SealedShare(

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from blindsum.crypto.sign import VerifyKey
 from blindsum.errors import (
     AlreadyExists,
     BlindsumError,
@@ -356,10 +357,19 @@ def verify_identity_cert(
     validity window, not exactly one spiffe URI SAN, not an Ed25519 key, or not
     ``expected``.
     """
-    what = "identity_cert"
-    cert = _load_cert(cert_pem, what)
     ca_cert = _load_cert(ca_cert_pem, "ca_cert")
     _require_ca(ca_cert)
+    return _check_identity_cert(cert_pem, ca_cert, expected, now)
+
+
+def _check_identity_cert(
+    cert_pem: bytes,
+    ca_cert: x509.Certificate,
+    expected: Identity | None,
+    now: dt.datetime | None,
+) -> tuple[Identity, bytes]:
+    what = "identity_cert"
+    cert = _load_cert(cert_pem, what)
     _verify_issued_by(cert, ca_cert, what)
     _check_validity(cert, now if now is not None else _now(), what)
     try:
@@ -378,6 +388,50 @@ def verify_identity_cert(
         )
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return identity, raw
+
+
+class CertifiedKeys(Mapping[str, VerifyKey]):
+    """Parties' identity keys, each taken from its certificate and checked against
+    the CA the first time it is read.
+
+    The aggregator serves every roster entry with the member's identity certificate,
+    but a party relies on only some members (its neighbours, an audit sample, the
+    signers it counts), so only those certificates are checked: O(degree) chain
+    checks per round instead of O(n). A missing certificate is a KeyError; one that
+    fails raises what :func:`verify_identity_cert` raises (field ``identity_cert``).
+    """
+
+    def __init__(
+        self, certs: Mapping[str, bytes], ca_cert_pem: bytes, *, now: dt.datetime | None = None
+    ) -> None:
+        self._certs = dict(certs)
+        self._ca = _load_cert(ca_cert_pem, "ca_cert")
+        _require_ca(self._ca)
+        self._now = now
+        self._checked: dict[str, VerifyKey] = {}
+
+    def __getitem__(self, party: str) -> VerifyKey:
+        key = self._checked.get(party)
+        if key is None:
+            pem = self._certs[party]
+            _, raw = _check_identity_cert(pem, self._ca, Identity(Role.PARTY, party), self._now)
+            key = VerifyKey.from_bytes(raw)
+            self._checked[party] = key
+        return key
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._certs)
+
+    def __len__(self) -> int:
+        return len(self._certs)
+
+    @property
+    def checked(self) -> int:
+        """How many certificates have been checked so far."""
+        return len(self._checked)
+
+    def __repr__(self) -> str:
+        return f"CertifiedKeys({len(self._certs)} certificates, {len(self._checked)} checked)"
 
 
 def identity_from_cert_pem(cert_pem: bytes) -> Identity:

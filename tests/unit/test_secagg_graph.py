@@ -125,3 +125,16 @@ def test_default_threshold() -> None:
     assert graph.default_threshold(23) == 16
     with pytest.raises(InvalidArgument):
         graph.default_threshold(0)
+
+
+@pytest.mark.parametrize(("n", "degree"), [(5, 0), (10, 4), (101, 42), (300, 94), (64, 70)])
+def test_one_partys_neighbourhood_is_its_row_of_the_whole_graph(n: int, degree: int) -> None:
+    """What a party computes for itself (O(k)) is what everyone's graph says (O(nk))."""
+    parties = names(n)
+    seed = hashlib.sha256(b"row %d %d" % (n, degree)).digest()
+    whole = graph.neighbours(parties, degree, seed)
+    for p in parties:
+        assert graph.neighbours_of(p, parties, degree, seed) == whole[p]
+    with pytest.raises(InvalidArgument) as info:
+        graph.neighbours_of("stranger", parties, degree, seed)
+    assert info.value.field == "party"
