@@ -26,6 +26,9 @@ class ServerSection:
     server_name: str = "blindsum-aggregator"
     #: How often phase deadlines are checked.
     tick_interval_s: float = 0.25
+    #: RPCs served at once; more get RESOURCE_EXHAUSTED. Each party holds at most
+    #: one long poll, so this bounds parties waiting at once, with room for others.
+    max_concurrent_rpcs: int = 20_000
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from blindsum.rpc.v1 import (
     round_pb2,
     round_pb2_grpc,
 )
+from blindsum.transport import wire
 from blindsum.transport.auth import AuthorizationInterceptor, peer_identity
 from blindsum.transport.errors import translate
 from blindsum.transport.pki import Identity, KeyAndCert, Role
@@ -51,7 +52,7 @@ from blindsum.transport.server import (
     add_secure_port,
     create_server,
 )
-from blindsum.transport.tls import secure_channel, server_credentials
+from blindsum.transport.tls import MAX_MESSAGE_BYTES, secure_channel, server_credentials
 
 log = get_logger("blindsum.aggregator")
 
@@ -271,6 +272,34 @@ POLICY = {
 }
 CUSTODIAN_POLICY = {"blindsum.rpc.v1.CustodianService": frozenset({Role.AGGREGATOR})}
 
+#: Wire bytes one list entry may take: an envelope (two names of at most 256
+#: characters, a nonce, a sealed pair of shares) or a revealed share, with room.
+ENTRY_BYTES = 1024
+#: Most ciphertext chunks an he submission or decryption carries.
+MAX_CHUNKS = 4096
+
+
+def request_limits(max_parties: int, max_vector_length: int) -> dict[str, wire.Limit]:
+    """Per-method caps on a request's wire bytes and elements, checked before it is
+    parsed (``AuthorizationInterceptor``). They follow what a method can carry in a
+    round of ``max_parties`` and ``max_vector_length``; every other method takes
+    ``auth.DEFAULT_LIMIT`` (64 KiB, 1,024 elements)."""
+    n, m = max_parties, max_vector_length
+    rs, admin = "/blindsum.rpc.v1.RoundService/", "/blindsum.rpc.v1.AdminService/"
+    return {
+        rs + "SubmitShares": wire.Limit(4096 + n * ENTRY_BYTES, 16 + 6 * n),
+        rs + "SubmitUnmask": wire.Limit(4096 + n * ENTRY_BYTES, 16 + 5 * n),
+        rs + "SubmitMasked": wire.Limit(4096 + 8 * m, 16),
+        rs + "SubmitCiphertext": wire.Limit(MAX_MESSAGE_BYTES, 16 + MAX_CHUNKS),
+        admin + "OpenRound": wire.Limit((1 << 20) + n * 300, 256 + n),
+    }
+
+
+#: The custodian's one large call: the aggregate, one receipt per party, the schema.
+CUSTODIAN_LIMITS = {
+    "/blindsum.rpc.v1.CustodianService/Decrypt": wire.Limit(MAX_MESSAGE_BYTES, 10_000_000),
+}
+
 
 #: How long a party's enrollment check is reused for its later calls: a revocation
 #: (or an enrollment) takes effect within this long.
@@ -368,7 +397,7 @@ async def start_custodian(
     tls = KeyAndCert(
         key_pem=(key_dir / "tls.key").read_bytes(), cert_pem=(key_dir / "tls.crt").read_bytes()
     )
-    server = create_server([AuthorizationInterceptor(CUSTODIAN_POLICY)])
+    server = create_server([AuthorizationInterceptor(CUSTODIAN_POLICY, limits=CUSTODIAN_LIMITS)])
     custodian_pb2_grpc.add_CustodianServiceServicer_to_server(CustodianServicer(custodian), server)
     add_health(server)
     port = add_secure_port(server, listen, server_credentials(tls, custodian.ca_cert_pem))
@@ -392,6 +421,8 @@ async def start_aggregator(
     cfg = config or cfgmod.load(directory)
     if not cfg.rounds.lease_ttl_s > 0:
         raise ConfigError("must be a positive number of seconds", field="rounds.lease_ttl_s")
+    if cfg.server.max_concurrent_rpcs < 1:
+        raise ConfigError("must be a positive count", field="server.max_concurrent_rpcs")
     parse_listen(cfg.metrics.listen)  # a malformed address fails before anything starts
     ca_pem = _read(directory, cfg.tls.ca_cert)
     tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
@@ -440,7 +471,11 @@ async def start_aggregator(
             clock_ms=clock_ms or now_ms,
         )
         manager.start()
-        server = create_server([AuthorizationInterceptor(POLICY, _enrolled(store))])
+        limits = request_limits(cfg.rounds.max_parties, cfg.rounds.max_vector_length)
+        server = create_server(
+            [AuthorizationInterceptor(POLICY, _enrolled(store), limits=limits)],
+            maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+        )
         round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
         report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager), server)

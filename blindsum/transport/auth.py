@@ -13,6 +13,11 @@ Who is rejected where:
   rejects (not enrolled, revoked), gets ``UNAUTHENTICATED``.
 - A valid identity whose role the policy does not allow for the service gets
   ``PERMISSION_DENIED``; a service absent from the policy gets ``UNIMPLEMENTED``.
+- Only then is the request body looked at: it arrives as raw bytes, is checked
+  against the method's :class:`~blindsum.transport.wire.Limit` (over its byte cap:
+  ``RESOURCE_EXHAUSTED``; too many elements or not protobuf: ``INVALID_ARGUMENT``)
+  and parsed (``INVALID_ARGUMENT`` naming the method if it does not parse). So a
+  caller the policy refuses never gets a byte parsed.
 
 Identity always comes from the certificate (``auth_context``), never from metadata.
 """
@@ -26,15 +31,23 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from blindsum.errors import InvalidArgument, Unauthenticated, Unavailable
 from blindsum.log import get_logger
+from blindsum.transport import wire
 from blindsum.transport.pki import Identity, Role, identity_from_cert_pem
 
 _log = get_logger(__name__)
 
 #: The standard health service: open to any authenticated (and known) peer.
 HEALTH_SERVICE = "grpc.health.v1.Health"
+#: A refused call: its status and details.
+Refusal: TypeAlias = "tuple[grpc.StatusCode, str]"
+#: A parsed request, or why it was refused.
+Parsed: TypeAlias = "tuple[Any, Refusal | None]"
+#: What a request may carry where the interceptor has no limit for its method.
+DEFAULT_LIMIT = wire.Limit(max_bytes=64 * 1024, max_elements=1024)
 _PEM_CERT_KEY = "x509_pem_cert"
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -89,6 +102,9 @@ class AuthorizationInterceptor(_InterceptorBase):
         self,
         policy: Mapping[str, frozenset[Role]],
         is_known: Callable[[Identity], bool | Awaitable[bool]] | None = None,
+        *,
+        limits: Mapping[str, wire.Limit] | None = None,
+        default_limit: wire.Limit = DEFAULT_LIMIT,
     ) -> None:
         checked: dict[str, frozenset[Role]] = {}
         for service, roles in policy.items():
@@ -99,6 +115,12 @@ class AuthorizationInterceptor(_InterceptorBase):
             checked[service] = frozenset(roles)
         self._policy: Mapping[str, frozenset[Role]] = MappingProxyType(checked)
         self._is_known = is_known
+        for method in limits or {}:
+            if not _service_of(method):
+                raise InvalidArgument(f"bad method name {method!r}", field="limits")
+        self._limits: Mapping[str, wire.Limit] = MappingProxyType(dict(limits or {}))
+        self._default_limit = default_limit
+        self.trimmer = wire.HeapTrimmer()
 
     async def intercept_service(
         self,
@@ -116,13 +138,13 @@ class AuthorizationInterceptor(_InterceptorBase):
             return handler
         return self._wrap(handler, service, method)
 
-    async def _authorize(self, service: str, method: str, context: Context) -> None:
-        """Abort the call unless the peer may call ``service``."""
+    async def _refusal(self, service: str, method: str, context: Context) -> Refusal | None:
+        """Why the peer may not call ``service`` (a status and details), or None."""
         try:
             identity = peer_identity(context)
         except Unauthenticated as err:
             _log.warning("rpc_denied", method=method, reason="no_identity", exc=err)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, err.message)
+            return grpc.StatusCode.UNAUTHENTICATED, err.message
         if self._is_known is not None:
             try:
                 answer = self._is_known(identity)
@@ -130,51 +152,126 @@ class AuthorizationInterceptor(_InterceptorBase):
             except Unavailable as err:
                 # The registry is away (its database): a retryable condition, not a bug.
                 _log.warning("rpc_identity_check_unavailable", method=method, exc=err)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: {err.message}")
+                return grpc.StatusCode.UNAVAILABLE, f"{method}: {err.message}"
             except Exception as err:
                 _log.error("rpc_identity_check_failed", method=method, peer=identity.uri, exc=err)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+                return grpc.StatusCode.INTERNAL, f"internal error in {method}"
             if not known:
                 _log.warning("rpc_denied", method=method, peer=identity.uri, reason="not_known")
-                await context.abort(
+                return (
                     grpc.StatusCode.UNAUTHENTICATED,
                     f"{identity.uri} is not enrolled or has been revoked",
                 )
         if service == HEALTH_SERVICE:
-            return
+            return None
         if identity.role not in self._policy[service]:
             _log.warning("rpc_denied", method=method, peer=identity.uri, reason="role")
-            await context.abort(
+            return (
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {identity.role.value} may not call {service}",
             )
+        return None
+
+    def _parser(self, handler: Handler, method: str) -> Callable[[bytes], Parsed]:
+        """Check raw request bytes against the method's limit, then parse them: the
+        request, or a refusal (nothing raised, so no traceback keeps the bytes)."""
+        deserialize = handler.request_deserializer
+        message_type = getattr(deserialize, "__self__", None)
+        descriptor = getattr(message_type, "DESCRIPTOR", None)
+        limit = self._limits.get(method, self._default_limit)
+        name = getattr(descriptor, "name", "request")
+        trimmer = self.trimmer
+
+        def parse(raw: bytes) -> Parsed:
+            if deserialize is None:
+                return raw, None
+            size = len(raw)
+            try:
+                if descriptor is not None:
+                    wire.check(raw, descriptor, limit, method)
+                elif size > limit.max_bytes:
+                    raise wire.TooLarge(f"{method}: request too large")
+                return deserialize(raw), None
+            except wire.TooLarge as err:
+                _log.warning("rpc_refused", method=method, reason="too_large", size=size)
+                trimmer.refused(size)
+                return None, (grpc.StatusCode.RESOURCE_EXHAUSTED, err.message)
+            except InvalidArgument as err:
+                _log.warning("rpc_refused", method=method, reason="malformed", field=err.field)
+                trimmer.refused(size)
+                return None, (grpc.StatusCode.INVALID_ARGUMENT, err.message)
+            except (DecodeError, ValueError, TypeError):
+                _log.warning("rpc_refused", method=method, reason="undecodable")
+                trimmer.refused(size)
+                return None, (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{method}: request body is not a valid {name}",
+                )
+
+        return parse
+
+    def _admit(
+        self, service: str, method: str, parse: Callable[[bytes], Parsed]
+    ) -> Callable[[list[bytes], Context], Awaitable[Any]]:
+        """Authorize, then check and parse: the request, or the call aborted. The raw
+        body comes in a one-item list that is emptied before any abort, so no frame
+        in the abort's traceback holds a refused body."""
+        refusal_of, trimmer = self._refusal, self.trimmer
+
+        async def admit(box: list[bytes], context: Context) -> Any:
+            refusal = await refusal_of(service, method, context)
+            request = None
+            if refusal is None:
+                request, refusal = parse(box[0])
+            else:
+                trimmer.refused(len(box[0]))
+            box.clear()
+            if refusal is not None:
+                await context.abort(*refusal)
+            return request
+
+        return admit
 
     def _wrap(self, handler: Handler, service: str, method: str) -> Handler:
-        authorize = self._authorize
+        refusal_of = self._refusal
+
+        async def authorize(service: str, method: str, context: Context) -> None:
+            refusal = await refusal_of(service, method, context)
+            if refusal is not None:
+                await context.abort(*refusal)
+
         if handler.unary_unary is not None:
             # grpc-stubs types behaviours for the sync API; aio passes an aio context.
             inner_uu: Callable[..., Any] = handler.unary_unary
+            admit_uu = self._admit(service, method, self._parser(handler, method))
 
-            async def unary_unary(request: Any, context: Context) -> Any:
-                await authorize(service, method, context)
+            # The request arrives as raw bytes (no deserializer): nothing is parsed
+            # before the caller is authorized and the bytes fit the method's limit.
+            async def unary_unary(raw: bytes, context: Context) -> Any:
+                box = [raw]
+                del raw
+                request = await admit_uu(box, context)
                 return await _maybe_await(inner_uu(request, context))
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             # grpc-stubs types behaviours for the sync API; aio passes an aio context.
             inner_us: Callable[..., Any] = handler.unary_stream
+            admit_us = self._admit(service, method, self._parser(handler, method))
 
-            async def unary_stream(request: Any, context: Context) -> None:
-                await authorize(service, method, context)
+            async def unary_stream(raw: bytes, context: Context) -> None:
+                box = [raw]
+                del raw
+                request = await admit_us(box, context)
                 await _drain(inner_us(request, context), context)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
