@@ -48,6 +48,7 @@ from blindsum.errors import (
     BlindsumError,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     RoundAborted,
     Unavailable,
@@ -283,9 +284,19 @@ class RoundManager:
         return cached
 
     def _round_for_party(self, party: str, round_id: str) -> RoundRecord:
-        rec = self.store.round(codec.check_round_id(round_id))
+        """The round, if ``party`` is invited to it. A round that does not exist and
+        one the party is not invited to get the same NotFound, word for word, so a
+        party cannot learn which round ids exist."""
+        round_id = codec.check_round_id(round_id)
+        unknown = NotFound(
+            f"round {round_id!r} does not exist or does not invite this party", field="round_id"
+        )
+        try:
+            rec = self.store.round(round_id)
+        except NotFound:
+            raise unknown from None
         if party not in rec.parties:
-            raise PermissionDenied(f"party {party!r} is not invited to round {round_id!r}")
+            raise unknown
         return rec
 
     def _forget(self, round_id: str) -> None:

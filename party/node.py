@@ -261,7 +261,8 @@ class PartyNode:
             except NotFound:
                 if loop.time() >= deadline:
                     raise NotFound(
-                        f"round {round_id!r} does not exist (waited {wait_s:g} s)",
+                        f"round {round_id!r} does not exist or does not invite this party "
+                        f"(waited {wait_s:g} s)",
                         field="--round",
                     ) from None
             await asyncio.sleep(max(self.poll, 0.5))

@@ -140,15 +140,24 @@ async def test_a_party_revoked_while_calling_is_refused_within_the_check_s_reuse
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_uninvited_party_is_permission_denied(
+async def test_uninvited_party_cannot_tell_a_round_from_no_round(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
+    """An uninvited party gets exactly what it gets for a round id that does not exist
+    (NOT_FOUND, the same words), so it cannot probe which rounds exist."""
     rid = await _open(aggregator, parties=("team-b", "team-c", "team-d"))
+    ghost = "r-" + "0" * (len(rid) - 2)
     channel, stub = _stub(deployment, aggregator.port, "team-a")
-    try:
+
+    async def refusal(round_id: str) -> tuple[grpc.StatusCode, str]:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.GetRound(common_pb2.RoundRef(round_id=rid))
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            await stub.GetRound(common_pb2.RoundRef(round_id=round_id))
+        return err.value.code(), (err.value.details() or "").replace(round_id, "ID")
+
+    try:
+        seen, unseen = await refusal(rid), await refusal(ghost)
+        assert seen == unseen
+        assert seen[0] == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Advertise(
                 round_pb2.AdvertiseRequest(
@@ -158,7 +167,7 @@ async def test_uninvited_party_is_permission_denied(
                     signature=b"\x03" * 64,
                 )
             )
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await channel.close(None)
 
