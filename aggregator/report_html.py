@@ -711,7 +711,7 @@ class _Bar:
     @property
     def height(self) -> float:
         """Share per covered category, so a merged bar's area is its share."""
-        return (self.share or 0.0) / (self.stop - self.start)
+        return (self.share or 0.0) / max(self.stop - self.start, 1)
 
 
 def _hist_cells(region: RegionResult, metric: str) -> list[Cell]:

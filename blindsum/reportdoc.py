@@ -333,6 +333,12 @@ def _cell(doc: object, field: str) -> Cell:
     scale = _count(d, "scale", field)
     if scale < 1:
         raise InvalidArgument("must be at least 1", field=f"{field}.scale")
+    lo, hi = _opt_num(d, "lo", field), _opt_num(d, "hi", field)
+    if (lo is None) != (hi is None):
+        raise InvalidArgument("a bin needs both lo and hi, or neither", field=f"{field}.hi")
+    if lo is not None and hi is not None and not lo < hi:
+        # A bin of no width cannot be drawn (nor come from a schema, whose edges rise).
+        raise InvalidArgument("must be greater than lo", field=f"{field}.hi")
     return Cell(
         slot=_str(d, "slot", field),
         value=value,
@@ -340,8 +346,8 @@ def _cell(doc: object, field: str) -> Cell:
         noise_sd=_num(d, "noise_sd", field, nonneg=True),
         status=status,
         metric=_str(d, "metric", field),
-        lo=_opt_num(d, "lo", field),
-        hi=_opt_num(d, "hi", field),
+        lo=lo,
+        hi=hi,
     )
 
 
