@@ -438,13 +438,32 @@ def identity_from_cert_pem(cert_pem: bytes) -> Identity:
     """The identity in a (TLS-verified) peer certificate's URI SAN.
 
     Does not verify the chain: call it only on certificates the TLS layer has
-    already verified. Raises Unauthenticated(field="peer_certificate").
+    already verified. Only a leaf certificate (not a CA) issued for client
+    authentication (extended key usage clientAuth) names a caller. Raises
+    Unauthenticated(field="peer_certificate") otherwise.
     """
+    what = "peer_certificate"
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except (ValueError, TypeError):
-        raise Unauthenticated("unreadable peer certificate", field="peer_certificate") from None
-    return _spiffe_identity(cert, "peer_certificate", Unauthenticated)
+        raise Unauthenticated("unreadable peer certificate", field=what) from None
+    try:
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        ca = False
+    except ValueError:
+        raise Unauthenticated("malformed certificate extensions", field=what) from None
+    if ca:
+        raise Unauthenticated("a CA certificate is not a client identity", field=what)
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    except ValueError:
+        raise Unauthenticated("malformed certificate extensions", field=what) from None
+    if usages is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        raise Unauthenticated("certificate is not for client authentication", field=what)
+    return _spiffe_identity(cert, what, Unauthenticated)
 
 
 def load_ca_and_check(ca_cert_pem: bytes, cert_pem: bytes, key_pem: bytes) -> Identity:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -257,7 +258,11 @@ def test_tls_cert_is_not_an_identity_cert(ca: KeyAndCert) -> None:
     assert info.value.field == "identity_cert"
 
 
-def _signed_by_ca(ca: KeyAndCert, sans: list[x509.GeneralName]) -> bytes:
+def _signed_by_ca(
+    ca: KeyAndCert,
+    sans: list[x509.GeneralName],
+    extensions: Sequence[x509.ExtensionType] = (),
+) -> bytes:
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     root = x509.load_pem_x509_certificate(ca.cert_pem)
@@ -274,7 +279,31 @@ def _signed_by_ca(ca: KeyAndCert, sans: list[x509.GeneralName]) -> bytes:
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
+    for ext in extensions:
+        builder = builder.add_extension(ext, False)
     return _pem(builder.sign(ca_key, hashes.SHA256()))
+
+
+def test_only_a_leaf_for_client_auth_names_a_caller(ca: KeyAndCert) -> None:
+    """The TLS layer checks the chain; a caller's identity is taken only from a leaf
+    certificate issued for client authentication (issue 12, item 5)."""
+    san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(PARTY.uri)]
+    client = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    assert identity_from_cert_pem(_signed_by_ca(ca, san, [client])) == PARTY
+    refused = {
+        "not for client authentication": [
+            _signed_by_ca(ca, san),
+            _signed_by_ca(ca, san, [x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])]),
+        ],
+        "a CA certificate is not a client identity": [
+            _signed_by_ca(ca, san, [client, x509.BasicConstraints(ca=True, path_length=0)]),
+        ],
+    }
+    for reason, pems in refused.items():
+        for pem in pems:
+            with pytest.raises(Unauthenticated, match=reason) as info:
+                identity_from_cert_pem(pem)
+            assert info.value.field == "peer_certificate"
 
 
 @pytest.mark.parametrize(
