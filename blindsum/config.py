@@ -32,6 +32,73 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 _SCALARS: tuple[type, ...] = (str, int, float, bool, Path)
 
+#: Deepest nesting of tables, dotted keys, arrays and inline tables a TOML text may
+#: have. Ours nest three or four deep; a schema of 50,000 nested tables made the
+#: parser recurse until it failed (issue 12), so depth is checked before parsing.
+MAX_TOML_DEPTH = 32
+
+
+def toml_depth(text: str) -> int:
+    """An upper bound on the nesting depth of ``text`` as TOML, without parsing it.
+
+    Per line, the dots in a table header or before a key's ``=`` (each is a level),
+    plus the brackets and braces open at that point (string contents skipped, so a
+    URL in a value costs nothing). Over-counts quoted keys that contain dots, which
+    only makes the bound safer. O(len(text)).
+    """
+    deepest = open_brackets = 0
+    quote = ""
+    for line in text.splitlines():
+        key_dots = 0
+        in_key = open_brackets == 0 and not quote
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if quote:
+                if line.startswith(quote, i):
+                    i += len(quote)
+                    quote = ""
+                    continue
+                if ch == "\\" and quote in ('"', '"""'):
+                    i += 2
+                    continue
+            elif line.startswith(('"""', "'''"), i):
+                quote = line[i : i + 3]
+                i += 3
+                continue
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                open_brackets += 1
+            elif ch in "]}":
+                open_brackets = max(0, open_brackets - 1)
+            elif ch == "=" and in_key:
+                in_key = False
+            elif ch == "." and in_key:
+                key_dots += 1
+            deepest = max(deepest, open_brackets + key_dots)
+            i += 1
+        if quote in ('"', "'"):  # a one-line string never spans lines
+            quote = ""
+        deepest = max(deepest, open_brackets + key_dots)
+    return deepest
+
+
+def loads_toml(text: str, *, field: str, max_depth: int = MAX_TOML_DEPTH) -> dict[str, Any]:
+    """``tomllib.loads`` for text that may be hostile: its depth is checked first, and
+    any parser failure (recursion included) is a one-line ConfigError naming ``field``."""
+    depth = toml_depth(text)
+    if depth > max_depth:
+        raise ConfigError(f"TOML nested {depth} deep, at most {max_depth} allowed", field=field)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"invalid TOML: {err}", field=field) from None
+    except RecursionError:
+        raise ConfigError("TOML nested too deep", field=field) from None
+
 
 def load_config(path: Path, cls: type[T]) -> T:
     """Read and parse the TOML file ``path`` into ``cls`` (a frozen dataclass)."""
@@ -50,10 +117,7 @@ def load_config(path: Path, cls: type[T]) -> T:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("config file is not UTF-8", field=source) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"invalid TOML: {err}", field=source) from None
+    data = loads_toml(text, field=source)
     return parse_config(data, cls, source=source)
 
 

@@ -25,7 +25,6 @@ import json
 import math
 import numbers
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -35,7 +34,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from blindsum.config import toml_string
+from blindsum.config import loads_toml, toml_string
 from blindsum.errors import BlindsumError, ConfigError, InvalidArgument
 from blindsum.types import U64Vector
 
@@ -434,11 +433,11 @@ class Schema:
             raise ConfigError("schema text must be str", field="schema")
         if len(text.encode("utf-8", "surrogatepass")) > MAX_SCHEMA_BYTES:
             raise ConfigError(f"schema larger than {MAX_SCHEMA_BYTES} bytes", field="schema")
+        data = loads_toml(text, field="schema")
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML: {exc}", field="schema") from None
-        return cls._from_data(data)
+            return cls._from_data(data)
+        except RecursionError:
+            raise ConfigError("schema nested too deep", field="schema") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Schema:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import codecs
 import importlib.resources
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from blindsum.config import loads_toml
 from blindsum.errors import ConfigError
 from party.tickets import CANONICAL_FIELDS, DURATION_FIELDS, TIMESTAMP_FIELDS, Status
 
@@ -243,10 +243,7 @@ def _load_preset(name: str) -> Mapping:
 
 def mapping_from_toml(text: str, *, origin: str = "mapping") -> Mapping:
     """Parse mapping TOML text; ``origin`` names it in every error."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"invalid TOML: {err}", field=origin) from None
+    data = loads_toml(text, field=origin)
     return parse_mapping(data, origin=origin)
 
 
