@@ -81,6 +81,7 @@ from blindsum.protocol.secagg import (
     SealedShare,
     SecAggConfig,
     SecAggServer,
+    name_list,
 )
 from blindsum.rpc.v1 import round_pb2
 from blindsum.schema import Schema
@@ -1443,9 +1444,12 @@ class RoundManager:
             await self.offload(self._abort, rec, f"custodian refused to decrypt: {exc}")
             return True
         included = tuple(r.party for r in acc.receipts())
-        await self.offload(
-            self._release, rec, values, included, closing=(Phase.COLLECT.value, len(included))
-        )
+        try:
+            await self.offload(
+                self._release, rec, values, included, closing=(Phase.COLLECT.value, len(included))
+            )
+        except RoundAborted as exc:
+            await self.offload(self._abort, rec, str(exc))
         return True
 
     def _release(
@@ -1483,6 +1487,14 @@ class RoundManager:
             # before it touches the release or the ledger.
             with self.store.transaction():
                 self.store.update_round(done, lease=self._held(rec.round_id), closing=closing)
+                # A party revoked while the round ran is not in any release: the round
+                # aborts (README, "aggregator revoke"), and nothing is published.
+                revoked = sorted(set(included) & self.store.revoked_names())
+                if revoked:
+                    raise RoundAborted(
+                        f"revoked during the round: {name_list(revoked)}",
+                        field="parties",
+                    )
                 self.store.lock_ledger(dp.campaign, dp.window)
                 spent = self.store.ledger_spent(dp.campaign, dp.window)
                 report = build_report(given, policy, spent_before=spent, previous=previous)

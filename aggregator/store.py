@@ -456,6 +456,11 @@ class Store:
             raise NotFound(f"party {name!r} is not enrolled", field="party")
         return PartyRecord(row[0], bytes(row[1]), int(row[2]), bool(row[3]))
 
+    def revoked_names(self) -> frozenset[str]:
+        """The names of every revoked party (a short list, read in one query)."""
+        rows = self._exec("SELECT name FROM parties WHERE revoked = 1").fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
     def parties(self) -> list[PartyRecord]:
         rows = self._exec(
             "SELECT name, identity_cert_pem, enrolled_ms, revoked FROM parties ORDER BY name"

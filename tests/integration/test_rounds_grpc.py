@@ -195,6 +195,38 @@ async def test_secagg_dropout_after_mask_still_included(
     assert_report_matches(report, plain_sum(list(vectors.values())))
 
 
+async def test_a_party_revoked_after_it_masked_aborts_the_round(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """README: revoke between rounds, since an open round that includes the party
+    aborts. team-b masks and leaves; it is revoked before the round completes. Its
+    vector would be in the sum, so nothing is released and the reason names it."""
+    view = await open_round(aggregator)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+
+    async def revoke_once_past_mask() -> None:
+        while aggregator.manager.view(view.round_id).phase not in (
+            Phase.CONSISTENCY,
+            Phase.UNMASK,
+            Phase.DONE,
+        ):
+            await asyncio.sleep(0.01)
+        aggregator.store.revoke("team-b")
+
+    revoker = asyncio.ensure_future(revoke_once_past_mask())
+    try:
+        await run_parties(
+            deployment, aggregator.port, view.round_id, vectors, drop_after={"team-b": Phase.MASK}
+        )
+    finally:
+        await revoker
+    final = aggregator.manager.view(view.round_id)
+    assert final.state is RoundState.ABORTED
+    assert "revoked during the round: team-b" in final.abort_reason
+    with pytest.raises(BlindsumError):
+        aggregator.manager.report(view.round_id)
+
+
 async def test_secagg_too_few_survivors_aborts_with_reason(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:
