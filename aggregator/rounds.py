@@ -28,6 +28,8 @@ from typing import Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 
+from aggregator.plausible import implausible
+from aggregator.plausible import reason as plausibility_reason
 from aggregator.release import (
     BudgetExhausted,
     ReleaseInput,
@@ -492,9 +494,9 @@ class RoundManager:
 
     def report(self, round_id: str) -> Report:
         rec = self.store.round(codec.check_round_id(round_id))
-        if rec.state == RoundState.ABORTED.value:
+        if rec.state in (RoundState.ABORTED.value, RoundState.REJECTED.value):
             raise FailedPrecondition(
-                f"round {round_id!r} was aborted: {rec.abort_reason}", field="round_id"
+                f"round {round_id!r} was {rec.state}: {rec.abort_reason}", field="round_id"
             )
         if rec.state != RoundState.COMPLETE.value:
             raise FailedPrecondition(
@@ -692,22 +694,27 @@ class RoundManager:
         if rec.state == RoundState.OPEN.value:
             self._abort(rec, reason)
 
-    def _abort(self, rec: RoundRecord, reason: str) -> RoundRecord:
+    def _abort(
+        self, rec: RoundRecord, reason: str, *, state: RoundState = RoundState.ABORTED
+    ) -> RoundRecord:
+        """End the round without a release: ABORTED, or REJECTED when its totals
+        failed the plausibility checks."""
         if len(reason) > MAX_REASON_CHARS:
             # The reason is sent in the status of every later call about the round.
             reason = reason[: MAX_REASON_CHARS - 1] + "…"
         rec = replace(
             rec,
-            state=RoundState.ABORTED.value,
+            state=state.value,
             phase=Phase.DONE.value,
             abort_reason=reason,
             updated_ms=self._clock_ms(),
         )
+        event = f"round_{state.value}"
         with self.store.transaction():
             rec = self.store.update_round(rec, lease=self._held(rec.round_id))
-            self.store.audit(rec.round_id, "round_aborted", reason=reason)
+            self.store.audit(rec.round_id, event, reason=reason)
         self._forget(rec.round_id)
-        log.warning("round_aborted", round_id=rec.round_id, reason=reason)
+        log.warning(event, round_id=rec.round_id, reason=reason)
         self._notify()
         return rec
 
@@ -1466,6 +1473,14 @@ class RoundManager:
         schema = self._schema(rec)
         dp = _dp_of(rec)
         policy = self.settings.release
+        # Parties' noise is in the sum only in DISTRIBUTED mode; central noise comes later.
+        slack = 0
+        if dp.mode is DpMode.DISTRIBUTED:
+            slack = noise_bound(noise_plan(schema, dp).in_sum(len(included)))
+        found = implausible(schema, totals, len(included), slack=slack)
+        if found:
+            self._abort(rec, plausibility_reason(found), state=RoundState.REJECTED)
+            return
         given = ReleaseInput(
             schema=schema,
             totals=totals,

@@ -43,6 +43,7 @@ _STATE_TO_PB = {
     RoundState.OPEN: common_pb2.ROUND_STATE_OPEN,
     RoundState.COMPLETE: common_pb2.ROUND_STATE_COMPLETE,
     RoundState.ABORTED: common_pb2.ROUND_STATE_ABORTED,
+    RoundState.REJECTED: common_pb2.ROUND_STATE_REJECTED,
 }
 _STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 _PHASE_TO_PB = {

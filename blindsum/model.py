@@ -33,6 +33,9 @@ class RoundState(enum.Enum):
     OPEN = "open"
     COMPLETE = "complete"
     ABORTED = "aborted"
+    #: Ended without a release because its totals failed the plausibility checks
+    #: (aggregator/plausible.py); the reason names the cells.
+    REJECTED = "rejected"
 
 
 class Phase(enum.Enum):

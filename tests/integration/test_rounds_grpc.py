@@ -227,6 +227,26 @@ async def test_a_party_revoked_after_it_masked_aborts_the_round(
         aggregator.manager.report(view.round_id)
 
 
+@pytest.mark.parametrize("mode", [Mode.SECAGG, Mode.HE])
+async def test_implausible_totals_are_rejected_and_nothing_is_released(
+    deployment: Deployment, aggregator: RunningAggregator, mode: Mode
+) -> None:
+    """One party claims a billion APAC tickets (issue 12): the sum is exact, but no
+    set of honest parties can produce it, so the round ends REJECTED naming the cell,
+    and there is no report."""
+    view = await open_round(aggregator, mode=mode)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    cheat = vectors["team-c"].copy()
+    cheat[SCHEMA.slot_index("APAC", "tickets")] = np.uint64(1_000_000_000)
+    vectors["team-c"] = cheat
+    await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    final = aggregator.manager.view(view.round_id)
+    assert final.state is RoundState.REJECTED
+    assert final.abort_reason.startswith("implausible totals: APAC/tickets = ")
+    with pytest.raises(BlindsumError, match="was rejected"):
+        aggregator.manager.report(view.round_id)
+
+
 async def test_secagg_too_few_survivors_aborts_with_reason(
     deployment: Deployment, aggregator: RunningAggregator
 ) -> None:

@@ -75,6 +75,8 @@ class _RoundStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoundState
     ROUND_STATE_OPEN: _RoundState.ValueType  # 1
     ROUND_STATE_COMPLETE: _RoundState.ValueType  # 2
     ROUND_STATE_ABORTED: _RoundState.ValueType  # 3
+    ROUND_STATE_REJECTED: _RoundState.ValueType  # 4
+    """Ended without a release: its totals failed the plausibility checks."""
 
 class RoundState(_RoundState, metaclass=_RoundStateEnumTypeWrapper): ...
 
@@ -82,6 +84,8 @@ ROUND_STATE_UNSPECIFIED: RoundState.ValueType  # 0
 ROUND_STATE_OPEN: RoundState.ValueType  # 1
 ROUND_STATE_COMPLETE: RoundState.ValueType  # 2
 ROUND_STATE_ABORTED: RoundState.ValueType  # 3
+ROUND_STATE_REJECTED: RoundState.ValueType  # 4
+"""Ended without a release: its totals failed the plausibility checks."""
 Global___RoundState: _TypeAlias = RoundState  # noqa: Y015
 
 class _Phase:
