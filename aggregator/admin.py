@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aggregator import config as cfgmod
-from aggregator.store import open_store
+from aggregator.store import NoStore, open_store
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.config import dump_config
 from blindsum.crypto.he import BfvParams, BfvSecretContext
@@ -113,8 +113,8 @@ def init(
     write_private(key_dir / "tls.key", custodian_tls.key_pem)
 
     (directory / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
-    open_store(cfg.store.url, base_dir=directory).close()
-    open_store(cfg.custodian.store_url, base_dir=directory).close()
+    open_store(cfg.store.url, base_dir=directory, create=True).close()
+    open_store(cfg.custodian.store_url, base_dir=directory, create=True).close()
 
 
 def _ca(directory: Path, cfg: cfgmod.AggregatorConfig, ca_key: Path | None) -> KeyAndCert:
@@ -180,6 +180,26 @@ def enroll(
     write_private(out / "identity.key", signing.to_pem())
     (out / BUNDLE_CONFIG).write_text(dump_config(party_cfg))
     return party_cfg
+
+
+def create_store(directory: Path) -> list[str]:
+    """Create the tables of the stores ``aggregator.toml`` names ([store] url and
+    [custodian] store_url) where they do not exist yet, e.g. a new PostgreSQL database
+    after changing the URL. Nothing else creates a store: ``serve``, ``enroll`` and
+    the rest refuse a database without them. Returns what was done, per store."""
+    cfg = cfgmod.load(directory)
+    done = []
+    for key, url in (
+        ("store.url", cfg.store.url),
+        ("custodian.store_url", cfg.custodian.store_url),
+    ):
+        try:
+            open_store(url, base_dir=directory).close()
+            done.append(f"{key}: already a blindsum store")
+        except NoStore:
+            open_store(url, base_dir=directory, create=True).close()
+            done.append(f"{key}: created")
+    return done
 
 
 def revoke(directory: Path, name: str) -> None:

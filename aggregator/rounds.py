@@ -38,7 +38,15 @@ from aggregator.release import (
     noise_plan,
     release_rho,
 )
-from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, Submission, now_ms
+from aggregator.store import (
+    CorruptRound,
+    LedgerEntry,
+    RoundRecord,
+    StaleRound,
+    Store,
+    Submission,
+    now_ms,
+)
 from blindsum import codec, reportdoc
 from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvPublicContext
@@ -156,6 +164,9 @@ COUNTS_TTL_S = 0.25
 #: Abort reasons are cut to this length: they travel in gRPC status messages, and
 #: status metadata is capped (8 KB by default).
 MAX_REASON_CHARS = 500
+#: Ticks in a row on which a round fails for a reason other than an unreachable store
+#: before its stored state is judged unusable and the round is aborted.
+MAX_ROUND_FAILURES = 20
 
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
@@ -228,6 +239,8 @@ class RoundManager:
         self._he_context: SignedPublicContext | None = None
         self._he_public: BfvPublicContext | None = None
         self._custodian_retry_at: dict[str, int] = {}
+        # Consecutive ticks on which a round failed (see _failed).
+        self._failures: dict[str, int] = {}
         # Set (and replaced) whenever a round changes phase or closes: long polls wait on it.
         self._changed = asyncio.Event()
 
@@ -1272,6 +1285,7 @@ class RoundManager:
             async with self._round_lock(rid):
                 try:
                     await self._advance(rid)
+                    self._failures.pop(rid, None)
                 except Unavailable:
                     # The store is away: no round can be judged now. Keep every round as
                     # it is, and let the ticker report the outage and try again.
@@ -1280,6 +1294,10 @@ class RoundManager:
                 except StaleRound:
                     # Another writer moved the round first: this cache is out of date.
                     self._uncache(rid)
+                except CorruptRound as exc:
+                    self._uncache(rid)
+                    log.error("tick_failed", round_id=rid, exc=exc)
+                    await self._failed(rid, exc)
                 except BlindsumError as exc:
                     log.error("round_failed", round_id=rid, exc=exc)
                     self._uncache(rid)
@@ -1287,6 +1305,28 @@ class RoundManager:
                 except Exception as exc:
                     self._uncache(rid)
                     log.error("tick_failed", round_id=rid, exc=exc)
+                    await self._failed(rid, exc)
+        for rid in sorted(self.store.corrupt_rounds):
+            async with self._round_lock(rid):
+                await self._failed(rid, CorruptRound("its stored record cannot be decoded"))
+
+    async def _failed(self, round_id: str, exc: Exception) -> None:
+        """Count one more tick on which ``round_id`` could not be advanced for a reason
+        that is not the store being away; after MAX_ROUND_FAILURES in a row its stored
+        state is taken to be unusable (damaged, altered) and the round is aborted, with
+        no record read, so it stops failing and every other round keeps going."""
+        count = self._failures.get(round_id, 0) + 1
+        self._failures[round_id] = count
+        if count < MAX_ROUND_FAILURES:
+            return
+        self._failures.pop(round_id, None)
+        reason = f"stored state cannot be used: {type(exc).__name__}: {exc}"
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
+        if await self.offload(self.store.force_abort, round_id, reason, now=self._clock_ms()):
+            log.error("round_aborted", round_id=round_id, reason=reason)
+            self._forget(round_id)
+            self._notify()
 
     async def _advance(self, round_id: str, *, first: Step | None = None) -> None:
         """Move the round forward while its current phase is finished. Only the replica

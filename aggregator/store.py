@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -225,7 +226,26 @@ def _with_state(rec: RoundRecord, row: Sequence[Any]) -> RoundRecord:
     )
 
 
+class CorruptRound(FailedPrecondition):
+    """A stored round row that cannot be decoded (damaged or altered). Reads of that
+    round fail with this (FAILED_PRECONDITION, naming it); listings skip it and note
+    its id in ``Store.corrupt_rounds``; the ticker aborts it (``force_abort``)."""
+
+
+def _decode_round(row: Sequence[Any]) -> RoundRecord:
+    try:
+        return _round_from_row(row)
+    except (ValueError, TypeError, IndexError, json.JSONDecodeError) as exc:
+        raise CorruptRound(
+            f"round {row[0]!r}: its stored record cannot be decoded ({type(exc).__name__})",
+            field="round_id",
+        ) from None
+
+
 def _round_from_row(row: Sequence[Any]) -> RoundRecord:
+    parties = json.loads(row[6])
+    if not isinstance(parties, list) or not all(isinstance(p, str) for p in parties):
+        raise TypeError("parties is not a list of names")
     return RoundRecord(
         round_id=row[0],
         mode=row[1],
@@ -233,7 +253,7 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
         phase=row[3],
         schema_toml=row[4],
         schema_id=row[5],
-        parties=tuple(json.loads(row[6])),
+        parties=tuple(parties),
         threshold=int(row[7]),
         min_contributors=int(row[8]),
         graph_degree=int(row[9]),
@@ -340,6 +360,8 @@ class Store:
         self._local = threading.local()
         self._rounds: dict[str, RoundRecord] = {}
         self._rounds_lock = threading.Lock()
+        #: Rounds whose stored row did not decode, seen by rounds(); the ticker aborts them.
+        self.corrupt_rounds: set[str] = set()
 
     @property
     def _depth(self) -> int:
@@ -403,12 +425,22 @@ class Store:
             finally:
                 self._local.depth = 0
 
-    def migrate(self) -> None:
+    def migrate(self, *, create: bool = False) -> None:
+        """Bring the store's tables to this version. Only ``create`` (``aggregator
+        init``) makes a store where there is none: anything else refuses a database
+        without blindsum's tables, rather than start afresh over a lost or foreign
+        one (rounds, enrolments and the DP ledger would silently restart at zero)."""
         types = {"blob": self.blob, "autoinc": self.autoinc, "double": self.double}
         with self.transaction():
             row = None
             if self._has_table("meta"):
                 row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None and not create:
+                raise NoStore(
+                    f"{self.describe()} holds no blindsum store (no schema version): "
+                    "`blindsum aggregator init` creates one; or restore a backup",
+                    field="store.url",
+                )
             steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
             while row is not None and int(row[0]) in steps:
                 for ddl in steps[int(row[0])]:
@@ -427,6 +459,10 @@ class Store:
                     f"store schema version {row[0]} is not supported (expected {SCHEMA_VERSION})",
                     field="store",
                 )
+
+    def describe(self) -> str:
+        """The store, for an operator's error message (no credentials)."""
+        return "the store"
 
     def _has_table(self, name: str) -> bool:
         return self._exec(self.table_exists_sql, (name,)).fetchone() is not None
@@ -477,6 +513,24 @@ class Store:
                 f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({marks})",  # noqa: S608 - fixed column list
                 _round_params(record),
             )
+
+    def force_abort(self, round_id: str, reason: str, *, now: int) -> bool:
+        """Abort an open round without reading its record (which may not decode): only
+        the lifecycle columns are written. Returns whether it was open. For rounds whose
+        stored state cannot be used at all; everything else goes through update_round."""
+        with self.transaction():
+            done = self._exec(
+                "UPDATE rounds SET state = 'aborted', phase = 'done', abort_reason = ?, "
+                "updated_ms = ?, version = version + 1 WHERE round_id = ? AND state = 'open'",
+                (reason, now, round_id),
+            ).rowcount
+            if done:
+                self.audit(round_id, "round_aborted", reason=reason)
+                self._notify_round(round_id)
+        with self._rounds_lock:
+            self._rounds.pop(round_id, None)
+        self.corrupt_rounds.discard(round_id)
+        return bool(done)
 
     def update_round(
         self,
@@ -588,7 +642,7 @@ class Store:
         ).fetchone()
         if row is None:
             raise NotFound(f"round {round_id!r} does not exist", field="round_id")
-        return self._remember(_round_from_row(row))
+        return self._remember(_decode_round(row))
 
     def _remember(self, rec: RoundRecord) -> RoundRecord:
         with self._rounds_lock:
@@ -616,7 +670,14 @@ class Store:
                 f"SELECT {_ROUND_COLUMNS} FROM rounds" + where + order,  # noqa: S608 - fixed columns
                 params,
             ).fetchall()
-            full = {r[0]: _round_from_row(r) for r in full_rows}
+            for r in full_rows:
+                try:
+                    full[r[0]] = _decode_round(r)
+                except CorruptRound as exc:
+                    # One damaged row must not hide every other round.
+                    if r[0] not in self.corrupt_rounds:
+                        log.error("round_record_corrupt", round_id=r[0], exc=exc)
+                    self.corrupt_rounds.add(str(r[0]))
         out = []
         for row in rows:
             cached = self._rounds.get(row[0])
@@ -880,6 +941,9 @@ class SqliteStore(Store):
     One connection serves every thread; a re-entrant lock makes each transaction (and
     each statement outside one) whole."""
 
+    def describe(self) -> str:
+        return f"the store {os.path.basename(self.path)}"
+
     def __init__(self, path: Path | str) -> None:
         super().__init__()
         self.path = str(path)
@@ -985,8 +1049,13 @@ class PostgresStore(Store):
     round_share_sql = "SELECT state, phase FROM rounds WHERE round_id = ? FOR SHARE"
     round_update_sql = "SELECT version FROM rounds WHERE round_id = ? FOR UPDATE"
 
+    def describe(self) -> str:
+        name = self._dbname or "?"
+        return f"the PostgreSQL database {name!r}"
+
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         super().__init__()
+        self._dbname = urllib.parse.urlsplit(url).path.lstrip("/")
         try:
             import psycopg  # noqa: PLC0415 - optional dependency, imported only when configured
             import psycopg_pool  # noqa: PLC0415
@@ -1143,8 +1212,39 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def open_store(url: str, *, base_dir: Path | None = None) -> Store:
-    """Open and migrate a store from a URL: ``sqlite:///relative/or/abs.sqlite`` or ``postgresql://...``."""
+class NoStore(ConfigError):
+    """The database holds no blindsum store yet (missing, or without its tables);
+    ``aggregator create-store`` or ``init`` makes one. An empty or damaged file is a
+    plain ConfigError instead: that store is lost, and only a backup brings it back."""
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """Refuse a file that is not a blindsum SQLite store, reading it without writing
+    (opening it as a store would switch it to WAL mode)."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        raise ConfigError(
+            f"{path.name} is not a SQLite database: restore a backup", field="store.url"
+        ) from None
+    if row is None:
+        raise NoStore(
+            f"the store {path.name} holds no blindsum store (no schema version): "
+            "`blindsum aggregator init` creates one; or restore a backup",
+            field="store.url",
+        )
+
+
+def open_store(url: str, *, base_dir: Path | None = None, create: bool = False) -> Store:
+    """Open and migrate a store from a URL: ``sqlite:///relative/or/abs.sqlite`` or
+    ``postgresql://...``. Only ``create`` makes a new store (``aggregator init``);
+    otherwise a missing, empty or foreign database is a ConfigError (field store.url)."""
     if url.startswith("sqlite:///"):
         raw = url[len("sqlite:///") :]
         if not raw:
@@ -1152,6 +1252,19 @@ def open_store(url: str, *, base_dir: Path | None = None) -> Store:
         path = Path(raw)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        if not create:
+            if not path.exists():
+                raise NoStore(
+                    f"no store at {path.name}: `blindsum aggregator init` creates one; "
+                    "or restore a backup",
+                    field="store.url",
+                )
+            if path.stat().st_size == 0:
+                raise ConfigError(
+                    f"the store {path.name} is an empty file (0 bytes): restore a backup",
+                    field="store.url",
+                )
+            _check_sqlite_store(path)
         store: Store = SqliteStore(path)
     elif url.startswith(("postgresql://", "postgres://")):
         store = PostgresStore(url)
@@ -1159,5 +1272,9 @@ def open_store(url: str, *, base_dir: Path | None = None) -> Store:
         raise InvalidArgument(
             "store URL must start with sqlite:/// or postgresql://", field="store.url"
         )
-    store.migrate()
+    try:
+        store.migrate(create=create)
+    except BaseException:
+        store.close()
+        raise
     return store

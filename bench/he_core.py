@@ -184,7 +184,7 @@ def aggregate_and_decrypt(
     n = len(names)
     ca = create_ca()
     with tempfile.TemporaryDirectory(prefix="blindsum-bench-") as tmp:
-        store = open_store("sqlite:///custodian.sqlite", base_dir=Path(tmp))
+        store = open_store("sqlite:///custodian.sqlite", base_dir=Path(tmp), create=True)
         try:
             with store.transaction():
                 for p, key in zip(names, keys, strict=True):

@@ -301,7 +301,7 @@ class Template:
             rounds=replace(cfg.rounds, **rounds),
         )
         (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
-        store = open_store(store_url, base_dir=agg_dir)
+        store = open_store(store_url, base_dir=agg_dir, create=True)
         try:
             for bundle in bundles:
                 store.enroll(bundle.name, (bundle / "identity.crt").read_bytes())

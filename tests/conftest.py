@@ -169,7 +169,7 @@ def on_postgres(deployment: Deployment, pg_url: str) -> cfgmod.AggregatorConfig:
     parties enrolled in its SQLite store are enrolled there too."""
     cfg = cfgmod.load(deployment.agg_dir)
     source = open_store(cfg.store.url, base_dir=deployment.agg_dir)
-    target = open_store(pg_url)
+    target = open_store(pg_url, create=True)
     try:
         for party in source.parties():
             target.enroll(party.name, party.identity_cert_pem)

@@ -79,6 +79,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_store(args: argparse.Namespace) -> int:
+    from aggregator.admin import create_store  # noqa: PLC0415
+
+    for line in create_store(args.dir):
+        print(line)
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     from aggregator.admin import revoke  # noqa: PLC0415
 
@@ -300,6 +308,15 @@ def register(sub: Any) -> None:
         type=Path,
         help="the CA key, when it is kept outside DIR (default: the key in DIR)",
     )
+
+    s = add_command(
+        agg,
+        "create-store",
+        help="create the configured stores' tables (a new PostgreSQL database)",
+        examples=["blindsum aggregator create-store ./agg"],
+        func=cmd_create_store,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
 
     s = add_command(
         agg,

@@ -458,3 +458,56 @@ def test_a_metrics_file_cannot_be_checked_for_a_window(
     write_csv_metrics(metrics, Schema.default(), 1)
     assert main(["party", "check", "--metrics", str(metrics), "--week", "2026-W47"]) == 2
     assert "a metrics file cannot be filtered by window" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_empty_or_foreign_store(tmp_path: Path) -> None:
+    """Only `aggregator init` makes a store (issue 12, item 4). A 0-byte
+    aggregator.sqlite used to be re-initialised without a word, losing rounds,
+    enrolments and the DP ledger; now every command that opens the store exits 2
+    with one line, and leaves the file as it found it."""
+    import sqlite3
+
+    agg = tmp_path / "agg"
+    assert run("aggregator", "init", str(agg), "--listen", "127.0.0.1:0").returncode == 0
+    store = agg / "aggregator.sqlite"
+    cases: dict[str, bytes | None] = {"empty file": b"", "no store at": None}
+    foreign = tmp_path / "foreign.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    cases["holds no blindsum store"] = foreign.read_bytes()
+    for expected, content in cases.items():
+        store.unlink(missing_ok=True)
+        for side in ("-wal", "-shm"):
+            (agg / f"aggregator.sqlite{side}").unlink(missing_ok=True)
+        if content is not None:
+            store.write_bytes(content)
+        for args in (("serve", str(agg)), ("enroll", str(agg), "x", "-o", str(tmp_path / "x"))):
+            res = run("aggregator", *args, timeout=60)
+            assert res.returncode == 2, (expected, args, res.stderr)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and expected in lines[0], (expected, res.stderr)
+            assert "store.url" in lines[0]
+        if content is None:
+            assert not store.exists()
+        else:
+            assert store.read_bytes() == content
+
+
+def test_create_store_makes_only_what_is_missing(tmp_path: Path) -> None:
+    agg = tmp_path / "agg"
+    assert run("aggregator", "init", str(agg), "--listen", "127.0.0.1:0").returncode == 0
+    res = run("aggregator", "create-store", str(agg))
+    assert res.returncode == 0, res.stderr
+    assert "store.url: already a blindsum store" in res.stdout
+    (agg / "aggregator.sqlite").unlink()
+    res = run("aggregator", "create-store", str(agg))
+    assert res.returncode == 0, res.stderr
+    assert "store.url: created" in res.stdout
+    enrolled = run("aggregator", "enroll", str(agg), "north", "-o", str(tmp_path / "north"))
+    assert enrolled.returncode == 0, enrolled.stderr
+    # An empty file is a lost store: create-store does not paper over it.
+    (agg / "aggregator.sqlite").write_bytes(b"")
+    res = run("aggregator", "create-store", str(agg))
+    assert res.returncode == 2 and "restore a backup" in res.stderr

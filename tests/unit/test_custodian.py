@@ -55,7 +55,7 @@ def secret() -> BfvSecretContext:
 class World:
     def __init__(self, tmp: Path, secret: BfvSecretContext) -> None:
         self.ca: KeyAndCert = create_ca()
-        self.store = open_store("sqlite:///custodian.sqlite", base_dir=tmp)
+        self.store = open_store("sqlite:///custodian.sqlite", base_dir=tmp, create=True)
         self.signing = SigningKey.generate(secrets.token_bytes)
         self.custodian = Custodian(
             secret=secret,

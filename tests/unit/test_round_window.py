@@ -24,7 +24,7 @@ WEDNESDAY_W48 = W47.end_ms + 2 * DAY_MS + (13 * 60 + 5) * 60_000
 
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[RoundManager]:
-    store = open_store("sqlite:///db.sqlite", base_dir=tmp_path)
+    store = open_store("sqlite:///db.sqlite", base_dir=tmp_path, create=True)
     for name in PARTIES:
         store.enroll(name, b"not used by open_round")
     yield RoundManager(store, ca_cert_pem=b"", clock_ms=lambda: WEDNESDAY_W48)

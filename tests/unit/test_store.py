@@ -14,15 +14,21 @@ from pathlib import Path
 import pytest
 
 from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, now_ms, open_store
-from blindsum.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from blindsum.errors import (
+    AlreadyExists,
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
-        s = open_store("sqlite:///db.sqlite", base_dir=tmp_path)
+        s = open_store("sqlite:///db.sqlite", base_dir=tmp_path, create=True)
     else:
-        s = open_store(request.getfixturevalue("pg_url"))
+        s = open_store(request.getfixturevalue("pg_url"), create=True)
     yield s
     s.close()
 
@@ -80,7 +86,8 @@ def test_sqlite_store_serves_one_process(tmp_path: Path) -> None:
     """The serving lock: a second claim on the same file is refused until the first
     store closes; a store that only reads (CLI commands) needs no claim."""
     url = f"sqlite:///{tmp_path / 'agg.sqlite'}"
-    first, second = open_store(url), open_store(url)
+    first = open_store(url, create=True)
+    second = open_store(url)
     first.claim_serving()
     first.claim_serving()  # idempotent for the holder
     with pytest.raises(FailedPrecondition, match="replicas need PostgreSQL"):
@@ -115,7 +122,7 @@ def test_accumulator_release_and_audit(store: Store) -> None:
 
 
 def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
-    s = open_store("sqlite:///agg.sqlite", base_dir=tmp_path)
+    s = open_store("sqlite:///agg.sqlite", base_dir=tmp_path, create=True)
     s.create_round(_round("r-persist"))
     s.put_submission("r-persist", "advertise", "a", "d", b"x")
     s.close()
@@ -128,6 +135,27 @@ def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
 def test_bad_store_url_is_named() -> None:
     with pytest.raises(InvalidArgument, match=r"store\.url"):
         open_store("mysql://nope")
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_only_create_makes_a_store(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A database without blindsum's tables is refused unless the caller creates the
+    store (aggregator init): a lost or foreign store is never silently started anew."""
+    url = "sqlite:///db.sqlite" if engine == "sqlite" else str(request.getfixturevalue("pg_url"))
+    if engine == "sqlite":
+        foreign = sqlite3.connect(tmp_path / "db.sqlite")  # another program's database
+        foreign.execute("CREATE TABLE notes (body TEXT)")
+        foreign.commit()
+        foreign.close()
+    with pytest.raises(ConfigError, match="holds no blindsum store") as info:
+        open_store(url, base_dir=tmp_path)
+    assert info.value.field == "store.url"
+    open_store(url, base_dir=tmp_path, create=True).close()
+    again = open_store(url, base_dir=tmp_path)
+    assert again.rounds() == []
+    again.close()
 
 
 def test_dp_columns_and_ledger_roundtrip(store: Store) -> None:
@@ -290,7 +318,8 @@ def test_a_replica_hears_another_replica_move_a_round(pg_url: str) -> None:
     """LISTEN/NOTIFY: a round moved through one store is announced to a listener on
     another store of the same database, on commit (not before, not on rollback). The
     listener also wakes everyone ("") when it connects, for what it may have missed."""
-    writer, reader = open_store(pg_url), open_store(pg_url)
+    writer = open_store(pg_url, create=True)
+    reader = open_store(pg_url)
     heard: queue.Queue[str] = queue.Queue()
     try:
         assert reader.listen(heard.put)
@@ -340,8 +369,8 @@ def test_another_process_s_change_to_a_round_is_read_through_the_cache(tmp_path:
     """A store keeps an open round's unchanging columns (the O(n) party list) in memory
     and re-reads only the columns that change: another process's phase change, abort
     and version are all seen, and a closed round leaves the cache."""
-    a = open_store("sqlite:///db.sqlite", base_dir=tmp_path)
-    b = open_store("sqlite:///db.sqlite", base_dir=tmp_path)
+    a = open_store("sqlite:///db.sqlite", base_dir=tmp_path, create=True)
+    b = open_store("sqlite:///db.sqlite", base_dir=tmp_path, create=True)
     try:
         rid = "r-" + uuid.uuid4().hex[:10]
         rec = _round(rid)
