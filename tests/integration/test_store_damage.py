@@ -1,0 +1,104 @@
+"""A damaged store row stops one round, not the aggregator (issue 12, item 4).
+
+Garbage in a stored round row or in a stored advert used to make the ticker fail
+every 0.25 s for ever: the round never ended, and one bad row made ListRounds fail
+for everyone. Now a round whose stored state cannot be used is aborted after a
+bounded number of ticks, with a reason, and every other round keeps going.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from aggregator.rounds import MAX_ROUND_FAILURES
+from aggregator.service import start_aggregator
+from aggregator.store import CorruptRound
+from blindsum.model import Phase, RoundState
+from tests.conftest import PARTIES, STEPPED, Deployment, SteppedClock
+from tests.integration.test_rounds_grpc import (
+    assert_report_matches,
+    open_round,
+    party_vector,
+    plain_sum,
+    run_parties,
+)
+
+
+def _damage(deployment: Deployment, sql: str, *params: object) -> None:
+    conn = sqlite3.connect(deployment.agg_dir / "aggregator.sqlite")
+    try:
+        assert conn.execute(sql, params).rowcount == 1
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("damage", ["round row", "advert payload"])
+async def test_a_damaged_round_is_aborted_and_the_others_complete(
+    deployment: Deployment, damage: str
+) -> None:
+    clock = SteppedClock()
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
+    try:
+        bad = await open_round(running)
+        good = await open_round(running)
+        if damage == "advert payload":
+            # The bad round reaches the share phase, so its adverts are stored.
+            vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+            STEPPED[running.port] = (running.manager, clock)
+            await run_parties(
+                deployment,
+                running.port,
+                bad.round_id,
+                vectors,
+                drop_after=dict.fromkeys(PARTIES, Phase.ADVERTISE),
+            )
+    finally:
+        STEPPED.pop(running.port, None)
+        await running.stop(grace=None)
+    if damage == "round row":
+        _damage(
+            deployment,
+            "UPDATE rounds SET parties_json = '{not json' WHERE round_id = ?",
+            bad.round_id,
+        )
+    else:
+        _damage(
+            deployment,
+            "UPDATE submissions SET payload = X'ffffff' WHERE round_id = ? AND phase = 'advertise'"
+            " AND party = ?",
+            bad.round_id,
+            PARTIES[0],
+        )
+
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
+    STEPPED[running.port] = (running.manager, clock)
+    try:
+        manager = running.manager
+        if damage == "round row":
+            with pytest.raises(CorruptRound, match="cannot be decoded"):
+                manager.view(bad.round_id)
+            # Every other round is still listed.
+            assert good.round_id in {v.round_id for v in manager.list_rounds()}
+        for _ in range(MAX_ROUND_FAILURES + 2):
+            await manager.tick()
+        if damage == "round row":
+            # Its record still does not decode, but the round is closed: the ticker
+            # leaves it alone, and the audit says why it ended.
+            events = [e for e in running.store.audit_log(bad.round_id) if e[2] == "round_aborted"]
+            assert events and events[-1][3]["reason"].startswith("stored state cannot be used")
+            assert bad.round_id not in {r.round_id for r in running.store.rounds(state="open")}
+            assert bad.round_id not in running.store.corrupt_rounds
+        else:
+            final = manager.view(bad.round_id)
+            assert final.state is RoundState.ABORTED
+            assert final.abort_reason.startswith(("stored state cannot be used", "internal")), final
+        # The good round runs to completion on the same aggregator.
+        vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+        await run_parties(deployment, running.port, good.round_id, vectors)
+        assert_report_matches(manager.report(good.round_id), plain_sum(list(vectors.values())))
+    finally:
+        STEPPED.pop(running.port, None)
+        await running.stop(grace=None)
