@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aggregator import config as cfgmod
-from aggregator.store import NoStore, open_store
+from aggregator.store import MAC_KEY_BYTES, NoStore, open_store
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.config import dump_config
 from blindsum.crypto.he import BfvParams, BfvSecretContext
 from blindsum.crypto.sign import SigningKey
-from blindsum.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from blindsum.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument
 from blindsum.transport.pki import (
     Identity,
     KeyAndCert,
@@ -113,6 +113,7 @@ def init(
     write_private(key_dir / "tls.key", custodian_tls.key_pem)
 
     (directory / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
+    make_mac_key(cfgmod.resolve(directory, cfg.store.mac_key))
     open_store(cfg.store.url, base_dir=directory, create=True).close()
     open_store(cfg.custodian.store_url, base_dir=directory, create=True).close()
 
@@ -182,6 +183,40 @@ def enroll(
     return party_cfg
 
 
+def make_mac_key(path: Path) -> bool:
+    """Write a fresh store MAC key to ``path`` (0600) unless one is there; whether it did."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, (secrets.token_bytes(MAC_KEY_BYTES).hex() + "\n").encode())
+    return True
+
+
+def load_mac_key(directory: Path, cfg: cfgmod.AggregatorConfig) -> bytes:
+    """The store MAC key of ``[store] mac_key``; ConfigError naming it when it is missing
+    or malformed."""
+    path = cfgmod.resolve(directory, cfg.store.mac_key)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{cfg.store.mac_key} is missing: `blindsum aggregator create-store DIR` makes "
+            "one for a single aggregator; replicas of one store must share the same file",
+            field="store.mac_key",
+        ) from None
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"cannot read {cfg.store.mac_key}", field="store.mac_key") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != MAC_KEY_BYTES:
+        raise ConfigError(
+            f"{cfg.store.mac_key} must hold {MAC_KEY_BYTES} bytes in hex", field="store.mac_key"
+        )
+    return key
+
+
 def create_store(directory: Path) -> list[str]:
     """Create the tables of the stores ``aggregator.toml`` names ([store] url and
     [custodian] store_url) where they do not exist yet, e.g. a new PostgreSQL database
@@ -189,6 +224,8 @@ def create_store(directory: Path) -> list[str]:
     the rest refuse a database without them. Returns what was done, per store."""
     cfg = cfgmod.load(directory)
     done = []
+    if make_mac_key(cfgmod.resolve(directory, cfg.store.mac_key)):
+        done.append(f"store.mac_key: created {cfg.store.mac_key}")
     for key, url in (
         ("store.url", cfg.store.url),
         ("custodian.store_url", cfg.custodian.store_url),

@@ -35,6 +35,9 @@ class ServerSection:
 class StoreSection:
     #: ``sqlite:///aggregator.sqlite`` (relative to DIR) or ``postgresql://...``.
     url: str = "sqlite:///aggregator.sqlite"
+    #: The key (hex, 0600, relative to DIR) that MACs every stored payload and running
+    #: sum. ``init`` makes it; every replica of one store needs the same file.
+    mac_key: str = "store.key"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from aggregator.store import (
     RoundRecord,
     StaleRound,
     Store,
+    StoreCorruption,
     Submission,
     now_ms,
 )
@@ -1298,6 +1299,11 @@ class RoundManager:
                     self._uncache(rid)
                     log.error("tick_failed", round_id=rid, exc=exc)
                     await self._failed(rid, exc)
+                except StoreCorruption as exc:
+                    # A stored payload fails its MAC: nothing computed from it is released.
+                    log.error("round_failed", round_id=rid, exc=exc)
+                    self._uncache(rid)
+                    await self.offload(self._abort_if_open, rid, exc.message)
                 except BlindsumError as exc:
                     log.error("round_failed", round_id=rid, exc=exc)
                     self._uncache(rid)
@@ -1482,6 +1488,8 @@ class RoundManager:
                 min_receipts=rec.threshold,
                 schema_toml=rec.schema_toml,
             )
+        except StoreCorruption:
+            raise  # the ticker aborts the round, naming the payload
         except (Unavailable, Aborted) as exc:
             # Parties submitted once and left: keep the round, retry a little later.
             self._custodian_retry_at[rec.round_id] = now + CUSTODIAN_RETRY_MS

@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
+from aggregator.admin import load_mac_key
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
 from aggregator.probes import CustodianWatch, ProbeServer, Readiness, parse_listen, start_probes
 from aggregator.release import policy_from_config
@@ -426,7 +427,9 @@ async def start_aggregator(
     parse_listen(cfg.metrics.listen)  # a malformed address fails before anything starts
     ca_pem = _read(directory, cfg.tls.ca_cert)
     tls = KeyAndCert(key_pem=_read(directory, cfg.tls.key), cert_pem=_read(directory, cfg.tls.cert))
+    mac_key = load_mac_key(directory, cfg)
     store = open_store(cfg.store.url, base_dir=directory)
+    store.use_mac_key(mac_key)
     custodian_server: grpc.aio.Server | None = None
     server: grpc.aio.Server | None = None
     probes: ProbeServer | None = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from blindsum.crypto.encoding import encode_parts
 from blindsum.errors import (
     Aborted,
     AlreadyExists,
@@ -43,7 +46,7 @@ class StaleRound(Aborted):
     """A compare-and-set on a round failed: reload it and let the current holder act."""
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def now_ms() -> int:
@@ -139,10 +142,11 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS submissions (
         round_id TEXT NOT NULL, phase TEXT NOT NULL, party TEXT NOT NULL,
         digest TEXT NOT NULL, payload {blob}, created_ms BIGINT NOT NULL,
+        mac TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (round_id, phase, party))""",
     """CREATE TABLE IF NOT EXISTS accumulators (
         round_id TEXT PRIMARY KEY, data {blob} NOT NULL, parties_json TEXT NOT NULL,
-        updated_ms BIGINT NOT NULL)""",
+        updated_ms BIGINT NOT NULL, mac TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS releases (
         round_id TEXT PRIMARY KEY, report {blob} NOT NULL, created_ms BIGINT NOT NULL,
         campaign TEXT NOT NULL DEFAULT '')""",
@@ -183,6 +187,18 @@ _MIGRATE_2_TO_3 = [
 _MIGRATE_3_TO_4 = [
     "ALTER TABLE rounds ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
 ]
+
+#: Schema version 4 -> 5: a MAC on every stored payload and running sum (issue 12).
+#: Rows written before have none; see ``Store.macs_since``.
+_MIGRATE_4_TO_5 = [
+    "ALTER TABLE submissions ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE accumulators ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
+]
+
+#: Bytes of the key that MACs stored payloads (``[store] mac_key``).
+MAC_KEY_BYTES = 32
+
+_SUBMISSION_COLUMNS = "round_id, phase, party, digest, payload, created_ms, mac"
 
 _ROUND_COLUMNS = (
     "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
@@ -275,6 +291,11 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
     )
 
 
+class StoreCorruption(FailedPrecondition):
+    """A stored payload or running sum whose MAC does not match: the store was
+    altered outside the aggregator (or damaged). The round it belongs to aborts."""
+
+
 def _submission(r: Sequence[Any]) -> Submission:
     return Submission(r[0], r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), int(r[5]))
 
@@ -362,6 +383,44 @@ class Store:
         self._rounds_lock = threading.Lock()
         #: Rounds whose stored row did not decode, seen by rounds(); the ticker aborts them.
         self.corrupt_rounds: set[str] = set()
+        self._mac_key: bytes | None = None
+        self._macs_since = 0
+
+    def use_mac_key(self, key: bytes) -> None:
+        """MAC every payload and running sum written from now on, and check the MAC of
+        every one read (rows from before the store had MACs excepted)."""
+        if not isinstance(key, bytes) or len(key) != MAC_KEY_BYTES:
+            raise ConfigError(f"must be {MAC_KEY_BYTES} bytes", field="store.mac_key")
+        row = self._exec("SELECT value FROM meta WHERE key = 'macs_since_ms'").fetchone()
+        self._macs_since = int(row[0]) if row is not None else 0
+        self._mac_key = key
+
+    def _mac(self, *parts: bytes | str) -> str:
+        if self._mac_key is None:
+            return ""
+        return hmac.new(self._mac_key, encode_parts(*parts), hashlib.sha256).hexdigest()
+
+    def _check_mac(self, stored: str, created_ms: int, what: str, *parts: bytes | str) -> None:
+        if self._mac_key is None or (not stored and created_ms < self._macs_since):
+            return
+        if not hmac.compare_digest(stored, self._mac(*parts)):
+            raise StoreCorruption(f"store corruption: {what} fails its MAC")
+
+    def _verified(self, r: Sequence[Any]) -> Submission:
+        sub = _submission(r)
+        if sub.payload is not None:
+            self._check_mac(
+                str(r[6]),
+                sub.created_ms,
+                f"the stored {sub.phase} submission of {sub.party!r} in round {sub.round_id!r}",
+                "submission",
+                sub.round_id,
+                sub.phase,
+                sub.party,
+                sub.digest,
+                sub.payload,
+            )
+        return sub
 
     @property
     def _depth(self) -> int:
@@ -441,10 +500,17 @@ class Store:
                     "`blindsum aggregator init` creates one; or restore a backup",
                     field="store.url",
                 )
-            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
+            steps = {
+                1: _MIGRATE_1_TO_2,
+                2: _MIGRATE_2_TO_3,
+                3: _MIGRATE_3_TO_4,
+                4: _MIGRATE_4_TO_5,
+            }
             while row is not None and int(row[0]) in steps:
                 for ddl in steps[int(row[0])]:
-                    self._exec(ddl.format(**types))
+                    table = ddl.split()[2]  # ALTER TABLE <name> ...
+                    if self._has_table(table):  # else the DDL below creates it whole
+                        self._exec(ddl.format(**types))
                 row = (str(int(row[0]) + 1),)
                 self._exec("UPDATE meta SET value = ? WHERE key = 'schema_version'", (row[0],))
             for ddl in _DDL:
@@ -458,6 +524,11 @@ class Store:
                 raise ConfigError(
                     f"store schema version {row[0]} is not supported (expected {SCHEMA_VERSION})",
                     field="store",
+                )
+            if not self._exec("SELECT 1 FROM meta WHERE key = 'macs_since_ms'").fetchone():
+                # Rows from before this moment carry no MAC; every later row must.
+                self._exec(
+                    "INSERT INTO meta (key, value) VALUES ('macs_since_ms', ?)", (str(now_ms()),)
                 )
 
     def describe(self) -> str:
@@ -725,10 +796,16 @@ class Store:
                     f"in round {round_id!r}",
                     field=phase,
                 )
+            mac = (
+                ""
+                if payload is None
+                else self._mac("submission", round_id, phase, party, digest, payload)
+            )
             self._exec(
-                "INSERT INTO submissions (round_id, phase, party, digest, payload, created_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (round_id, phase, party, digest, payload, now_ms()),
+                "INSERT INTO submissions "
+                "(round_id, phase, party, digest, payload, created_ms, mac) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (round_id, phase, party, digest, payload, now_ms(), mac),
             )
             return True
 
@@ -780,11 +857,11 @@ class Store:
 
     def submissions(self, round_id: str, phase: str) -> list[Submission]:
         rows = self._exec(
-            "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "
+            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions "  # noqa: S608 - fixed columns
             "WHERE round_id = ? AND phase = ? ORDER BY created_ms, party",
             (round_id, phase),
         ).fetchall()
-        return [_submission(r) for r in rows]
+        return [self._verified(r) for r in rows]
 
     def iter_submissions(
         self, round_id: str, phase: str, *, batch: int = 64, parties: Sequence[str] | None = None
@@ -798,20 +875,20 @@ class Store:
                 # Only placeholders are joined into the statement; the names are parameters.
                 marks = ", ".join("?" * len(chunk))
                 sql = (
-                    "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "  # noqa: S608
+                    f"SELECT {_SUBMISSION_COLUMNS} FROM submissions "  # noqa: S608
                     "WHERE round_id = ? AND phase = ? AND party IN (" + marks + ") ORDER BY party"
                 )
                 rows = self._exec(sql, (round_id, phase, *chunk)).fetchall()
-                yield from (_submission(r) for r in rows)
+                yield from (self._verified(r) for r in rows)
             return
         after = ""
         while True:
             rows = self._exec(
-                "SELECT round_id, phase, party, digest, payload, created_ms FROM submissions "
+                f"SELECT {_SUBMISSION_COLUMNS} FROM submissions "  # noqa: S608 - fixed columns
                 "WHERE round_id = ? AND phase = ? AND party > ? ORDER BY party LIMIT ?",
                 (round_id, phase, after, batch),
             ).fetchall()
-            yield from (_submission(r) for r in rows)
+            yield from (self._verified(r) for r in rows)
             if len(rows) < batch:
                 return
             after = str(rows[-1][2])
@@ -826,27 +903,40 @@ class Store:
     # -- running sums -------------------------------------------------------
     def put_accumulator(self, round_id: str, data: bytes, parties: Sequence[str]) -> None:
         with self.transaction():
-            params = (data, json.dumps(sorted(parties)), now_ms(), round_id)
+            listed = json.dumps(sorted(parties))
+            mac = self._mac("accumulator", round_id, data, listed)
+            params = (data, listed, now_ms(), mac, round_id)
             if self._exec("SELECT 1 FROM accumulators WHERE round_id = ?", (round_id,)).fetchone():
                 self._exec(
-                    "UPDATE accumulators SET data = ?, parties_json = ?, updated_ms = ? "
+                    "UPDATE accumulators SET data = ?, parties_json = ?, updated_ms = ?, mac = ? "
                     "WHERE round_id = ?",
                     params,
                 )
             else:
                 self._exec(
-                    "INSERT INTO accumulators (data, parties_json, updated_ms, round_id) "
-                    "VALUES (?, ?, ?, ?)",
+                    "INSERT INTO accumulators (data, parties_json, updated_ms, mac, round_id) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     params,
                 )
 
     def accumulator(self, round_id: str) -> tuple[bytes, list[str]] | None:
         row = self._exec(
-            "SELECT data, parties_json FROM accumulators WHERE round_id = ?", (round_id,)
+            "SELECT data, parties_json, updated_ms, mac FROM accumulators WHERE round_id = ?",
+            (round_id,),
         ).fetchone()
         if row is None:
             return None
-        return bytes(row[0]), list(json.loads(row[1]))
+        data, listed = bytes(row[0]), str(row[1])
+        self._check_mac(
+            str(row[3]),
+            int(row[2]),
+            f"the stored running sum of round {round_id!r}",
+            "accumulator",
+            round_id,
+            data,
+            listed,
+        )
+        return data, list(json.loads(listed))
 
     # -- releases -----------------------------------------------------------
     def put_release(self, round_id: str, report: bytes, *, campaign: str = "") -> None:

@@ -130,6 +130,8 @@ async def cluster(deployment: Deployment, pg_url: str, tmp_path: Path) -> AsyncI
         cfg,
         rounds=replace(cfg.rounds, lease_ttl_s=LEASE_TTL_S, default_phase_timeout_s=30),
         server=replace(cfg.server, tick_interval_s=0.1),
+        # As in deploy/k8s/aggregator.yaml: replicas run secagg rounds, no custodian.
+        custodian=replace(cfg.custodian, embedded=False, address=""),
     )
     replicas = []
     for i in range(REPLICAS):

@@ -15,7 +15,8 @@ import pytest
 from aggregator.rounds import MAX_ROUND_FAILURES
 from aggregator.service import start_aggregator
 from aggregator.store import CorruptRound
-from blindsum.model import Phase, RoundState
+from blindsum.errors import BlindsumError
+from blindsum.model import Mode, Phase, RoundState
 from tests.conftest import PARTIES, STEPPED, Deployment, SteppedClock
 from tests.integration.test_rounds_grpc import (
     assert_report_matches,
@@ -101,4 +102,60 @@ async def test_a_damaged_round_is_aborted_and_the_others_complete(
         assert_report_matches(manager.report(good.round_id), plain_sum(list(vectors.values())))
     finally:
         STEPPED.pop(running.port, None)
+        await running.stop(grace=None)
+
+
+async def test_a_tampered_ciphertext_aborts_the_round_with_store_corruption(
+    deployment: Deployment,
+) -> None:
+    """One bit of a stored he ciphertext flipped while the aggregator was down (the
+    issue's attack flipped a bit of the running sum, and a wrong total was released).
+    The payload fails its MAC when the round is summed, the round aborts naming it,
+    and nothing is released."""
+    clock = SteppedClock()
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
+    try:
+        view = await open_round(running, mode=Mode.HE)
+        vectors = {n: party_vector(i) for i, n in enumerate(PARTIES[:4])}
+        # Four of five submit and leave; the round waits for the fifth.
+        await run_parties(
+            deployment,
+            running.port,
+            view.round_id,
+            vectors,
+            drop_after=dict.fromkeys(vectors, Phase.COLLECT),
+            expire_gone=False,
+        )
+        assert running.manager.view(view.round_id).state is RoundState.OPEN
+    finally:
+        await running.stop(grace=None)
+    conn = sqlite3.connect(deployment.agg_dir / "aggregator.sqlite")
+    try:
+        (payload,) = conn.execute(
+            "SELECT payload FROM submissions WHERE round_id = ? AND party = ?",
+            (view.round_id, PARTIES[1]),
+        ).fetchone()
+        flipped = bytearray(payload)
+        flipped[len(flipped) // 2] ^= 0x01
+        conn.execute(
+            "UPDATE submissions SET payload = ? WHERE round_id = ? AND party = ?",
+            (bytes(flipped), view.round_id, PARTIES[1]),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
+    try:
+        clock.pass_deadline(running.manager.view(view.round_id).phase_deadline_ms)
+        for _ in range(3):
+            await running.manager.tick()
+        final = running.manager.view(view.round_id)
+        assert final.state is RoundState.ABORTED
+        assert final.abort_reason.startswith(
+            f"store corruption: the stored collect submission of {PARTIES[1]!r}"
+        )
+        with pytest.raises(BlindsumError, match="aborted"):
+            running.manager.report(view.round_id)
+    finally:
         await running.stop(grace=None)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.store import LedgerEntry, RoundRecord, StaleRound, Store, now_ms, open_store
+from aggregator.store import (
+    LedgerEntry,
+    RoundRecord,
+    StaleRound,
+    Store,
+    StoreCorruption,
+    now_ms,
+    open_store,
+)
 from blindsum.errors import (
     AlreadyExists,
     ConfigError,
@@ -52,6 +60,51 @@ def _round(round_id: str) -> RoundRecord:
         created_ms=t,
         updated_ms=t,
     )
+
+
+def test_payloads_and_running_sums_carry_a_mac(store: Store) -> None:
+    """A payload or running sum altered in the database (one flipped bit, a copied
+    MAC, a MAC removed) fails its MAC when read, naming what; before the store had
+    MACs, rows without one are still read."""
+    store.use_mac_key(b"k" * 32)
+    rid = "r-" + uuid.uuid4().hex[:10]
+    store.create_round(_round(rid))
+    store.put_submission(rid, "mask", "a", "d1", b"\x00\x01payload-a")
+    store.put_submission(rid, "mask", "b", "d2", b"payload-b")
+    store.put_accumulator(rid, b"running-sum", ["a", "b"])
+    assert [s.payload for s in store.iter_submissions(rid, "mask")] == [
+        b"\x00\x01payload-a",
+        b"payload-b",
+    ]
+    assert store.accumulator(rid) == (b"running-sum", ["a", "b"])
+
+    def alter(sql: str, *params: object) -> None:
+        with store.transaction():
+            store._exec(sql, params)  # the test plays a database intruder
+
+    alter("UPDATE submissions SET payload = ? WHERE party = 'a'", b"\x00\x03payload-a")
+    with pytest.raises(
+        StoreCorruption, match="store corruption: the stored mask submission of 'a'"
+    ):
+        list(store.iter_submissions(rid, "mask"))
+    alter(
+        "UPDATE submissions SET mac = (SELECT mac FROM submissions WHERE party = 'b') "
+        "WHERE party = 'a'"
+    )
+    with pytest.raises(StoreCorruption):
+        store.submissions(rid, "mask")
+    alter("UPDATE submissions SET mac = '' WHERE party = 'a'")
+    with pytest.raises(StoreCorruption):
+        list(store.iter_submissions(rid, "mask", parties=["a"]))
+    alter("UPDATE accumulators SET data = ? WHERE round_id = ?", b"running-suN", rid)
+    with pytest.raises(StoreCorruption, match="running sum"):
+        store.accumulator(rid)
+    # A row from before MACs (no MAC, older than the store's MAC era) is read.
+    alter("UPDATE submissions SET mac = '', created_ms = 1 WHERE party = 'a'")
+    assert len(store.submissions(rid, "mask")) == 2
+    # Dropped payloads (a closed phase) have nothing left to check.
+    store.drop_payloads(rid, "mask")
+    assert [s.payload for s in store.submissions(rid, "mask")] == [None, None]
 
 
 def test_round_roundtrip_and_update(store: Store) -> None:
