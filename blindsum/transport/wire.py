@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import sys
 import time
 from collections.abc import Callable
@@ -161,18 +162,26 @@ def _malloc_trim() -> Callable[[], object] | None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return lambda: trim(0)
+
+    def reclaim() -> None:
+        # gRPC keeps a refused call's exception (and so, through its frames, the
+        # request) in a reference cycle: collect first, then give the pages back.
+        gc.collect()
+        trim(0)
+
+    return reclaim
 
 
 class HeapTrimmer:
     """Give the memory of large refused requests back to the system.
 
-    gRPC holds a body in many small buffers and Python copies it once more; freed,
-    they stay in glibc's heap, so a burst of refused 30 MiB requests would leave the
-    process hundreds of MiB larger for good. After a refusal of at least
-    :data:`TRIM_AFTER_BYTES`, this runs ``malloc_trim`` on a worker thread, at most
-    once per :data:`TRIM_INTERVAL_S` (later refusals in the interval share the next
-    trim). Without glibc it does nothing.
+    gRPC holds a body in many small buffers and Python copies it once more; a refused
+    call's exception can keep it alive in a reference cycle, and once freed the
+    buffers stay in glibc's heap, so a burst of refused 30 MiB requests would leave
+    the process hundreds of MiB larger for good. After a refusal of at least
+    :data:`TRIM_AFTER_BYTES`, this runs a garbage collection and ``malloc_trim`` on a
+    worker thread, at most once per :data:`TRIM_INTERVAL_S`, and once more after the
+    last refusal of a burst. Without glibc it does nothing.
     """
 
     def __init__(
@@ -181,15 +190,21 @@ class HeapTrimmer:
         self._trim = trim if trim is not None else _malloc_trim()
         self._interval_s = interval_s
         self._last = -interval_s
-        self._pending = False
+        self._pending = self._again = False
         self.trims = 0
 
     def refused(self, size: int) -> None:
         """Note a refused body of ``size`` bytes (call on the event loop)."""
-        if self._trim is None or size < TRIM_AFTER_BYTES or self._pending:
+        if self._trim is None or size < TRIM_AFTER_BYTES:
             return
-        loop = asyncio.get_running_loop()
-        self._pending = True
+        if self._pending:
+            # Freed after the pending trim may start: trim once more after it.
+            self._again = True
+            return
+        self._schedule(asyncio.get_running_loop())
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending, self._again = True, False
         delay = max(0.0, self._last + self._interval_s - time.monotonic())
         loop.call_later(delay, lambda: loop.create_task(self._run(loop)))
 
@@ -201,3 +216,5 @@ class HeapTrimmer:
         finally:
             self._last = time.monotonic()
             self._pending = False
+            if self._again:
+                self._schedule(loop)
