@@ -1001,6 +1001,17 @@ class Store:
         rows = self._exec(sql + " ORDER BY charged_ms, round_id", params).fetchall()
         return [LedgerEntry(r[0], r[1], r[2], float(r[3]), int(r[4])) for r in rows]
 
+    def round_states(self) -> list[tuple[str, str]]:
+        """(round id, state) of every round, creation order: no row is decoded."""
+        rows = self._exec(
+            "SELECT round_id, state FROM rounds ORDER BY created_ms, round_id"
+        ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def release_ids(self) -> list[str]:
+        rows = self._exec("SELECT round_id FROM releases ORDER BY round_id").fetchall()
+        return [str(r[0]) for r in rows]
+
     def release(self, round_id: str) -> bytes:
         row = self._exec("SELECT report FROM releases WHERE round_id = ?", (round_id,)).fetchone()
         if row is None:
@@ -1033,6 +1044,11 @@ class SqliteStore(Store):
 
     def describe(self) -> str:
         return f"the store {os.path.basename(self.path)}"
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's own check of the file: ``["ok"]``, or what it found."""
+        rows = self._exec("PRAGMA integrity_check").fetchall()
+        return [str(r[0]) for r in rows]
 
     def __init__(self, path: Path | str) -> None:
         super().__init__()

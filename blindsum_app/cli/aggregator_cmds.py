@@ -79,6 +79,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from aggregator.check import check_directory  # noqa: PLC0415
+
+    result = check_directory(args.dir)
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    print(result.summary())
+    return 0 if result.ok else 3
+
+
 def cmd_create_store(args: argparse.Namespace) -> int:
     from aggregator.admin import create_store  # noqa: PLC0415
 
@@ -308,6 +318,15 @@ def register(sub: Any) -> None:
         type=Path,
         help="the CA key, when it is kept outside DIR (default: the key in DIR)",
     )
+
+    s = add_command(
+        agg,
+        "check",
+        help="verify the whole store: integrity, MACs, releases and the DP ledger",
+        examples=["blindsum aggregator check ./agg"],
+        func=cmd_check,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
 
     s = add_command(
         agg,

@@ -501,13 +501,19 @@ def test_create_store_makes_only_what_is_missing(tmp_path: Path) -> None:
     res = run("aggregator", "create-store", str(agg))
     assert res.returncode == 0, res.stderr
     assert "store.url: already a blindsum store" in res.stdout
+    res = run("aggregator", "check", str(agg))
+    assert res.returncode == 0 and "store ok: 0 rounds" in res.stdout, res.stdout + res.stderr
     (agg / "aggregator.sqlite").unlink()
     res = run("aggregator", "create-store", str(agg))
     assert res.returncode == 0, res.stderr
     assert "store.url: created" in res.stdout
     enrolled = run("aggregator", "enroll", str(agg), "north", "-o", str(tmp_path / "north"))
     assert enrolled.returncode == 0, enrolled.stderr
-    # An empty file is a lost store: create-store does not paper over it.
+    # An empty file is a lost store: create-store does not paper over it, and check
+    # says so (exit 3, one problem line and a summary).
     (agg / "aggregator.sqlite").write_bytes(b"")
     res = run("aggregator", "create-store", str(agg))
     assert res.returncode == 2 and "restore a backup" in res.stderr
+    res = run("aggregator", "check", str(agg))
+    assert res.returncode == 3
+    assert res.stdout.splitlines()[0].startswith("problem: store.url: the store")

@@ -161,3 +161,50 @@ async def test_a_tampered_ciphertext_aborts_the_round_with_store_corruption(
             running.manager.report(view.round_id)
     finally:
         await running.stop(grace=None)
+
+
+async def test_aggregator_check_finds_each_kind_of_damage(deployment: Deployment) -> None:
+    """`aggregator check DIR` reads everything and changes nothing: a healthy store
+    after a DP round passes; then each kind of damage is named."""
+    from aggregator.check import check_directory
+    from blindsum.model import DpMode, DpSpec
+
+    clock = SteppedClock()
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
+    STEPPED[running.port] = (running.manager, clock)
+    try:
+        dp = DpSpec(mode=DpMode.CENTRAL, rho=0.5, campaign="check", window="2026-W47")
+        view = await open_round(running, mode=Mode.HE, dp=dp)
+        vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+        await run_parties(deployment, running.port, view.round_id, vectors)
+        assert running.manager.view(view.round_id).state is RoundState.COMPLETE
+    finally:
+        STEPPED.pop(running.port, None)
+        await running.stop(grace=None)
+    healthy = check_directory(deployment.agg_dir)
+    assert healthy.ok, healthy.problems
+    assert healthy.rounds == 1 and healthy.releases == 1 and healthy.charges == 1
+    assert healthy.payloads == len(PARTIES)
+
+    rid = view.round_id
+    conn = sqlite3.connect(deployment.agg_dir / "aggregator.sqlite")
+    try:
+        where = "WHERE round_id = ? AND party = ?"
+        (payload,) = conn.execute(
+            f"SELECT payload FROM submissions {where}", (rid, PARTIES[2])
+        ).fetchone()
+        conn.execute(
+            f"UPDATE submissions SET payload = ? {where}",
+            (bytes(payload) + b"\x00", rid, PARTIES[2]),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    _damage(deployment, "DELETE FROM dp_ledger WHERE round_id = ?", rid)
+    found = check_directory(deployment.agg_dir)
+    assert not found.ok
+    text = "\n".join(found.problems)
+    assert f"submission of {PARTIES[2]!r}" in text and "fails its MAC" in text
+    assert "released with DP but charged 0 times" in text
+    (deployment.agg_dir / "store.key").unlink()
+    assert any("store.mac_key" in p for p in check_directory(deployment.agg_dir).problems)
