@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard proto/blindsum/rpc/v1/*.proto)
 
-.PHONY: all demo test lint typecheck protos protos-check pytest venv clean chromium screenshot bench
+.PHONY: all demo test lint typecheck protos protos-check pytest venv clean chromium screenshot bench fuzz
 
 all: test
 
@@ -110,6 +110,12 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 
 bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m bench $(BENCH_ARGS)
+
+# The fuzz targets with many more examples than `make test` gives them (bounded:
+# FUZZ_EXAMPLES per target). A crash found becomes an @example on its target.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	BLINDSUM_FUZZ=1 BLINDSUM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
