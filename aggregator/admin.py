@@ -220,8 +220,9 @@ def load_mac_key(directory: Path, cfg: cfgmod.AggregatorConfig) -> bytes:
 def create_store(directory: Path) -> list[str]:
     """Create the tables of the stores ``aggregator.toml`` names ([store] url and
     [custodian] store_url) where they do not exist yet, e.g. a new PostgreSQL database
-    after changing the URL. Nothing else creates a store: ``serve``, ``enroll`` and
-    the rest refuse a database without them. Returns what was done, per store."""
+    after changing the URL, and give the rows written before store MACs (schema
+    version 5) their MAC. Nothing else creates a store: ``serve``, ``enroll`` and the
+    rest refuse a database without them. Returns what was done, per store."""
     cfg = cfgmod.load(directory)
     done = []
     if make_mac_key(cfgmod.resolve(directory, cfg.store.mac_key)):
@@ -236,6 +237,16 @@ def create_store(directory: Path) -> list[str]:
         except NoStore:
             open_store(url, base_dir=directory, create=True).close()
             done.append(f"{key}: created")
+    # Rows written before store MACs get one now: once, by the operator, trusted as
+    # they are (`aggregator check` lists them first). Nothing else adds a MAC.
+    store = open_store(cfg.store.url, base_dir=directory)
+    try:
+        store.use_mac_key(load_mac_key(directory, cfg))
+        added = store.backfill_macs()
+    finally:
+        store.close()
+    if added:
+        done.append(f"store.url: MACs added to {added} rows written before store MACs")
     return done
 
 

@@ -57,7 +57,8 @@ def check_directory(directory: Path) -> CheckResult:
         result.problems.append(str(exc))
         key = None
     try:
-        store = open_store(cfg.store.url, base_dir=directory)
+        # Read-only and without migrating: checking a restored backup must not change it.
+        store = open_store(cfg.store.url, base_dir=directory, readonly=True)
     except ConfigError as exc:
         result.problems.append(str(exc))
         return result
@@ -81,18 +82,19 @@ def _check(store: Store, result: CheckResult) -> None:
         try:
             rec = store.round(round_id)
         except BlindsumError as exc:
-            result.problems.append(str(exc))
+            result.problems.append(exc.message)
             continue
-        for phase in store.phase_counts(round_id):
-            try:
-                for sub in store.iter_submissions(round_id, phase):
-                    result.payloads += sub.payload is not None
-            except BlindsumError as exc:
-                result.problems.append(str(exc))
+        read, problems = store.check_payloads(round_id)
+        result.payloads += read
+        result.problems += problems
         try:
             store.accumulator(round_id)
         except BlindsumError as exc:
-            result.problems.append(str(exc))
+            result.problems.append(exc.message)
+        except (ValueError, TypeError) as exc:  # an undecodable party list
+            result.problems.append(
+                f"the stored running sum of round {round_id!r} cannot be decoded ({exc})"
+            )
         if state == "complete":
             complete[round_id] = None if rec.dp_mode == "off" else rec.dp_rho
     released: dict[str, float] = {}

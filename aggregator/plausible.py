@@ -44,8 +44,13 @@ def implausible(
     schema: Schema, totals: Sequence[int], included: int, *, slack: int = 0
 ) -> list[str]:
     """The cells of ``totals`` (signed) that ``included`` honest parties cannot produce,
-    as "REGION/SLOT = VALUE, ..." texts; empty when every check passes. ``slack`` is a
-    per-slot noise bound (0 unless the parties added noise)."""
+    as "REGION/SLOT above its bound ..." texts; empty when every check passes. ``slack``
+    is a per-slot noise bound (0 unless the parties added noise).
+
+    The texts name cells and the bound each one broke, never a cell's value: the reason
+    is shown to every party and reader, and the values are exact sums, before noise
+    and suppression (a party could otherwise read an honest party's input back by
+    pushing its cell out of bounds by a known offset)."""
     if len(totals) != schema.vector_length:
         return [f"{len(totals)} slots, the schema has {schema.vector_length}"]
     found: list[str] = []
@@ -54,9 +59,8 @@ def implausible(
     for region in schema.regions:
         c = int(totals[schema.contributor_index(region)])
         if not 0 <= c <= included:
-            found.append(
-                f"{region}/contributors = {c}, outside [0, {included}] for {included} parties"
-            )
+            side = "below 0" if c < 0 else f"above the {included} parties in the sum"
+            found.append(f"{region}/contributors {side}")
             c = min(max(c, 0), included)
         for metric in schema.metrics:
             if metric.kind is MetricKind.SUM and metric.clip is not None:
@@ -68,17 +72,18 @@ def implausible(
             first = schema.slot_index(region, metric.name, 0 if bins else None)
             for i in range(first, first + metric.slots):
                 value = int(totals[i])
-                if not low - slack <= value <= high + slack:
+                if value < low - slack:
+                    found.append(f"{labels[i]} below its lower bound {low}")
+                elif value > high + slack:
                     found.append(
-                        f"{labels[i]} = {value}, outside [{low}, {high}] "
-                        f"for {c} contributor{'s' * (c != 1)}"
+                        f"{labels[i]} above its bound {high} for the region's contributors"
                     )
             if bins:
                 total = sum(int(totals[i]) for i in range(first, first + bins))
                 if total > high + slack * bins:
                     found.append(
-                        f"{region}/{metric.name} bins add up to {total}, more than {high} "
-                        f"for {c} contributor{'s' * (c != 1)}"
+                        f"{region}/{metric.name} bins add up to more than {high}, the bound "
+                        "for the region's contributors"
                     )
     return found
 

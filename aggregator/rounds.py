@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar, cast
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from aggregator.plausible import implausible
 from aggregator.plausible import reason as plausibility_reason
@@ -1311,7 +1311,10 @@ class RoundManager:
                 except Exception as exc:
                     self._uncache(rid)
                     log.error("tick_failed", round_id=rid, exc=exc)
-                    await self._failed(rid, exc)
+                    # Only failures that retrying cannot cure (a stored value that does
+                    # not decode) count towards aborting; a locked database does not.
+                    if isinstance(exc, (ValueError, TypeError, KeyError, IndexError, DecodeError)):
+                        await self._failed(rid, exc)
         for rid in sorted(self.store.corrupt_rounds):
             async with self._round_lock(rid):
                 await self._failed(rid, CorruptRound("its stored record cannot be decoded"))

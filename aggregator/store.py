@@ -189,7 +189,7 @@ _MIGRATE_3_TO_4 = [
 ]
 
 #: Schema version 4 -> 5: a MAC on every stored payload and running sum (issue 12).
-#: Rows written before have none; see ``Store.macs_since``.
+#: Rows written before have none until ``Store.backfill_macs`` (create-store).
 _MIGRATE_4_TO_5 = [
     "ALTER TABLE submissions ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE accumulators ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
@@ -384,25 +384,56 @@ class Store:
         #: Rounds whose stored row did not decode, seen by rounds(); the ticker aborts them.
         self.corrupt_rounds: set[str] = set()
         self._mac_key: bytes | None = None
-        self._macs_since = 0
 
     def use_mac_key(self, key: bytes) -> None:
         """MAC every payload and running sum written from now on, and check the MAC of
-        every one read (rows from before the store had MACs excepted)."""
+        every one read. A row without one (written before the store had MACs) fails
+        too, until ``backfill_macs`` (``aggregator create-store``) has given it one."""
         if not isinstance(key, bytes) or len(key) != MAC_KEY_BYTES:
             raise ConfigError(f"must be {MAC_KEY_BYTES} bytes", field="store.mac_key")
-        row = self._exec("SELECT value FROM meta WHERE key = 'macs_since_ms'").fetchone()
-        self._macs_since = int(row[0]) if row is not None else 0
         self._mac_key = key
+
+    def backfill_macs(self) -> int:
+        """MAC the payloads and running sums that have none (written before schema
+        version 5), trusting them as they are now; returns how many. Run once, by the
+        operator, after the upgrade and before serving (``aggregator create-store``):
+        nothing else ever adds a missing MAC, so blanking one cannot launder a row."""
+        if self._mac_key is None:
+            raise ConfigError("no MAC key in use", field="store.mac_key")
+        done = 0
+        with self.transaction():
+            rows = self._exec(
+                "SELECT round_id, phase, party, digest, payload FROM submissions "
+                "WHERE mac = '' AND payload IS NOT NULL"
+            ).fetchall()
+            for r in rows:
+                mac = self._mac("submission", r[0], r[1], r[2], r[3], bytes(r[4]))
+                self._exec(
+                    "UPDATE submissions SET mac = ? WHERE round_id = ? AND phase = ? AND party = ?",
+                    (mac, r[0], r[1], r[2]),
+                )
+                done += 1
+            for r in self._exec(
+                "SELECT round_id, data, parties_json FROM accumulators WHERE mac = ''"
+            ).fetchall():
+                mac = self._mac("accumulator", r[0], bytes(r[1]), str(r[2]))
+                self._exec("UPDATE accumulators SET mac = ? WHERE round_id = ?", (mac, r[0]))
+                done += 1
+        return done
 
     def _mac(self, *parts: bytes | str) -> str:
         if self._mac_key is None:
             return ""
         return hmac.new(self._mac_key, encode_parts(*parts), hashlib.sha256).hexdigest()
 
-    def _check_mac(self, stored: str, created_ms: int, what: str, *parts: bytes | str) -> None:
-        if self._mac_key is None or (not stored and created_ms < self._macs_since):
+    def _check_mac(self, stored: str, what: str, *parts: bytes | str) -> None:
+        if self._mac_key is None:
             return
+        if not stored:
+            raise StoreCorruption(
+                f"store corruption: {what} has no MAC (a row from before store MACs gets "
+                "one from `blindsum aggregator create-store DIR`, once, after the upgrade)"
+            )
         if not hmac.compare_digest(stored, self._mac(*parts)):
             raise StoreCorruption(f"store corruption: {what} fails its MAC")
 
@@ -411,7 +442,6 @@ class Store:
         if sub.payload is not None:
             self._check_mac(
                 str(r[6]),
-                sub.created_ms,
                 f"the stored {sub.phase} submission of {sub.party!r} in round {sub.round_id!r}",
                 "submission",
                 sub.round_id,
@@ -525,15 +555,46 @@ class Store:
                     f"store schema version {row[0]} is not supported (expected {SCHEMA_VERSION})",
                     field="store",
                 )
-            if not self._exec("SELECT 1 FROM meta WHERE key = 'macs_since_ms'").fetchone():
-                # Rows from before this moment carry no MAC; every later row must.
-                self._exec(
-                    "INSERT INTO meta (key, value) VALUES ('macs_since_ms', ?)", (str(now_ms()),)
-                )
 
     def describe(self) -> str:
         """The store, for an operator's error message (no credentials)."""
         return "the store"
+
+    def check_version(self) -> None:
+        """For a store opened read-only (no migration): NoStore without blindsum's
+        tables, ConfigError unless it is at this version's schema."""
+        row = None
+        if self._has_table("meta"):
+            row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            raise NoStore(f"{self.describe()} holds no blindsum store", field="store.url")
+        if int(row[0]) != SCHEMA_VERSION:
+            raise ConfigError(
+                f"store schema version {row[0]}, this version reads {SCHEMA_VERSION}: "
+                "`blindsum aggregator create-store DIR` migrates it",
+                field="store.url",
+            )
+
+    def check_payloads(self, round_id: str, *, batch: int = 256) -> tuple[int, list[str]]:
+        """Every stored payload of ``round_id`` against its MAC, row by row: (payloads
+        read, problems), so one bad row does not hide the rest."""
+        count, problems = 0, []
+        after: tuple[str, str] = ("", "")
+        while True:
+            rows = self._exec(
+                f"SELECT {_SUBMISSION_COLUMNS} FROM submissions "  # noqa: S608 - fixed columns
+                "WHERE round_id = ? AND (phase > ? OR (phase = ? AND party > ?)) "
+                "ORDER BY phase, party LIMIT ?",
+                (round_id, after[0], after[0], after[1], batch),
+            ).fetchall()
+            for r in rows:
+                try:
+                    count += self._verified(r).payload is not None
+                except StoreCorruption as exc:
+                    problems.append(exc.message)
+            if len(rows) < batch:
+                return count, problems
+            after = (str(rows[-1][1]), str(rows[-1][2]))
 
     def _has_table(self, name: str) -> bool:
         return self._exec(self.table_exists_sql, (name,)).fetchone() is not None
@@ -929,7 +990,6 @@ class Store:
         data, listed = bytes(row[0]), str(row[1])
         self._check_mac(
             str(row[3]),
-            int(row[2]),
             f"the stored running sum of round {round_id!r}",
             "accumulator",
             round_id,
@@ -1050,20 +1110,31 @@ class SqliteStore(Store):
         rows = self._exec("PRAGMA integrity_check").fetchall()
         return [str(r[0]) for r in rows]
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         super().__init__()
         self.path = str(path)
+        self._lock = threading.RLock()
+        self._serving: int | None = None
+        if readonly:
+            # Nothing written, not even the switch to WAL (it rewrites the header).
+            self._conn = sqlite3.connect(
+                f"{Path(self.path).resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+            )
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            return
         if not os.path.exists(self.path):
             # The stores hold submissions and decrypted totals: owner-only from birth.
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
-        self._serving: int | None = None
 
     def claim_serving(self) -> None:
         """An exclusive lock on ``PATH.serving.lock`` for as long as this store is open.
@@ -1347,7 +1418,9 @@ def _check_sqlite_store(path: Path) -> None:
         )
 
 
-def open_store(url: str, *, base_dir: Path | None = None, create: bool = False) -> Store:
+def open_store(
+    url: str, *, base_dir: Path | None = None, create: bool = False, readonly: bool = False
+) -> Store:
     """Open and migrate a store from a URL: ``sqlite:///relative/or/abs.sqlite`` or
     ``postgresql://...``. Only ``create`` makes a new store (``aggregator init``);
     otherwise a missing, empty or foreign database is a ConfigError (field store.url)."""
@@ -1371,7 +1444,7 @@ def open_store(url: str, *, base_dir: Path | None = None, create: bool = False) 
                     field="store.url",
                 )
             _check_sqlite_store(path)
-        store: Store = SqliteStore(path)
+        store: Store = SqliteStore(path, readonly=readonly)
     elif url.startswith(("postgresql://", "postgres://")):
         store = PostgresStore(url)
     else:
@@ -1379,7 +1452,10 @@ def open_store(url: str, *, base_dir: Path | None = None, create: bool = False) 
             "store URL must start with sqlite:/// or postgresql://", field="store.url"
         )
     try:
-        store.migrate(create=create)
+        if readonly:
+            store.check_version()
+        else:
+            store.migrate(create=create)
     except BaseException:
         store.close()
         raise

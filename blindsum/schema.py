@@ -729,7 +729,13 @@ class Schema:
             raise InvalidArgument(f"histogram must be a list of {m.slots} integers", field=where)
         if len(value) != m.slots:
             raise InvalidArgument(f"expected {m.slots} bins, got {len(value)}", field=where)
-        return [_check_count(v, bound, f"{where}[{i}]") for i, v in enumerate(value)]
+        bins = [_check_count(v, bound, f"{where}[{i}]") for i, v in enumerate(value)]
+        if sum(bins) > bound:
+            # Each ticket is in at most one bin: the release refuses more (plausible.py).
+            raise InvalidArgument(
+                f"bins add up to {sum(bins)}, more than the per-party bound {bound}", field=where
+            )
+        return bins
 
     def _check_vector(self, vector: object) -> U64Vector:
         if not isinstance(vector, np.ndarray) or vector.dtype != np.uint64 or vector.ndim != 1:

@@ -25,7 +25,7 @@ Identity always comes from the certificate (``auth_context``), never from metada
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -233,13 +233,13 @@ class AuthorizationInterceptor(_InterceptorBase):
         return admit
 
     def _wrap(self, handler: Handler, service: str, method: str) -> Handler:
-        refusal_of = self._refusal
-
-        async def authorize(service: str, method: str, context: Context) -> None:
-            refusal = await refusal_of(service, method, context)
-            if refusal is not None:
-                await context.abort(*refusal)
-
+        if handler.request_deserializer is not None and not hasattr(
+            getattr(handler.request_deserializer, "__self__", None), "DESCRIPTOR"
+        ):
+            # Fail closed: a request that cannot be checked before it is parsed is refused.
+            return _abort_handler(
+                grpc.StatusCode.UNIMPLEMENTED, f"{method}: no request type to check"
+            )
         if handler.unary_unary is not None:
             # grpc-stubs types behaviours for the sync API; aio passes an aio context.
             inner_uu: Callable[..., Any] = handler.unary_unary
@@ -274,31 +274,11 @@ class AuthorizationInterceptor(_InterceptorBase):
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_unary is not None:
-            # grpc-stubs types behaviours for the sync API; aio passes an aio context.
-            inner_su: Callable[..., Any] = handler.stream_unary
-
-            async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
-                await authorize(service, method, context)
-                return await _maybe_await(inner_su(requests, context))
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            # grpc-stubs types behaviours for the sync API; aio passes an aio context.
-            inner_ss: Callable[..., Any] = handler.stream_stream
-
-            async def stream_stream(requests: AsyncIterator[Any], context: Context) -> None:
-                await authorize(service, method, context)
-                await _drain(inner_ss(requests, context), context)
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+        if handler.stream_unary is not None or handler.stream_stream is not None:
+            # Fail closed: gRPC would parse each streamed message before this check
+            # could run. blindsum serves no client-streaming call.
+            return _abort_handler(
+                grpc.StatusCode.UNIMPLEMENTED, f"{method}: client-streaming calls are not served"
             )
         return _abort_handler(grpc.StatusCode.UNIMPLEMENTED, f"unsupported handler for {method}")
 

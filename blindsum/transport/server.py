@@ -16,6 +16,10 @@ from blindsum.transport.tls import CLIENT_KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES
 __all__ = ["HealthServicer", "add_health", "add_secure_port", "create_server"]
 
 
+#: Concurrent calls one client connection may have open (a party needs one or two).
+MAX_STREAMS_PER_CONNECTION = 16
+
+
 def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
     """Options used by :func:`create_server`."""
     return [
@@ -30,6 +34,9 @@ def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str
         # gRPC sets SO_REUSEPORT by default, so a second server on a busy port would
         # start and silently share it. A port in use must be an error instead.
         ("grpc.so_reuseport", 0),
+        # Requests in flight on one connection: each may be buffered whole (up to the
+        # message cap) before the authorization check runs.
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
     ]
 
 

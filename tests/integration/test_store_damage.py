@@ -181,7 +181,10 @@ async def test_aggregator_check_finds_each_kind_of_damage(deployment: Deployment
     finally:
         STEPPED.pop(running.port, None)
         await running.stop(grace=None)
+    db = deployment.agg_dir / "aggregator.sqlite"
+    before = db.read_bytes()
     healthy = check_directory(deployment.agg_dir)
+    assert db.read_bytes() == before  # read-only: a restored backup stays as it was
     assert healthy.ok, healthy.problems
     assert healthy.rounds == 1 and healthy.releases == 1 and healthy.charges == 1
     assert healthy.payloads == len(PARTIES)

@@ -73,9 +73,12 @@ def schema_and_values(draw: st.DrawFn) -> tuple[Schema, dict[str, dict[str, obje
                 continue
             bound = m.max_per_party(schema)
             if m.kind is MetricKind.HISTOGRAM:
-                entry[m.name] = draw(
-                    st.lists(st.integers(0, bound), min_size=m.slots, max_size=m.slots)
-                )
+                # each ticket in at most one bin: the bins add up to at most the bound
+                left, bins = bound, []
+                for _ in range(m.slots):
+                    bins.append(draw(st.integers(0, left)))
+                    left -= bins[-1]
+                entry[m.name] = draw(st.permutations(bins))
             elif m.kind is MetricKind.SUM:
                 # an exact fixed-point value so that decode recovers it exactly
                 entry[m.name] = draw(st.integers(0, bound)) / m.scale

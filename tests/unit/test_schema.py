@@ -354,9 +354,13 @@ def test_encode_errors_name_the_field(small: Schema, values: object, field: str)
 
 
 def test_encode_bounds_are_inclusive(small: Schema) -> None:
-    vec = small.encode({"B": {"n": 100, "h": [100, 100], "s": 750}})
+    vec = small.encode({"B": {"n": 100, "h": [60, 40], "s": 750}})
     assert vec[small.slot_index("B", "s")] == 7500
     assert small.max_per_party_vector()[small.slot_index("B", "s")] == 7500
+    # A histogram counts each ticket once: its bins add up to at most the bound.
+    with pytest.raises(InvalidArgument, match="bins add up to 101") as info:
+        small.encode({"B": {"n": 100, "h": [100, 1], "s": 750}})
+    assert info.value.field == "B.h"
 
 
 def test_decode_rejects_bad_vectors(small: Schema) -> None:

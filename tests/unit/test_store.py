@@ -64,8 +64,8 @@ def _round(round_id: str) -> RoundRecord:
 
 def test_payloads_and_running_sums_carry_a_mac(store: Store) -> None:
     """A payload or running sum altered in the database (one flipped bit, a copied
-    MAC, a MAC removed) fails its MAC when read, naming what; before the store had
-    MACs, rows without one are still read."""
+    MAC, a MAC removed, a MAC removed and the row back-dated) fails when read,
+    naming what."""
     store.use_mac_key(b"k" * 32)
     rid = "r-" + uuid.uuid4().hex[:10]
     store.create_round(_round(rid))
@@ -99,9 +99,15 @@ def test_payloads_and_running_sums_carry_a_mac(store: Store) -> None:
     alter("UPDATE accumulators SET data = ? WHERE round_id = ?", b"running-suN", rid)
     with pytest.raises(StoreCorruption, match="running sum"):
         store.accumulator(rid)
-    # A row from before MACs (no MAC, older than the store's MAC era) is read.
+    # A row without a MAC is refused whatever its age (no exemption to forge); the
+    # operator's one-off backfill (create-store, after the upgrade) gives it one.
     alter("UPDATE submissions SET mac = '', created_ms = 1 WHERE party = 'a'")
+    with pytest.raises(StoreCorruption, match="has no MAC"):
+        store.submissions(rid, "mask")
+    alter("UPDATE accumulators SET mac = '' WHERE round_id = ?", rid)
+    assert store.backfill_macs() == 2
     assert len(store.submissions(rid, "mask")) == 2
+    assert store.accumulator(rid) == (b"running-suN", ["a", "b"])
     # Dropped payloads (a closed phase) have nothing left to check.
     store.drop_payloads(rid, "mask")
     assert [s.payload for s in store.submissions(rid, "mask")] == [None, None]
