@@ -10,8 +10,6 @@ and element caps before protobuf sees it.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +18,18 @@ import grpc
 import grpc.aio
 import pytest
 
-from aggregator import config as cfgmod
 from aggregator.service import RunningAggregator
 from blindsum.bundle import load_bundle
 from blindsum.rpc.v1 import common_pb2, round_pb2
 from blindsum.transport import wire
 from blindsum.transport.tls import secure_channel
 from tests.conftest import PARTIES, Deployment
+from tests.integration.serve_process import (
+    START_TIMEOUT_S,
+    serving_port,
+    spawn_serve,
+    stop_serve,
+)
 
 SHARES = "/blindsum.rpc.v1.RoundService/SubmitShares"
 GET_ROUND = "/blindsum.rpc.v1.RoundService/GetRound"
@@ -63,38 +66,15 @@ async def _raw_calls(
 def served(deployment: Deployment) -> Iterator[tuple[int, int]]:
     """``aggregator serve`` in its own process (so the test's own buffers do not count
     in its memory): (pid, port)."""
-    addr_file = deployment.agg_dir / cfgmod.ADDRESS_FILE
-    addr_file.unlink(missing_ok=True)
     log = deployment.root / "serve.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "blindsum_app.cli",
-                "aggregator",
-                "serve",
-                str(deployment.agg_dir),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = spawn_serve(deployment.agg_dir, "127.0.0.1:0", log)
     try:
-        deadline = time.monotonic() + 120
-        while not addr_file.exists() or not addr_file.read_text().strip():
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (port := serving_port(proc, deployment.agg_dir, log, deadline)):
             time.sleep(0.05)
-        yield proc.pid, int(addr_file.read_text().strip().rsplit(":", 1)[1])
+        yield proc.pid, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serve(proc)
 
 
 def _rss_mib(pid: int) -> float:

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, Report, RoundSta
 from blindsum.types import U64Vector
 from party.node import PartyNode
 from tests.conftest import PARTIES, Deployment, on_postgres
+from tests.integration.serve_process import start_serve, stop_serve
 from tests.integration.test_rounds_grpc import assert_report_matches, party_vector, plain_sum
 
 pytestmark = pytest.mark.postgres
@@ -67,33 +67,7 @@ class Cluster:
 
     async def start(self, i: int) -> None:
         rep = self.replicas[i]
-        addr_file = rep.directory / cfgmod.ADDRESS_FILE
-        addr_file.unlink(missing_ok=True)
-        listen = f"127.0.0.1:{rep.port}"
-        with rep.log.open("ab") as log:
-            rep.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "blindsum_app.cli",
-                    "aggregator",
-                    "serve",
-                    str(rep.directory),
-                    "--listen",
-                    listen,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not addr_file.exists() or not addr_file.read_text().strip():
-            if rep.proc.poll() is not None:
-                raise AssertionError(f"replica {i} exited: {rep.log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"replica {i} did not start: {rep.log.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
-        rep.port = int(addr_file.read_text().strip().rsplit(":", 1)[1])
+        rep.proc, rep.port = await start_serve(rep.directory, f"127.0.0.1:{rep.port}", rep.log)
 
     def kill(self, i: int) -> None:
         proc = self.replicas[i].proc
@@ -109,17 +83,11 @@ class Cluster:
         return None
 
     def stop_all(self) -> None:
-        for rep in self.replicas:
+        for rep in self.replicas:  # all signalled first, so they stop side by side
             if rep.proc is not None and rep.proc.poll() is None:
                 rep.proc.send_signal(signal.SIGTERM)
         for rep in self.replicas:
-            if rep.proc is None:
-                continue
-            try:
-                rep.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                rep.proc.kill()
-                rep.proc.wait(timeout=10)
+            stop_serve(rep.proc)
 
 
 @pytest_asyncio.fixture

@@ -14,6 +14,7 @@ import pytest_asyncio
 from aggregator.service import RunningAggregator, start_aggregator
 from aggregator.store import StaleRound, now_ms
 from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState, RoundView
+from blindsum.types import U64Vector
 from tests.conftest import PARTIES, Deployment, on_postgres
 from tests.integration.test_rounds_grpc import (
     assert_report_matches,
@@ -43,6 +44,26 @@ def _spec() -> OpenRoundSpec:
     return OpenRoundSpec(mode=Mode.SECAGG, parties=PARTIES, dp=DpSpec(mode=DpMode.CENTRAL))
 
 
+async def _split_and_complete(
+    deployment: Deployment,
+    replicas: tuple[RunningAggregator, RunningAggregator],
+    round_id: str,
+    vectors: dict[str, U64Vector],
+) -> None:
+    """Every other party on replica A, the rest on B; every party sees the round complete."""
+    a, b = replicas
+    on_a = {n: v for i, (n, v) in enumerate(vectors.items()) if i % 2 == 0}
+    on_b = {n: v for n, v in vectors.items() if n not in on_a}
+    results = await asyncio.gather(
+        run_parties(deployment, a.port, round_id, on_a, expire_gone=False),
+        run_parties(deployment, b.port, round_id, on_b, expire_gone=False),
+    )
+    for part in results:
+        assert all(
+            isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in part.values()
+        ), part
+
+
 async def test_parties_split_across_two_replicas_complete_one_round(
     deployment: Deployment, replicas: tuple[RunningAggregator, RunningAggregator]
 ) -> None:
@@ -51,16 +72,7 @@ async def test_parties_split_across_two_replicas_complete_one_round(
     a, b = replicas
     view = await a.manager.open_round(_spec())
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
-    on_a = {n: v for i, (n, v) in enumerate(vectors.items()) if i % 2 == 0}
-    on_b = {n: v for n, v in vectors.items() if n not in on_a}
-    results = await asyncio.gather(
-        run_parties(deployment, a.port, view.round_id, on_a, expire_gone=False),
-        run_parties(deployment, b.port, view.round_id, on_b, expire_gone=False),
-    )
-    for part in results:
-        assert all(
-            isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in part.values()
-        )
+    await _split_and_complete(deployment, replicas, view.round_id, vectors)
     # Either replica serves the one release, and the ledger was charged once.
     report = b.manager.report(view.round_id)
     assert report == a.manager.report(view.round_id)
@@ -132,19 +144,10 @@ async def test_an_he_round_split_across_two_replicas_sums_every_ciphertext(
     """Before issue 11 each he submission rewrote one running-sum row, so two replicas
     accepting ciphertexts overwrote each other's sums. Now each ciphertext is stored on
     its own and the lease holder sums them all when the phase closes."""
-    a, b = replicas
+    a = replicas[0]
     view = await a.manager.open_round(OpenRoundSpec(mode=Mode.HE, parties=PARTIES))
     vectors = {n: party_vector(10 + i) for i, n in enumerate(PARTIES)}
-    on_a = {n: v for i, (n, v) in enumerate(vectors.items()) if i % 2 == 0}
-    on_b = {n: v for n, v in vectors.items() if n not in on_a}
-    results = await asyncio.gather(
-        run_parties(deployment, a.port, view.round_id, on_a, expire_gone=False),
-        run_parties(deployment, b.port, view.round_id, on_b, expire_gone=False),
-    )
-    for part in results:
-        assert all(
-            isinstance(r, RoundView) and r.state is RoundState.COMPLETE for r in part.values()
-        ), part
+    await _split_and_complete(deployment, replicas, view.round_id, vectors)
     report = a.manager.report(view.round_id)
     assert report.included_parties == PARTIES
     assert_report_matches(report, plain_sum(list(vectors.values())))

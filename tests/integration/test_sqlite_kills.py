@@ -15,7 +15,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -32,10 +31,10 @@ from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState, Roun
 from blindsum.types import U64Vector
 from party.node import PartyNode
 from tests.conftest import PARTIES, Deployment
+from tests.integration.serve_process import start_serve, stop_serve
 from tests.integration.test_rounds_grpc import assert_report_matches, party_vector, plain_sum
 
 ROUNDS = 4
-START_TIMEOUT_S = 60.0
 ROUND_TIMEOUT_S = 150.0
 #: Short phases: a party that gave up costs the round at most this long per phase.
 PHASE_TIMEOUT_S = 20
@@ -49,22 +48,9 @@ class Server:
         self.log = deployment.root / "serve.log"
 
     async def start(self) -> None:
-        addr = self.deployment.agg_dir / cfgmod.ADDRESS_FILE
-        addr.unlink(missing_ok=True)
-        with self.log.open("ab") as out:
-            args = [sys.executable, "-m", "blindsum_app.cli", "aggregator", "serve"]
-            args += [str(self.deployment.agg_dir), "--listen", f"127.0.0.1:{self.port}"]
-            self.proc = subprocess.Popen(
-                args,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not addr.exists() or not addr.read_text().strip():
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, self.log.read_text()[-2000:]
-            await asyncio.sleep(0.05)
+        self.proc, _ = await start_serve(
+            self.deployment.agg_dir, f"127.0.0.1:{self.port}", self.log
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -72,13 +58,7 @@ class Server:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_serve(self.proc)
 
 
 def _free_port() -> int:

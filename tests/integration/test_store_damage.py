@@ -9,6 +9,7 @@ bounded number of ticks, with a reason, and every other round keeps going.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 
@@ -34,6 +35,30 @@ def _damage(deployment: Deployment, sql: str, *params: object) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+def _alter_payload(
+    deployment: Deployment, round_id: str, party: str, change: Callable[[bytes], bytes]
+) -> None:
+    """Rewrite one party's stored payload of ``round_id`` (its only one) with ``change``."""
+    conn = sqlite3.connect(deployment.agg_dir / "aggregator.sqlite")
+    try:
+        where = "WHERE round_id = ? AND party = ?"
+        (payload,) = conn.execute(
+            f"SELECT payload FROM submissions {where}", (round_id, party)
+        ).fetchone()
+        conn.execute(
+            f"UPDATE submissions SET payload = ? {where}", (change(bytes(payload)), round_id, party)
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _flip_middle_bit(payload: bytes) -> bytes:
+    flipped = bytearray(payload)
+    flipped[len(flipped) // 2] ^= 0x01
+    return bytes(flipped)
 
 
 @pytest.mark.parametrize("damage", ["round row", "advert payload"])
@@ -131,21 +156,7 @@ async def test_a_tampered_ciphertext_aborts_the_round_with_store_corruption(
         assert running.manager.view(view.round_id).state is RoundState.OPEN
     finally:
         await running.stop(grace=None)
-    conn = sqlite3.connect(deployment.agg_dir / "aggregator.sqlite")
-    try:
-        (payload,) = conn.execute(
-            "SELECT payload FROM submissions WHERE round_id = ? AND party = ?",
-            (view.round_id, PARTIES[1]),
-        ).fetchone()
-        flipped = bytearray(payload)
-        flipped[len(flipped) // 2] ^= 0x01
-        conn.execute(
-            "UPDATE submissions SET payload = ? WHERE round_id = ? AND party = ?",
-            (bytes(flipped), view.round_id, PARTIES[1]),
-        )
-        conn.commit()
-    finally:
-        conn.close()
+    _alter_payload(deployment, view.round_id, PARTIES[1], _flip_middle_bit)
 
     running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", clock_ms=clock)
     try:
@@ -190,19 +201,7 @@ async def test_aggregator_check_finds_each_kind_of_damage(deployment: Deployment
     assert healthy.payloads == len(PARTIES)
 
     rid = view.round_id
-    conn = sqlite3.connect(deployment.agg_dir / "aggregator.sqlite")
-    try:
-        where = "WHERE round_id = ? AND party = ?"
-        (payload,) = conn.execute(
-            f"SELECT payload FROM submissions {where}", (rid, PARTIES[2])
-        ).fetchone()
-        conn.execute(
-            f"UPDATE submissions SET payload = ? {where}",
-            (bytes(payload) + b"\x00", rid, PARTIES[2]),
-        )
-        conn.commit()
-    finally:
-        conn.close()
+    _alter_payload(deployment, rid, PARTIES[2], lambda payload: payload + b"\x00")
     _damage(deployment, "DELETE FROM dp_ledger WHERE round_id = ?", rid)
     found = check_directory(deployment.agg_dir)
     assert not found.ok
