@@ -173,6 +173,14 @@ MAX_ROUND_FAILURES = 20
 CUSTODIAN_RETRY_MS = 5_000
 
 
+def _capped(reason: str) -> str:
+    """A stored reason at most MAX_REASON_CHARS long: it is sent in the status of every
+    later call about the round."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[: MAX_REASON_CHARS - 1] + "…"
+
+
 def _digest(*parts: bytes | str | int) -> str:
     return hashlib.sha256(encode_parts(*parts)).hexdigest()
 
@@ -713,9 +721,7 @@ class RoundManager:
     ) -> RoundRecord:
         """End the round without a release: ABORTED, or REJECTED when its totals
         failed the plausibility checks."""
-        if len(reason) > MAX_REASON_CHARS:
-            # The reason is sent in the status of every later call about the round.
-            reason = reason[: MAX_REASON_CHARS - 1] + "…"
+        reason = _capped(reason)
         rec = replace(
             rec,
             state=state.value,
@@ -1329,9 +1335,7 @@ class RoundManager:
         if count < MAX_ROUND_FAILURES:
             return
         self._failures.pop(round_id, None)
-        reason = f"stored state cannot be used: {type(exc).__name__}: {exc}"
-        if len(reason) > MAX_REASON_CHARS:
-            reason = reason[: MAX_REASON_CHARS - 1] + "…"
+        reason = _capped(f"stored state cannot be used: {type(exc).__name__}: {exc}")
         if await self.offload(self.store.force_abort, round_id, reason, now=self._clock_ms()):
             log.error("round_aborted", round_id=round_id, reason=reason)
             self._forget(round_id)

@@ -296,10 +296,14 @@ def request_limits(max_parties: int, max_vector_length: int) -> dict[str, wire.L
     }
 
 
-#: The custodian's one large call: the aggregate, one receipt per party, the schema.
-CUSTODIAN_LIMITS = {
-    "/blindsum.rpc.v1.CustodianService/Decrypt": wire.Limit(MAX_MESSAGE_BYTES, 10_000_000),
-}
+def custodian_limits(max_parties: int) -> dict[str, wire.Limit]:
+    """The custodian's one large call: the aggregate's chunks, one receipt (three
+    fields) per party, the schema."""
+    return {
+        "/blindsum.rpc.v1.CustodianService/Decrypt": wire.Limit(
+            MAX_MESSAGE_BYTES, 64 + MAX_CHUNKS + 4 * max_parties
+        ),
+    }
 
 
 #: How long a party's enrollment check is reused for its later calls: a revocation
@@ -398,7 +402,8 @@ async def start_custodian(
     tls = KeyAndCert(
         key_pem=(key_dir / "tls.key").read_bytes(), cert_pem=(key_dir / "tls.crt").read_bytes()
     )
-    server = create_server([AuthorizationInterceptor(CUSTODIAN_POLICY, limits=CUSTODIAN_LIMITS)])
+    limits = custodian_limits(cfg.rounds.max_parties)
+    server = create_server([AuthorizationInterceptor(CUSTODIAN_POLICY, limits=limits)])
     custodian_pb2_grpc.add_CustodianServiceServicer_to_server(CustodianServicer(custodian), server)
     add_health(server)
     port = add_secure_port(server, listen, server_credentials(tls, custodian.ca_cert_pem))

@@ -183,14 +183,15 @@ class AuthorizationInterceptor(_InterceptorBase):
         trimmer = self.trimmer
 
         def parse(raw: bytes) -> Parsed:
-            if deserialize is None:
-                return raw, None
             size = len(raw)
             try:
-                if descriptor is not None:
-                    wire.check(raw, descriptor, limit, method)
-                elif size > limit.max_bytes:
-                    raise wire.TooLarge(f"{method}: request too large")
+                # A handler that takes raw bytes (_wrap refuses a deserializer without a
+                # descriptor, so that is the only case here): the byte cap still holds.
+                if deserialize is None or descriptor is None:
+                    if size > limit.max_bytes:
+                        raise wire.TooLarge(f"{method}: request too large")
+                    return raw, None
+                wire.check(raw, descriptor, limit, method)
                 return deserialize(raw), None
             except wire.TooLarge as err:
                 _log.warning("rpc_refused", method=method, reason="too_large", size=size)

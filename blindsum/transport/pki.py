@@ -394,11 +394,10 @@ class CertifiedKeys(Mapping[str, VerifyKey]):
     """Parties' identity keys, each taken from its certificate and checked against
     the CA the first time it is read.
 
-    The aggregator serves every roster entry with the member's identity certificate,
-    but a party relies on only some members (its neighbours, an audit sample, the
-    signers it counts), so only those certificates are checked: O(degree) chain
-    checks per round instead of O(n). A missing certificate is a KeyError; one that
-    fails raises what :func:`verify_identity_cert` raises (field ``identity_cert``).
+    The aggregator serves every roster entry with the member's identity certificate.
+    A certificate is checked once, when its key is first needed, against a CA parsed
+    once for all of them. A missing certificate is a KeyError; one that fails raises
+    what :func:`verify_identity_cert` raises (field ``identity_cert``).
     """
 
     def __init__(
