@@ -31,6 +31,7 @@ from blindsum.protocol.he import (
     ReceiptRecord,
     SignedPublicContext,
     authorize_decrypt,
+    context_hash,
     context_transcript,
     decrypt_request_digest,
     result_transcript,
@@ -58,12 +59,15 @@ class Custodian:
     min_receipts: int = 3
     _public: bytes | None = field(default=None, repr=False)
 
-    def public_context(self) -> SignedPublicContext:
+    def _public_bytes(self) -> bytes:
         if self._public is None:
             self._public = self.secret.public_bytes()
+        return self._public
+
+    def public_context(self) -> SignedPublicContext:
         return SignedPublicContext(
-            context=self._public,
-            signature=self.signing_key.sign(context_transcript(self._public)),
+            context=self._public_bytes(),
+            signature=self.signing_key.sign(context_transcript(self._public_bytes())),
             params=self.secret.params,
         )
 
@@ -117,6 +121,8 @@ class Custodian:
             receipts=receipts,
             verify_keys=verify_keys,
             min_receipts=k,
+            # Receipts for ciphertexts under any other key are refused here.
+            context=context_hash(self._public_bytes()),
         )
         parties = [r.party for r in receipts]
         digest = decrypt_request_digest(round_id, schema_id, vector_length, chunks, parties)

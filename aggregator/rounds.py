@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -88,6 +89,7 @@ from blindsum.protocol.he import (
 from blindsum.protocol.secagg import (
     Advert,
     Commit,
+    Complaint,
     Reveal,
     SealedShare,
     SecAggConfig,
@@ -183,6 +185,32 @@ def _capped(reason: str) -> str:
 
 def _digest(*parts: bytes | str | int) -> str:
     return hashlib.sha256(encode_parts(*parts)).hexdigest()
+
+
+def _masked_payload(
+    round_id: str, schema_id: str, vector_bytes: bytes, complaints: Sequence[Complaint]
+) -> bytes:
+    """What a masked submission stores: the vector's bytes alone, or the request with
+    its complaints. A request is always longer than its vector (the field's tag and
+    length come first), so the two never look alike (:func:`_masked_from_payload`)."""
+    if not complaints:
+        return vector_bytes
+    return round_pb2.SubmitMaskedRequest(
+        round_id=round_id,
+        schema_id=schema_id,
+        masked_vector=vector_bytes,
+        complaints=codec.complaints_to_pb(complaints),
+    ).SerializeToString()
+
+
+def _masked_from_payload(
+    party: str, payload: bytes, length: int, invited: int
+) -> tuple[U64Vector, list[Complaint]]:
+    if len(payload) == 8 * length:
+        return codec.vector_from_bytes(payload, length), []
+    req = round_pb2.SubmitMaskedRequest.FromString(payload)
+    complaints = codec.complaints_from_pb(party, req.complaints, max_count=invited)
+    return codec.vector_from_bytes(req.masked_vector, length), complaints
 
 
 def _new_round_id() -> str:
@@ -773,7 +801,7 @@ class RoundManager:
             srv.close_commit,
             srv.close_advertise,
             srv.close_share,
-            srv.close_mask,
+            lambda: self._close_mask(srv, rec),
             srv.close_consistency,
         )
         for i, phase in enumerate(order):
@@ -794,6 +822,20 @@ class RoundManager:
         self._secagg_version[rid] = rec.version
         return srv
 
+    def _close_mask(self, srv: SecAggServer, rec: RoundRecord) -> None:
+        """Close the mask phase, taking the accused parties' stored vectors out of the sum."""
+        withdrawn: dict[str, U64Vector] = {}
+        if srv.to_withdraw:
+            length = srv.config.vector_length
+            for sub in self.store.iter_submissions(
+                rec.round_id, Phase.MASK.value, parties=srv.to_withdraw
+            ):
+                vector, _ = _masked_from_payload(
+                    sub.party, sub.payload or b"", length, len(rec.parties)
+                )
+                withdrawn[sub.party] = vector
+        srv.close_mask(withdrawn)
+
     def _apply_stored(
         self, srv: SecAggServer, rec: RoundRecord, phase: Phase, sub: Submission
     ) -> None:
@@ -811,7 +853,9 @@ class RoundManager:
         elif phase is Phase.MASK:
             if payload:
                 length = self._schema(rec).vector_length
-                srv.add_masked(party, codec.vector_from_bytes(payload, length))
+                vector, complaints = _masked_from_payload(party, payload, length, len(rec.parties))
+                key = self._identity(party)[0] if complaints else None
+                srv.add_masked(party, vector, complaints, key)
         elif phase is Phase.CONSISTENCY:
             creq = round_pb2.SubmitConsistencyRequest.FromString(payload)
             srv.add_consistency(party, creq.signature, self._identity(party)[0])
@@ -1092,24 +1136,33 @@ class RoundManager:
             return await self.offload(run)
 
     async def submit_masked(
-        self, party: str, round_id: str, schema_id: str, vector_bytes: bytes
+        self,
+        party: str,
+        round_id: str,
+        schema_id: str,
+        vector_bytes: bytes,
+        complaints: Sequence[Complaint] = (),
     ) -> Ack:
         def apply(rec: RoundRecord) -> None:
             srv = self._server(rec)
-            srv.add_masked(party, codec.vector_from_bytes(vector_bytes, srv.config.vector_length))
+            vector = codec.vector_from_bytes(vector_bytes, srv.config.vector_length)
+            key = self._identity(party)[0] if complaints else None
+            srv.add_masked(party, vector, complaints, key)
 
         # The vector is written once, as the submission's payload; the sum is rebuilt
         # from the stored vectors when the round's state is rebuilt. There is no running
         # sum row to rewrite on every submission (it was m * 8 bytes of write per vector
-        # into one hot row). The payloads are dropped when the round closes.
+        # into one hot row). The payloads are dropped when the round closes. With
+        # complaints, the payload is the request itself (_masked_payload).
+        parts = [p for c in complaints for p in (c.accused, c.digest, c.signature)]
         return await self._accept(
             party,
             round_id,
             Phase.MASK,
             "SubmitMasked",
-            digest=_digest(vector_bytes),
+            digest=_digest(vector_bytes, *parts),
             apply=apply,
-            payload=vector_bytes,
+            payload=_masked_payload(round_id, schema_id, vector_bytes, complaints),
             schema_id=schema_id,
         )
 
@@ -1123,6 +1176,11 @@ class RoundManager:
             else:
                 self._require_open(rec, Phase.UNMASK, "GetUnmaskRequest")
             srv = self._server(rec)
+            if party in srv.accused:
+                raise PermissionDenied(
+                    f"party {party!r} was excluded: {srv.misbehaving.get(party, 'accused')}",
+                    field="GetUnmaskRequest",
+                )
             if party not in srv.u3:
                 raise PermissionDenied(
                     f"party {party!r} did not submit a masked vector", field="GetUnmaskRequest"
@@ -1139,6 +1197,7 @@ class RoundManager:
                     survivors=list(srv.u3),
                     dropped=list(srv.dropped),
                     signatures=codec.signatures_to_pb(signatures),
+                    accused=list(srv.accused),
                 )
 
             return self._materialised(rec, "unmask", build)
@@ -1244,11 +1303,22 @@ class RoundManager:
         schema_id: str,
         chunks: Sequence[bytes],
         receipt_signature: bytes,
+        *,
+        context: bytes = b"",
     ) -> Ack:
+        """``context``: the hash of the custodian context the party encrypted under, as
+        its receipt binds it; it must be the one this aggregator hands out."""
         ct_digest = ciphertext_digest(chunks)
         # Invited first, so an outsider learns nothing about the custodian.
         await self.offload(self._round_for_party, party, round_id)
         public = await self._public()
+        current = (await self._signed_context()).hash
+        if not hmac.compare_digest(context, current):
+            raise FailedPrecondition(
+                f"encrypted under custodian context {context.hex()[:16] or '(none)'}, "
+                f"this round's is {current.hex()[:16]}: fetch GetPublicContext again",
+                field="context_hash",
+            )
 
         def apply(rec: RoundRecord) -> None:
             # The receipt must verify and the ciphertext parse before it is stored.
@@ -1261,6 +1331,7 @@ class RoundManager:
                 chunks=chunks,
                 signature=receipt_signature,
                 verify_key=self._identity(party)[0],
+                context=current,
             )
 
         # Each ciphertext is stored once, with its receipt; the sum is taken at close.
@@ -1421,7 +1492,11 @@ class RoundManager:
             elif phase is Phase.MASK:
                 if not self._phase_over(rec, srv.u2, srv.masked_parties):
                     return False
-                srv.close_mask()
+                self._close_mask(srv, rec)
+                if srv.misbehaving:
+                    # The accused, named before the lists go out (and kept if the
+                    # round later aborts).
+                    rec = self._name_misbehaving(rec, srv.misbehaving, srv.complaints)
                 self._next_phase(rec, Phase.CONSISTENCY, len(held("mask")))
             elif phase is Phase.CONSISTENCY:
                 if not self._phase_over(rec, srv.u3, srv.consistency_signers):
@@ -1451,14 +1526,33 @@ class RoundManager:
             self._abort(rec, str(exc))
         return True
 
-    def _name_misbehaving(self, rec: RoundRecord, found: Mapping[str, str]) -> RoundRecord:
-        """Record the holders whose shares were provably wrong, in the round and the audit."""
+    def _name_misbehaving(
+        self,
+        rec: RoundRecord,
+        found: Mapping[str, str],
+        complaints: Mapping[str, Sequence[Complaint]] | None = None,
+    ) -> RoundRecord:
+        """Record the parties named for misbehaving (accused by a complaint, or holders
+        whose shares were provably wrong) in the round and the audit, with the signed
+        complaints behind each accusation."""
+        earlier = {str(p) for p, _ in json.loads(rec.misbehaving_json)}
         named = sorted(found.items())
         rec = replace(rec, misbehaving_json=json.dumps([list(item) for item in named]))
         with self.store.transaction():
             rec = self.store.update_round(rec, lease=self._held(rec.round_id))
+            for accuser, items in sorted((complaints or {}).items()):
+                for c in items:
+                    self.store.audit(
+                        rec.round_id,
+                        "complaint",
+                        accuser=accuser,
+                        accused=c.accused,
+                        envelope_digest=c.digest.hex(),
+                        signature=c.signature.hex(),
+                    )
             for party, reason in named:
-                self.store.audit(rec.round_id, "party_misbehaved", party=party, reason=reason)
+                if party not in earlier:
+                    self.store.audit(rec.round_id, "party_misbehaved", party=party, reason=reason)
         for party, reason in named:
             log.warning("party_misbehaved", round_id=rec.round_id, party=party, reason=reason)
         return rec

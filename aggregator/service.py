@@ -33,6 +33,7 @@ from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from blindsum.log import get_logger
+from blindsum.protocol.secagg import Complaint
 from blindsum.rpc.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -165,8 +166,12 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
         self, request: round_pb2.SubmitMaskedRequest, context: Ctx
     ) -> common_pb2.Ack:
         party = _party(context)
+        complaints: list[Complaint] = []
+        if request.complaints:
+            invited = await self.m.offload(self.m.require_invited, party, request.round_id)
+            complaints = codec.complaints_from_pb(party, request.complaints, max_count=invited)
         ack = await self.m.submit_masked(
-            party, request.round_id, request.schema_id, request.masked_vector
+            party, request.round_id, request.schema_id, request.masked_vector, complaints
         )
         return _ack(ack)
 
@@ -219,6 +224,7 @@ class RoundServicer(round_pb2_grpc.RoundServiceServicer):
             request.schema_id,
             list(request.chunks),
             request.receipt_signature,
+            context=request.context_hash,
         )
         return _ack(ack)
 
@@ -290,7 +296,8 @@ def request_limits(max_parties: int, max_vector_length: int) -> dict[str, wire.L
     return {
         rs + "SubmitShares": wire.Limit(4096 + n * ENTRY_BYTES, 16 + 6 * n),
         rs + "SubmitUnmask": wire.Limit(4096 + n * ENTRY_BYTES, 16 + 5 * n),
-        rs + "SubmitMasked": wire.Limit(4096 + 8 * m, 16),
+        # The vector, and at most one complaint per other party.
+        rs + "SubmitMasked": wire.Limit(4096 + 8 * m + n * ENTRY_BYTES, 16 + 4 * n),
         rs + "SubmitCiphertext": wire.Limit(MAX_MESSAGE_BYTES, 16 + MAX_CHUNKS),
         admin + "OpenRound": wire.Limit((1 << 20) + n * 300, 256 + n),
     }

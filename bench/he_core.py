@@ -45,7 +45,7 @@ from bench.common import (
 )
 from blindsum.crypto.he import BfvPublicContext, BfvSecretContext, to_centred
 from blindsum.crypto.sign import SigningKey
-from blindsum.protocol.he import HeAccumulator, make_receipt
+from blindsum.protocol.he import HeAccumulator, context_hash, make_receipt
 from blindsum.rpc.v1 import round_pb2
 from blindsum.schema import Schema
 from blindsum.transport.pki import Identity, Role, create_ca, issue_identity_cert
@@ -114,14 +114,21 @@ def encrypt_parties(
     """Each distinct party encrypts its vector with blindsum and then with raw TenSEAL,
     back to back, so both systems see the same load on a shared machine."""
     slots = public.params.slots
+    ctx = context_hash(public.to_bytes())
     out = Encrypted([], [], [])
     for key, x in zip(keys, inputs.vectors, strict=False):
         with ours_sw.phase("encrypt"):
             chunks = public.encrypt(to_centred(x))
         with ours_sw.phase("receipt"):
-            signature = make_receipt(key, round_id=ROUND_ID, schema_id=SCHEMA_ID, chunks=chunks)
+            signature = make_receipt(
+                key, round_id=ROUND_ID, schema_id=SCHEMA_ID, chunks=chunks, context=ctx
+            )
         request = round_pb2.SubmitCiphertextRequest(
-            round_id=ROUND_ID, schema_id=SCHEMA_ID, chunks=chunks, receipt_signature=signature
+            round_id=ROUND_ID,
+            schema_id=SCHEMA_ID,
+            chunks=chunks,
+            receipt_signature=signature,
+            context_hash=ctx,
         )
         out.ours.append(chunks)
         out.sent_bytes.append(request.ByteSize())
@@ -203,7 +210,13 @@ def aggregate_and_decrypt(
             submissions = []
             for i, (p, key) in enumerate(zip(names, keys, strict=True)):
                 chunks = encrypted.ours[i % len(encrypted.ours)]
-                signature = make_receipt(key, round_id=ROUND_ID, schema_id=schema_id, chunks=chunks)
+                signature = make_receipt(
+                    key,
+                    round_id=ROUND_ID,
+                    schema_id=schema_id,
+                    chunks=chunks,
+                    context=context_hash(secret.public_bytes()),
+                )
                 submissions.append((p, chunks, signature, key.verify_key))
             acc = HeAccumulator(ROUND_ID, schema_id, secret.public(), m)
             for p, chunks, signature, verify_key in submissions:

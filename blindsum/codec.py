@@ -27,7 +27,16 @@ from blindsum.model import (
 )
 from blindsum.protocol.he import SignedPublicContext
 from blindsum.protocol.params import Adversary, ThreatModel
-from blindsum.protocol.secagg import Advert, Commit, Reveal, SealedShare, ShareKind
+from blindsum.protocol.secagg import (
+    DIGEST_BYTES,
+    PAIR_KEY_BYTES,
+    Advert,
+    Commit,
+    Complaint,
+    Reveal,
+    SealedShare,
+    ShareKind,
+)
 from blindsum.rpc.v1 import admin_pb2, common_pb2, report_pb2, round_pb2
 from blindsum.types import U64Vector
 
@@ -60,6 +69,7 @@ _PHASE_FROM_PB = {v: k for k, v in _PHASE_TO_PB.items()}
 _KIND_TO_PB = {
     ShareKind.SELF_MASK: round_pb2.SHARE_KIND_SELF_MASK,
     ShareKind.MASK_KEY: round_pb2.SHARE_KIND_MASK_KEY,
+    ShareKind.PAIR_KEY: round_pb2.SHARE_KIND_PAIR_KEY,
 }
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 
@@ -424,10 +434,38 @@ def reveals_from_pb(shares: Sequence[round_pb2.RevealedShare], *, max_count: int
             Reveal(
                 owner=s.owner,
                 kind=kind,
-                share=_check_len(s.share, SHARE_BYTES, f"shares[{i}].share"),
+                share=_check_len(
+                    s.share,
+                    PAIR_KEY_BYTES if kind is ShareKind.PAIR_KEY else SHARE_BYTES,
+                    f"shares[{i}].share",
+                ),
             )
         )
     return out
+
+
+def complaints_to_pb(complaints: Sequence[Complaint]) -> list[round_pb2.Complaint]:
+    return [
+        round_pb2.Complaint(accused=c.accused, envelope_digest=c.digest, signature=c.signature)
+        for c in complaints
+    ]
+
+
+def complaints_from_pb(
+    accuser: str, items: Sequence[round_pb2.Complaint], *, max_count: int
+) -> list[Complaint]:
+    """The complaints of a SubmitMasked call; the accuser is the caller."""
+    if len(items) > max_count:
+        raise InvalidArgument(f"{len(items)} complaints, at most {max_count}", field="complaints")
+    return [
+        Complaint(
+            accuser=accuser,
+            accused=item.accused,
+            digest=_check_len(item.envelope_digest, DIGEST_BYTES, f"complaints[{i}].digest"),
+            signature=_check_len(item.signature, 64, f"complaints[{i}].signature"),
+        )
+        for i, item in enumerate(items)
+    ]
 
 
 def signatures_to_pb(signatures: Mapping[str, bytes]) -> list[round_pb2.ConsistencySignature]:

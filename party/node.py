@@ -512,11 +512,25 @@ class PartyNode:
                         round_id=rid,
                         schema_id=schema_id,
                         masked_vector=codec.vector_to_bytes(y),
+                        complaints=codec.complaints_to_pb(party.complaints()),
                     )
 
                 await self._submit(state, "SubmitMasked", build_masked)
-                self._say(view, "sent masked vector")
+                if party.accused:
+                    # A neighbour's envelope did not open: the round goes on without it.
+                    log.warning(
+                        "complained", round_id=rid, party=self.name, accused=list(party.accused)
+                    )
+                    self._say(view, f"sent masked vector and complaints about {party.accused}")
+                else:
+                    self._say(view, "sent masked vector")
                 self._maybe_drop(view, Phase.MASK)
+            elif phase in (Phase.CONSISTENCY, Phase.UNMASK) and self.name in dict(view.misbehaving):
+                # Excluded on a neighbour's complaint: the round goes on without us.
+                reason = dict(view.misbehaving)[self.name]
+                log.warning("excluded", round_id=rid, party=self.name, reason=reason)
+                self._say(view, f"excluded from the round: {reason}")
+                return self._finish(state, await self._wait_closed(rid))
             elif phase is Phase.CONSISTENCY:
                 if not view.did(self.name, Phase.MASK):
                     return self._finish(state, await self._wait_closed(rid))
@@ -525,7 +539,9 @@ class PartyNode:
                     req = await self.client.call(
                         "GetUnmaskRequest", common_pb2.RoundRef(round_id=rid)
                     )
-                    signature = party.sign_consistency(list(req.survivors), list(req.dropped))
+                    signature = party.sign_consistency(
+                        list(req.survivors), list(req.dropped), list(req.accused)
+                    )
                     persist()
                     return round_pb2.SubmitConsistencyRequest(round_id=rid, signature=signature)
 
@@ -540,7 +556,9 @@ class PartyNode:
                         "GetUnmaskRequest", common_pb2.RoundRef(round_id=rid)
                     )
                     signatures = codec.signatures_from_pb(req.signatures, max_count=invited)
-                    reveals = party.unmask(list(req.survivors), list(req.dropped), signatures)
+                    reveals = party.unmask(
+                        list(req.survivors), list(req.dropped), signatures, list(req.accused)
+                    )
                     persist()
                     return round_pb2.SubmitUnmaskRequest(
                         round_id=rid, shares=codec.reveals_to_pb(reveals)
@@ -576,13 +594,18 @@ class PartyNode:
                 public = signed.open()
                 chunks = public.encrypt(to_centred(vector))
                 signature = make_receipt(
-                    identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks
+                    identity_key,
+                    round_id=rid,
+                    schema_id=view.schema_id,
+                    chunks=chunks,
+                    context=signed.hash,
                 )
                 return round_pb2.SubmitCiphertextRequest(
                     round_id=rid,
                     schema_id=view.schema_id,
                     chunks=chunks,
                     receipt_signature=signature,
+                    context_hash=signed.hash,
                 )
 
             await self._submit(state, "SubmitCiphertext", build)

@@ -283,7 +283,9 @@ SECAGG_HISTORY = (
     "Issue 10 ('a roster the aggregator cannot choose', verifiable reveals) replaced the v1 "
     "transcripts in this file: the advert was signed over its keys only, the graph seed hashed "
     "the advertised keys and the consistency transcript bound neither the roster nor the whole "
-    "config. The labels below end in /v2; the v1 vectors were removed with the v1 code."
+    "config. The labels below end in /v2; the v1 vectors were removed with the v1 code. "
+    "Issue 12 (complaints) moved the consistency transcript to consistency/v3, which adds "
+    "the accused list, and added the complaint transcript."
 )
 
 
@@ -334,7 +336,13 @@ def secagg_vectors() -> dict[str, Any]:
     # Lists given out of config order on purpose: the transcript sorts them.
     survivors = ["p05", "p00", "p01", "p02", "p04", "p06", "p07", "p09"]
     dropped = ["p08", "p03"]
-    consistency = secagg.consistency_transcript(config, survivors, dropped, binding)
+    accused = ["p08"]
+    consistency = secagg.consistency_transcript(config, survivors, dropped, binding, accused)
+    # A complaint by p00 about the envelope p01 sent it (a made-up one: the digest is
+    # all the complaint names).
+    bad_envelope = secagg.SealedShare("p01", me, bytes(12), bytes(range(32)))
+    bad_digest = secagg.envelope_digest(bad_envelope)
+    complaint = secagg.complaint_transcript(config, binding, me, "p01", bad_digest)
     other_seed = secagg.graph_seed(config, list_digest, {**nonces, "p09": bytes(32)})
 
     threat_config = secagg.SecAggConfig(
@@ -358,8 +366,11 @@ def secagg_vectors() -> dict[str, Any]:
                 "in config order) and the Harary H(k, n) it seeds (Fisher-Yates permutation from "
                 "prg.expand(seed, format_dst('graph/perm'), 2n)), the roster binding "
                 "H('secagg/roster-binding/v2', seed, roster hash) and the consistency-round "
-                "signature over consistency_transcript (config digest, binding, |U3|, *U3, "
-                "|U2 \\ U3|, *(U2 \\ U3), lists in config order)"
+                "signature over consistency_transcript ('consistency/v3', config digest, binding, "
+                "|U3|, *U3, |U2 \\ U3|, *(U2 \\ U3), |accused|, *accused, lists in config "
+                "order), and a complaint: the envelope digest H('secagg/share-envelope/v1', "
+                "sender, receiver, nonce, ciphertext) and complaint_transcript ('complaint/v1', "
+                "config digest, binding, accuser, accused, digest)"
             ),
             "inputs": SECAGG_INPUTS,
             "history": SECAGG_HISTORY,
@@ -416,6 +427,7 @@ def secagg_vectors() -> dict[str, Any]:
             "identity_public": identities[me].public_bytes.hex(),
             "survivors": survivors,
             "dropped": dropped,
+            "accused": accused,
             "binding": binding.hex(),
             "transcript": consistency.hex(),
             "signature": identities[me].sign(consistency).hex(),
@@ -432,6 +444,11 @@ def secagg_vectors() -> dict[str, Any]:
                     "error": "InvalidSignature",
                 },
                 {
+                    "what": "signature checked against lists with no accused party",
+                    "accused": [],
+                    "error": "InvalidSignature",
+                },
+                {
                     "what": "signature checked without the roster binding (the v1 transcript)",
                     "binding": "",
                     "error": "InvalidSignature",
@@ -442,6 +459,19 @@ def secagg_vectors() -> dict[str, Any]:
                     "error": "InvalidSignature",
                 },
             ],
+        },
+        "complaint": {
+            "accuser": me,
+            "accused": "p01",
+            "envelope": {
+                "sender": bad_envelope.sender,
+                "receiver": bad_envelope.receiver,
+                "nonce": bad_envelope.nonce.hex(),
+                "ciphertext": bad_envelope.ciphertext.hex(),
+            },
+            "digest": bad_digest.hex(),
+            "transcript": complaint.hex(),
+            "signature": identities[me].sign(complaint).hex(),
         },
         "failures": [
             {

@@ -97,29 +97,54 @@ def ciphertext_digest(chunks: Sequence[bytes]) -> bytes:
     return hashlib.sha256(encode_parts(*_check_chunk_bytes(chunks))).digest()
 
 
-def receipt_transcript(round_id: str, schema_id: str, digest: bytes) -> bytes:
-    """What a party signs as its receipt: ``format_dst("he/receipt", round, schema, digest)``."""
+def context_hash(context_bytes: bytes) -> bytes:
+    """SHA-256 of a serialized public context: what a receipt binds."""
+    if not isinstance(context_bytes, bytes) or not context_bytes:
+        raise InvalidArgument("must be non-empty bytes", field="context")
+    return hashlib.sha256(context_bytes).digest()
+
+
+def receipt_transcript(round_id: str, schema_id: str, digest: bytes, context: bytes) -> bytes:
+    """What a party signs as its receipt: ``format_dst("he/receipt/v2", round, schema,
+    context hash, ciphertext digest)``. Binding the hash of the custodian context the
+    party encrypted under means a ciphertext under any other key is refused on arrival,
+    and by the custodian, instead of decrypting to garbage (issue 12)."""
     return format_dst(
-        "he/receipt",
+        "he/receipt/v2",
         _check_id(round_id, "round_id"),
         _check_id(schema_id, "schema_id"),
+        _check_digest(context, "context_hash"),
         _check_digest(digest),
     )
 
 
 def make_receipt(
-    identity: SigningKey, *, round_id: str, schema_id: str, chunks: Sequence[bytes]
+    identity: SigningKey,
+    *,
+    round_id: str,
+    schema_id: str,
+    chunks: Sequence[bytes],
+    context: bytes,
 ) -> bytes:
-    """The party's Ed25519 receipt signature over its ciphertext ``chunks``."""
-    return identity.sign(receipt_transcript(round_id, schema_id, ciphertext_digest(chunks)))
+    """The party's Ed25519 receipt signature over its ciphertext ``chunks``, encrypted
+    under the public context whose :func:`context_hash` is ``context``."""
+    return identity.sign(
+        receipt_transcript(round_id, schema_id, ciphertext_digest(chunks), context)
+    )
 
 
 def verify_receipt(
-    verify_key: VerifyKey, signature: bytes, *, round_id: str, schema_id: str, digest: bytes
+    verify_key: VerifyKey,
+    signature: bytes,
+    *,
+    round_id: str,
+    schema_id: str,
+    digest: bytes,
+    context: bytes,
 ) -> None:
-    """Return if ``signature`` is ``verify_key``'s receipt for ``digest``; else raise
-    InvalidSignature."""
-    verify_key.verify(signature, receipt_transcript(round_id, schema_id, digest))
+    """Return if ``signature`` is ``verify_key``'s receipt for ``digest`` under the
+    context hash ``context``; else raise InvalidSignature."""
+    verify_key.verify(signature, receipt_transcript(round_id, schema_id, digest, context))
 
 
 def context_transcript(context_bytes: bytes) -> bytes:
@@ -141,6 +166,11 @@ class SignedPublicContext:
     def verify(self, custodian_key: VerifyKey) -> None:
         """Raise InvalidSignature unless the pinned custodian key signed this context."""
         custodian_key.verify(self.signature, context_transcript(self.context))
+
+    @property
+    def hash(self) -> bytes:
+        """:func:`context_hash` of the context, as receipts bind it."""
+        return context_hash(self.context)
 
     def open(self) -> BfvPublicContext:
         """Parse the context (size-checked) and check it carries the signed parameters."""
@@ -220,11 +250,13 @@ def check_submission(
     chunks: Sequence[bytes],
     signature: bytes,
     verify_key: VerifyKey,
+    context: bytes,
 ) -> ReceiptRecord:
     """Every check :meth:`HeAccumulator.add` makes, without adding: the receipt verifies
-    under ``verify_key`` and the ciphertext parses under ``public`` as ``vector_length``
-    values. A ciphertext that passes can be stored on its own and summed when the phase
-    closes (any two that pass have the same chunk count and sizes, so they add)."""
+    under ``verify_key`` for the context hash ``context`` (that of ``public``), and the
+    ciphertext parses under ``public`` as ``vector_length`` values. A ciphertext that
+    passes can be stored on its own and summed when the phase closes (any two that pass
+    have the same chunk count and sizes, so they add)."""
     _check_party(party)
     items = _check_chunk_bytes(chunks)
     if not isinstance(signature, bytes) or len(signature) != _SIGNATURE_BYTES:
@@ -236,6 +268,7 @@ def check_submission(
         round_id=_check_id(round_id, "round_id"),
         schema_id=_check_id(schema_id, "schema_id"),
         digest=digest,
+        context=context,
     )
     public.check_chunks(items, vector_length)
     return ReceiptRecord(party=party, digest=digest, signature=signature)
@@ -250,9 +283,17 @@ class HeAccumulator:
     """
 
     def __init__(
-        self, round_id: str, schema_id: str, public: BfvPublicContext, vector_length: int
+        self,
+        round_id: str,
+        schema_id: str,
+        public: BfvPublicContext,
+        vector_length: int,
+        context: bytes | None = None,
     ) -> None:
+        """``context``: the :func:`context_hash` receipts are checked against (default:
+        that of ``public``, serialized once, when a receipt is first checked)."""
         self.round_id = _check_id(round_id, "round_id")
+        self._context = None if context is None else _check_digest(context, "context")
         self.schema_id = _check_id(schema_id, "schema_id")
         if not isinstance(public, BfvPublicContext):
             raise InvalidArgument("must be a BfvPublicContext", field="public")
@@ -293,12 +334,15 @@ class HeAccumulator:
                     "already submitted a different ciphertext in this round", field="party"
                 )
             if verify_key is not None:
+                if self._context is None:
+                    self._context = context_hash(self.public.to_bytes())
                 verify_receipt(
                     verify_key,
                     signature,
                     round_id=self.round_id,
                     schema_id=self.schema_id,
                     digest=digest,
+                    context=self._context,
                 )
             if self._sum is None:
                 self.public.check_chunks(items, self.vector_length)
@@ -371,9 +415,11 @@ def authorize_decrypt(
     receipts: Sequence[ReceiptRecord],
     verify_keys: Mapping[str, VerifyKey],
     min_receipts: int,
+    context: bytes,
 ) -> None:
     """The custodian's gate before decrypting an aggregate. Returns only if at least
-    ``min_receipts`` receipts from distinct enrolled parties all verify.
+    ``min_receipts`` receipts from distinct enrolled parties all verify, each for the
+    custodian's own context hash ``context``.
 
     Strict: a receipt from a party without a key in ``verify_keys``, or a second receipt
     from the same party -> PermissionDenied naming ``receipts[i].party``; a receipt that
@@ -399,7 +445,12 @@ def authorize_decrypt(
         _check_digest(rec.digest, f"receipts[{i}].digest")
         try:
             verify_receipt(
-                key, rec.signature, round_id=round_id, schema_id=schema_id, digest=rec.digest
+                key,
+                rec.signature,
+                round_id=round_id,
+                schema_id=schema_id,
+                digest=rec.digest,
+                context=context,
             )
         except InvalidSignature:
             raise InvalidSignature("receipt does not verify", field=f"receipts[{i}]") from None

@@ -57,7 +57,7 @@ import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -87,10 +87,10 @@ DIGEST_BYTES = 32
 MAX_VECTOR_LENGTH = 1 << 24
 #: Longest accepted round id, schema id or party name, in characters.
 MAX_NAME_CHARS = 256
-#: Format tag of :meth:`SecAggParty.to_state` documents. v3 added the commit phase
-#: (the nonce, the list L and its identity keys) and the self-mask commitment;
-#: v2 and v1 states are refused.
-STATE_FORMAT = "blindsum/secagg-party-state/v3"
+#: Format tag of :meth:`SecAggParty.to_state` documents. v4 added complaints and the
+#: accused list (consistency/v3); v3 added the commit phase (the nonce, the list L
+#: and its identity keys) and the self-mask commitment; earlier states are refused.
+STATE_FORMAT = "blindsum/secagg-party-state/v4"
 #: Most subsets of shares tried when locating bad shares of one secret.
 MAX_LOCATE_ATTEMPTS = 4096
 
@@ -391,24 +391,32 @@ def roster_binding(seed: bytes, roster_digest: bytes) -> bytes:
 
 
 def consistency_transcript(
-    config: SecAggConfig, survivors: Sequence[str], dropped: Sequence[str], binding: bytes = b""
+    config: SecAggConfig,
+    survivors: Sequence[str],
+    dropped: Sequence[str],
+    binding: bytes = b"",
+    accused: Sequence[str] = (),
 ) -> bytes:
-    """The bytes a consistency signature covers: config, roster binding and both lists.
+    """The bytes a consistency signature covers: config, roster binding, both lists and
+    the accused parties (dropped parties that some survivor complained about).
 
-    Both lists are put in config order and prefixed with their length, so every
-    (survivors, dropped) pair has exactly one encoding. Preconditions: the names
-    are invited parties (InvalidArgument(field="party") otherwise).
+    Every list is put in config order and prefixed with its length, so every
+    (survivors, dropped, accused) triple has exactly one encoding. Preconditions: the
+    names are invited parties (InvalidArgument(field="party") otherwise).
     """
     surv = config.ordered(list(survivors))
     drop = config.ordered(list(dropped))
+    acc = config.ordered(list(accused))
     return format_dst(
-        "consistency/v2",
+        "consistency/v3",
         config.digest,
         binding,
         len(surv),
         *surv,
         len(drop),
         *drop,
+        len(acc),
+        *acc,
     )
 
 
@@ -426,11 +434,54 @@ class SealedShare:
     ciphertext: bytes
 
 
+def envelope_digest(env: SealedShare) -> bytes:
+    """SHA-256 naming one share envelope exactly as the aggregator relayed it."""
+    return hashlib.sha256(
+        format_dst("secagg/share-envelope/v1", env.sender, env.receiver, env.nonce, env.ciphertext)
+    ).digest()
+
+
+def complaint_transcript(
+    config: SecAggConfig, binding: bytes, accuser: str, accused: str, digest: bytes
+) -> bytes:
+    """The bytes a complaint's Ed25519 signature covers: the config, the roster binding,
+    both names and the digest of the envelope that did not open."""
+    return format_dst("complaint/v1", config.digest, binding, accuser, accused, digest)
+
+
+@dataclass(frozen=True)
+class Complaint:
+    """``accuser``'s signed statement that ``accused``'s share envelope to it, the one
+    named by ``digest`` (:func:`envelope_digest`), failed authentication or held
+    shares that were not its own. Sent with the accuser's masked input."""
+
+    accuser: str
+    accused: str
+    digest: bytes
+    signature: bytes
+
+
 class ShareKind(enum.Enum):
-    """Which of an owner's two secrets a revealed share belongs to."""
+    """Which secret a revealed value belongs to."""
 
     SELF_MASK = 1  # share of the self-mask seed b: revealed for survivors
     MASK_KEY = 2  # share of the s private key: revealed for dropped parties
+    # The revealer's own pairwise key with an accused party (32 bytes, not a share):
+    # the accused's valid shares may be too few to rebuild its mask key.
+    PAIR_KEY = 3
+
+
+#: Bytes of a revealed PAIR_KEY (an X25519 shared secret).
+PAIR_KEY_BYTES = 32
+
+
+class Lists(NamedTuple):
+    """What a consistency signature covers besides the roster: U3, U2 \\ U3 and the
+    accused (a subset of the dropped), each in config order."""
+
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    accused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -439,7 +490,8 @@ class Reveal:
 
     owner: str
     kind: ShareKind
-    share: bytes = field(repr=False)  # 66 bytes, shamir.Share.to_bytes of the holder's x
+    # 66 bytes, shamir.Share.to_bytes of the holder's x; a PAIR_KEY is 32 bytes.
+    share: bytes = field(repr=False)
 
 
 def _share_plaintext(owner_index: int, holder_x: int, s_share: bytes, b_share: bytes) -> bytes:
@@ -570,7 +622,9 @@ class SecAggParty:
         self._received: dict[str, tuple[bytes, bytes]] = {}  # owner -> (s share, b share)
         self._u2: tuple[str, ...] = ()
         self._y_digest: bytes | None = None
-        self._signed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        # Neighbours whose envelope to us did not open -> that envelope's digest.
+        self._accused: dict[str, bytes] = {}
+        self._signed: Lists | None = None
         self._consistency_sig: bytes | None = None
         self._revealed: set[tuple[str, ShareKind]] = set()
 
@@ -613,9 +667,24 @@ class SecAggParty:
         return self._neighbours
 
     @property
+    def accused(self) -> tuple[str, ...]:
+        """Neighbours whose share envelope to this party did not open (after mask)."""
+        return self._config.ordered(set(self._accused))
+
+    def complaints(self) -> list[Complaint]:
+        """One signed :class:`Complaint` per neighbour in :attr:`accused`; send them
+        with the masked input. Ed25519 is deterministic, so a retry sends the same."""
+        out = []
+        for v in self.accused:
+            digest = self._accused[v]
+            transcript = complaint_transcript(self._config, self._binding, self._me, v, digest)
+            out.append(Complaint(self._me, v, digest, self._identity.sign(transcript)))
+        return out
+
+    @property
     def signed_lists(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         """The (survivors, dropped) lists signed in :meth:`sign_consistency` (None before)."""
-        return self._signed
+        return None if self._signed is None else (self._signed.survivors, self._signed.dropped)
 
     @property
     def revealed(self) -> frozenset[tuple[str, ShareKind]]:
@@ -937,7 +1006,11 @@ class SecAggParty:
 
     def _open_envelopes(
         self, envelopes: Sequence[SealedShare], expected: frozenset[str]
-    ) -> dict[str, tuple[bytes, bytes]]:
+    ) -> tuple[dict[str, tuple[bytes, bytes]], dict[str, bytes]]:
+        """The shares in the envelopes from ``expected``, and the digests of those that
+        did not open (failed authentication, or held shares that are not the sender's
+        for us). A malformed set (wrong receiver, unknown or repeated sender, a missing
+        envelope) is the relay's doing and is refused instead."""
         cfg = self._config
         c, _ = self._keys()
         if self._list_digest is None:
@@ -945,6 +1018,7 @@ class SecAggParty:
         phase = _share_phase(self._list_digest)
         my_x = cfg.x_of(self._me)
         got: dict[str, tuple[bytes, bytes]] = {}
+        bad: dict[str, bytes] = {}
         for env in envelopes:
             if not isinstance(env, SealedShare):
                 raise InvalidArgument("must contain SealedShare objects", field="envelopes")
@@ -954,26 +1028,30 @@ class SecAggParty:
                 raise InvalidArgument(
                     f"envelope from {env.sender!r}, not a neighbour in U2", field="envelopes"
                 )
-            if env.sender in got:
+            if env.sender in got or env.sender in bad:
                 raise InvalidArgument(f"two envelopes from {env.sender!r}", field="envelopes")
-            plain = envelope.open_share(
-                own_private=c.private,
-                peer_public=self._adverts[env.sender].c_public,
-                round_id=cfg.round_id,
-                sender=env.sender,
-                receiver=self._me,
-                phase=phase,
-                nonce=env.nonce,
-                ciphertext=env.ciphertext,
-            )
-            s_bytes, b_bytes = _parse_share_plaintext(plain, cfg.index(env.sender), my_x)
+            try:
+                plain = envelope.open_share(
+                    own_private=c.private,
+                    peer_public=self._adverts[env.sender].c_public,
+                    round_id=cfg.round_id,
+                    sender=env.sender,
+                    receiver=self._me,
+                    phase=phase,
+                    nonce=env.nonce,
+                    ciphertext=env.ciphertext,
+                )
+                s_bytes, b_bytes = _parse_share_plaintext(plain, cfg.index(env.sender), my_x)
+            except InvalidArgument:  # InvalidTag is one
+                bad[env.sender] = envelope_digest(env)
+                continue
             got[env.sender] = (s_bytes, b_bytes)
-        missing = expected - set(got)
+        missing = expected - set(got) - set(bad)
         if missing:
             raise UnsafeRequest(
                 f"U2 lists neighbours without envelopes: {sorted(missing)}", field="envelopes"
             )
-        return got
+        return got, bad
 
     def _masked_vector(self, x: U64Vector, u2: frozenset[str]) -> U64Vector:
         cfg = self._config
@@ -1011,8 +1089,10 @@ class SecAggParty:
         vector of the config's length. Raises UnsafeRequest when U2 is not a
         subset of U1, omits us, is smaller than :meth:`SecAggConfig.min_survivors`,
         holds fewer than t of our holders, or lists neighbours without envelopes;
-        InvalidTag for a bad envelope. A retry with the same inputs returns the
-        same y; a different x or U2 is refused.
+        or InvalidArgument for a malformed envelope set. An envelope that does not
+        open is not an error: its sender goes into :attr:`accused`, and
+        :meth:`complaints` reports it (the masks are the same either way). A retry
+        with the same inputs returns the same y; a different x or U2 is refused.
         """
         self._at_least(PartyStage.SHARED, "mask")
         cfg = self._config
@@ -1036,19 +1116,23 @@ class SecAggParty:
         u2_ordered = cfg.ordered(u2_set)
         if self._stage is not PartyStage.SHARED and u2_ordered != self._u2:
             raise UnsafeRequest("already masked for a different U2", field="u2")
-        opened = self._open_envelopes(envelopes, self._neighbours & u2_set)
+        opened, bad = self._open_envelopes(envelopes, self._neighbours & u2_set)
+        # y masks with every neighbour in U2, opened or not: a complaint the aggregator
+        # ignores then leaves exactly the protocol without complaints
+        # (docs/THREAT_MODEL.md, "Complaints").
         y = self._masked_vector(vec, u2_set)
         digest = _vector_digest(y)
         if self._stage is not PartyStage.SHARED:
             if self._y_digest is None or not hmac.compare_digest(digest, self._y_digest):
                 raise UnsafeRequest("already masked a different input", field="x")
-            for owner, pair in opened.items():
-                if self._received.get(owner) != pair:
-                    raise UnsafeRequest(
-                        "envelopes differ from the first attempt", field="envelopes"
-                    )
+            same = bad == self._accused and all(
+                self._received.get(owner) == pair for owner, pair in opened.items()
+            )
+            if not same:
+                raise UnsafeRequest("envelopes differ from the first attempt", field="envelopes")
             return y
         self._received.update(opened)
+        self._accused = bad
         self._u2 = u2_ordered
         self._y_digest = digest
         self._stage = PartyStage.MASKED
@@ -1057,13 +1141,15 @@ class SecAggParty:
     # -- phases 4 (consistency) and 5 (unmask)
 
     def _check_lists(
-        self, survivors: Sequence[str], dropped: Sequence[str]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The checks of docs/THREAT_MODEL.md on an announced (U3, U2 \\ U3), in config order."""
+        self, survivors: Sequence[str], dropped: Sequence[str], accused: Sequence[str] = ()
+    ) -> Lists:
+        """The checks of docs/THREAT_MODEL.md on an announced (U3, U2 \\ U3, accused), in
+        config order."""
         cfg = self._config
         surv = _names(survivors, "survivors")
         drop = _names(dropped, "dropped")
-        for label, names in (("survivors", surv), ("dropped", drop)):
+        acc = _names(accused, "accused")
+        for label, names in (("survivors", surv), ("dropped", drop), ("accused", acc)):
             dup = _duplicates(names)
             if dup:
                 raise UnsafeRequest(f"duplicate parties {dup}", field=label)
@@ -1087,25 +1173,43 @@ class SecAggParty:
                 f"{len(surv_set)} survivors, this round needs {floor}", field="survivors"
             )
         self._check_holders(surv_set, "survivors")
-        return cfg.ordered(surv_set), cfg.ordered(drop_set)
+        acc_set = frozenset(acc)
+        if not acc_set <= drop_set:
+            raise UnsafeRequest(
+                f"accused parties not listed as dropped: {sorted(acc_set - drop_set)}",
+                field="accused",
+            )
+        ignored = set(self._accused) - acc_set
+        if ignored:
+            raise UnsafeRequest(
+                f"the lists leave out this party's complaints about {sorted(ignored)}",
+                field="accused",
+            )
+        return Lists(cfg.ordered(surv_set), cfg.ordered(drop_set), cfg.ordered(acc_set))
 
-    def _transcript(self, lists: tuple[tuple[str, ...], tuple[str, ...]]) -> bytes:
-        return consistency_transcript(self._config, *lists, binding=self._binding)
+    def _transcript(self, lists: Lists) -> bytes:
+        return consistency_transcript(
+            self._config, lists.survivors, lists.dropped, self._binding, lists.accused
+        )
 
-    def sign_consistency(self, survivors: Sequence[str], dropped: Sequence[str]) -> bytes:
-        """Check the aggregator's (U3, U2 \\ U3), commit to it and return our signature.
+    def sign_consistency(
+        self, survivors: Sequence[str], dropped: Sequence[str], accused: Sequence[str] = ()
+    ) -> bytes:
+        """Check the aggregator's (U3, U2 \\ U3, accused), commit to it and return our
+        signature.
 
         Precondition: :meth:`mask` succeeded. Raises UnsafeRequest, naming the
         problem, when a party is listed twice or in both lists, this party is
         dropped or not a survivor, a party is not in the U2 seen in :meth:`mask`,
         the lists do not cover that U2, there are fewer survivors than
-        :meth:`SecAggConfig.min_survivors`, or fewer than t of our holders
-        survive. The lists are recorded (persist :meth:`to_state` before sending
+        :meth:`SecAggConfig.min_survivors`, fewer than t of our holders
+        survive, an accused party is not dropped, or a party this party complained
+        about is not accused. The lists are recorded (persist :meth:`to_state` before sending
         the signature); a retry with the same lists, in any order, returns the
         same signature, and different lists are refused with UnsafeRequest.
         """
         self._at_least(PartyStage.MASKED, "sign the consistency check")
-        lists = self._check_lists(survivors, dropped)
+        lists = self._check_lists(survivors, dropped, accused)
         if self._signed is not None:
             if lists != self._signed or self._consistency_sig is None:
                 raise UnsafeRequest("already signed different survivor lists", field="survivors")
@@ -1116,12 +1220,10 @@ class SecAggParty:
         self._stage = PartyStage.SIGNED
         return signature
 
-    def _check_signatures(
-        self, lists: tuple[tuple[str, ...], tuple[str, ...]], signatures: Mapping[str, bytes]
-    ) -> None:
+    def _check_signatures(self, lists: Lists, signatures: Mapping[str, bytes]) -> None:
         if not isinstance(signatures, Mapping):
             raise InvalidArgument("must be a mapping of party to signature", field="signatures")
-        survivors = frozenset(lists[0])
+        survivors = frozenset(lists.survivors)
         transcript = self._transcript(lists)
         for signer in signatures:
             if not isinstance(signer, str) or signer not in survivors:
@@ -1149,42 +1251,59 @@ class SecAggParty:
                 ) from None
 
     def unmask(
-        self, survivors: Sequence[str], dropped: Sequence[str], signatures: Mapping[str, bytes]
+        self,
+        survivors: Sequence[str],
+        dropped: Sequence[str],
+        signatures: Mapping[str, bytes],
+        accused: Sequence[str] = (),
     ) -> list[Reveal]:
-        """Reveal b-shares of surviving and s-shares of dropped neighbours (incl. self).
+        """Reveal b-shares of surviving and s-shares of dropped neighbours (incl. self),
+        and our pairwise key with each accused neighbour.
 
-        Precondition: :meth:`sign_consistency` succeeded. ``survivors`` and
-        ``dropped`` must be the lists signed there (else UnsafeRequest).
+        Precondition: :meth:`sign_consistency` succeeded. ``survivors``, ``dropped``
+        and ``accused`` must be the lists signed there (else UnsafeRequest).
         ``signatures`` maps signer -> consistency signature (the aggregator's
         U4): every signer must be a survivor and its signature must verify with
         its U1 identity key over our lists, ours must be among them, and there
         must be at least t. Raises UnsafeRequest, naming the problem, otherwise,
-        or when any owner's other kind of share was revealed before (also before
-        a restart). Nothing is revealed on refusal; a retry returns the same
-        shares.
+        or when any owner's b-share and its s-share or pairwise key would both be
+        revealed (also across a restart). Nothing is revealed on refusal; a retry
+        returns the same values.
         """
         self._at_least(PartyStage.MASKED, "unmask")
         if self._signed is None:
             raise FailedPrecondition("sign the consistency check first", field="stage")
-        lists = self._check_lists(survivors, dropped)
+        lists = self._check_lists(survivors, dropped, accused)
         if lists != self._signed:
             raise UnsafeRequest(
                 "survivor lists differ from the ones this party signed", field="survivors"
             )
         self._check_signatures(lists, signatures)
-        surv_set, drop_set = frozenset(lists[0]), frozenset(lists[1])
+        surv_set, drop_set = frozenset(lists.survivors), frozenset(lists.dropped)
+        acc_set = frozenset(lists.accused)
         plan: list[Reveal] = []
         for owner in self._config.ordered(set(self._received)):
             s_share, b_share = self._received[owner]
             if owner in surv_set:
                 plan.append(Reveal(owner=owner, kind=ShareKind.SELF_MASK, share=b_share))
-            elif owner in drop_set:
+            elif owner in drop_set and owner not in acc_set:
                 plan.append(Reveal(owner=owner, kind=ShareKind.MASK_KEY, share=s_share))
+        # An accused neighbour's masks with survivors are removed with each survivor's
+        # own pairwise key: its shares may not open for enough holders to rebuild its
+        # mask key. It is dropped, so its self mask still hides its input.
+        _, s = self._keys()
+        for v in self._config.ordered(self._neighbours & acc_set):
+            key = kex.agree(s.private, self._adverts[v].s_public)
+            plan.append(Reveal(owner=v, kind=ShareKind.PAIR_KEY, share=key))
         for r in plan:
-            other = ShareKind.MASK_KEY if r.kind is ShareKind.SELF_MASK else ShareKind.SELF_MASK
-            if (r.owner, other) in self._revealed:
+            if r.kind is ShareKind.SELF_MASK:
+                clash = {(r.owner, ShareKind.MASK_KEY), (r.owner, ShareKind.PAIR_KEY)}
+            else:
+                clash = {(r.owner, ShareKind.SELF_MASK)}
+            if clash & self._revealed:
                 raise UnsafeRequest(
-                    f"would reveal both kinds of share for {r.owner!r}", field="unmask"
+                    f"would reveal both the self mask and the mask key of {r.owner!r}",
+                    field="unmask",
                 )
         self._revealed.update((r.owner, r.kind) for r in plan)
         self._stage = PartyStage.UNMASKED
@@ -1250,12 +1369,14 @@ class SecAggParty:
             "received": {o: {"s": s.hex(), "b": b.hex()} for o, (s, b) in self._received.items()},
             "u2": list(self._u2),
             "y_digest": hx(self._y_digest),
+            "accused": {p: d.hex() for p, d in self._accused.items()},
             "verify_keys": {p: k.raw.hex() for p, k in self._verify_keys.items()},
             "consistency": None
             if self._signed is None
             else {
-                "survivors": list(self._signed[0]),
-                "dropped": list(self._signed[1]),
+                "survivors": list(self._signed.survivors),
+                "dropped": list(self._signed.dropped),
+                "accused": list(self._signed.accused),
                 "signature": hx(self._consistency_sig),
             },
             "revealed": sorted([o, k.name] for o, k in self._revealed),
@@ -1425,6 +1546,12 @@ class SecAggParty:
                 raise bad("inconsistent U2")
             party._u2 = config.ordered(set(u2))
             party._y_digest = unhex(doc["y_digest"], 32)
+            accused = {str(p): unhex(d, DIGEST_BYTES) for p, d in dict(doc["accused"]).items()}
+            if not set(accused) <= party._neighbours & set(u2):
+                raise bad("complaint about a party that is not a neighbour in U2")
+            if set(accused) & set(party._received):
+                raise bad("complaint about a party whose shares opened")
+            party._accused = accused
         consistency = doc["consistency"]
         if order >= _PARTY_ORDER.index(PartyStage.SIGNED):
             if not isinstance(consistency, dict):
@@ -1433,6 +1560,7 @@ class SecAggParty:
                 lists = party._check_lists(
                     [str(p) for p in consistency["survivors"]],
                     [str(p) for p in consistency["dropped"]],
+                    [str(p) for p in consistency["accused"]],
                 )
                 signature = unhex(consistency["signature"], 64)
                 identity.verify_key.verify(signature, party._transcript(lists))
@@ -1525,6 +1653,8 @@ class SecAggServer:
         self._inbox: dict[str, tuple[SealedShare, ...]] = {}
         self._sum: U64Vector = np.zeros(config.vector_length, dtype=np.uint64)
         self._masked: dict[str, bytes | None] = {}
+        self._complaints: dict[str, tuple[Complaint, ...]] = {}  # accuser -> its complaints
+        self._accused: tuple[str, ...] = ()  # fixed by close_mask
         self._u3: tuple[str, ...] = ()
         self._dropped: tuple[str, ...] = ()
         self._transcript: bytes | None = None
@@ -1587,8 +1717,28 @@ class SecAggServer:
 
     @property
     def misbehaving(self) -> dict[str, str]:
-        """Holders whose revealed shares were provably wrong: party -> reason."""
+        """Parties named for misbehaving: accused by a complaint (from :meth:`close_mask`)
+        or holders whose revealed shares were provably wrong (from :meth:`finish`)."""
         return dict(self._misbehaving)
+
+    @property
+    def complaints(self) -> dict[str, tuple[Complaint, ...]]:
+        """The accepted complaints, by accuser."""
+        return dict(self._complaints)
+
+    @property
+    def accused(self) -> tuple[str, ...]:
+        """Parties some accepted complaint names, in config order: fixed by
+        :meth:`close_mask`, which excludes them from U3."""
+        if self._stage is ServerStage.MASK:
+            return self._config.ordered({c.accused for cs in self._complaints.values() for c in cs})
+        return self._accused
+
+    @property
+    def to_withdraw(self) -> tuple[str, ...]:
+        """Accused parties whose masked vector is in the running sum: pass their vectors
+        to :meth:`close_mask`, which takes them out again."""
+        return tuple(p for p in self.accused if p in self._masked)
 
     @property
     def u1(self) -> tuple[str, ...]:
@@ -1854,23 +2004,76 @@ class SecAggServer:
 
     # -- phase 3
 
-    def add_masked(self, party: str, y: U64Vector) -> None:
-        """Add ``party``'s masked vector to the running sum (the vector is not kept).
+    def add_masked(
+        self,
+        party: str,
+        y: U64Vector,
+        complaints: Sequence[Complaint] = (),
+        verify_key: VerifyKey | None = None,
+    ) -> None:
+        """Add ``party``'s masked vector to the running sum (the vector is not kept),
+        with its complaints about envelopes that did not open for it.
 
-        Identical re-adds are no-ops; a different second vector raises AlreadyExists.
+        Each complaint must be signed by ``party`` (``verify_key``, its identity key)
+        over :func:`complaint_transcript`, name a neighbour in U2, and carry the digest
+        of the envelope that neighbour's was, as relayed here. Raises InvalidArgument
+        or InvalidSignature otherwise, and nothing is added. Identical re-adds are
+        no-ops; a different second vector or complaint set raises AlreadyExists.
         """
         self._require(ServerStage.MASK, "add a masked input")
         if not isinstance(party, str) or party not in self._inbox:
             raise InvalidArgument("is not in U2", field="party")
         vec = _vector(y, self._config.vector_length, "y")
+        checked = self._check_complaints(party, complaints, verify_key)
         digest = _vector_digest(vec)
         if party in self._masked:
             known = self._masked[party]
-            if known is not None and hmac.compare_digest(known, digest):
+            same = known is not None and hmac.compare_digest(known, digest)
+            if same and self._complaints.get(party, ()) == checked:
                 return
             raise AlreadyExists("party already sent a masked input", field="y")
         self._sum += vec
         self._masked[party] = digest
+        if checked:
+            self._complaints[party] = checked
+
+    def _check_complaints(
+        self, party: str, complaints: Sequence[Complaint], verify_key: VerifyKey | None
+    ) -> tuple[Complaint, ...]:
+        items = list(complaints)
+        if not items:
+            return ()
+        if not isinstance(verify_key, VerifyKey):
+            raise InvalidArgument("complaints need the accuser's key", field="verify_key")
+        sent = {env.sender: env for env in self._inbox[party]}
+        seen: set[str] = set()
+        for i, c in enumerate(items):
+            where = f"complaints[{i}]"
+            if not isinstance(c, Complaint):
+                raise InvalidArgument("must contain Complaint objects", field="complaints")
+            if c.accuser != party:
+                raise InvalidArgument("accuser is not the caller", field=f"{where}.accuser")
+            env = sent.get(c.accused)
+            if env is None:
+                raise InvalidArgument(
+                    "names a party that sent the caller no envelope", field=f"{where}.accused"
+                )
+            if c.accused in seen:
+                raise InvalidArgument("names a party twice", field=f"{where}.accused")
+            seen.add(c.accused)
+            if not isinstance(c.digest, bytes) or not hmac.compare_digest(
+                c.digest, envelope_digest(env)
+            ):
+                raise InvalidArgument(
+                    "digest is not that of the envelope relayed", field=f"{where}.digest"
+                )
+            if not isinstance(c.signature, bytes):
+                raise InvalidArgument("must be bytes", field=f"{where}.signature")
+            transcript = complaint_transcript(
+                self._config, self._binding, party, c.accused, c.digest
+            )
+            verify_key.verify(c.signature, transcript)
+        return tuple(sorted(items, key=lambda c: self._config.index(c.accused)))
 
     def restore_masked(
         self,
@@ -1903,18 +2106,42 @@ class SecAggServer:
         """SHA-256 tag of the masked vector accepted from ``party`` (None if unknown)."""
         return self._masked.get(party)
 
-    def close_mask(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def close_mask(
+        self, withdrawn: Mapping[str, U64Vector] | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Fix U3 and open the consistency round; return (survivors U3, dropped U2 \\ U3).
 
-        RoundAborted if |U3| < t or some needed secret has fewer than t holders in U3.
+        A party named in an accepted complaint is excluded as if it had dropped after
+        sharing: ``withdrawn`` must hold the masked vector of each party in
+        :attr:`to_withdraw` (as accepted), and it is taken out of the sum. Accused
+        parties are recorded in :attr:`misbehaving`. RoundAborted if |U3| is below
+        :meth:`SecAggConfig.min_survivors` or some needed secret has fewer than t
+        holders in U3.
         """
         self._require(ServerStage.MASK, "close mask")
         cfg = self._config
-        u3 = cfg.ordered(set(self._masked))
+        accused = self.accused
+        given = dict(withdrawn or {})
+        if set(given) != set(self.to_withdraw):
+            raise InvalidArgument(
+                f"must hold the masked vectors of exactly {list(self.to_withdraw)}",
+                field="withdrawn",
+            )
+        total = self._sum.copy()
+        for p, y in given.items():
+            vec = _vector(y, cfg.vector_length, "withdrawn")
+            known = self._masked[p]
+            if known is not None and not hmac.compare_digest(known, _vector_digest(vec)):
+                raise InvalidArgument(f"is not the vector {p!r} sent", field="withdrawn")
+            total -= vec
+        acc_set = frozenset(accused)
+        u3 = cfg.ordered(set(self._masked) - acc_set)
         floor = cfg.min_survivors()
         if len(u3) < floor:
             raise self._fail(
-                f"only {len(u3)} parties sent masked inputs, the round needs {floor}", "u3"
+                f"only {len(u3)} parties sent masked inputs and were not accused, "
+                f"the round needs {floor}",
+                "u3",
             )
         u3_set = frozenset(u3)
         dropped = tuple(p for p in self._u2 if p not in u3_set)
@@ -1926,13 +2153,24 @@ class SecAggServer:
                 )
         for v in dropped:
             holders = self._graph[v] & u3_set
-            if holders and len(holders) < cfg.threshold:
+            if v not in acc_set and holders and len(holders) < cfg.threshold:
                 raise self._fail(
                     f"mask key of {v!r} has only {len(holders)} holders among survivors", "u3"
                 )
+        for v in accused:
+            accusers = [a for a, cs in self._complaints.items() if any(c.accused == v for c in cs)]
+            first = cfg.ordered(accusers)
+            others = f" and {len(first) - 1} more" if len(first) > 1 else ""
+            self._misbehaving[v] = (
+                f"its share envelope to {first[0]}{others} did not open (signed complaint)"
+            )
+        self._sum = total
+        self._accused = accused
         self._u3 = u3
         self._dropped = dropped
-        self._transcript = consistency_transcript(cfg, u3, dropped, binding=self._binding)
+        self._transcript = consistency_transcript(
+            cfg, u3, dropped, binding=self._binding, accused=accused
+        )
         self._stage = ServerStage.CONSISTENCY
         return u3, dropped
 
@@ -1985,6 +2223,16 @@ class SecAggServer:
         for v in self._dropped:
             if not self._graph[v] & u3:
                 continue
+            if v in self._accused:
+                # Every surviving neighbour's pairwise key is needed.
+                silent = self._graph[v] & u3 - signer_set
+                if silent:
+                    raise self._fail(
+                        f"masks with accused {v!r} need every surviving neighbour, and "
+                        f"{name_list(cfg.ordered(silent))} did not sign",
+                        "consistency",
+                    )
+                continue
             holders = self._graph[v] & signer_set
             if len(holders) < cfg.threshold:
                 raise self._fail(
@@ -2003,9 +2251,10 @@ class SecAggServer:
         if party not in self._consistency:
             raise InvalidArgument("did not sign the consistency check", field="party")
         nbrs = self._graph[party]
-        u2 = frozenset(self._u2)
+        u2, accused = frozenset(self._u2), frozenset(self._accused)
         out = {(o, ShareKind.SELF_MASK) for o in _closed_neighbourhood(nbrs, party) & set(self._u3)}
-        out |= {(o, ShareKind.MASK_KEY) for o in nbrs & set(self._dropped) & u2}
+        out |= {(o, ShareKind.MASK_KEY) for o in (nbrs & set(self._dropped) & u2) - accused}
+        out |= {(o, ShareKind.PAIR_KEY) for o in nbrs & accused}
         return frozenset(out)
 
     def add_reveals(self, party: str, reveals: Sequence[Reveal]) -> None:
@@ -2032,7 +2281,13 @@ class SecAggServer:
             if key in seen:
                 raise InvalidArgument(f"duplicate share for {r.owner!r}", field="reveals")
             seen.add(key)
-            shamir.Share.from_bytes(x, r.share)
+            if r.kind is ShareKind.PAIR_KEY:
+                if not isinstance(r.share, bytes) or len(r.share) != PAIR_KEY_BYTES:
+                    raise InvalidArgument(
+                        f"a pairwise key is {PAIR_KEY_BYTES} bytes", field="reveals"
+                    )
+            else:
+                shamir.Share.from_bytes(x, r.share)
         if seen != expected:
             missing = sorted(o for o, _ in expected - seen)
             raise InvalidArgument(f"missing shares for {missing}", field="reveals")
@@ -2045,9 +2300,15 @@ class SecAggServer:
         self._reveals[party] = ordered
 
     def _needed(self) -> list[tuple[str, ShareKind]]:
-        u3 = frozenset(self._u3)
+        """The secrets to rebuild from t shares (accused parties' masks are removed with
+        pairwise keys instead, :meth:`_pair_keys`)."""
+        u3, accused = frozenset(self._u3), frozenset(self._accused)
         need = [(u, ShareKind.SELF_MASK) for u in self._u3]
-        need += [(v, ShareKind.MASK_KEY) for v in self._dropped if self._graph[v] & u3]
+        need += [
+            (v, ShareKind.MASK_KEY)
+            for v in self._dropped
+            if v not in accused and self._graph[v] & u3
+        ]
         return need
 
     def _collect(self) -> dict[tuple[str, ShareKind], list[shamir.Share]]:
@@ -2055,8 +2316,28 @@ class SecAggServer:
         for holder, items in self._reveals.items():
             x = self._config.x_of(holder)
             for r in items:
-                out.setdefault((r.owner, r.kind), []).append(shamir.Share.from_bytes(x, r.share))
+                if r.kind is not ShareKind.PAIR_KEY:
+                    share = shamir.Share.from_bytes(x, r.share)
+                    out.setdefault((r.owner, r.kind), []).append(share)
         return out
+
+    def _pair_keys(self) -> tuple[dict[tuple[str, str], bytes], list[str]]:
+        """(accused, survivor) -> the survivor's revealed pairwise key, and the pairs
+        still missing one."""
+        got = {
+            (r.owner, holder): r.share
+            for holder, items in self._reveals.items()
+            for r in items
+            if r.kind is ShareKind.PAIR_KEY
+        }
+        u3 = frozenset(self._u3)
+        missing = [
+            f"{v}/{w}"
+            for v in self._accused
+            for w in self._config.ordered(self._graph[v] & u3)
+            if (v, w) not in got
+        ]
+        return got, missing
 
     def can_finish(self) -> bool:
         """Whether enough shares arrived to reconstruct every needed secret."""
@@ -2066,6 +2347,8 @@ class SecAggServer:
             return False
         collected = self._collect()
         t = self._config.threshold
+        if self._pair_keys()[1]:
+            return False
         return all(len(collected.get(key, ())) >= t for key in self._needed())
 
     def _verifier(self, owner: str, kind: ShareKind) -> Callable[[bytes], bool]:
@@ -2134,6 +2417,11 @@ class SecAggServer:
         ]
         if lacking:
             raise RoundAborted(f"fewer than {t} shares for: {name_list(lacking)}", field="reveals")
+        pair_keys, unpaired = self._pair_keys()
+        if unpaired:
+            raise RoundAborted(
+                f"no pairwise key for accused/survivor {name_list(unpaired)}", field="reveals"
+            )
         total = self._sum.copy()
         u3 = frozenset(self._u3)
         named: dict[str, str] = {}
@@ -2152,7 +2440,15 @@ class SecAggServer:
                     total -= pm
                 else:
                     total += pm
+        for (v, w), key in pair_keys.items():
+            # A pairwise key cannot be checked here; a wrong one spoils the sum, which
+            # the plausibility check before any release then refuses.
+            pm = prg.pair_mask(key, round_id=cfg.round_id, a=v, b=w, length=n)
+            if cfg.index(v) > cfg.index(w):
+                total -= pm
+            else:
+                total += pm
         self._result = total
-        self._misbehaving = named
+        self._misbehaving.update(named)
         self._stage = ServerStage.FINISHED
         return total.copy()

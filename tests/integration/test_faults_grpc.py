@@ -338,11 +338,16 @@ async def test_malformed_ciphertext_is_invalid_argument(
     key = load_bundle(deployment.bundle("team-a")).identity_key
     assert key is not None
     chunks = [b"not a ciphertext" * 10]
-    sig = make_receipt(key, round_id=rid, schema_id=view.schema_id, chunks=chunks)
+    ctx = (await aggregator.manager.public_context("team-a", rid)).hash
+    sig = make_receipt(key, round_id=rid, schema_id=view.schema_id, chunks=chunks, context=ctx)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub_a.SubmitCiphertext(
             round_pb2.SubmitCiphertextRequest(
-                round_id=rid, schema_id=view.schema_id, chunks=chunks, receipt_signature=sig
+                round_id=rid,
+                schema_id=view.schema_id,
+                chunks=chunks,
+                receipt_signature=sig,
+                context_hash=ctx,
             )
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -366,7 +371,7 @@ async def test_he_submission_retry_is_idempotent_and_a_second_ciphertext_is_refu
     stub_a: round_pb2_grpc.RoundServiceAsyncStub,
 ) -> None:
     from blindsum.crypto.he import BfvParams, BfvPublicContext, to_centred
-    from blindsum.protocol.he import context_transcript, make_receipt
+    from blindsum.protocol.he import context_hash, context_transcript, make_receipt
 
     rid = await _open(aggregator, mode=Mode.HE)
     view = aggregator.manager.view(rid)
@@ -378,15 +383,24 @@ async def test_he_submission_retry_is_idempotent_and_a_second_ciphertext_is_refu
         ctx.context, expected=BfvParams(ctx.poly_modulus_degree, ctx.plain_modulus)
     )
     vector = party_vector(1)
+    digest = context_hash(ctx.context)
 
     def request() -> round_pb2.SubmitCiphertextRequest:
         chunks = public.encrypt(to_centred(vector))
         assert bundle.identity_key is not None
         sig = make_receipt(
-            bundle.identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks
+            bundle.identity_key,
+            round_id=rid,
+            schema_id=view.schema_id,
+            chunks=chunks,
+            context=digest,
         )
         return round_pb2.SubmitCiphertextRequest(
-            round_id=rid, schema_id=view.schema_id, chunks=chunks, receipt_signature=sig
+            round_id=rid,
+            schema_id=view.schema_id,
+            chunks=chunks,
+            receipt_signature=sig,
+            context_hash=digest,
         )
 
     first = request()
@@ -404,6 +418,7 @@ async def test_he_submission_retry_is_idempotent_and_a_second_ciphertext_is_refu
         round_id="r-other",
         schema_id=view.schema_id,
         chunks=list(forged.chunks),
+        context=digest,
     )
     channel, stub_b = _stub(deployment, aggregator.port, "team-b")
     try:
@@ -412,6 +427,56 @@ async def test_he_submission_retry_is_idempotent_and_a_second_ciphertext_is_refu
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await channel.close(None)
+
+
+async def test_a_ciphertext_under_another_custodians_key_is_refused(
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    stub_a: round_pb2_grpc.RoundServiceAsyncStub,
+) -> None:
+    """Issue 12: a ciphertext encrypted under another custodian's key was accepted and
+    released as 92 billion contributors. A receipt now binds the hash of the context it
+    was encrypted under, and only this round's context is taken. (A party that signs for
+    this context over chunks under another key is lying about its input; the check of
+    implausible totals refuses what those decrypt to.)"""
+    from blindsum.crypto.he import BfvSecretContext, to_centred
+    from blindsum.protocol.he import context_hash, make_receipt
+
+    rid = await _open(aggregator, mode=Mode.HE)
+    view = aggregator.manager.view(rid)
+    key = load_bundle(deployment.bundle("team-a")).identity_key
+    assert key is not None
+    other = BfvSecretContext.generate()
+    other_hash = context_hash(other.public_bytes())
+    chunks = other.public().encrypt(to_centred(party_vector(3)))
+    sig = make_receipt(
+        key, round_id=rid, schema_id=view.schema_id, chunks=chunks, context=other_hash
+    )
+    request = round_pb2.SubmitCiphertextRequest(
+        round_id=rid,
+        schema_id=view.schema_id,
+        chunks=chunks,
+        receipt_signature=sig,
+        context_hash=other_hash,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.SubmitCiphertext(request)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "encrypted under custodian context" in (err.value.details() or "")
+    assert "fetch GetPublicContext again" in (err.value.details() or "")
+    # Claiming this round's context does not help: the receipt names the other one.
+    current = (await aggregator.manager.public_context("team-a", rid)).hash
+    request.context_hash = current
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.SubmitCiphertext(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # And a receipt without any context (an older node) is refused by name.
+    request.ClearField("context_hash")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub_a.SubmitCiphertext(request)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "(none)" in (err.value.details() or "")
+    assert aggregator.store.submissions(rid, "collect") == []
 
 
 async def test_malformed_shares_are_invalid_argument(

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import numpy as np
@@ -19,6 +20,7 @@ from blindsum.errors import BlindsumError, UnsafeRequest
 from blindsum.model import Mode, OpenRoundSpec, Phase, Report, RoundState, RoundView
 from blindsum.protocol import params
 from blindsum.protocol.he import ciphertext_digest, make_receipt
+from blindsum.protocol.secagg import SealedShare, SecAggParty
 from blindsum.rpc.v1 import common_pb2, report_pb2_grpc, round_pb2, round_pb2_grpc
 from blindsum.schema import Schema
 from blindsum.transport.tls import secure_channel
@@ -246,6 +248,45 @@ async def test_implausible_totals_are_rejected_and_nothing_is_released(
     assert "1000000" not in final.abort_reason  # no value of any cell
     with pytest.raises(BlindsumError, match="was rejected"):
         aggregator.manager.report(view.round_id)
+
+
+class _GarblingParty(SecAggParty):
+    """team-c's protocol half, turned cheater: every share envelope it sends has the
+    right size and fails authentication."""
+
+    def share(self, *args: Any, **kwargs: Any) -> list[SealedShare]:
+        envelopes = super().share(*args, **kwargs)
+        if self.me != "team-c":
+            return envelopes
+        return [replace(e, ciphertext=bytes(b ^ 0x5A for b in e.ciphertext)) for e in envelopes]
+
+
+async def test_a_party_sending_garbage_envelopes_is_excluded_and_named(
+    deployment: Deployment, aggregator: RunningAggregator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: garbage share envelopes used to make every honest node exit 2 and the
+    round abort naming nobody. Now each receiver complains, team-c is excluded as a
+    dropout would be, named in the status and the audit, and the other four parties'
+    round completes with their exact totals."""
+    monkeypatch.setattr("party.node.SecAggParty", _GarblingParty)
+    view = await open_round(aggregator)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    results = await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    assert all(isinstance(r, RoundView) for r in results.values()), results
+    final = aggregator.manager.view(view.round_id)
+    assert final.state is RoundState.COMPLETE, final.abort_reason
+    named = dict(final.misbehaving)
+    assert set(named) == {"team-c"}
+    assert "did not open (signed complaint)" in named["team-c"]
+    report = aggregator.manager.report(view.round_id)
+    honest = [n for n in PARTIES if n != "team-c"]
+    assert report.included_parties == tuple(honest)
+    assert_report_matches(report, plain_sum([vectors[n] for n in honest]))
+    audit = aggregator.manager.store.audit_log(view.round_id)
+    complaints = [e[3] for e in audit if e[2] == "complaint"]
+    assert sorted(c["accuser"] for c in complaints) == honest
+    assert {c["accused"] for c in complaints} == {"team-c"}
+    assert [e[3]["party"] for e in audit if e[2] == "party_misbehaved"] == ["team-c"]
 
 
 async def test_secagg_too_few_survivors_aborts_with_reason(
@@ -526,7 +567,11 @@ async def test_an_he_round_from_before_the_upgrade_resumes_from_its_running_sum(
         assert bundle.identity_key is not None
         chunks = public.encrypt(to_centred(vector))
         signature = make_receipt(
-            bundle.identity_key, round_id=rid, schema_id=view.schema_id, chunks=chunks
+            bundle.identity_key,
+            round_id=rid,
+            schema_id=view.schema_id,
+            chunks=chunks,
+            context=signed.hash,
         )
         digest = ciphertext_digest(chunks)
         total = public.add_chunks(total, chunks)

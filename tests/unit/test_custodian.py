@@ -16,6 +16,7 @@ from blindsum.protocol.he import (
     HeAccumulator,
     ReceiptRecord,
     ciphertext_digest,
+    context_hash,
     decrypt_request_digest,
     make_receipt,
     result_transcript,
@@ -66,6 +67,7 @@ class World:
         )
         self.keys: dict[str, SigningKey] = {}
         self.public = secret.public()
+        self.ctx = context_hash(secret.public_bytes())
 
     def party(self, name: str, *, register: bool = True) -> SigningKey:
         key = SigningKey.generate(secrets.token_bytes)
@@ -77,7 +79,9 @@ class World:
 
     def submit(self, acc: HeAccumulator, name: str, values: list[int]) -> ReceiptRecord:
         chunks = self.public.encrypt(values)
-        sig = make_receipt(self.keys[name], round_id="r1", schema_id=SID, chunks=chunks)
+        sig = make_receipt(
+            self.keys[name], round_id="r1", schema_id=SID, chunks=chunks, context=self.ctx
+        )
         return acc.add(name, chunks, sig)
 
 
@@ -227,9 +231,8 @@ def test_one_decryption_cannot_open_several_parties_ciphertexts(
         w.party(name)
         chunks = w.public.encrypt([i, 1, 2, 3])
         singles += chunks
-        acc.add(
-            name, chunks, make_receipt(w.keys[name], round_id="r1", schema_id=SID, chunks=chunks)
-        )
+        sig = make_receipt(w.keys[name], round_id="r1", schema_id=SID, chunks=chunks, context=w.ctx)
+        acc.add(name, chunks, sig)
     base = dict(
         round_id="r1",
         schema_id=SID,

@@ -29,6 +29,7 @@ from blindsum.protocol.he import (
     ReceiptRecord,
     authorize_decrypt,
     ciphertext_digest,
+    context_hash,
     context_transcript,
     decrypt_request_digest,
     make_receipt,
@@ -66,6 +67,12 @@ def public(secret: BfvSecretContext) -> BfvPublicContext:
 
 
 @pytest.fixture(scope="module")
+def ctx(public: BfvPublicContext) -> bytes:
+    """The context hash receipts bind: that of the custodian's public context."""
+    return context_hash(public.to_bytes())
+
+
+@pytest.fixture(scope="module")
 def keys() -> dict[str, SigningKey]:
     rand = drbg(b"he-protocol")
     return {f"party-{i}": SigningKey.generate(rand) for i in range(4)}
@@ -82,12 +89,13 @@ def vector(i: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def submissions(
-    public: BfvPublicContext, keys: dict[str, SigningKey]
+    public: BfvPublicContext, keys: dict[str, SigningKey], ctx: bytes
 ) -> dict[str, tuple[list[bytes], bytes]]:
     out = {}
     for i, (name, key) in enumerate(keys.items()):
         chunks = public.encrypt(vector(i))
-        out[name] = (chunks, make_receipt(key, round_id=ROUND, schema_id=SCHEMA, chunks=chunks))
+        sig = make_receipt(key, round_id=ROUND, schema_id=SCHEMA, chunks=chunks, context=ctx)
+        out[name] = (chunks, sig)
     return out
 
 
@@ -99,16 +107,24 @@ def test_digest_and_transcripts() -> None:
     digest = ciphertext_digest(chunks)
     assert digest == hashlib.sha256(encode_parts(b"abc", b"def")).digest()
     assert ciphertext_digest([b"abcdef"]) != digest  # chunk boundaries count
-    assert receipt_transcript(ROUND, SCHEMA, digest) == format_dst(
-        "he/receipt", ROUND, SCHEMA, digest
+    ctx = context_hash(b"context-bytes")
+    assert ctx == hashlib.sha256(b"context-bytes").digest()
+    assert receipt_transcript(ROUND, SCHEMA, digest, ctx) == format_dst(
+        "he/receipt/v2", ROUND, SCHEMA, ctx, digest
     )
-    assert receipt_transcript("round-2", SCHEMA, digest) != receipt_transcript(
-        ROUND, SCHEMA, digest
+    assert receipt_transcript("round-2", SCHEMA, digest, ctx) != receipt_transcript(
+        ROUND, SCHEMA, digest, ctx
+    )
+    # Issue 12: the context is bound, so a receipt names the key it was encrypted under.
+    assert receipt_transcript(ROUND, SCHEMA, digest, bytes(32)) != receipt_transcript(
+        ROUND, SCHEMA, digest, ctx
     )
     with pytest.raises(InvalidArgument, match="digest"):
-        receipt_transcript(ROUND, SCHEMA, b"short")
+        receipt_transcript(ROUND, SCHEMA, b"short", ctx)
+    with pytest.raises(InvalidArgument, match="context_hash"):
+        receipt_transcript(ROUND, SCHEMA, digest, b"short")
     with pytest.raises(InvalidArgument, match="round_id"):
-        receipt_transcript("", SCHEMA, digest)
+        receipt_transcript("", SCHEMA, digest, ctx)
     with pytest.raises(InvalidArgument, match="chunks"):
         ciphertext_digest([])
     ctx_t = context_transcript(b"context-bytes")
@@ -159,25 +175,42 @@ def test_result_transcript() -> None:
 
 
 def test_receipt_verifies_and_binds_everything(
-    public: BfvPublicContext, keys: dict[str, SigningKey]
+    public: BfvPublicContext, keys: dict[str, SigningKey], ctx: bytes
 ) -> None:
     key = keys["party-0"]
     chunks = public.encrypt(vector(0))
-    sig = make_receipt(key, round_id=ROUND, schema_id=SCHEMA, chunks=chunks)
+    sig = make_receipt(key, round_id=ROUND, schema_id=SCHEMA, chunks=chunks, context=ctx)
     digest = ciphertext_digest(chunks)
-    verify_receipt(key.verify_key, sig, round_id=ROUND, schema_id=SCHEMA, digest=digest)
+    verify_receipt(
+        key.verify_key, sig, round_id=ROUND, schema_id=SCHEMA, digest=digest, context=ctx
+    )
+    with pytest.raises(InvalidSignature):  # under another custodian context
+        verify_receipt(
+            key.verify_key, sig, round_id=ROUND, schema_id=SCHEMA, digest=digest, context=bytes(32)
+        )
     changed = bytearray(chunks[0])
     changed[len(changed) // 2] ^= 1
     bad_digest = ciphertext_digest([bytes(changed)])
     with pytest.raises(InvalidSignature):
-        verify_receipt(key.verify_key, sig, round_id=ROUND, schema_id=SCHEMA, digest=bad_digest)
-    with pytest.raises(InvalidSignature):
-        verify_receipt(key.verify_key, sig, round_id="other", schema_id=SCHEMA, digest=digest)
-    with pytest.raises(InvalidSignature):
-        verify_receipt(key.verify_key, sig, round_id=ROUND, schema_id="cd" * 32, digest=digest)
+        verify_receipt(
+            key.verify_key, sig, round_id=ROUND, schema_id=SCHEMA, digest=bad_digest, context=ctx
+        )
     with pytest.raises(InvalidSignature):
         verify_receipt(
-            keys["party-1"].verify_key, sig, round_id=ROUND, schema_id=SCHEMA, digest=digest
+            key.verify_key, sig, round_id="other", schema_id=SCHEMA, digest=digest, context=ctx
+        )
+    with pytest.raises(InvalidSignature):
+        verify_receipt(
+            key.verify_key, sig, round_id=ROUND, schema_id="cd" * 32, digest=digest, context=ctx
+        )
+    with pytest.raises(InvalidSignature):
+        verify_receipt(
+            keys["party-1"].verify_key,
+            sig,
+            round_id=ROUND,
+            schema_id=SCHEMA,
+            digest=digest,
+            context=ctx,
         )
 
 
@@ -189,6 +222,7 @@ def test_accumulate_and_decrypt(
     public: BfvPublicContext,
     submissions: dict[str, tuple[list[bytes], bytes]],
     verify_keys: dict[str, VerifyKey],
+    ctx: bytes,
 ) -> None:
     acc = HeAccumulator(ROUND, SCHEMA, public, LENGTH)
     with pytest.raises(FailedPrecondition):
@@ -207,6 +241,7 @@ def test_accumulate_and_decrypt(
         receipts=acc.receipts(),
         verify_keys=verify_keys,
         min_receipts=4,
+        context=ctx,
     )
 
 
@@ -314,11 +349,16 @@ def _receipts(
 
 
 def test_authorize_decrypt_threshold(
-    submissions: dict[str, tuple[list[bytes], bytes]], verify_keys: dict[str, VerifyKey]
+    submissions: dict[str, tuple[list[bytes], bytes]], verify_keys: dict[str, VerifyKey], ctx: bytes
 ) -> None:
     three = _receipts(submissions, ["party-0", "party-1", "party-2"])
     authorize_decrypt(
-        round_id=ROUND, schema_id=SCHEMA, receipts=three, verify_keys=verify_keys, min_receipts=3
+        round_id=ROUND,
+        schema_id=SCHEMA,
+        receipts=three,
+        verify_keys=verify_keys,
+        min_receipts=3,
+        context=ctx,
     )
     with pytest.raises(PermissionDenied) as info:
         authorize_decrypt(
@@ -327,13 +367,14 @@ def test_authorize_decrypt_threshold(
             receipts=three[:2],
             verify_keys=verify_keys,
             min_receipts=3,
+            context=ctx,
         )
     assert "2 valid receipts" in str(info.value)
     assert info.value.field == "receipts"
 
 
 def test_authorize_decrypt_refuses_duplicates_and_strangers(
-    submissions: dict[str, tuple[list[bytes], bytes]], verify_keys: dict[str, VerifyKey]
+    submissions: dict[str, tuple[list[bytes], bytes]], verify_keys: dict[str, VerifyKey], ctx: bytes
 ) -> None:
     two = _receipts(submissions, ["party-0", "party-1"])
     with pytest.raises(PermissionDenied) as info:
@@ -343,18 +384,24 @@ def test_authorize_decrypt_refuses_duplicates_and_strangers(
             receipts=[*two, two[0]],
             verify_keys=verify_keys,
             min_receipts=3,
+            context=ctx,
         )
     assert info.value.field == "receipts[2].party"
     unknown = {k: v for k, v in verify_keys.items() if k != "party-1"}
     with pytest.raises(PermissionDenied) as info:
         authorize_decrypt(
-            round_id=ROUND, schema_id=SCHEMA, receipts=two, verify_keys=unknown, min_receipts=1
+            round_id=ROUND,
+            schema_id=SCHEMA,
+            receipts=two,
+            verify_keys=unknown,
+            min_receipts=1,
+            context=ctx,
         )
     assert info.value.field == "receipts[1].party"
 
 
 def test_authorize_decrypt_refuses_bad_signatures(
-    submissions: dict[str, tuple[list[bytes], bytes]], verify_keys: dict[str, VerifyKey]
+    submissions: dict[str, tuple[list[bytes], bytes]], verify_keys: dict[str, VerifyKey], ctx: bytes
 ) -> None:
     good = _receipts(submissions, ["party-0", "party-1", "party-2"])
     forged = ReceiptRecord("party-1", good[1].digest, good[0].signature)
@@ -365,6 +412,7 @@ def test_authorize_decrypt_refuses_bad_signatures(
             receipts=[good[0], forged, good[2]],
             verify_keys=verify_keys,
             min_receipts=2,
+            context=ctx,
         )
     assert info.value.field == "receipts[1]"
     with pytest.raises(InvalidSignature):  # receipts are bound to the round
@@ -374,15 +422,21 @@ def test_authorize_decrypt_refuses_bad_signatures(
             receipts=good,
             verify_keys=verify_keys,
             min_receipts=1,
+            context=ctx,
         )
     with pytest.raises(InvalidArgument, match="min_receipts"):
         authorize_decrypt(
-            round_id=ROUND, schema_id=SCHEMA, receipts=good, verify_keys=verify_keys, min_receipts=0
+            round_id=ROUND,
+            schema_id=SCHEMA,
+            receipts=good,
+            verify_keys=verify_keys,
+            min_receipts=0,
+            context=ctx,
         )
 
 
 def test_end_to_end_with_schema_vectors(
-    secret: BfvSecretContext, public: BfvPublicContext, keys: dict[str, SigningKey]
+    secret: BfvSecretContext, public: BfvPublicContext, keys: dict[str, SigningKey], ctx: bytes
 ) -> None:
     """Z_2^64 party vectors with signed noise -> centred -> encrypt -> sum -> decrypt."""
     schema = Schema.default()
@@ -411,7 +465,9 @@ def test_end_to_end_with_schema_vectors(
         vec = vec + from_centred(noise)
         total = total + vec
         chunks = public.encrypt(to_centred(vec))
-        sig = make_receipt(key, round_id=ROUND, schema_id=schema.schema_id, chunks=chunks)
+        sig = make_receipt(
+            key, round_id=ROUND, schema_id=schema.schema_id, chunks=chunks, context=ctx
+        )
         acc.add(name, chunks, sig, verify_key=key.verify_key)
     authorize_decrypt(
         round_id=ROUND,
@@ -419,6 +475,7 @@ def test_end_to_end_with_schema_vectors(
         receipts=acc.receipts(),
         verify_keys={n: k.verify_key for n, k in keys.items()},
         min_receipts=3,
+        context=ctx,
     )
     result = from_centred(secret.decrypt(acc.aggregate(), schema.vector_length))
     assert np.array_equal(result, total)

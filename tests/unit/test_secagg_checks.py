@@ -6,7 +6,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from blindsum.errors import (
     FailedPrecondition,
     InvalidArgument,
     InvalidSignature,
-    InvalidTag,
     RoundAborted,
     UnsafeRequest,
 )
@@ -43,7 +42,9 @@ from blindsum.protocol.secagg import (
     advert_transcript,
     commit_list_digest,
     commit_transcript,
+    complaint_transcript,
     consistency_transcript,
+    envelope_digest,
     graph_seed,
     nonce_commitment,
     roster_binding,
@@ -624,25 +625,70 @@ def test_mask_requires_every_envelope() -> None:
         c.parties["p0"].mask(env[1:], c.server.u2, c.inputs["p0"])
 
 
-def test_mask_rejects_tampered_misaddressed_or_duplicate_envelopes() -> None:
+def _complains_about(c: Cluster, accused: set[str], envelopes: list[SealedShare]) -> None:
+    """p0 masks over ``envelopes``: the same y as with the real ones, and one signed
+    complaint per sender in ``accused``, naming the envelope as relayed."""
+    me = c.parties["p0"]
+    y = me.mask(envelopes, c.server.u2, c.inputs["p0"])
+    assert me.stage is PartyStage.MASKED
+    assert set(me.accused) == accused
+    honest = make()
+    _ready_to_mask(honest)
+    assert np.array_equal(
+        y, honest.parties["p0"].mask(honest.server.shares_for("p0"), c.server.u2, c.inputs["p0"])
+    )
+    relayed = {e.sender: e for e in envelopes}
+    complaints = me.complaints()
+    assert [k.accused for k in complaints] == list(me.accused)
+    for k in complaints:
+        assert k.accuser == "p0" and k.digest == envelope_digest(relayed[k.accused])
+    for k in complaints:
+        c.verify_keys["p0"].verify(
+            k.signature,
+            complaint_transcript(c.config, me._binding, "p0", k.accused, k.digest),
+        )
+    # These envelopes are not the ones the aggregator relayed, so it refuses the
+    # complaints (tests/unit/test_secagg_sim.py has a cheater's go through).
+    with pytest.raises(InvalidArgument, match="not that of the envelope relayed"):
+        c.server.add_masked("p0", y, complaints, c.verify_keys["p0"])
+    assert "p0" not in c.server.masked_parties
+    assert me.mask(envelopes, c.server.u2, c.inputs["p0"]).tobytes() == y.tobytes()
+    assert me.complaints() == complaints
+    with pytest.raises(UnsafeRequest, match="envelopes differ"):
+        me.mask(c.server.shares_for("p0"), c.server.u2, c.inputs["p0"])
+
+
+def test_mask_refuses_misaddressed_or_duplicate_envelopes() -> None:
+    """A malformed set is the relay's doing: refused, and nothing is accepted."""
+    c = make()
+    _ready_to_mask(c)
+    env = c.server.shares_for("p0")
+    wrong_receiver = [*env[1:], c.server.shares_for("p2")[0]]
+    with pytest.raises(InvalidArgument):
+        c.parties["p0"].mask(wrong_receiver, c.server.u2, c.inputs["p0"])
+    with pytest.raises(InvalidArgument, match="two envelopes"):
+        c.parties["p0"].mask([*env, env[0]], c.server.u2, c.inputs["p0"])
+    assert c.parties["p0"].stage is PartyStage.SHARED
+
+
+def test_mask_complains_about_a_tampered_envelope() -> None:
+    """An envelope that fails authentication names its sender in a signed complaint;
+    the party still masks (issue 12: it no longer stops the round)."""
     c = make()
     _ready_to_mask(c)
     env = c.server.shares_for("p0")
     ct = bytearray(env[0].ciphertext)
     ct[-1] ^= 1
-    tampered = [dataclasses.replace(env[0], ciphertext=bytes(ct)), *env[1:]]
-    with pytest.raises(InvalidTag):
-        c.parties["p0"].mask(tampered, c.server.u2, c.inputs["p0"])
-    wrong_receiver = [*env[1:], c.server.shares_for("p2")[0]]
-    with pytest.raises(InvalidArgument):
-        c.parties["p0"].mask(wrong_receiver, c.server.u2, c.inputs["p0"])
-    with pytest.raises(InvalidArgument):
-        c.parties["p0"].mask([*env, env[0]], c.server.u2, c.inputs["p0"])
-    # Relabelled as coming from a different sender: the AAD no longer matches.
-    relabelled = [dataclasses.replace(env[0], sender=env[1].sender), *env[2:]]
-    relabelled.append(dataclasses.replace(env[1], sender=env[0].sender))
-    with pytest.raises(InvalidTag):
-        c.parties["p0"].mask(relabelled, c.server.u2, c.inputs["p0"])
+    _complains_about(c, {env[0].sender}, [replace(env[0], ciphertext=bytes(ct)), *env[1:]])
+
+
+def test_mask_complains_about_relabelled_envelopes() -> None:
+    """Relabelled as coming from each other's sender: the AAD no longer matches."""
+    c = make()
+    _ready_to_mask(c)
+    env = [e for e in c.server.shares_for("p0") if e.sender != "p0"]
+    relabelled = [replace(env[0], sender=env[1].sender), replace(env[1], sender=env[0].sender)]
+    _complains_about(c, {env[0].sender, env[1].sender}, [*relabelled, *env[2:]])
 
 
 def _forged_envelope(c: Cluster, phase: str, holder_x: int) -> SealedShare:
@@ -662,27 +708,23 @@ def _forged_envelope(c: Cluster, phase: str, holder_x: int) -> SealedShare:
     return SealedShare("p1", "p0", nonce, ct)
 
 
-def test_mask_rejects_envelope_with_wrong_indices() -> None:
-    """An authentic envelope whose plaintext names the wrong holder is refused."""
+def test_mask_complains_about_an_envelope_with_wrong_indices() -> None:
+    """An authentic envelope whose plaintext names the wrong holder is a complaint."""
     c = make()
     _ready_to_mask(c)
     phase = f"{SHARE_PHASE}/{c.server.list_digest.hex()}"
     env = [e for e in c.server.shares_for("p0") if e.sender != "p1"]
-    env.append(_forged_envelope(c, phase, 3))  # p0's x is 1, not 3
-    with pytest.raises(InvalidArgument, match="owner or holder"):
-        c.parties["p0"].mask(env, c.server.u2, c.inputs["p0"])
+    _complains_about(c, {"p1"}, [*env, _forged_envelope(c, phase, 3)])  # p0's x is 1
 
 
-def test_mask_rejects_envelope_sealed_under_another_list() -> None:
+@pytest.mark.parametrize("phase", [SHARE_PHASE, f"{SHARE_PHASE}/{bytes(32).hex()}"])
+def test_mask_complains_about_an_envelope_sealed_under_another_list(phase: str) -> None:
     """H(L) is in the envelopes' associated data: one sealed for another list (or with
     the phase of the v1 protocol, which had none) does not open."""
     c = make()
     _ready_to_mask(c)
     env = [e for e in c.server.shares_for("p0") if e.sender != "p1"]
-    for phase in (SHARE_PHASE, f"{SHARE_PHASE}/{bytes(32).hex()}"):
-        with pytest.raises(InvalidTag):
-            c.parties["p0"].mask([*env, _forged_envelope(c, phase, 1)], c.server.u2, c.inputs["p0"])
-    assert c.parties["p0"].stage is PartyStage.SHARED
+    _complains_about(c, {"p1"}, [*env, _forged_envelope(c, phase, 1)])
 
 
 @pytest.mark.parametrize(
@@ -881,11 +923,23 @@ def test_consistency_vector_replays() -> None:
     config = SecAggConfig(**{**v["config"], "parties": tuple(v["config"]["parties"])})
     case = v["consistency"]
     binding = bytes.fromhex(case["binding"])
-    transcript = consistency_transcript(config, case["survivors"], case["dropped"], binding)
+    transcript = consistency_transcript(
+        config, case["survivors"], case["dropped"], binding, case["accused"]
+    )
     assert transcript.hex() == case["transcript"]
     surv, drop = config.ordered(case["survivors"]), config.ordered(case["dropped"])
+    acc = config.ordered(case["accused"])
+    assert acc and set(acc) <= set(drop)
     assert transcript == format_dst(
-        "consistency/v2", config.digest, binding, len(surv), *surv, len(drop), *drop
+        "consistency/v3",
+        config.digest,
+        binding,
+        len(surv),
+        *surv,
+        len(drop),
+        *drop,
+        len(acc),
+        *acc,
     )
     vk = VerifyKey.from_bytes(bytes.fromhex(case["identity_public"]))
     vk.verify(bytes.fromhex(case["signature"]), transcript)
@@ -900,8 +954,23 @@ def test_consistency_vector_replays() -> None:
                     failure.get("survivors", case["survivors"]),
                     failure.get("dropped", case["dropped"]),
                     bytes.fromhex(failure.get("binding", case["binding"])),
+                    failure.get("accused", case["accused"]),
                 ),
             )
+    k = v["complaint"]
+    e = k["envelope"]
+    env = SealedShare(
+        e["sender"], e["receiver"], bytes.fromhex(e["nonce"]), bytes.fromhex(e["ciphertext"])
+    )
+    assert envelope_digest(env).hex() == k["digest"]
+    complaint = complaint_transcript(
+        config, binding, k["accuser"], k["accused"], bytes.fromhex(k["digest"])
+    )
+    assert complaint.hex() == k["transcript"]
+    assert complaint == format_dst(
+        "complaint/v1", config.digest, binding, "p00", "p01", bytes.fromhex(k["digest"])
+    )
+    vk.verify(bytes.fromhex(k["signature"]), complaint)
 
 
 def test_consistency_transcript_is_unambiguous_and_ordered() -> None:
@@ -913,6 +982,7 @@ def test_consistency_transcript_is_unambiguous_and_ordered() -> None:
     assert consistency_transcript(cfg, ["p0", "p1", "p2", "p3"], [], bind) != base
     assert consistency_transcript(cfg, ["p0", "p1"], ["p2", "p3"], bind) != base
     assert consistency_transcript(cfg, ["p0", "p1", "p2"], ["p3"]) != base
+    assert consistency_transcript(cfg, ["p0", "p1", "p2"], ["p3"], bind, ["p3"]) != base
     other_bind = roster_binding(b"\x01" * 32, b"\x03" * 32)
     assert consistency_transcript(cfg, ["p0", "p1", "p2"], ["p3"], other_bind) != base
     other_round = SecAggConfig("r2", "s", cfg.parties, T, L, 0)
@@ -1014,7 +1084,7 @@ def test_unmask_never_reveals_both_kinds_and_survives_restart() -> None:
     doc = json.loads(me.to_state())
     doc["revealed"] = [*doc["revealed"], ["p1", "MASK_KEY"]]
     odd = SecAggParty.from_state(json.dumps(doc).encode(), c.identities["p0"], drbg(b"odd"))
-    with pytest.raises(UnsafeRequest, match="both kinds of share for 'p1'"):
+    with pytest.raises(UnsafeRequest, match="both the self mask and the mask key of 'p1'"):
         odd.unmask(survivors, dropped, sigs)
 
 
@@ -1029,7 +1099,7 @@ def test_state_round_trip_at_every_stage() -> None:
 
     def reload() -> SecAggParty:
         data = c.parties["p0"].to_state()
-        assert json.loads(data)["format"] == STATE_FORMAT == "blindsum/secagg-party-state/v3"
+        assert json.loads(data)["format"] == STATE_FORMAT == "blindsum/secagg-party-state/v4"
         restored = SecAggParty.from_state(data, c.identities["p0"], drbg(b"restart"))
         assert restored.stage is c.parties["p0"].stage
         assert restored.to_state() == data
@@ -1148,8 +1218,8 @@ def test_state_round_trip_and_rejections() -> None:
     def changed(**change: object) -> bytes:
         return json.dumps({**doc, **change}).encode()
 
-    # A v2 document (before the commit phase) is refused, even with v3's fields.
-    v2 = data.replace(b"party-state/v3", b"party-state/v2")
+    # A v3 document (before complaints) is refused, even with v4's fields.
+    v2 = data.replace(b"party-state/v4", b"party-state/v3")
     assert v2 != data
     p4_commit = c.commits["p4"].commitment.hex()
     for broken in (
@@ -1157,7 +1227,7 @@ def test_state_round_trip_and_rejections() -> None:
         b"[]",
         data.replace(b'"stage":"masked"', b'"stage":"weird"'),
         v2,
-        data.replace(b"party-state/v3", b"party-state/v1"),
+        data.replace(b"party-state/v4", b"party-state/v1"),
         changed(commits={**doc["commits"], "p0": p4_commit}),  # own commitment altered
         changed(commits={**doc["commits"], "mallory": p4_commit}),
         changed(commits={p: v for p, v in doc["commits"].items() if p != "p4"}),  # roster != L

@@ -31,6 +31,8 @@ class _ShareKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShareKind.V
     """a share of b_u, revealed for survivors"""
     SHARE_KIND_MASK_KEY: _ShareKind.ValueType  # 2
     """a share of s_u's secret key, revealed for dropped parties"""
+    SHARE_KIND_PAIR_KEY: _ShareKind.ValueType  # 3
+    """the revealer's 32-byte X25519 key with an accused party"""
 
 class ShareKind(_ShareKind, metaclass=_ShareKindEnumTypeWrapper): ...
 
@@ -39,6 +41,8 @@ SHARE_KIND_SELF_MASK: ShareKind.ValueType  # 1
 """a share of b_u, revealed for survivors"""
 SHARE_KIND_MASK_KEY: ShareKind.ValueType  # 2
 """a share of s_u's secret key, revealed for dropped parties"""
+SHARE_KIND_PAIR_KEY: ShareKind.ValueType  # 3
+"""the revealer's 32-byte X25519 key with an accused party"""
 Global___ShareKind: _TypeAlias = ShareKind  # noqa: Y015
 
 @_typing.final
@@ -353,26 +357,62 @@ class EnvelopeSet(_message.Message):
 Global___EnvelopeSet: _TypeAlias = EnvelopeSet  # noqa: Y015
 
 @_typing.final
+class Complaint(_message.Message):
+    """The caller's signed statement that a neighbour's share envelope to it did not
+    open (failed authentication, or held shares that were not for it). The accuser is
+    the caller; the aggregator excludes the accused as if it dropped after sharing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCUSED_FIELD_NUMBER: _builtins.int
+    ENVELOPE_DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    accused: _builtins.str
+    envelope_digest: _builtins.bytes
+    """SHA-256 of the envelope as relayed (secagg.envelope_digest)."""
+    signature: _builtins.bytes
+    """Ed25519 over the complaint transcript, by the caller's identity key."""
+    def __init__(
+        self,
+        *,
+        accused: _builtins.str = ...,
+        envelope_digest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accused", b"accused", "envelope_digest", b"envelope_digest", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Complaint: _TypeAlias = Complaint  # noqa: Y015
+
+@_typing.final
 class SubmitMaskedRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUND_ID_FIELD_NUMBER: _builtins.int
     SCHEMA_ID_FIELD_NUMBER: _builtins.int
     MASKED_VECTOR_FIELD_NUMBER: _builtins.int
+    COMPLAINTS_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     schema_id: _builtins.str
     masked_vector: _builtins.bytes
     """vector_length little-endian uint64 values."""
+    @_builtins.property
+    def complaints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Complaint]: ...
     def __init__(
         self,
         *,
         round_id: _builtins.str = ...,
         schema_id: _builtins.str = ...,
         masked_vector: _builtins.bytes = ...,
+        complaints: _abc.Iterable[Global___Complaint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["masked_vector", b"masked_vector", "round_id", b"round_id", "schema_id", b"schema_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaints", b"complaints", "masked_vector", b"masked_vector", "round_id", b"round_id", "schema_id", b"schema_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -409,6 +449,7 @@ class UnmaskRequest(_message.Message):
     SURVIVORS_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
+    ACCUSED_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     @_builtins.property
     def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -422,6 +463,10 @@ class UnmaskRequest(_message.Message):
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsistencySignature]:
         """Empty in the consistency phase; the signers' signatures in the unmask phase."""
 
+    @_builtins.property
+    def accused(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dropped parties excluded on a complaint; signed with the lists."""
+
     def __init__(
         self,
         *,
@@ -429,10 +474,11 @@ class UnmaskRequest(_message.Message):
         survivors: _abc.Iterable[_builtins.str] | None = ...,
         dropped: _abc.Iterable[_builtins.str] | None = ...,
         signatures: _abc.Iterable[Global___ConsistencySignature] | None = ...,
+        accused: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "round_id", b"round_id", "signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accused", b"accused", "dropped", b"dropped", "round_id", b"round_id", "signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -546,10 +592,13 @@ class SubmitCiphertextRequest(_message.Message):
     SCHEMA_ID_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
     RECEIPT_SIGNATURE_FIELD_NUMBER: _builtins.int
+    CONTEXT_HASH_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     schema_id: _builtins.str
     receipt_signature: _builtins.bytes
-    """Ed25519 receipt over (round id, schema id, SHA-256 of the chunks)."""
+    """Ed25519 receipt over (round id, schema id, context hash, SHA-256 of the chunks)."""
+    context_hash: _builtins.bytes
+    """SHA-256 of the custodian public context the chunks are encrypted under."""
     @_builtins.property
     def chunks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """One serialized BFV vector per chunk of poly_modulus_degree slots."""
@@ -561,10 +610,11 @@ class SubmitCiphertextRequest(_message.Message):
         schema_id: _builtins.str = ...,
         chunks: _abc.Iterable[_builtins.bytes] | None = ...,
         receipt_signature: _builtins.bytes = ...,
+        context_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "receipt_signature", b"receipt_signature", "round_id", b"round_id", "schema_id", b"schema_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "context_hash", b"context_hash", "receipt_signature", b"receipt_signature", "round_id", b"round_id", "schema_id", b"schema_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
