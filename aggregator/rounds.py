@@ -1492,11 +1492,13 @@ class RoundManager:
             elif phase is Phase.MASK:
                 if not self._phase_over(rec, srv.u2, srv.masked_parties):
                     return False
-                self._close_mask(srv, rec)
-                if srv.misbehaving:
-                    # The accused, named before the lists go out (and kept if the
-                    # round later aborts).
-                    rec = self._name_misbehaving(rec, srv.misbehaving, srv.complaints)
+                try:
+                    self._close_mask(srv, rec)
+                finally:
+                    if srv.misbehaving:
+                        # The accused, named before the lists go out; also when the
+                        # round cannot go on without them.
+                        rec = self._name_misbehaving(rec, srv.misbehaving, srv.complaints)
                 self._next_phase(rec, Phase.CONSISTENCY, len(held("mask")))
             elif phase is Phase.CONSISTENCY:
                 if not self._phase_over(rec, srv.u3, srv.consistency_signers):
@@ -1542,6 +1544,8 @@ class RoundManager:
             rec = self.store.update_round(rec, lease=self._held(rec.round_id))
             for accuser, items in sorted((complaints or {}).items()):
                 for c in items:
+                    if c.accused in earlier:
+                        continue  # audited with the first naming (a retried close)
                     self.store.audit(
                         rec.round_id,
                         "complaint",

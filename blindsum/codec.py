@@ -29,7 +29,6 @@ from blindsum.protocol.he import SignedPublicContext
 from blindsum.protocol.params import Adversary, ThreatModel
 from blindsum.protocol.secagg import (
     DIGEST_BYTES,
-    PAIR_KEY_BYTES,
     Advert,
     Commit,
     Complaint,
@@ -69,7 +68,6 @@ _PHASE_FROM_PB = {v: k for k, v in _PHASE_TO_PB.items()}
 _KIND_TO_PB = {
     ShareKind.SELF_MASK: round_pb2.SHARE_KIND_SELF_MASK,
     ShareKind.MASK_KEY: round_pb2.SHARE_KIND_MASK_KEY,
-    ShareKind.PAIR_KEY: round_pb2.SHARE_KIND_PAIR_KEY,
 }
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 
@@ -434,11 +432,7 @@ def reveals_from_pb(shares: Sequence[round_pb2.RevealedShare], *, max_count: int
             Reveal(
                 owner=s.owner,
                 kind=kind,
-                share=_check_len(
-                    s.share,
-                    PAIR_KEY_BYTES if kind is ShareKind.PAIR_KEY else SHARE_BYTES,
-                    f"shares[{i}].share",
-                ),
+                share=_check_len(s.share, SHARE_BYTES, f"shares[{i}].share"),
             )
         )
     return out

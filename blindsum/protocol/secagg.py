@@ -21,9 +21,11 @@ Phases and who learns what:
    neighbour. U2 = parties whose shares were accepted.
 3. mask: y_u = x_u + PRG(b_u) + sum_{v in N(u) & U2, v > u} PRG(s_uv)
    - sum_{v in N(u) & U2, v < u} PRG(s_uv) (mod 2**64), ordered by config index.
-   A party masks only if at least t of its holders are in U2. U3 = parties whose
-   y was accepted.
-4. consistency: the aggregator announces (U3, U2 \\ U3). Each party checks the
+   A party masks only if at least t of its holders are in U2. An envelope that
+   does not open is no reason to stop: the party masks as usual and sends a signed
+   complaint with y. U3 = parties whose y was accepted, less the accused, who are
+   dropped (docs/THREAT_MODEL.md, "Complaints").
+4. consistency: the aggregator announces (U3, U2 \\ U3, accused). Each party checks the
    lists (docs/THREAT_MODEL.md), commits to them and signs consistency_transcript,
    which also binds the graph seed and the roster. U4 = signers; at least t.
 5. unmask: a party in U4 receives the signatures of U4 and reveals only if at
@@ -462,17 +464,10 @@ class Complaint:
 
 
 class ShareKind(enum.Enum):
-    """Which secret a revealed value belongs to."""
+    """Which of an owner's two secrets a revealed share belongs to."""
 
     SELF_MASK = 1  # share of the self-mask seed b: revealed for survivors
     MASK_KEY = 2  # share of the s private key: revealed for dropped parties
-    # The revealer's own pairwise key with an accused party (32 bytes, not a share):
-    # the accused's valid shares may be too few to rebuild its mask key.
-    PAIR_KEY = 3
-
-
-#: Bytes of a revealed PAIR_KEY (an X25519 shared secret).
-PAIR_KEY_BYTES = 32
 
 
 class Lists(NamedTuple):
@@ -490,8 +485,7 @@ class Reveal:
 
     owner: str
     kind: ShareKind
-    # 66 bytes, shamir.Share.to_bytes of the holder's x; a PAIR_KEY is 32 bytes.
-    share: bytes = field(repr=False)
+    share: bytes = field(repr=False)  # 66 bytes, shamir.Share.to_bytes of the holder's x
 
 
 def _share_plaintext(owner_index: int, holder_x: int, s_share: bytes, b_share: bytes) -> bytes:
@@ -1257,8 +1251,7 @@ class SecAggParty:
         signatures: Mapping[str, bytes],
         accused: Sequence[str] = (),
     ) -> list[Reveal]:
-        """Reveal b-shares of surviving and s-shares of dropped neighbours (incl. self),
-        and our pairwise key with each accused neighbour.
+        """Reveal b-shares of surviving and s-shares of dropped neighbours (incl. self).
 
         Precondition: :meth:`sign_consistency` succeeded. ``survivors``, ``dropped``
         and ``accused`` must be the lists signed there (else UnsafeRequest).
@@ -1266,9 +1259,10 @@ class SecAggParty:
         U4): every signer must be a survivor and its signature must verify with
         its U1 identity key over our lists, ours must be among them, and there
         must be at least t. Raises UnsafeRequest, naming the problem, otherwise,
-        or when any owner's b-share and its s-share or pairwise key would both be
-        revealed (also across a restart). Nothing is revealed on refusal; a retry
-        returns the same values.
+        or when any owner's other kind of share was revealed before (also before
+        a restart). Nothing is revealed on refusal; a retry returns the same
+        shares. An accused party is a dropped one like any other: its s-share is
+        revealed where this party holds one (not where its envelope did not open).
         """
         self._at_least(PartyStage.MASKED, "unmask")
         if self._signed is None:
@@ -1280,30 +1274,18 @@ class SecAggParty:
             )
         self._check_signatures(lists, signatures)
         surv_set, drop_set = frozenset(lists.survivors), frozenset(lists.dropped)
-        acc_set = frozenset(lists.accused)
         plan: list[Reveal] = []
         for owner in self._config.ordered(set(self._received)):
             s_share, b_share = self._received[owner]
             if owner in surv_set:
                 plan.append(Reveal(owner=owner, kind=ShareKind.SELF_MASK, share=b_share))
-            elif owner in drop_set and owner not in acc_set:
+            elif owner in drop_set:
                 plan.append(Reveal(owner=owner, kind=ShareKind.MASK_KEY, share=s_share))
-        # An accused neighbour's masks with survivors are removed with each survivor's
-        # own pairwise key: its shares may not open for enough holders to rebuild its
-        # mask key. It is dropped, so its self mask still hides its input.
-        _, s = self._keys()
-        for v in self._config.ordered(self._neighbours & acc_set):
-            key = kex.agree(s.private, self._adverts[v].s_public)
-            plan.append(Reveal(owner=v, kind=ShareKind.PAIR_KEY, share=key))
         for r in plan:
-            if r.kind is ShareKind.SELF_MASK:
-                clash = {(r.owner, ShareKind.MASK_KEY), (r.owner, ShareKind.PAIR_KEY)}
-            else:
-                clash = {(r.owner, ShareKind.SELF_MASK)}
-            if clash & self._revealed:
+            other = ShareKind.MASK_KEY if r.kind is ShareKind.SELF_MASK else ShareKind.SELF_MASK
+            if (r.owner, other) in self._revealed:
                 raise UnsafeRequest(
-                    f"would reveal both the self mask and the mask key of {r.owner!r}",
-                    field="unmask",
+                    f"would reveal both kinds of share for {r.owner!r}", field="unmask"
                 )
         self._revealed.update((r.owner, r.kind) for r in plan)
         self._stage = PartyStage.UNMASKED
@@ -1740,6 +1722,18 @@ class SecAggServer:
         to :meth:`close_mask`, which takes them out again."""
         return tuple(p for p in self.accused if p in self._masked)
 
+    def _accusers(self, party: str) -> frozenset[str]:
+        """The parties whose accepted complaint names ``party``: their envelope from it
+        did not open, so they hold no share of its secrets."""
+        return frozenset(
+            a for a, cs in self._complaints.items() if any(c.accused == party for c in cs)
+        )
+
+    def _key_holders(self, v: str, among: frozenset[str]) -> frozenset[str]:
+        """The neighbours of dropped ``v`` in ``among`` that hold a valid share of its
+        mask key (an accuser's envelope from v did not open)."""
+        return self._graph[v] & among - self._accusers(v)
+
     @property
     def u1(self) -> tuple[str, ...]:
         """Advertised parties in config order (final after :meth:`close_advertise`)."""
@@ -2114,9 +2108,10 @@ class SecAggServer:
         A party named in an accepted complaint is excluded as if it had dropped after
         sharing: ``withdrawn`` must hold the masked vector of each party in
         :attr:`to_withdraw` (as accepted), and it is taken out of the sum. Accused
-        parties are recorded in :attr:`misbehaving`. RoundAborted if |U3| is below
-        :meth:`SecAggConfig.min_survivors` or some needed secret has fewer than t
-        holders in U3.
+        parties are recorded in :attr:`misbehaving` (also when the round then aborts).
+        RoundAborted if |U3| is below :meth:`SecAggConfig.min_survivors` or some
+        needed secret has fewer than t holders in U3 (for an accused party's mask key:
+        holders whose envelope from it opened).
         """
         self._require(ServerStage.MASK, "close mask")
         cfg = self._config
@@ -2135,6 +2130,13 @@ class SecAggServer:
                 raise InvalidArgument(f"is not the vector {p!r} sent", field="withdrawn")
             total -= vec
         acc_set = frozenset(accused)
+        # Named first, so that they stay named if the round cannot go on without them.
+        for v in accused:
+            first = cfg.ordered(self._accusers(v))
+            others = f" and {len(first) - 1} more" if len(first) > 1 else ""
+            self._misbehaving[v] = (
+                f"its share envelope to {first[0]}{others} did not open (signed complaint)"
+            )
         u3 = cfg.ordered(set(self._masked) - acc_set)
         floor = cfg.min_survivors()
         if len(u3) < floor:
@@ -2152,18 +2154,15 @@ class SecAggServer:
                     f"self mask of {u!r} has only {len(holders)} holders among survivors", "u3"
                 )
         for v in dropped:
-            holders = self._graph[v] & u3_set
-            if v not in acc_set and holders and len(holders) < cfg.threshold:
+            if not self._graph[v] & u3_set:
+                continue  # no survivor masked with it: nothing to remove
+            holders = self._key_holders(v, u3_set)
+            if len(holders) < cfg.threshold:
                 raise self._fail(
-                    f"mask key of {v!r} has only {len(holders)} holders among survivors", "u3"
+                    f"mask key of {v!r} has only {len(holders)} holders among survivors"
+                    + (" whose share opened" if v in acc_set else ""),
+                    "u3",
                 )
-        for v in accused:
-            accusers = [a for a, cs in self._complaints.items() if any(c.accused == v for c in cs)]
-            first = cfg.ordered(accusers)
-            others = f" and {len(first) - 1} more" if len(first) > 1 else ""
-            self._misbehaving[v] = (
-                f"its share envelope to {first[0]}{others} did not open (signed complaint)"
-            )
         self._sum = total
         self._accused = accused
         self._u3 = u3
@@ -2223,17 +2222,7 @@ class SecAggServer:
         for v in self._dropped:
             if not self._graph[v] & u3:
                 continue
-            if v in self._accused:
-                # Every surviving neighbour's pairwise key is needed.
-                silent = self._graph[v] & u3 - signer_set
-                if silent:
-                    raise self._fail(
-                        f"masks with accused {v!r} need every surviving neighbour, and "
-                        f"{name_list(cfg.ordered(silent))} did not sign",
-                        "consistency",
-                    )
-                continue
-            holders = self._graph[v] & signer_set
+            holders = self._key_holders(v, signer_set)
             if len(holders) < cfg.threshold:
                 raise self._fail(
                     f"mask key of {v!r} has only {len(holders)} holders among signers",
@@ -2251,10 +2240,14 @@ class SecAggServer:
         if party not in self._consistency:
             raise InvalidArgument("did not sign the consistency check", field="party")
         nbrs = self._graph[party]
-        u2, accused = frozenset(self._u2), frozenset(self._accused)
+        u2 = frozenset(self._u2)
         out = {(o, ShareKind.SELF_MASK) for o in _closed_neighbourhood(nbrs, party) & set(self._u3)}
-        out |= {(o, ShareKind.MASK_KEY) for o in (nbrs & set(self._dropped) & u2) - accused}
-        out |= {(o, ShareKind.PAIR_KEY) for o in nbrs & accused}
+        # No s-share of a party whose envelope to this one did not open: it has none.
+        out |= {
+            (o, ShareKind.MASK_KEY)
+            for o in nbrs & set(self._dropped) & u2
+            if party not in self._accusers(o)
+        }
         return frozenset(out)
 
     def add_reveals(self, party: str, reveals: Sequence[Reveal]) -> None:
@@ -2281,13 +2274,7 @@ class SecAggServer:
             if key in seen:
                 raise InvalidArgument(f"duplicate share for {r.owner!r}", field="reveals")
             seen.add(key)
-            if r.kind is ShareKind.PAIR_KEY:
-                if not isinstance(r.share, bytes) or len(r.share) != PAIR_KEY_BYTES:
-                    raise InvalidArgument(
-                        f"a pairwise key is {PAIR_KEY_BYTES} bytes", field="reveals"
-                    )
-            else:
-                shamir.Share.from_bytes(x, r.share)
+            shamir.Share.from_bytes(x, r.share)
         if seen != expected:
             missing = sorted(o for o, _ in expected - seen)
             raise InvalidArgument(f"missing shares for {missing}", field="reveals")
@@ -2300,15 +2287,9 @@ class SecAggServer:
         self._reveals[party] = ordered
 
     def _needed(self) -> list[tuple[str, ShareKind]]:
-        """The secrets to rebuild from t shares (accused parties' masks are removed with
-        pairwise keys instead, :meth:`_pair_keys`)."""
-        u3, accused = frozenset(self._u3), frozenset(self._accused)
+        u3 = frozenset(self._u3)
         need = [(u, ShareKind.SELF_MASK) for u in self._u3]
-        need += [
-            (v, ShareKind.MASK_KEY)
-            for v in self._dropped
-            if v not in accused and self._graph[v] & u3
-        ]
+        need += [(v, ShareKind.MASK_KEY) for v in self._dropped if self._graph[v] & u3]
         return need
 
     def _collect(self) -> dict[tuple[str, ShareKind], list[shamir.Share]]:
@@ -2316,28 +2297,8 @@ class SecAggServer:
         for holder, items in self._reveals.items():
             x = self._config.x_of(holder)
             for r in items:
-                if r.kind is not ShareKind.PAIR_KEY:
-                    share = shamir.Share.from_bytes(x, r.share)
-                    out.setdefault((r.owner, r.kind), []).append(share)
+                out.setdefault((r.owner, r.kind), []).append(shamir.Share.from_bytes(x, r.share))
         return out
-
-    def _pair_keys(self) -> tuple[dict[tuple[str, str], bytes], list[str]]:
-        """(accused, survivor) -> the survivor's revealed pairwise key, and the pairs
-        still missing one."""
-        got = {
-            (r.owner, holder): r.share
-            for holder, items in self._reveals.items()
-            for r in items
-            if r.kind is ShareKind.PAIR_KEY
-        }
-        u3 = frozenset(self._u3)
-        missing = [
-            f"{v}/{w}"
-            for v in self._accused
-            for w in self._config.ordered(self._graph[v] & u3)
-            if (v, w) not in got
-        ]
-        return got, missing
 
     def can_finish(self) -> bool:
         """Whether enough shares arrived to reconstruct every needed secret."""
@@ -2347,8 +2308,6 @@ class SecAggServer:
             return False
         collected = self._collect()
         t = self._config.threshold
-        if self._pair_keys()[1]:
-            return False
         return all(len(collected.get(key, ())) >= t for key in self._needed())
 
     def _verifier(self, owner: str, kind: ShareKind) -> Callable[[bytes], bool]:
@@ -2417,11 +2376,6 @@ class SecAggServer:
         ]
         if lacking:
             raise RoundAborted(f"fewer than {t} shares for: {name_list(lacking)}", field="reveals")
-        pair_keys, unpaired = self._pair_keys()
-        if unpaired:
-            raise RoundAborted(
-                f"no pairwise key for accused/survivor {name_list(unpaired)}", field="reveals"
-            )
         total = self._sum.copy()
         u3 = frozenset(self._u3)
         named: dict[str, str] = {}
@@ -2440,14 +2394,6 @@ class SecAggServer:
                     total -= pm
                 else:
                     total += pm
-        for (v, w), key in pair_keys.items():
-            # A pairwise key cannot be checked here; a wrong one spoils the sum, which
-            # the plausibility check before any release then refuses.
-            pm = prg.pair_mask(key, round_id=cfg.round_id, a=v, b=w, length=n)
-            if cfg.index(v) > cfg.index(w):
-                total -= pm
-            else:
-                total += pm
         self._result = total
         self._misbehaving.update(named)
         self._stage = ServerStage.FINISHED

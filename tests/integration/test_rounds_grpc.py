@@ -90,6 +90,7 @@ async def run_parties(
     *,
     drop_after: dict[str, Phase] | None = None,
     expire_gone: bool = True,
+    party_config: Mapping[str, Any] | None = None,
 ) -> dict[str, RoundView | BaseException]:
     """Run the parties of ``vectors`` through a round. With ``expire_gone`` (and an
     aggregator from the fixture), a phase closes as soon as only parties that are gone
@@ -98,7 +99,8 @@ async def run_parties(
 
     async def one(name: str) -> RoundView:
         bundle = load_bundle(deployment.bundle(name))
-        bundle = replace(bundle, config=replace(bundle.config, poll_interval_s=0.05))
+        config = replace(bundle.config, poll_interval_s=0.05, **(party_config or {}))
+        bundle = replace(bundle, config=config)
         node = PartyNode(bundle, address=f"127.0.0.1:{port}", drop_after=drop_after.get(name))
         try:
             return await node.run_round(round_id, lambda _schema, _window: vectors[name])
@@ -251,42 +253,73 @@ async def test_implausible_totals_are_rejected_and_nothing_is_released(
 
 
 class _GarblingParty(SecAggParty):
-    """team-c's protocol half, turned cheater: every share envelope it sends has the
-    right size and fails authentication."""
+    """team-c's protocol half, turned cheater: the share envelopes it sends to the
+    parties in ``GARBLE_FOR`` have the right size and fail authentication."""
+
+    GARBLE_FOR: frozenset[str] = frozenset()
 
     def share(self, *args: Any, **kwargs: Any) -> list[SealedShare]:
         envelopes = super().share(*args, **kwargs)
         if self.me != "team-c":
             return envelopes
-        return [replace(e, ciphertext=bytes(b ^ 0x5A for b in e.ciphertext)) for e in envelopes]
+        return [
+            replace(e, ciphertext=bytes(b ^ 0x5A for b in e.ciphertext))
+            if e.receiver in self.GARBLE_FOR
+            else e
+            for e in envelopes
+        ]
 
 
+@pytest.mark.parametrize("garble", ["one", "all"])
 async def test_a_party_sending_garbage_envelopes_is_excluded_and_named(
-    deployment: Deployment, aggregator: RunningAggregator, monkeypatch: pytest.MonkeyPatch
+    deployment: Deployment,
+    aggregator: RunningAggregator,
+    monkeypatch: pytest.MonkeyPatch,
+    garble: str,
 ) -> None:
     """Issue 12: garbage share envelopes used to make every honest node exit 2 and the
-    round abort naming nobody. Now each receiver complains, team-c is excluded as a
-    dropout would be, named in the status and the audit, and the other four parties'
-    round completes with their exact totals."""
+    round abort naming nobody. Now each receiver complains and goes on, and team-c is
+    named in the status and the audit. With t = 3 of 5 (a model with no corrupt
+    parties, which the parties here accept), garbage to one party leaves three holders
+    to rebuild team-c's mask key, and the round completes over the other four with
+    their exact totals. Garbage to all of them leaves none: the round aborts, saying
+    so, and still names team-c."""
+    victims = ["team-a"] if garble == "one" else [p for p in PARTIES if p != "team-c"]
+    monkeypatch.setattr(_GarblingParty, "GARBLE_FOR", frozenset(victims))
     monkeypatch.setattr("party.node.SecAggParty", _GarblingParty)
-    view = await open_round(aggregator)
+    model = params.ThreatModel(0.0, 0.2, params.Adversary.DEVIATING)
+    view = await open_round(aggregator, threat=model)
+    assert view.threshold == 3
     vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
-    results = await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    results = await run_parties(
+        deployment,
+        aggregator.port,
+        view.round_id,
+        vectors,
+        party_config={"min_corrupt_fraction": 0.0},
+    )
     assert all(isinstance(r, RoundView) for r in results.values()), results
     final = aggregator.manager.view(view.round_id)
-    assert final.state is RoundState.COMPLETE, final.abort_reason
     named = dict(final.misbehaving)
     assert set(named) == {"team-c"}
+    assert named["team-c"].startswith(f"its share envelope to {victims[0]}")
     assert "did not open (signed complaint)" in named["team-c"]
+    audit = aggregator.manager.store.audit_log(view.round_id)
+    complaints = [e[3] for e in audit if e[2] == "complaint"]
+    assert sorted(c["accuser"] for c in complaints) == victims
+    assert {c["accused"] for c in complaints} == {"team-c"}
+    assert [e[3]["party"] for e in audit if e[2] == "party_misbehaved"] == ["team-c"]
+    if garble == "all":
+        assert final.state is RoundState.ABORTED
+        assert "mask key of 'team-c' has only 0 holders among survivors whose share opened" in (
+            final.abort_reason
+        )
+        return
+    assert final.state is RoundState.COMPLETE, final.abort_reason
     report = aggregator.manager.report(view.round_id)
     honest = [n for n in PARTIES if n != "team-c"]
     assert report.included_parties == tuple(honest)
     assert_report_matches(report, plain_sum([vectors[n] for n in honest]))
-    audit = aggregator.manager.store.audit_log(view.round_id)
-    complaints = [e[3] for e in audit if e[2] == "complaint"]
-    assert sorted(c["accuser"] for c in complaints) == honest
-    assert {c["accused"] for c in complaints} == {"team-c"}
-    assert [e[3]["party"] for e in audit if e[2] == "party_misbehaved"] == ["team-c"]
 
 
 async def test_secagg_too_few_survivors_aborts_with_reason(

@@ -60,9 +60,6 @@ LENGTH = 4
 #: (survivors, dropped) as the aggregator announces them in the consistency round.
 View = tuple[tuple[str, ...], tuple[str, ...]]
 
-#: The two secrets that are Shamir-shared (PAIR_KEY is a revealed key, not a share).
-SHARED_KINDS = (ShareKind.SELF_MASK, ShareKind.MASK_KEY)
-
 
 @dataclass
 class Round:
@@ -504,7 +501,7 @@ def test_split_view_with_fewer_than_t_colluders_fails() -> None:
     for p in (*told_survived, *told_dropped):
         assert r.parties[p].revealed == frozenset()
 
-    for kind in SHARED_KINDS:
+    for kind in ShareKind:
         coalition = [held_shares(r.parties[p], victim)[kind] for p in corrupt]
         with pytest.raises(InvalidArgument, match=f"need {t} distinct shares, got {c}"):
             shamir.recover(
@@ -552,7 +549,7 @@ def test_sparse_split_view_leaves_one_secret_short_of_t() -> None:
     assert min(len(sigs_s), len(sigs_d)) > t
 
     shares: dict[ShareKind, list[shamir.Share]] = {
-        kind: [held_shares(r.parties[p], victim)[kind] for p in corrupt] for kind in SHARED_KINDS
+        kind: [held_shares(r.parties[p], victim)[kind] for p in corrupt] for kind in ShareKind
     }
     for view, group, sigs in ((survived, told_survived, sigs_s), (dropped, told_dropped, sigs_d)):
         for p in group:
@@ -744,7 +741,7 @@ def test_split_view_margin_for_rolled_back_holders(rollbacks: int) -> None:
     sigs_s = sign_view(r, (*told_survived, *both), survived, masked_states)
     # Power loss: each rolled-back holder unmasks under "v survived", then comes back
     # from its MASKED state and is asked to sign "v dropped".
-    revealed: dict[ShareKind, list[shamir.Share]] = {kind: [] for kind in SHARED_KINDS}
+    revealed: dict[ShareKind, list[shamir.Share]] = {kind: [] for kind in ShareKind}
 
     def collect(holder: str, reveals: list[Reveal]) -> None:
         for x in reveals:
@@ -787,7 +784,7 @@ def test_split_view_margin_for_rolled_back_holders(rollbacks: int) -> None:
         assert (victim, ShareKind.SELF_MASK) in r.parties[p].revealed
         assert (victim, ShareKind.MASK_KEY) in restored[p].revealed
     secrets: dict[ShareKind, bytes] = {}
-    for kind in SHARED_KINDS:
+    for kind in ShareKind:
         shares = revealed[kind] + [held_shares(r.parties[p], victim)[kind] for p in corrupt]
         assert len(shares) >= t
         got = shamir.recover(

@@ -1084,7 +1084,7 @@ def test_unmask_never_reveals_both_kinds_and_survives_restart() -> None:
     doc = json.loads(me.to_state())
     doc["revealed"] = [*doc["revealed"], ["p1", "MASK_KEY"]]
     odd = SecAggParty.from_state(json.dumps(doc).encode(), c.identities["p0"], drbg(b"odd"))
-    with pytest.raises(UnsafeRequest, match="both the self mask and the mask key of 'p1'"):
+    with pytest.raises(UnsafeRequest, match="both kinds of share for 'p1'"):
         odd.unmask(survivors, dropped, sigs)
 
 

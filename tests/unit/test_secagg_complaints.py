@@ -2,9 +2,9 @@
 
 A receiver whose envelope does not open signs a complaint and masks as usual. The
 aggregator checks the complaint, takes the accused out of U3 as if it had dropped
-after sharing, names it, and the round completes over the honest parties. The
-accused's masks with survivors come off with the survivors' own pairwise keys, so
-it does not matter how many of its envelopes were garbage.
+after sharing, and names it. Its masks with survivors come off with its mask key,
+rebuilt from the shares that did open: when t of its holders survive with one, the
+round completes over the honest parties; otherwise it aborts, still naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from blindsum.crypto import shamir
 from blindsum.errors import InvalidArgument, InvalidSignature, RoundAborted, UnsafeRequest
 from blindsum.protocol.secagg import (
     Complaint,
@@ -29,7 +30,14 @@ from blindsum.protocol.secagg import (
 )
 from blindsum.types import U64Vector
 from tests.drbg import drbg
-from tests.unit.test_secagg_sim import Cluster, commit_and_advertise, make_cluster, ring_sum
+from tests.unit.test_secagg_sim import (
+    Cluster,
+    commit_and_advertise,
+    make_cluster,
+    mask_all,
+    ring_sum,
+    share_all,
+)
 
 
 def _garbled(env: SealedShare) -> SealedShare:
@@ -48,6 +56,16 @@ def _false_complaint(c: Cluster, accuser: str, accused: str) -> Complaint:
     party = c.parties[accuser]
     transcript = complaint_transcript(c.config, party._binding, accuser, accused, digest)
     return Complaint(accuser, accused, digest, c.identities[accuser].sign(transcript))
+
+
+def _sparse_with_a_cheat(seed: bytes) -> tuple[Cluster, str, str]:
+    """A fresh 12-party round of degree 6 (t = 4 of 7 holders), a cheat and one of its
+    neighbours: one garbage envelope leaves the cheat's mask key rebuildable."""
+    probe = make_cluster(12, degree=6, seed=seed)
+    commit_and_advertise(probe)
+    cheat = probe.config.parties[3]
+    victim = sorted(probe.server.neighbours()[cheat])[0]
+    return make_cluster(12, degree=6, seed=seed), cheat, victim
 
 
 def share_and_mask(
@@ -90,7 +108,11 @@ def finish_round(
     server.close_consistency()
     signatures = server.consistency_signatures()
     for p in server.consistency_signers:
-        server.add_reveals(p, c.parties[p].unmask(survivors, dropped, signatures, accused))
+        reveals = c.parties[p].unmask(survivors, dropped, signatures, accused)
+        # A liar keeps to its lie: no share of a party it said it got none from.
+        lied_about = {k.accused for k in server.complaints.get(p, ())}
+        reveals = [r for r in reveals if r.owner not in lied_about]
+        server.add_reveals(p, reveals)
     assert server.can_finish()
     return server.finish()
 
@@ -100,7 +122,7 @@ def _honest_sum(c: Cluster) -> U64Vector:
 
 
 def _never_both(c: Cluster) -> None:
-    """No party revealed a self-mask share and a mask key or pairwise key of one owner."""
+    """No party revealed both kinds of share of one owner."""
     for party in c.parties.values():
         owners = {o for o, k in party.revealed if k is ShareKind.SELF_MASK}
         others = {o for o, k in party.revealed if k is not ShareKind.SELF_MASK}
@@ -111,14 +133,17 @@ def _never_both(c: Cluster) -> None:
     ("n", "degree", "targets"),
     [
         (5, 0, "all"),  # the attack of issue 12: every honest node used to exit 2
-        (5, 0, "one"),  # its other envelopes open: it is still excluded
+        (5, 0, "one"),  # t = 4 of 5: one holder short is already too many
+        (12, 6, "one"),  # 5 of its 6 holders still open its shares, t = 4: it completes
         (12, 6, "all"),
-        (12, 6, "one"),
     ],
 )
 def test_a_cheater_sending_garbage_envelopes_is_excluded_and_named(
     n: int, degree: int, targets: str
 ) -> None:
+    """The cheater is named either way. The round completes over the others exactly
+    when t of its surviving holders can still open its shares (its mask key is then
+    rebuilt and its masks removed, as for any dropout); otherwise it aborts."""
     c = make_cluster(n, degree=degree, seed=b"cheat" + targets.encode())
     cheat = c.config.parties[2]
     commit_and_advertise(c)
@@ -130,21 +155,25 @@ def test_a_cheater_sending_garbage_envelopes_is_excluded_and_named(
     assert c.server.to_withdraw == (cheat,)  # its masked vector is in the sum
     for v in victims:
         assert c.parties[v].accused == (cheat,)
-    total = finish_round(c, ys)
-    assert cheat not in c.server.u3 and cheat in c.server.dropped
-    assert set(c.server.u3) == set(c.config.parties) - {cheat}
-    assert np.array_equal(total, _honest_sum(c))
-    assert c.server.stage is ServerStage.FINISHED
+    opened = len(nbrs) - len(victims)
+    if opened < c.config.threshold:
+        with pytest.raises(RoundAborted, match=f"mask key of '{cheat}' has only {opened} holders"):
+            finish_round(c, ys)
+        assert c.server.stage is ServerStage.ABORTED
+    else:
+        total = finish_round(c, ys)
+        assert cheat not in c.server.u3 and cheat in c.server.dropped
+        assert set(c.server.u3) == set(c.config.parties) - {cheat}
+        assert np.array_equal(total, _honest_sum(c))
+        assert c.server.stage is ServerStage.FINISHED
+        # Its mask key came from the holders whose envelope opened, and only from them.
+        revealed = {p for p, q in c.parties.items() if (cheat, ShareKind.MASK_KEY) in q.revealed}
+        assert revealed and not revealed & set(victims)
+        _never_both(c)
     reason = c.server.misbehaving[cheat]
     assert reason.startswith(f"its share envelope to {victims[0]}")
     assert "did not open (signed complaint)" in reason
     assert set(c.server.misbehaving) == {cheat}
-    _never_both(c)
-    # Nobody revealed the cheater's mask key shares: its masks came off with pair keys.
-    assert not any((cheat, ShareKind.MASK_KEY) in p.revealed for p in c.parties.values())
-    assert all(
-        (cheat, ShareKind.PAIR_KEY) in c.parties[w].revealed for w in c.server.neighbours()[cheat]
-    )
 
 
 def test_a_false_complaint_excludes_its_victim_and_nothing_more() -> None:
@@ -165,8 +194,7 @@ def test_a_false_complaint_excludes_its_victim_and_nothing_more() -> None:
 def test_a_complaint_the_aggregator_leaves_out_is_refused_by_its_author() -> None:
     """An aggregator that ignores a complaint cannot get its author's signature, nor
     one on lists that keep an accused party among the survivors."""
-    c = make_cluster(5, seed=b"ignored")
-    cheat, victim = "party-01", "party-03"
+    c, cheat, victim = _sparse_with_a_cheat(b"ignored")
     ys = share_and_mask(c, garbage={cheat: [victim]})
     survivors, dropped = c.server.close_mask({p: ys[p] for p in c.server.to_withdraw})
     me = c.parties[victim]
@@ -174,16 +202,61 @@ def test_a_complaint_the_aggregator_leaves_out_is_refused_by_its_author() -> Non
         me.sign_consistency(survivors, dropped, [])
     everyone = tuple(c.config.parties)
     with pytest.raises(UnsafeRequest, match="accused parties not listed as dropped"):
-        c.parties["party-00"].sign_consistency(everyone, (), [cheat])
+        c.parties[victim].sign_consistency(everyone, (), [cheat])
     assert me.sign_consistency(survivors, dropped, [cheat])
 
 
-def test_an_accused_partys_silent_neighbour_aborts_the_round_by_name() -> None:
-    """Every surviving neighbour of an accused party must reveal its pairwise key."""
-    c = make_cluster(7, seed=b"silent")
-    ys = share_and_mask(c, garbage={"party-02": ["party-05"]})
-    with pytest.raises(RoundAborted, match="need every surviving neighbour, and party-06"):
-        finish_round(c, ys, after_mask=["party-06"])
+def test_the_three_view_attack_of_the_review_recovers_no_input() -> None:
+    """Found in review of the first design, which had survivors reveal their pairwise
+    key with an accused neighbour, with no threshold. A deviating aggregator showed
+    three lists: v survives and two of its neighbours are accused (v reveals its own
+    b-share); nobody is accused (those two reveal b-shares of v); v is accused (the
+    other two would reveal their pairwise keys with v). With t = 3 of h = 5 that gave
+    b_v and every mask of v: x_v. Now an accused party is a dropped one, and the third
+    list gets only s-shares of v: two, below t, so v's masks stay on."""
+    c = make_cluster(20, degree=4, threshold=3, length=4, seed=b"pairkey-attack")
+    cfg = c.config
+    commit_and_advertise(c)
+    share_all(c)
+    c.server.close_share()
+    mask_all(c)
+    g = c.server.neighbours()
+    everyone = cfg.ordered(set(c.server.u2))
+    v = everyone[0]
+    w1, w2, w3, w4 = cfg.ordered(g[v])
+    fillers = [p for p in everyone if p not in {v, *g[v]}]
+
+    def lists(accused: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        return tuple(p for p in everyone if p not in accused), accused, accused
+
+    shown = [(lists((w3, w4)), [v]), (lists(()), [w3, w4]), (lists((v,)), [w1, w2])]
+    revealed: dict[tuple[str, ShareKind], list[shamir.Share]] = {}
+    for (surv, drop, acc), core in shown:
+        signers = core + [fillers.pop(0) for _ in range(cfg.threshold - len(core))]
+        sigs = {p: c.parties[p].sign_consistency(surv, drop, acc) for p in signers}
+        for p in core:
+            for r in c.parties[p].unmask(surv, drop, sigs, acc):
+                share = shamir.Share.from_bytes(cfg.x_of(p), r.share)
+                revealed.setdefault((r.owner, r.kind), []).append(share)
+    assert len(revealed[(v, ShareKind.SELF_MASK)]) == 3  # b_v: the aggregator has it
+    mask_key = revealed.get((v, ShareKind.MASK_KEY), [])
+    assert len(mask_key) == 2 < cfg.threshold  # s_v: it does not
+    with pytest.raises(InvalidArgument, match="need 3 distinct shares"):
+        shamir.recover(mask_key, threshold=3, secret_len=32, verify=lambda _: True)
+    # Nor any neighbour's mask key: each was given by at most one of its holders here.
+    for w in (w1, w2, w3, w4):
+        assert len(revealed.get((w, ShareKind.MASK_KEY), [])) < cfg.threshold
+
+
+def test_a_silent_accuser_costs_nothing_more_than_a_dropout() -> None:
+    """An accuser has no share of the accused, so it is not expected to reveal one;
+    the holders whose envelope opened rebuild the mask key, even when the accuser then
+    goes silent."""
+    c, cheat, victim = _sparse_with_a_cheat(b"silent")
+    ys = share_and_mask(c, garbage={cheat: [victim]})
+    total = finish_round(c, ys, after_mask=[victim])
+    assert victim in c.server.u3 and victim not in c.server.consistency_signers
+    assert np.array_equal(total, _honest_sum(c))
 
 
 def test_the_server_checks_every_complaint() -> None:
@@ -228,13 +301,13 @@ def test_close_mask_needs_the_accused_vectors_as_sent() -> None:
 
 
 def test_complaints_survive_a_restart() -> None:
-    c = make_cluster(5, seed=b"restart")
-    ys = share_and_mask(c, garbage={"party-01": ["party-00"]})
-    me = c.parties["party-00"]
-    restored = SecAggParty.from_state(me.to_state(), c.identities["party-00"], drbg(b"r"))
-    assert restored.accused == ("party-01",)
+    c, cheat, victim = _sparse_with_a_cheat(b"restart")
+    ys = share_and_mask(c, garbage={cheat: [victim]})
+    me = c.parties[victim]
+    restored = SecAggParty.from_state(me.to_state(), c.identities[victim], drbg(b"r"))
+    assert restored.accused == (cheat,)
     assert restored.complaints() == me.complaints()
-    c.parties["party-00"] = restored
+    c.parties[victim] = restored
     assert np.array_equal(finish_round(c, ys), _honest_sum(c))
 
 

@@ -31,8 +31,6 @@ class _ShareKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShareKind.V
     """a share of b_u, revealed for survivors"""
     SHARE_KIND_MASK_KEY: _ShareKind.ValueType  # 2
     """a share of s_u's secret key, revealed for dropped parties"""
-    SHARE_KIND_PAIR_KEY: _ShareKind.ValueType  # 3
-    """the revealer's 32-byte X25519 key with an accused party"""
 
 class ShareKind(_ShareKind, metaclass=_ShareKindEnumTypeWrapper): ...
 
@@ -41,8 +39,6 @@ SHARE_KIND_SELF_MASK: ShareKind.ValueType  # 1
 """a share of b_u, revealed for survivors"""
 SHARE_KIND_MASK_KEY: ShareKind.ValueType  # 2
 """a share of s_u's secret key, revealed for dropped parties"""
-SHARE_KIND_PAIR_KEY: ShareKind.ValueType  # 3
-"""the revealer's 32-byte X25519 key with an accused party"""
 Global___ShareKind: _TypeAlias = ShareKind  # noqa: Y015
 
 @_typing.final
