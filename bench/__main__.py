@@ -43,6 +43,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "scale-memory": ("bench.scale_memory", "scale-memory"),
     "flower": ("bench.peers_flower", "flower-secaggplus"),
     "mpyc": ("bench.peers_mpyc", "mpyc-sum"),
+    "reconnect": ("bench.reconnect", "reconnect"),
 }
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
