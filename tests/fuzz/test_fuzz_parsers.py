@@ -233,3 +233,113 @@ def test_metrics_files_take_anything(suffix: str, text: str) -> None:
         path = Path(tmp) / f"metrics{suffix}"
         path.write_text(text, encoding="utf-8")
         _only_blindsum_errors(lambda: load_metrics_file(path, schema))
+
+
+# CSV ticket ingest: a party reads exports it did not write (issue 12, item 6).
+_INGEST_COLUMNS = (
+    "ticket_id",
+    "created_date",
+    "resolved_date",
+    "first_response_minutes",
+    "resolution_hours",
+    "status",
+    "region",
+    "csat_score",
+    "nps_score",
+    "requester_email",
+    "description",
+)
+_INGEST_CELLS = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "T-1",
+            "APAC",
+            "EMEA",
+            "closed",
+            "open",
+            "5",
+            "-1",
+            "1e309",
+            "nan",
+            "2026-11-20T10:00:00Z",
+            "2026-02-30",
+            "=HYPERLINK(1)",
+            '"quoted, cell"',
+            '"unterminated',
+            "a\nb",
+            "\ufeffbom",
+            "x" * 5000,
+        ]
+    ),
+    st.text(max_size=12),
+)
+
+
+_GOOD_CELLS = {
+    "ticket_id": ["T-1", "T-2", "T-3", "T-4"],
+    "created_date": ["2026-11-20T10:00:00Z", "2026-11-21"],
+    "resolved_date": ["", "2026-11-22T09:30:00Z"],
+    "first_response_minutes": ["", "35", "0"],
+    "resolution_hours": ["", "12.5"],
+    "status": ["closed", "solved", "open"],
+    "region": ["APAC", "EMEA", "Americas"],
+    "csat_score": ["", "1", "5"],
+    "nps_score": ["", "9"],
+    "requester_email": ["", "jane.doe@example.com"],
+    "description": ["", "printer on fire, call +1 555 0100"],
+}
+
+
+@st.composite
+def _csv_exports(draw: st.DrawFn) -> bytes:
+    """A ticket CSV for the generic mapping: its required columns and some optional
+    ones in any order, now and then a repeated or stray column, rows of any width with
+    awkward cells; or bytes that are no CSV at all."""
+    required = ["ticket_id", "region", "status"]
+    optional = draw(st.lists(st.sampled_from(_INGEST_COLUMNS[3:]), unique=True))
+    header = draw(st.permutations(required + [c for c in optional if c not in required]))
+    if draw(st.booleans()) and draw(st.booleans()):
+        header = [*header, draw(st.one_of(st.sampled_from(_INGEST_COLUMNS), st.text(max_size=6)))]
+    width = len(header)
+    # Mostly good cells (so that rows are accepted too), some awkward ones, and now
+    # and then a row that is a cell short or long.
+    cell = {c: st.one_of(st.sampled_from(_GOOD_CELLS.get(c, ["x"])), _INGEST_CELLS) for c in header}
+    good_row = st.tuples(*(cell[c] for c in header)).map(list)
+    odd_row = st.lists(_INGEST_CELLS, min_size=max(0, width - 1), max_size=width + 1)
+    rows = draw(st.lists(st.one_of(good_row, good_row, odd_row), max_size=6))
+    text = "\n".join(",".join(r) for r in [header, *rows])
+    raw = text.encode("utf-8", "surrogatepass")
+    export: bytes = draw(
+        st.one_of(
+            st.just(raw),
+            st.just(raw),
+            st.just(b"\xef\xbb\xbf" + raw),  # a byte-order mark
+            st.just(raw.replace(b"\n", b"\r\n")),
+            st.just(raw[: len(raw) // 2]),  # cut off mid-row
+            st.binary(max_size=200),  # not UTF-8, NULs, anything
+        )
+    )
+    return export
+
+
+@PROFILE
+@given(_csv_exports())
+def test_csv_ticket_ingest_takes_anything(raw: bytes) -> None:
+    """Either a result whose counts add up, with every bad row quarantined and named,
+    or one BlindsumError for the whole file; never a crash."""
+    from party.ingest import ingest_file
+    from party.mapping import load_mapping
+
+    mapping = load_mapping("generic")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.csv"
+        path.write_bytes(raw)
+        outcome: list[Any] = []
+        _only_blindsum_errors(lambda: outcome.append(ingest_file(path, mapping)))
+    if outcome:
+        summary = outcome[0].summary
+        assert summary.read == summary.accepted + summary.quarantined + summary.outside_window
+        assert summary.quarantined == len(outcome[0].quarantine)
+        assert sum(summary.by_reason.values()) == summary.quarantined
+        assert all(q.line >= 1 and q.reason and q.message for q in outcome[0].quarantine)
