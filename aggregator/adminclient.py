@@ -10,6 +10,7 @@ address is the one the server wrote when it bound (``DIR/aggregator.addr``), els
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import grpc
 import grpc.aio
 
 from aggregator import config as cfgmod
+from blindsum import codec
 from blindsum.log import get_logger
-from blindsum.rpc.v1 import admin_pb2_grpc
+from blindsum.rpc.v1 import admin_pb2, admin_pb2_grpc
 from blindsum.transport.errors import error_from_rpc
 from blindsum.transport.pki import KeyAndCert
 from blindsum.transport.tls import secure_channel
@@ -90,3 +92,41 @@ async def admin_call(
                 ) from None
         finally:
             await channel.close(None)
+
+
+# -- campaigns, as the CLI and the demo show them -----------------------------------
+
+
+def _when(at_ms: int) -> str:
+    if not at_ms:
+        return "-"
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def campaign_json(info: admin_pb2.CampaignInfo) -> dict[str, Any]:
+    spec = codec.open_round_from_pb(info.spec)
+    return {
+        "name": info.name,
+        "schedule": info.schedule,
+        "paused": info.paused,
+        "mode": spec.mode.value,
+        "parties": list(spec.parties),
+        "min_contributors": spec.min_contributors,
+        "dp": None if spec.dp is None else spec.dp.mode.value,
+        "next_run_unix_ms": info.next_run_unix_ms,
+        "last_round_id": info.last_round_id,
+        "last_round_state": info.last_round_state,
+    }
+
+
+def format_campaign(info: admin_pb2.CampaignInfo) -> str:
+    spec = codec.open_round_from_pb(info.spec)
+    state = "paused" if info.paused else f"next round {_when(info.next_run_unix_ms)}"
+    last = (
+        f"; last round {info.last_round_id} ({info.last_round_state})" if info.last_round_id else ""
+    )
+    dp = "" if spec.dp is None else f", dp {spec.dp.mode.value}"
+    return (
+        f"{info.name}: {info.schedule}; {spec.mode.value}, {len(spec.parties)} parties, "
+        f"k {spec.min_contributors}{dp}; {state}{last}"
+    )

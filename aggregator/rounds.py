@@ -29,6 +29,15 @@ from typing import Protocol, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
+from aggregator.campaigns import (
+    Campaign,
+    CampaignRunner,
+    CampaignStatus,
+    check_name,
+    new_campaign,
+    round_id_for,
+)
+from aggregator.campaigns import campaigns as stored_campaigns
 from aggregator.plausible import implausible
 from aggregator.plausible import reason as plausibility_reason
 from aggregator.release import (
@@ -170,6 +179,8 @@ MAX_REASON_CHARS = 500
 #: Ticks in a row on which a round fails for a reason other than an unreachable store
 #: before its stored state is judged unusable and the round is aborted.
 MAX_ROUND_FAILURES = 20
+#: How often (ms of the manager's clock) the ticker looks for campaign rounds to open.
+CAMPAIGN_CHECK_MS = 1_000
 
 #: How long an he round waits before asking an unreachable custodian again.
 CUSTODIAN_RETRY_MS = 5_000
@@ -260,6 +271,9 @@ class RoundManager:
         )
         #: How often a held long poll re-reads the store (see start()).
         self._poll_s = WATCH_POLL_S
+        #: Opens the rounds campaigns are due; checked once a second of the clock.
+        self.campaigns = CampaignRunner(store, self._open_round, clock_ms)
+        self._campaigns_at = 0
         self._secagg: dict[str, SecAggServer] = {}
         self._secagg_version: dict[str, int] = {}
         #: round -> (round version, when read, submissions per phase): see _party_view.
@@ -573,7 +587,9 @@ class RoundManager:
     async def open_round(self, spec: OpenRoundSpec) -> RoundView:
         return await self.offload(self._open_round, spec)
 
-    def _open_round(self, spec: OpenRoundSpec) -> RoundView:
+    def _open_round(self, spec: OpenRoundSpec, *, check_only: bool = False) -> RoundView:
+        """Open a round; with ``check_only``, run every check but the DP budget (which
+        depends on when the round opens) and store nothing."""
         parties = tuple(spec.parties)
         if not parties:
             raise InvalidArgument("at least one party must be invited", field="parties")
@@ -662,11 +678,12 @@ class RoundManager:
             schema.check_overflow_mod(n, BfvParams().plain_modulus, noise_bound=bound)
         # Refuse early what the release would refuse anyway; the release checks again
         # because concurrent rounds may spend the same window.
-        self.settings.release.check_budget(
-            dp,
-            release_rho(plan, dp, dp.expected_parties)[0],
-            self.store.ledger_spent(dp.campaign, dp.window),
-        )
+        if not check_only:
+            self.settings.release.check_budget(
+                dp,
+                release_rho(plan, dp, dp.expected_parties)[0],
+                self.store.ledger_spent(dp.campaign, dp.window),
+            )
         timeout = spec.phase_timeout_s or self.settings.default_phase_timeout_s
         rec = RoundRecord(
             round_id=codec.check_round_id(spec.round_id) if spec.round_id else _new_round_id(),
@@ -693,6 +710,8 @@ class RoundManager:
             window_start_ms=window.start_ms,
             window_end_ms=window.end_ms,
         )
+        if check_only:
+            return self._view(rec)
         with self.store.transaction():
             self.store.create_round(rec)
             self.store.audit(
@@ -726,6 +745,76 @@ class RoundManager:
             ledger_window=dp.window,
         )
         return self._view(rec)
+
+    # -- campaigns (issue 13) ---------------------------------------------------
+
+    def _campaign_status(self, campaign: Campaign) -> CampaignStatus:
+        now = self._clock_ms()
+        last = campaign.schedule.last_fire(now)
+        last_id, last_state = "", ""
+        if last >= campaign.created_ms:
+            rid = round_id_for(campaign.name, last)
+            with contextlib.suppress(NotFound):
+                last_id, last_state = rid, self.store.round(rid).state
+        upcoming = 0 if campaign.paused else campaign.schedule.next_fire(now)
+        return CampaignStatus(campaign, upcoming, last_id, last_state)
+
+    def _find_campaign(self, name: str) -> Campaign:
+        for c in stored_campaigns(self.store):
+            if c.name == name:
+                return c
+        raise NotFound(f"campaign {name!r} does not exist", field="campaign")
+
+    async def save_campaign(
+        self, name: str, schedule: str, spec: OpenRoundSpec, *, overwrite: bool = False
+    ) -> CampaignStatus:
+        """Create (or with ``overwrite`` change) a campaign. Its spec is checked as
+        open-round would check it, now; each round is checked again when it opens."""
+
+        def run() -> CampaignStatus:
+            now = self._clock_ms()
+            if spec.dp is None:
+                # Pinned now, so that every round of the campaign has the same DP.
+                fixed = replace(spec, dp=DpSpec(mode=self.settings.release.dp_mode))
+            else:
+                fixed = spec
+            campaign = new_campaign(name, schedule, fixed, now_ms=now)
+            self._open_round(campaign.round_spec(campaign.schedule.next_fire(now)), check_only=True)
+            self.store.put_campaign(
+                name, str(campaign.schedule), campaign.spec_bytes(), now=now, replace=overwrite
+            )
+            log.info("campaign_saved", campaign=name, schedule=str(campaign.schedule))
+            return self._campaign_status(self._find_campaign(name))
+
+        return await self.offload(run)
+
+    async def list_campaigns(self) -> list[CampaignStatus]:
+        def run() -> list[CampaignStatus]:
+            return [self._campaign_status(c) for c in stored_campaigns(self.store)]
+
+        return await self.offload(run)
+
+    async def set_campaign_paused(self, name: str, paused: bool) -> CampaignStatus:
+        def run() -> CampaignStatus:
+            self.store.set_campaign_paused(check_name(name), paused, now=self._clock_ms())
+            return self._campaign_status(self._find_campaign(name))
+
+        return await self.offload(run)
+
+    async def delete_campaign(self, name: str) -> CampaignStatus:
+        def run() -> CampaignStatus:
+            status = self._campaign_status(self._find_campaign(check_name(name)))
+            self.store.delete_campaign(name)
+            return status
+
+        return await self.offload(run)
+
+    async def run_campaigns(self) -> list[str]:
+        """Open the rounds campaigns are due (the ticker calls this); the ids opened."""
+        opened = await self.offload(self.campaigns.run)
+        if opened:
+            self._notify()
+        return opened
 
     async def abort(self, round_id: str, reason: str) -> RoundView:
         def run() -> RoundView:
@@ -1352,12 +1441,21 @@ class RoundManager:
     # -- phase transitions ------------------------------------------------------
 
     async def tick(self) -> None:
-        """Advance every open round whose phase deadline has passed.
+        """Open the rounds campaigns are due, and advance every open round whose phase
+        deadline has passed.
 
         A protocol failure aborts only the round it belongs to; anything else
         (a locked database, an unreachable custodian) is logged and retried on
         the next tick, so one bad round never stops the others.
         """
+        if self._clock_ms() >= self._campaigns_at:
+            self._campaigns_at = self._clock_ms() + CAMPAIGN_CHECK_MS
+            try:
+                await self.run_campaigns()
+            except Unavailable:
+                raise
+            except Exception as exc:
+                log.error("campaigns_failed", exc=exc)
         for rec in await self.offload(self.store.rounds, state=RoundState.OPEN.value):
             rid = rec.round_id
             async with self._round_lock(rid):

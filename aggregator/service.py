@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
 from aggregator.admin import load_mac_key
+from aggregator.campaigns import CampaignStatus
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
 from aggregator.probes import CustodianWatch, ProbeServer, Readiness, parse_listen, start_probes
 from aggregator.release import policy_from_config
@@ -259,6 +260,49 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.AbortRoundRequest, context: Ctx
     ) -> common_pb2.RoundInfo:
         return codec.round_view_to_pb(await self.m.abort(request.round_id, request.reason))
+
+    @translate
+    async def SaveCampaign(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.SaveCampaignRequest, context: Ctx
+    ) -> admin_pb2.CampaignInfo:
+        spec = codec.open_round_from_pb(request.spec)
+        status = await self.m.save_campaign(
+            request.name, request.schedule, spec, overwrite=request.replace
+        )
+        return campaign_to_pb(status)
+
+    @translate
+    async def ListCampaigns(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.ListCampaignsRequest, context: Ctx
+    ) -> admin_pb2.ListCampaignsResponse:
+        listed = await self.m.list_campaigns()
+        return admin_pb2.ListCampaignsResponse(campaigns=[campaign_to_pb(c) for c in listed])
+
+    @translate
+    async def SetCampaignPaused(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.SetCampaignPausedRequest, context: Ctx
+    ) -> admin_pb2.CampaignInfo:
+        return campaign_to_pb(await self.m.set_campaign_paused(request.name, request.paused))
+
+    @translate
+    async def DeleteCampaign(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.CampaignRef, context: Ctx
+    ) -> admin_pb2.CampaignInfo:
+        return campaign_to_pb(await self.m.delete_campaign(request.name))
+
+
+def campaign_to_pb(status: CampaignStatus) -> admin_pb2.CampaignInfo:
+    c = status.campaign
+    return admin_pb2.CampaignInfo(
+        name=c.name,
+        schedule=str(c.schedule),
+        paused=c.paused,
+        spec=codec.open_round_to_pb(c.spec),
+        created_unix_ms=c.created_ms,
+        next_run_unix_ms=status.next_run_ms,
+        last_round_id=status.last_round_id,
+        last_round_state=status.last_round_state,
+    )
 
 
 class ReportServicer(report_pb2_grpc.ReportServiceServicer):

@@ -46,7 +46,7 @@ class StaleRound(Aborted):
     """A compare-and-set on a round failed: reload it and let the current holder act."""
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def now_ms() -> int:
@@ -160,6 +160,10 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS round_leases (
         round_id TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
         expires_ms BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS campaigns (
+        name TEXT PRIMARY KEY, schedule TEXT NOT NULL, spec {blob} NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0, created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL)""",
 ]
 
 #: Schema version 1 -> 2 added differential privacy: the round's DP columns, the
@@ -535,6 +539,7 @@ class Store:
                 2: _MIGRATE_2_TO_3,
                 3: _MIGRATE_3_TO_4,
                 4: _MIGRATE_4_TO_5,
+                5: [],  # 5 -> 6 added the campaigns table (issue 13), created below
             }
             while row is not None and int(row[0]) in steps:
                 for ddl in steps[int(row[0])]:
@@ -637,14 +642,81 @@ class Store:
 
     # -- rounds -------------------------------------------------------------
     def create_round(self, record: RoundRecord) -> None:
+        """Insert a new round; AlreadyExists if its id is taken, also when another
+        process inserted it between this one's check and its insert."""
+        exists = AlreadyExists(f"round {record.round_id!r} already exists", field="round_id")
+        try:
+            with self.transaction():
+                if self.round_exists(record.round_id):
+                    raise exists
+                marks = ", ".join("?" * len(_round_params(record)))
+                self._exec(
+                    f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({marks})",  # noqa: S608 - fixed column list
+                    _round_params(record),
+                )
+        except Exception as exc:
+            if self._is_duplicate(exc):
+                raise exists from None
+            raise
+
+    def round_exists(self, round_id: str) -> bool:
+        return bool(self._exec("SELECT 1 FROM rounds WHERE round_id = ?", (round_id,)).fetchone())
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the engine refusing a row whose key is taken."""
+        del exc
+        return False
+
+    # -- campaigns (issue 13) ------------------------------------------------
+
+    def put_campaign(
+        self, name: str, schedule: str, spec: bytes, *, now: int, replace: bool = False
+    ) -> None:
+        """Create a campaign (AlreadyExists if the name is taken), or with ``replace``
+        change an existing one's schedule and spec (NotFound if there is none)."""
         with self.transaction():
-            if self._exec("SELECT 1 FROM rounds WHERE round_id = ?", (record.round_id,)).fetchone():
-                raise AlreadyExists(f"round {record.round_id!r} already exists", field="round_id")
-            marks = ", ".join("?" * len(_round_params(record)))
-            self._exec(
-                f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({marks})",  # noqa: S608 - fixed column list
-                _round_params(record),
+            if self._exec("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
+                if not replace:
+                    raise AlreadyExists(f"campaign {name!r} already exists", field="campaign")
+                self._exec(
+                    "UPDATE campaigns SET schedule = ?, spec = ?, updated_ms = ? WHERE name = ?",
+                    (schedule, spec, now, name),
+                )
+            elif replace:
+                raise NotFound(f"campaign {name!r} does not exist", field="campaign")
+            else:
+                self._exec(
+                    "INSERT INTO campaigns (name, schedule, spec, paused, created_ms, updated_ms) "
+                    "VALUES (?, ?, ?, 0, ?, ?)",
+                    (name, schedule, spec, now, now),
+                )
+            self.audit("", "campaign_saved", campaign=name, schedule=schedule)
+
+    def campaign_rows(self) -> list[tuple[object, ...]]:
+        """Every campaign as (name, schedule, spec, paused, created_ms, updated_ms)."""
+        rows = self._exec(
+            "SELECT name, schedule, spec, paused, created_ms, updated_ms FROM campaigns "
+            "ORDER BY name"
+        ).fetchall()
+        return [(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def set_campaign_paused(self, name: str, paused: bool, *, now: int) -> None:
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE campaigns SET paused = ?, updated_ms = ? WHERE name = ?",
+                (1 if paused else 0, now, name),
             )
+            if cur.rowcount == 0:
+                raise NotFound(f"campaign {name!r} does not exist", field="campaign")
+            self.audit("", "campaign_paused" if paused else "campaign_resumed", campaign=name)
+
+    def delete_campaign(self, name: str) -> None:
+        """Forget a campaign; its rounds, releases and ledger entries stay."""
+        with self.transaction():
+            cur = self._exec("DELETE FROM campaigns WHERE name = ?", (name,))
+            if cur.rowcount == 0:
+                raise NotFound(f"campaign {name!r} does not exist", field="campaign")
+            self.audit("", "campaign_deleted", campaign=name)
 
     def force_abort(self, round_id: str, reason: str, *, now: int) -> bool:
         """Abort an open round without reading its record (which may not decode): only
@@ -1178,6 +1250,9 @@ class SqliteStore(Store):
             finally:
                 cur.close()
 
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -1307,6 +1382,9 @@ class PostgresStore(Store):
         finally:
             self._local.conn = None
             self._putconn(conn)
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return isinstance(exc, self._psycopg.errors.UniqueViolation)
 
     def _run(self, sql: str, params: tuple[Any, ...]) -> _Result:
         conn = getattr(self._local, "conn", None)

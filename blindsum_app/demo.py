@@ -45,7 +45,7 @@ import numpy as np
 
 from aggregator import config as cfgmod
 from aggregator.admin import enroll, init
-from aggregator.adminclient import admin_call, admin_channel
+from aggregator.adminclient import admin_call, admin_channel, format_campaign
 from aggregator.report import render
 from blindsum import codec, reportdoc
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
@@ -61,7 +61,7 @@ from blindsum.model import (
     Severity,
     iso_week,
 )
-from blindsum.rpc.v1 import admin_pb2_grpc, common_pb2, report_pb2_grpc
+from blindsum.rpc.v1 import admin_pb2, admin_pb2_grpc, common_pb2, report_pb2_grpc
 from blindsum.schema import MetricKind, Schema
 from blindsum.types import U64Vector
 from blindsum.window import parse_week
@@ -217,6 +217,22 @@ async def _final(directory: Path, round_id: str) -> tuple[Any, Report | None]:
         return view, report
     finally:
         await channel.close(None)
+
+
+#: The campaign the demo leaves scheduled on its aggregator, to show the command.
+DEMO_CAMPAIGN = "weekly-kpis"
+DEMO_SCHEDULE = "every monday 06:00 UTC"
+
+
+async def _schedule(directory: Path, parties: Sequence[str]) -> str:
+    """Create the weekly campaign a team would run, and return its one-line listing."""
+    spec = OpenRoundSpec(mode=Mode.SECAGG, parties=tuple(parties), dp=DpSpec(mode=DpMode.CENTRAL))
+    req = admin_pb2.SaveCampaignRequest(
+        name=DEMO_CAMPAIGN, schedule=DEMO_SCHEDULE, spec=codec.open_round_to_pb(spec)
+    )
+    await admin_call(directory, "SaveCampaign", req, connect_timeout_s=30)
+    listed = await admin_call(directory, "ListCampaigns", admin_pb2.ListCampaignsRequest())
+    return "\n".join(format_campaign(c) for c in listed.campaigns)
 
 
 def party_vector(schema: Schema, tickets: Path, bundle: Path) -> U64Vector:
@@ -439,6 +455,7 @@ def run_demo(
     )
     server = _spawn(["aggregator", "serve", str(agg_dir)], log=root / "logs" / "aggregator.log")
     results: list[RoundResult] = []
+    scheduled = ""
     try:
         address = _wait_for_address(agg_dir, server, 60)
         say(f"  aggregator and custodian running (aggregator at {address})")
@@ -462,6 +479,11 @@ def run_demo(
             results.append(result)
             if not quiet:
                 _print_result(result)
+        scheduled = asyncio.run(_schedule(agg_dir, list(bundles)))
+        say(
+            "\nscheduled (the aggregator opens each week's round itself; "
+            f"`blindsum campaign list {agg_dir}`):\n  {scheduled}"
+        )
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -481,6 +503,7 @@ def run_demo(
                     "workdir": str(root),
                     "ok": ok,
                     "report_html": str(html_path) if html_path else None,
+                    "scheduled": scheduled,
                     "rounds": [
                         {
                             "mode": r.mode,

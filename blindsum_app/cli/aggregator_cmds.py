@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,8 @@ def parties_arg(values: Sequence[str]) -> tuple[str, ...]:
 
 def dp_spec(args: argparse.Namespace) -> DpSpec | None:
     """DP parameters from the command line; None leaves all of them to the aggregator."""
-    given = (args.rho, args.expected_parties, args.campaign, args.window)
+    campaign, window = getattr(args, "campaign", None), getattr(args, "window", None)
+    given = (args.rho, args.expected_parties, campaign, window)
     if args.dp is None and not any(given):
         return None
     if args.dp is None:
@@ -142,8 +144,8 @@ def dp_spec(args: argparse.Namespace) -> DpSpec | None:
         mode=DpMode(args.dp),
         rho=args.rho or 0.0,
         expected_parties=args.expected_parties or 0,
-        campaign=args.campaign or "",
-        window=args.window or "",
+        campaign=campaign or "",
+        window=window or "",
     )
 
 
@@ -169,27 +171,34 @@ def threat_spec(args: argparse.Namespace) -> ThreatModel | None:
     )
 
 
-async def _open_round(args: argparse.Namespace) -> int:
-    if args.connect_timeout < 0:
-        raise InvalidArgument("must be 0 or more seconds", field="--connect-timeout")
+def round_spec(args: argparse.Namespace) -> OpenRoundSpec:
+    """What the options of :func:`add_round_options` ask for (no id, default window)."""
     schema_toml = ""
     if args.schema:
         from blindsum.schema import Schema  # noqa: PLC0415
 
         schema_toml = args.schema.read_text()
         Schema.from_toml(schema_toml)  # a bad schema fails here, naming its key
-    window = window_from_args(args)  # None: the aggregator's default, last week
-    spec = OpenRoundSpec(
+    return OpenRoundSpec(
         mode=Mode(args.mode),
         parties=parties_arg(args.parties),
         min_contributors=args.min_contributors,
         threshold=args.threshold,
         phase_timeout_s=args.phase_timeout,
         schema_toml=schema_toml,
-        round_id=args.round_id or "",
         dp=dp_spec(args),
         threat=threat_spec(args),
         graph_degree=args.degree,
+    )
+
+
+async def _open_round(args: argparse.Namespace) -> int:
+    if args.connect_timeout < 0:
+        raise InvalidArgument("must be 0 or more seconds", field="--connect-timeout")
+    window = window_from_args(args)  # None: the aggregator's default, last week
+    spec = replace(
+        round_spec(args),
+        round_id=args.round_id or "",
         window_start_ms=window.start_ms if window else 0,
         window_end_ms=window.end_ms if window else 0,
     )
@@ -252,6 +261,81 @@ def cmd_abort(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------
+
+
+def add_round_options(s: argparse.ArgumentParser) -> None:
+    """What a round is: its parties, mode, k, threat model, schema and DP (shared by
+    ``open-round`` and ``campaign create``)."""
+    s.add_argument("--mode", choices=["secagg", "he"], default="secagg", help="protection mode")
+    s.add_argument(
+        "--parties", nargs="+", required=True, help="invited parties, space or comma separated"
+    )
+    s.add_argument(
+        "--min-contributors",
+        type=int,
+        default=3,
+        help="k: a region with fewer contributing parties is suppressed",
+    )
+    s.add_argument(
+        "--threshold",
+        type=int,
+        default=0,
+        help="t: fewest parties the round can finish with (default: 0, derived from the "
+        "party count)",
+    )
+    s.add_argument(
+        "--degree",
+        type=int,
+        default=0,
+        help="secagg graph degree, with --threshold (default: 0, both derived from the "
+        "threat model and checked against it)",
+    )
+    s.add_argument(
+        "--corrupt-fraction",
+        type=float,
+        help="secagg: tolerated share of corrupt parties colluding with the aggregator "
+        "(default: [rounds] corrupt_fraction)",
+    )
+    s.add_argument(
+        "--dropout-fraction",
+        type=float,
+        help="secagg: tolerated share of parties that drop out (default: [rounds] "
+        "dropout_fraction)",
+    )
+    s.add_argument(
+        "--adversary",
+        choices=["deviating", "curious"],
+        help="secagg: whether the threat model lets the aggregator lie (default: [rounds] "
+        "adversary)",
+    )
+    s.add_argument(
+        "--privacy-bits",
+        type=int,
+        help="secagg: privacy fails with probability at most 2^-BITS (default: [rounds] "
+        "privacy_bits)",
+    )
+    s.add_argument(
+        "--phase-timeout",
+        type=int,
+        default=0,
+        help="seconds each phase waits for late parties (default: 0, [rounds] "
+        "default_phase_timeout_s in aggregator.toml)",
+    )
+    s.add_argument(
+        "--schema", type=Path, help="campaign schema TOML (default: the built-in schema)"
+    )
+    s.add_argument(
+        "--dp",
+        choices=["off", "central", "distributed"],
+        help="differential privacy for this round (default: [release] dp in aggregator.toml)",
+    )
+    s.add_argument("--rho", type=float, help="zCDP rho of this release (default: [release] rho)")
+    s.add_argument(
+        "--expected-parties",
+        type=int,
+        help="distributed DP: parties sharing the noise (default: the threshold)",
+    )
+
 
 DIR_HELP = "the aggregator directory (made by `aggregator init`)"
 
@@ -378,78 +462,10 @@ def register(sub: Any) -> None:
         func=cmd_open_round,
     )
     s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
-    s.add_argument("--mode", choices=["secagg", "he"], default="secagg", help="protection mode")
-    s.add_argument(
-        "--parties", nargs="+", required=True, help="invited parties, space or comma separated"
-    )
-    s.add_argument(
-        "--min-contributors",
-        type=int,
-        default=3,
-        help="k: a region with fewer contributing parties is suppressed",
-    )
-    s.add_argument(
-        "--threshold",
-        type=int,
-        default=0,
-        help="t: fewest parties the round can finish with (default: 0, derived from the "
-        "party count)",
-    )
-    s.add_argument(
-        "--degree",
-        type=int,
-        default=0,
-        help="secagg graph degree, with --threshold (default: 0, both derived from the "
-        "threat model and checked against it)",
-    )
-    s.add_argument(
-        "--corrupt-fraction",
-        type=float,
-        help="secagg: tolerated share of corrupt parties colluding with the aggregator "
-        "(default: [rounds] corrupt_fraction)",
-    )
-    s.add_argument(
-        "--dropout-fraction",
-        type=float,
-        help="secagg: tolerated share of parties that drop out (default: [rounds] "
-        "dropout_fraction)",
-    )
-    s.add_argument(
-        "--adversary",
-        choices=["deviating", "curious"],
-        help="secagg: whether the threat model lets the aggregator lie (default: [rounds] "
-        "adversary)",
-    )
-    s.add_argument(
-        "--privacy-bits",
-        type=int,
-        help="secagg: privacy fails with probability at most 2^-BITS (default: [rounds] "
-        "privacy_bits)",
-    )
-    s.add_argument(
-        "--phase-timeout",
-        type=int,
-        default=0,
-        help="seconds each phase waits for late parties (default: 0, [rounds] "
-        "default_phase_timeout_s in aggregator.toml)",
-    )
-    s.add_argument(
-        "--schema", type=Path, help="campaign schema TOML (default: the built-in schema)"
-    )
+    add_round_options(s)
     s.add_argument(
         "--round-id",
         help="the round's id, [A-Za-z0-9._-] (default: r-YYYYMMDD-HHMMSS-<random>)",
-    )
-    s.add_argument(
-        "--dp",
-        choices=["off", "central", "distributed"],
-        help="differential privacy for this round (default: [release] dp in aggregator.toml)",
-    )
-    s.add_argument("--rho", type=float, help="zCDP rho of this release (default: [release] rho)")
-    s.add_argument(
-        "--expected-parties",
-        type=int,
-        help="distributed DP: parties sharing the noise (default: the threshold)",
     )
     s.add_argument("--campaign", help="budget ledger campaign (default: the schema's name)")
     s.add_argument(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from blindsum import __version__, log
 from blindsum.errors import BlindsumError
-from blindsum_app.cli import aggregator_cmds, demo_cmds, party_cmds, report_cmds
+from blindsum_app.cli import aggregator_cmds, campaign_cmds, demo_cmds, party_cmds, report_cmds
 from blindsum_app.cli.common import EXIT_CODES, EXIT_FOR, HelpFormatter, err
 
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="GROUP")
     aggregator_cmds.register(sub)
+    campaign_cmds.register(sub)
     party_cmds.register(sub)
     report_cmds.register(sub)
     demo_cmds.register(sub)

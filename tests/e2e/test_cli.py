@@ -517,3 +517,77 @@ def test_create_store_makes_only_what_is_missing(tmp_path: Path) -> None:
     res = run("aggregator", "check", str(agg))
     assert res.returncode == 3
     assert res.stdout.splitlines()[0].startswith("problem: store.url: the store")
+
+
+def test_campaign_commands(served: Path) -> None:
+    """Issue 13: create, list, pause, resume and delete a campaign on a running
+    aggregator (the unit tests drive the schedule itself with an injected clock)."""
+    agg = str(served)
+    created = run(
+        "campaign",
+        "create",
+        agg,
+        "weekly-kpis",
+        "--schedule",
+        "every Monday 06:00 Europe/Berlin",
+        "--parties",
+        "north,south,west",
+        "--dp",
+        "central",
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    doc = json.loads(created.stdout)
+    assert doc["schedule"] == "every monday 06:00 Europe/Berlin"
+    assert doc["parties"] == ["north", "south", "west"] and doc["dp"] == "central"
+    assert doc["next_run_unix_ms"] > 0 and not doc["paused"]
+    again = run(
+        "campaign",
+        "create",
+        agg,
+        "weekly-kpis",
+        "--schedule",
+        "every day 06:00",
+        "--parties",
+        "north,south,west",
+    )
+    assert again.returncode != 0
+    assert again.stderr.count("\n") == 1 and "already exists" in again.stderr
+    listed = run("campaign", "list", agg)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("weekly-kpis: every monday 06:00 Europe/Berlin; secagg, 3")
+    assert "next round 20" in listed.stdout
+    paused = run("campaign", "pause", agg, "weekly-kpis")
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    resumed = run("campaign", "resume", agg, "weekly-kpis", "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["paused"] is False
+    bad = run(
+        "campaign",
+        "create",
+        agg,
+        "other",
+        "--schedule",
+        "every funday 06:00",
+        "--parties",
+        "north,south,west",
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "blindsum: error: AdminService.SaveCampaign: schedule: 'funday' is not a day of the week"
+    )
+    stranger = run(
+        "campaign",
+        "create",
+        agg,
+        "other",
+        "--schedule",
+        "every day 06:00",
+        "--parties",
+        "north,nobody",
+    )
+    assert stranger.returncode != 0 and "nobody" in stranger.stderr
+    deleted = run("campaign", "delete", agg, "weekly-kpis")
+    assert deleted.returncode == 0 and "deleted weekly-kpis" in deleted.stdout
+    assert run("campaign", "list", agg).stdout.strip() == "no campaigns yet"
+    gone = run("campaign", "pause", agg, "weekly-kpis")
+    assert gone.returncode != 0 and "does not exist" in gone.stderr

@@ -28,6 +28,8 @@ def test_demo_both_modes_releases_correct_totals(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["ok"] is True
+    # Issue 13: it leaves the weekly campaign scheduled, and shows it.
+    assert out["scheduled"].startswith("weekly-kpis: every monday 06:00 UTC; secagg, 5 parties")
     secagg, he = out["rounds"]
     assert (secagg["mode"], secagg["state"]) == ("secagg", "complete")
     assert secagg["dropped_parties"] == ["team-epsilon"]

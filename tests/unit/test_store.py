@@ -123,6 +123,21 @@ def test_round_roundtrip_and_update(store: Store) -> None:
     moved = rec.with_phase("share", rec.phase_deadline_ms + 5)
     store.update_round(moved)
     assert store.round(rid).phase == "share"
+
+
+def test_a_round_inserted_by_another_process_meanwhile_is_already_exists(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas can both pass the existence check; the database's key on round ids
+    then refuses the second insert, and it surfaces as AlreadyExists, not a driver
+    error (campaign rounds rely on it)."""
+    rid = "r-" + uuid.uuid4().hex[:10]
+    store.create_round(_round(rid))
+    monkeypatch.setattr(store, "round_exists", lambda _rid: False)
+    with pytest.raises(AlreadyExists, match="already exists"):
+        store.create_round(_round(rid))
+    monkeypatch.undo()
+    assert store.round(rid).phase == "advertise"  # the first one, untouched
     assert rid in [r.round_id for r in store.rounds(state="open")]
     with pytest.raises(NotFound):
         store.round("r-missing-" + uuid.uuid4().hex[:6])

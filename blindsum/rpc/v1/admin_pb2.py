@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from blindsum.rpc.v1 import common_pb2 as blindsum_dot_rpc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62lindsum/rpc/v1/admin.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1c\x62lindsum/rpc/v1/common.proto\"\xe0\x02\n\x10OpenRoundRequest\x12#\n\x04mode\x18\x01 \x01(\x0e\x32\x15.blindsum.rpc.v1.Mode\x12\x0f\n\x07parties\x18\x02 \x03(\t\x12\x18\n\x10min_contributors\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x1d\n\x15phase_timeout_seconds\x18\x05 \x01(\r\x12\x13\n\x0bschema_toml\x18\x06 \x01(\t\x12\x10\n\x08round_id\x18\x07 \x01(\t\x12%\n\x02\x64p\x18\x08 \x01(\x0b\x32\x19.blindsum.rpc.v1.DpParams\x12,\n\x06threat\x18\t \x01(\x0b\x32\x1c.blindsum.rpc.v1.ThreatModel\x12\x14\n\x0cgraph_degree\x18\n \x01(\r\x12\x1c\n\x14window_start_unix_ms\x18\x0b \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x0c \x01(\x03\"\x16\n\x14ListAllRoundsRequest\"C\n\x15ListAllRoundsResponse\x12*\n\x06rounds\x18\x01 \x03(\x0b\x32\x1a.blindsum.rpc.v1.RoundInfo\"5\n\x11\x41\x62ortRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xc9\x02\n\x0c\x41\x64minService\x12J\n\tOpenRound\x12!.blindsum.rpc.v1.OpenRoundRequest\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12\x42\n\tGetStatus\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12[\n\nListRounds\x12%.blindsum.rpc.v1.ListAllRoundsRequest\x1a&.blindsum.rpc.v1.ListAllRoundsResponse\x12L\n\nAbortRound\x12\".blindsum.rpc.v1.AbortRoundRequest\x1a\x1a.blindsum.rpc.v1.RoundInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62lindsum/rpc/v1/admin.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1c\x62lindsum/rpc/v1/common.proto\"\xe0\x02\n\x10OpenRoundRequest\x12#\n\x04mode\x18\x01 \x01(\x0e\x32\x15.blindsum.rpc.v1.Mode\x12\x0f\n\x07parties\x18\x02 \x03(\t\x12\x18\n\x10min_contributors\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x1d\n\x15phase_timeout_seconds\x18\x05 \x01(\r\x12\x13\n\x0bschema_toml\x18\x06 \x01(\t\x12\x10\n\x08round_id\x18\x07 \x01(\t\x12%\n\x02\x64p\x18\x08 \x01(\x0b\x32\x19.blindsum.rpc.v1.DpParams\x12,\n\x06threat\x18\t \x01(\x0b\x32\x1c.blindsum.rpc.v1.ThreatModel\x12\x14\n\x0cgraph_degree\x18\n \x01(\r\x12\x1c\n\x14window_start_unix_ms\x18\x0b \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x0c \x01(\x03\"\x16\n\x14ListAllRoundsRequest\"C\n\x15ListAllRoundsResponse\x12*\n\x06rounds\x18\x01 \x03(\x0b\x32\x1a.blindsum.rpc.v1.RoundInfo\"5\n\x11\x41\x62ortRoundRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"w\n\x13SaveCampaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08schedule\x18\x02 \x01(\t\x12/\n\x04spec\x18\x03 \x01(\x0b\x32!.blindsum.rpc.v1.OpenRoundRequest\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"\x1b\n\x0b\x43\x61mpaignRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x18SetCampaignPausedRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"\x16\n\x14ListCampaignsRequest\"\xd3\x01\n\x0c\x43\x61mpaignInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08schedule\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12/\n\x04spec\x18\x04 \x01(\x0b\x32!.blindsum.rpc.v1.OpenRoundRequest\x12\x17\n\x0f\x63reated_unix_ms\x18\x05 \x01(\x03\x12\x18\n\x10next_run_unix_ms\x18\x06 \x01(\x03\x12\x15\n\rlast_round_id\x18\x07 \x01(\t\x12\x18\n\x10last_round_state\x18\x08 \x01(\t\"I\n\x15ListCampaignsResponse\x12\x30\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1d.blindsum.rpc.v1.CampaignInfo2\xac\x05\n\x0c\x41\x64minService\x12J\n\tOpenRound\x12!.blindsum.rpc.v1.OpenRoundRequest\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12\x42\n\tGetStatus\x12\x19.blindsum.rpc.v1.RoundRef\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12[\n\nListRounds\x12%.blindsum.rpc.v1.ListAllRoundsRequest\x1a&.blindsum.rpc.v1.ListAllRoundsResponse\x12L\n\nAbortRound\x12\".blindsum.rpc.v1.AbortRoundRequest\x1a\x1a.blindsum.rpc.v1.RoundInfo\x12S\n\x0cSaveCampaign\x12$.blindsum.rpc.v1.SaveCampaignRequest\x1a\x1d.blindsum.rpc.v1.CampaignInfo\x12^\n\rListCampaigns\x12%.blindsum.rpc.v1.ListCampaignsRequest\x1a&.blindsum.rpc.v1.ListCampaignsResponse\x12]\n\x11SetCampaignPaused\x12).blindsum.rpc.v1.SetCampaignPausedRequest\x1a\x1d.blindsum.rpc.v1.CampaignInfo\x12M\n\x0e\x44\x65leteCampaign\x12\x1c.blindsum.rpc.v1.CampaignRef\x1a\x1d.blindsum.rpc.v1.CampaignInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTALLROUNDSRESPONSE']._serialized_end=524
   _globals['_ABORTROUNDREQUEST']._serialized_start=526
   _globals['_ABORTROUNDREQUEST']._serialized_end=579
-  _globals['_ADMINSERVICE']._serialized_start=582
-  _globals['_ADMINSERVICE']._serialized_end=911
+  _globals['_SAVECAMPAIGNREQUEST']._serialized_start=581
+  _globals['_SAVECAMPAIGNREQUEST']._serialized_end=700
+  _globals['_CAMPAIGNREF']._serialized_start=702
+  _globals['_CAMPAIGNREF']._serialized_end=729
+  _globals['_SETCAMPAIGNPAUSEDREQUEST']._serialized_start=731
+  _globals['_SETCAMPAIGNPAUSEDREQUEST']._serialized_end=787
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=789
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=811
+  _globals['_CAMPAIGNINFO']._serialized_start=814
+  _globals['_CAMPAIGNINFO']._serialized_end=1025
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1027
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1100
+  _globals['_ADMINSERVICE']._serialized_start=1103
+  _globals['_ADMINSERVICE']._serialized_end=1787
 # @@protoc_insertion_point(module_scope)

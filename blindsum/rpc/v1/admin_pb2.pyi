@@ -143,3 +143,157 @@ class AbortRoundRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AbortRoundRequest: _TypeAlias = AbortRoundRequest  # noqa: Y015
+
+@_typing.final
+class SaveCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    REPLACE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """[a-z0-9][a-z0-9-]{0,39}: it starts the ids of the campaign's rounds."""
+    schedule: _builtins.str
+    """"every monday 06:00 Europe/Berlin", "every day 02:30", "every month on day 1 06:00 UTC"."""
+    replace: _builtins.bool
+    """Change an existing campaign instead of creating one."""
+    @_builtins.property
+    def spec(self) -> Global___OpenRoundRequest:
+        """What every round opens with; round_id and the windows must be left empty."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        spec: Global___OpenRoundRequest | None = ...,
+        replace: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "replace", b"replace", "schedule", b"schedule", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveCampaignRequest: _TypeAlias = SaveCampaignRequest  # noqa: Y015
+
+@_typing.final
+class CampaignRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignRef: _TypeAlias = CampaignRef  # noqa: Y015
+
+@_typing.final
+class SetCampaignPausedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    paused: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "paused", b"paused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCampaignPausedRequest: _TypeAlias = SetCampaignPausedRequest  # noqa: Y015
+
+@_typing.final
+class ListCampaignsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
+
+@_typing.final
+class CampaignInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    CREATED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_UNIX_MS_FIELD_NUMBER: _builtins.int
+    LAST_ROUND_ID_FIELD_NUMBER: _builtins.int
+    LAST_ROUND_STATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    schedule: _builtins.str
+    """canonical form"""
+    paused: _builtins.bool
+    created_unix_ms: _builtins.int
+    next_run_unix_ms: _builtins.int
+    """When the next round opens (0 while paused)."""
+    last_round_id: _builtins.str
+    """The round for the latest time the schedule fired, if it was opened."""
+    last_round_state: _builtins.str
+    @_builtins.property
+    def spec(self) -> Global___OpenRoundRequest: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        paused: _builtins.bool = ...,
+        spec: Global___OpenRoundRequest | None = ...,
+        created_unix_ms: _builtins.int = ...,
+        next_run_unix_ms: _builtins.int = ...,
+        last_round_id: _builtins.str = ...,
+        last_round_state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ms", b"created_unix_ms", "last_round_id", b"last_round_id", "last_round_state", b"last_round_state", "name", b"name", "next_run_unix_ms", b"next_run_unix_ms", "paused", b"paused", "schedule", b"schedule", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignInfo: _TypeAlias = CampaignInfo  # noqa: Y015
+
+@_typing.final
+class ListCampaignsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignInfo]: ...
+    def __init__(
+        self,
+        *,
+        campaigns: _abc.Iterable[Global___CampaignInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsResponse: _TypeAlias = ListCampaignsResponse  # noqa: Y015

@@ -56,6 +56,26 @@ class AdminServiceStub:
                 request_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.AbortRoundRequest.SerializeToString,
                 response_deserializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundInfo.FromString,
                 _registered_method=True)
+        self.SaveCampaign = channel.unary_unary(
+                '/blindsum.rpc.v1.AdminService/SaveCampaign',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.SaveCampaignRequest.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.FromString,
+                _registered_method=True)
+        self.ListCampaigns = channel.unary_unary(
+                '/blindsum.rpc.v1.AdminService/ListCampaigns',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.ListCampaignsRequest.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.ListCampaignsResponse.FromString,
+                _registered_method=True)
+        self.SetCampaignPaused = channel.unary_unary(
+                '/blindsum.rpc.v1.AdminService/SetCampaignPaused',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.SetCampaignPausedRequest.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.FromString,
+                _registered_method=True)
+        self.DeleteCampaign = channel.unary_unary(
+                '/blindsum.rpc.v1.AdminService/DeleteCampaign',
+                request_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignRef.SerializeToString,
+                response_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -86,6 +106,31 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveCampaign(self, request, context):
+        """Campaigns: a round spec and a schedule; the aggregator opens each window's round.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCampaigns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCampaignPaused(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +153,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.AbortRound,
                     request_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.AbortRoundRequest.FromString,
                     response_serializer=blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundInfo.SerializeToString,
+            ),
+            'SaveCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveCampaign,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.SaveCampaignRequest.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.SerializeToString,
+            ),
+            'ListCampaigns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCampaigns,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.ListCampaignsRequest.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.ListCampaignsResponse.SerializeToString,
+            ),
+            'SetCampaignPaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCampaignPaused,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.SetCampaignPausedRequest.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.SerializeToString,
+            ),
+            'DeleteCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCampaign,
+                    request_deserializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignRef.FromString,
+                    response_serializer=blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +284,114 @@ class AdminService:
             '/blindsum.rpc.v1.AdminService/AbortRound',
             blindsum_dot_rpc_dot_v1_dot_admin__pb2.AbortRoundRequest.SerializeToString,
             blindsum_dot_rpc_dot_v1_dot_common__pb2.RoundInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.AdminService/SaveCampaign',
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.SaveCampaignRequest.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.AdminService/ListCampaigns',
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.ListCampaignsRequest.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.ListCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCampaignPaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.AdminService/SetCampaignPaused',
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.SetCampaignPausedRequest.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindsum.rpc.v1.AdminService/DeleteCampaign',
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignRef.SerializeToString,
+            blindsum_dot_rpc_dot_v1_dot_admin__pb2.CampaignInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,11 @@ class AdminServiceStub:
     GetStatus: _grpc.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _common_pb2.RoundInfo]
     ListRounds: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAllRoundsRequest, _admin_pb2.ListAllRoundsResponse]
     AbortRound: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AbortRoundRequest, _common_pb2.RoundInfo]
+    SaveCampaign: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SaveCampaignRequest, _admin_pb2.CampaignInfo]
+    """Campaigns: a round spec and a schedule; the aggregator opens each window's round."""
+    ListCampaigns: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListCampaignsRequest, _admin_pb2.ListCampaignsResponse]
+    SetCampaignPaused: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetCampaignPausedRequest, _admin_pb2.CampaignInfo]
+    DeleteCampaign: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CampaignRef, _admin_pb2.CampaignInfo]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -48,6 +53,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetStatus: _aio.UnaryUnaryMultiCallable[_common_pb2.RoundRef, _common_pb2.RoundInfo]  # type: ignore[assignment]
     ListRounds: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAllRoundsRequest, _admin_pb2.ListAllRoundsResponse]  # type: ignore[assignment]
     AbortRound: _aio.UnaryUnaryMultiCallable[_admin_pb2.AbortRoundRequest, _common_pb2.RoundInfo]  # type: ignore[assignment]
+    SaveCampaign: _aio.UnaryUnaryMultiCallable[_admin_pb2.SaveCampaignRequest, _admin_pb2.CampaignInfo]  # type: ignore[assignment]
+    """Campaigns: a round spec and a schedule; the aggregator opens each window's round."""
+    ListCampaigns: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListCampaignsRequest, _admin_pb2.ListCampaignsResponse]  # type: ignore[assignment]
+    SetCampaignPaused: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetCampaignPausedRequest, _admin_pb2.CampaignInfo]  # type: ignore[assignment]
+    DeleteCampaign: _aio.UnaryUnaryMultiCallable[_admin_pb2.CampaignRef, _admin_pb2.CampaignInfo]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator RPCs. Callers need a certificate with the admin role."""
@@ -79,5 +89,34 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.AbortRoundRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.RoundInfo, _abc.Awaitable[_common_pb2.RoundInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def SaveCampaign(
+        self,
+        request: _admin_pb2.SaveCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CampaignInfo, _abc.Awaitable[_admin_pb2.CampaignInfo]]:
+        """Campaigns: a round spec and a schedule; the aggregator opens each window's round."""
+
+    @_abc_1.abstractmethod
+    def ListCampaigns(
+        self,
+        request: _admin_pb2.ListCampaignsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListCampaignsResponse, _abc.Awaitable[_admin_pb2.ListCampaignsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetCampaignPaused(
+        self,
+        request: _admin_pb2.SetCampaignPausedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CampaignInfo, _abc.Awaitable[_admin_pb2.CampaignInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteCampaign(
+        self,
+        request: _admin_pb2.CampaignRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CampaignInfo, _abc.Awaitable[_admin_pb2.CampaignInfo]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
