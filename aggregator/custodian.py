@@ -15,7 +15,7 @@ process by default, on its own port, and talks to it over mTLS like a remote one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from aggregator.store import Store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
-from blindsum.errors import InvalidArgument, NotFound, PermissionDenied
+from blindsum.errors import BlindsumError, InvalidArgument, NotFound, PermissionDenied
 from blindsum.log import get_logger
 from blindsum.protocol.he import (
     ReceiptRecord,
@@ -58,6 +58,12 @@ class Custodian:
     store: Store
     min_receipts: int = 3
     _public: bytes | None = field(default=None, repr=False)
+    #: Told each decryption's outcome: "decrypted", "replayed" or "refused" (metrics).
+    on_decrypt: Callable[[str], None] | None = field(default=None, repr=False)
+
+    def _outcome(self, what: str) -> None:
+        if self.on_decrypt is not None:
+            self.on_decrypt(what)
 
     def _public_bytes(self) -> bytes:
         if self._public is None:
@@ -88,6 +94,31 @@ class Custodian:
         the round's schema (checked against ``schema_id``, its hash), not from the
         aggregator: one decryption can then never open several parties' ciphertexts
         laid side by side as chunks of one long "aggregate"."""
+        try:
+            return self._decrypt(
+                round_id=round_id,
+                schema_id=schema_id,
+                chunks=chunks,
+                receipts=receipts,
+                vector_length=vector_length,
+                min_receipts=min_receipts,
+                schema_toml=schema_toml,
+            )
+        except BlindsumError:
+            self._outcome("refused")
+            raise
+
+    def _decrypt(
+        self,
+        *,
+        round_id: str,
+        schema_id: str,
+        chunks: Sequence[bytes],
+        receipts: Sequence[ReceiptRecord],
+        vector_length: int,
+        min_receipts: int,
+        schema_toml: str,
+    ) -> tuple[list[int], bytes]:
         expected = _schema_length(schema_toml, schema_id)
         if vector_length != expected:
             raise PermissionDenied(
@@ -137,6 +168,7 @@ class Custodian:
                     field="Decrypt",
                 )
             stored = custodian_pb2.DecryptResponse.FromString(previous[0].payload or b"")
+            self._outcome("replayed")
             return list(stored.values), stored.signature
         values = self.secret.decrypt(chunks, vector_length)
         signature = self.signing_key.sign(
@@ -159,6 +191,7 @@ class Custodian:
                 slots=vector_length,
             )
         log.info("decrypted", round_id=round_id, receipts=len(receipts))
+        self._outcome("decrypted")
         return values, signature
 
 

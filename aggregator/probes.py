@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -147,8 +148,9 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-#: A route's handler: called on the event loop for GET and HEAD of its path.
-Handler = Callable[[], Response]
+#: A route's handler: called on the event loop for GET and HEAD of its path; one that
+#: reads the store returns an awaitable (and does the reading off the loop).
+Handler = Callable[[], Response | Awaitable[Response]]
 
 
 class _BadRequest(Exception):
@@ -220,7 +222,8 @@ class ProbeServer:
                     return
                 except TimeoutError:
                     return
-                await _send(writer, self._dispatch(method, path), head_only=method == "HEAD")
+                response = await self._dispatch(method, path)
+                await _send(writer, response, head_only=method == "HEAD")
             except (ConnectionError, OSError):
                 pass  # the client went away
             finally:
@@ -228,14 +231,15 @@ class ProbeServer:
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
 
-    def _dispatch(self, method: str, path: str) -> Response:
+    async def _dispatch(self, method: str, path: str) -> Response:
         if method not in ("GET", "HEAD"):
             return Response(405, "only GET and HEAD\n", headers=(("Allow", "GET, HEAD"),))
         handler = self.routes.get(path)
         if handler is None:
             return Response(404, "not found\n")
         try:
-            return handler()
+            answer = handler()
+            return await answer if inspect.isawaitable(answer) else answer
         except Exception as exc:
             log.error("probe_failed", path=path, exc=exc)
             return Response(503, "probe failed\n")

@@ -38,6 +38,7 @@ from aggregator.campaigns import (
     round_id_for,
 )
 from aggregator.campaigns import campaigns as stored_campaigns
+from aggregator.metrics import Metrics
 from aggregator.plausible import implausible
 from aggregator.plausible import reason as plausibility_reason
 from aggregator.release import (
@@ -274,6 +275,8 @@ class RoundManager:
         #: Opens the rounds campaigns are due; checked once a second of the clock.
         self.campaigns = CampaignRunner(store, self._open_round, clock_ms)
         self._campaigns_at = 0
+        #: Set by the service when ``[metrics] listen`` is on.
+        self.metrics: Metrics | None = None
         self._secagg: dict[str, SecAggServer] = {}
         self._secagg_version: dict[str, int] = {}
         #: round -> (round version, when read, submissions per phase): see _party_view.
@@ -814,6 +817,9 @@ class RoundManager:
         opened = await self.offload(self.campaigns.run)
         if opened:
             self._notify()
+            if self.metrics is not None:
+                for rid in opened:
+                    self.metrics.campaign_rounds.labels(rid.rsplit("-", 1)[0]).inc()
         return opened
 
     async def abort(self, round_id: str, reason: str) -> RoundView:
@@ -839,6 +845,7 @@ class RoundManager:
         """End the round without a release: ABORTED, or REJECTED when its totals
         failed the plausibility checks."""
         reason = _capped(reason)
+        self._phase_done(rec)
         rec = replace(
             rec,
             state=state.value,
@@ -1557,13 +1564,22 @@ class RoundManager:
         (StaleRound if the store holds another number: another replica took one)."""
         deadline = self._clock_ms() + 1000 * rec.phase_timeout_s
         closing = (rec.phase, closed)
+        closing_rec = rec
         rec = rec.with_phase(phase.value, deadline)
         with self.store.transaction():
             rec = self.store.update_round(rec, lease=self._held(rec.round_id), closing=closing)
             self._secagg_version[rec.round_id] = rec.version
             self.store.audit(rec.round_id, "phase", phase=phase.value)
+        self._phase_done(closing_rec)
         log.info("phase", round_id=rec.round_id, phase=phase.value)
         self._notify()
+
+    def _phase_done(self, rec: RoundRecord) -> None:
+        """Report how long ``rec``'s current phase stayed open (metrics)."""
+        if self.metrics is None or rec.phase == Phase.DONE.value:
+            return
+        opened = rec.phase_deadline_ms - 1000 * rec.phase_timeout_s
+        self.metrics.phase_closed(rec.mode, rec.phase, (self._clock_ms() - opened) / 1000)
 
     def _advance_secagg(self, rec: RoundRecord, *, fresh: bool = True) -> bool:
         """One step of a secagg round (on a worker thread, under the round's lock);
@@ -1781,6 +1797,7 @@ class RoundManager:
         except BudgetExhausted as exc:
             self._abort(rec, f"release refused: {exc}")
             return
+        self._phase_done(rec)
         self._forget(rec.round_id)
         self._notify()
         log.info(

@@ -25,7 +25,15 @@ from aggregator import config as cfgmod
 from aggregator.admin import load_mac_key
 from aggregator.campaigns import CampaignStatus
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
-from aggregator.probes import CustodianWatch, ProbeServer, Readiness, parse_listen, start_probes
+from aggregator.metrics import Metrics, aggregator_certs, expiring, party_certs
+from aggregator.probes import (
+    CustodianWatch,
+    ProbeServer,
+    Readiness,
+    Response,
+    parse_listen,
+    start_probes,
+)
 from aggregator.release import policy_from_config
 from aggregator.rounds import Ack, CustodianClient, RoundManager, RoundSettings
 from aggregator.store import Store, now_ms, open_store
@@ -446,9 +454,15 @@ def load_custodian(directory: Path, cfg: cfgmod.AggregatorConfig) -> Custodian:
 
 
 async def start_custodian(
-    directory: Path, cfg: cfgmod.AggregatorConfig, listen: str
+    directory: Path,
+    cfg: cfgmod.AggregatorConfig,
+    listen: str,
+    *,
+    metrics: Metrics | None = None,
 ) -> tuple[grpc.aio.Server, int, Custodian]:
     custodian = load_custodian(directory, cfg)
+    if metrics is not None:
+        custodian.on_decrypt = metrics.decryption
     key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
     tls = KeyAndCert(
         key_pem=(key_dir / "tls.key").read_bytes(), cert_pem=(key_dir / "tls.crt").read_bytes()
@@ -491,6 +505,7 @@ async def start_aggregator(
     probes: ProbeServer | None = None
     channels: list[grpc.aio.Channel] = []
     readiness = Readiness()
+    metrics = Metrics() if cfg.metrics.listen else None
     try:
         # One SQLite file serves one process; refused before anything listens.
         store.claim_serving()
@@ -500,7 +515,7 @@ async def start_aggregator(
         custodian_pub = key_dir / "signing.pub"
         if cfg.custodian.embedded:
             custodian_server, custodian_port, _ = await start_custodian(
-                directory, cfg, cfg.custodian.listen
+                directory, cfg, cfg.custodian.listen, metrics=metrics
             )
             target = f"127.0.0.1:{custodian_port}"
         else:
@@ -530,10 +545,20 @@ async def start_aggregator(
             clock_ms=clock_ms or now_ms,
         )
         manager.start()
+        if metrics is not None:
+            manager.metrics = metrics
+            metrics.watch_store(
+                store,
+                budget_rho=manager.settings.release.budget_rho,
+                certs=lambda: aggregator_certs(directory, cfg),
+                clock_ms=clock_ms or now_ms,
+            )
         limits = request_limits(cfg.rounds.max_parties, cfg.rounds.max_vector_length)
+        interceptor = AuthorizationInterceptor(
+            POLICY, _enrolled(store), limits=limits, observer=metrics
+        )
         server = create_server(
-            [AuthorizationInterceptor(POLICY, _enrolled(store), limits=limits)],
-            maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+            [interceptor], maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs
         )
         round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
@@ -543,7 +568,11 @@ async def start_aggregator(
         await server.start()
         host = (listen or cfg.server.listen).rsplit(":", 1)[0]
         (directory / ADDRESS_FILE).write_text(f"{host}:{port}\n")
+        for line in expiring(aggregator_certs(directory, cfg) + party_certs(store), now_ms()):
+            log.warning("certificate_expiring", detail=line)
         probes = await start_probes(cfg.metrics.listen, readiness)
+        if probes is not None and metrics is not None:
+            probes.add_route("/metrics", _metrics_route(metrics))
         running = RunningAggregator(
             server=server,
             port=port,
@@ -574,6 +603,16 @@ async def start_aggregator(
         raise
     log.info("aggregator_listening", port=port, custodian_port=custodian_port)
     return running
+
+
+def _metrics_route(metrics: Metrics) -> Callable[[], Awaitable[Response]]:
+    """``/metrics``: the exposition, built off the event loop (it reads the store)."""
+
+    async def route() -> Response:
+        body, content_type = await asyncio.to_thread(metrics.exposition)
+        return Response(200, body.decode("utf-8"), content_type=content_type)
+
+    return route
 
 
 #: Services whose health follows the store's.

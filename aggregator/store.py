@@ -388,6 +388,7 @@ class Store:
         #: Rounds whose stored row did not decode, seen by rounds(); the ticker aborts them.
         self.corrupt_rounds: set[str] = set()
         self._mac_key: bytes | None = None
+        self._observer: Callable[[float, BaseException | None], None] | None = None
 
     def use_mac_key(self, key: bytes) -> None:
         """MAC every payload and running sum written from now on, and check the MAC of
@@ -496,7 +497,21 @@ class Store:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> _Result:
-        return self._run(self._sql(sql), tuple(params))
+        observer = self._observer
+        if observer is None:
+            return self._run(self._sql(sql), tuple(params))
+        start = time.perf_counter()
+        try:
+            result = self._run(self._sql(sql), tuple(params))
+        except Exception as exc:
+            observer(time.perf_counter() - start, exc)
+            raise
+        observer(time.perf_counter() - start, None)
+        return result
+
+    def observe(self, callback: Callable[[float, BaseException | None], None]) -> None:
+        """Call ``callback(seconds, error or None)`` after every statement (metrics)."""
+        self._observer = callback
 
     def _notify_round(self, round_id: str) -> None:
         """Tell other processes, when this transaction commits, that a round moved."""
@@ -1132,6 +1147,21 @@ class Store:
             params = (campaign,)
         rows = self._exec(sql + " ORDER BY charged_ms, round_id", params).fetchall()
         return [LedgerEntry(r[0], r[1], r[2], float(r[3]), int(r[4])) for r in rows]
+
+    def round_counts(self) -> list[tuple[str, str, int]]:
+        """(mode, state, how many rounds) over the whole store."""
+        rows = self._exec(
+            "SELECT mode, state, COUNT(*) FROM rounds GROUP BY mode, state"
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def ledger_totals(self) -> list[tuple[str, str, float, int]]:
+        """(campaign, window, rho charged, when last charged) per ledger window."""
+        rows = self._exec(
+            "SELECT campaign, dp_window, SUM(rho), MAX(charged_ms) FROM dp_ledger "
+            "GROUP BY campaign, dp_window"
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), float(r[2]), int(r[3])) for r in rows]
 
     def round_states(self) -> list[tuple[str, str]]:
         """(round id, state) of every round, creation order: no row is decoded."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
 import grpc.aio
@@ -51,6 +51,27 @@ DEFAULT_LIMIT = wire.Limit(max_bytes=64 * 1024, max_elements=1024)
 _PEM_CERT_KEY = "x509_pem_cert"
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+#: Why a call was refused before its servicer ran, by the status it got (metrics).
+_REFUSAL_REASONS = {
+    grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
+    grpc.StatusCode.PERMISSION_DENIED: "role",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "too_large",
+    grpc.StatusCode.INVALID_ARGUMENT: "malformed",
+    grpc.StatusCode.UNAVAILABLE: "registry_unavailable",
+    grpc.StatusCode.INTERNAL: "internal",
+}
+
+
+class CallObserver(Protocol):
+    """What the interceptor reports, for metrics: every call's final status, and every
+    refusal before the servicer ran (the caller's role, or "none", and why)."""
+
+    def call(self, method: str, code: grpc.StatusCode | None) -> None: ...
+
+    def refusal(self, role: str, reason: str) -> None: ...
+
+
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 if TYPE_CHECKING:
@@ -105,6 +126,7 @@ class AuthorizationInterceptor(_InterceptorBase):
         *,
         limits: Mapping[str, wire.Limit] | None = None,
         default_limit: wire.Limit = DEFAULT_LIMIT,
+        observer: CallObserver | None = None,
     ) -> None:
         checked: dict[str, frozenset[Role]] = {}
         for service, roles in policy.items():
@@ -121,6 +143,7 @@ class AuthorizationInterceptor(_InterceptorBase):
         self._limits: Mapping[str, wire.Limit] = MappingProxyType(dict(limits or {}))
         self._default_limit = default_limit
         self.trimmer = wire.HeapTrimmer()
+        self._observer = observer
 
     async def intercept_service(
         self,
@@ -217,7 +240,7 @@ class AuthorizationInterceptor(_InterceptorBase):
         """Authorize, then check and parse: the request, or the call aborted. The raw
         body comes in a one-item list that is emptied before any abort, so no frame
         in the abort's traceback holds a refused body."""
-        refusal_of, trimmer = self._refusal, self.trimmer
+        refusal_of, trimmer, observer = self._refusal, self.trimmer, self._observer
 
         async def admit(box: list[bytes], context: Context) -> Any:
             refusal = await refusal_of(service, method, context)
@@ -228,12 +251,20 @@ class AuthorizationInterceptor(_InterceptorBase):
                 trimmer.refused(len(box[0]))
             box.clear()
             if refusal is not None:
+                if observer is not None:
+                    observer.refusal(_role_of(context), _REFUSAL_REASONS.get(refusal[0], "other"))
                 await context.abort(*refusal)
             return request
 
         return admit
 
     def _wrap(self, handler: Handler, service: str, method: str) -> Handler:
+        observer = self._observer
+
+        def observe(context: Context) -> None:
+            if observer is not None:
+                observer.call(method, context.code())
+
         if handler.request_deserializer is not None and not hasattr(
             getattr(handler.request_deserializer, "__self__", None), "DESCRIPTOR"
         ):
@@ -251,8 +282,11 @@ class AuthorizationInterceptor(_InterceptorBase):
             async def unary_unary(raw: bytes, context: Context) -> Any:
                 box = [raw]
                 del raw
-                request = await admit_uu(box, context)
-                return await _maybe_await(inner_uu(request, context))
+                try:
+                    request = await admit_uu(box, context)
+                    return await _maybe_await(inner_uu(request, context))
+                finally:
+                    observe(context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
@@ -267,8 +301,11 @@ class AuthorizationInterceptor(_InterceptorBase):
             async def unary_stream(raw: bytes, context: Context) -> None:
                 box = [raw]
                 del raw
-                request = await admit_us(box, context)
-                await _drain(inner_us(request, context), context)
+                try:
+                    request = await admit_us(box, context)
+                    await _drain(inner_us(request, context), context)
+                finally:
+                    observe(context)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
@@ -295,6 +332,13 @@ async def _drain(result: Any, context: Context) -> None:
     elif isinstance(result, Iterable):
         for item in result:
             await context.write(item)
+
+
+def _role_of(context: Context) -> str:
+    try:
+        return peer_identity(context).role.value
+    except Unauthenticated:
+        return "none"
 
 
 def _abort_handler(code: grpc.StatusCode, details: str) -> Handler:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -239,11 +240,19 @@ def cmd_open_round(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from aggregator import config as cfgmod  # noqa: PLC0415
+    from aggregator.metrics import aggregator_certs, expiring, party_certs  # noqa: PLC0415
+    from aggregator.store import now_ms  # noqa: PLC0415
+
     manager = local_manager(args.dir)
     try:
         views = [manager.view(args.round)] if args.round else manager.list_rounds()
+        certs = aggregator_certs(args.dir, cfgmod.load(args.dir)) + party_certs(manager.store)
     finally:
         manager.store.close()
+    # Issue 13: a warning 30 days before any certificate the service needs expires.
+    for line in expiring(certs, now_ms()):
+        print(f"warning: {line}", file=sys.stderr)
     if args.json:
         print_json([view_json(v) for v in views])
     elif not views:

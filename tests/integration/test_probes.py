@@ -52,7 +52,8 @@ async def test_probes_answer_and_stop_with_the_aggregator(deployment: Deployment
         assert port != running.port
         assert await get(port, "/healthz") == (200, b"ok\n")
         assert await get(port, "/readyz") == (200, b"ok\n")
-        assert (await get(port, "/metrics"))[0] == 404
+        status, body = await get(port, "/metrics")  # issue 13: the same port
+        assert status == 200 and b"blindsum_build_info" in body
     finally:
         await running.stop(grace=None)
     assert running.readiness.problem() == "stopping"

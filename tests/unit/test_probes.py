@@ -219,3 +219,22 @@ def test_the_store_and_stopping_come_before_the_custodian() -> None:
     assert Readiness(custodian=watch).problem() == "custodian unreachable"
     assert Readiness(store="store unavailable", custodian=watch).problem() == "store unavailable"
     assert Readiness(store="store unavailable", stopping=True).problem() == "stopping"
+
+
+def test_certificates_are_warned_about_30_days_ahead() -> None:
+    from aggregator.metrics import CertInfo, expiring
+
+    day = 86_400_000
+    now = 1_800_000_000_000
+    certs = [
+        CertInfo("server", "server", now + 90 * day),
+        CertInfo("party_identity", "team-a", now + 29 * day),
+        CertInfo("ca", "ca", now - day),
+    ]
+    assert expiring(certs, now) == [
+        "ca certificate 'ca' expired (2027-01-14)",
+        "party_identity certificate 'team-a' expires in 29 days (2027-02-13)",
+    ]
+    assert expiring(certs, now, days=100)[-1].startswith(
+        "server certificate 'server' expires in 90"
+    )
