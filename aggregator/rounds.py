@@ -337,12 +337,16 @@ class RoundManager:
             self._schemas[rec.schema_id] = schema
         return schema
 
-    def _identity(self, party: str) -> tuple[VerifyKey, bytes]:
-        """The party's Ed25519 key from its enrolled identity certificate, CA-checked."""
+    def _identity(self, party: str, *, stored: bool = False) -> tuple[VerifyKey, bytes]:
+        """The party's Ed25519 key from its enrolled identity certificate, CA-checked.
+
+        A revoked party's key is refused, except with ``stored``: replaying what the
+        store accepted before the revocation (rebuilding a round after a restart) must
+        not fail on it. Such a round still aborts at its release, naming the party."""
         cached = self._verify_keys.get(party)
         if cached is None:
             record = self.store.party(party)
-            if record.revoked:
+            if record.revoked and not stored:
                 raise PermissionDenied(f"party {party!r} is revoked", field="party")
             _, raw = verify_identity_cert(
                 record.identity_cert_pem,
@@ -939,10 +943,14 @@ class RoundManager:
         party, payload = sub.party, sub.payload or b""
         if phase is Phase.COMMIT:
             commit = round_pb2.CommitRequest.FromString(payload)
-            srv.add_commit(codec.commit_from_request(party, commit), self._identity(party)[0])
+            srv.add_commit(
+                codec.commit_from_request(party, commit), self._identity(party, stored=True)[0]
+            )
         elif phase is Phase.ADVERTISE:
             req = round_pb2.AdvertiseRequest.FromString(payload)
-            srv.add_advert(codec.advert_from_request(party, req), self._identity(party)[0])
+            srv.add_advert(
+                codec.advert_from_request(party, req), self._identity(party, stored=True)[0]
+            )
         elif phase is Phase.SHARE:
             sreq = round_pb2.SubmitSharesRequest.FromString(payload)
             srv.add_shares(party, codec.shares_from_pb(sreq.envelopes, max_count=len(rec.parties)))
@@ -950,11 +958,11 @@ class RoundManager:
             if payload:
                 length = self._schema(rec).vector_length
                 vector, complaints = _masked_from_payload(party, payload, length, len(rec.parties))
-                key = self._identity(party)[0] if complaints else None
+                key = self._identity(party, stored=True)[0] if complaints else None
                 srv.add_masked(party, vector, complaints, key)
         elif phase is Phase.CONSISTENCY:
             creq = round_pb2.SubmitConsistencyRequest.FromString(payload)
-            srv.add_consistency(party, creq.signature, self._identity(party)[0])
+            srv.add_consistency(party, creq.signature, self._identity(party, stored=True)[0])
         elif phase is Phase.UNMASK:
             ureq = round_pb2.SubmitUnmaskRequest.FromString(payload)
             srv.add_reveals(
