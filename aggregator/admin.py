@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aggregator import config as cfgmod
-from aggregator.store import MAC_KEY_BYTES, NoStore, open_store
+from aggregator.store import MAC_KEY_BYTES, NoStore, Store, open_store
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
 from blindsum.config import dump_config
 from blindsum.crypto.he import BfvParams, BfvSecretContext
@@ -153,18 +153,24 @@ def enroll(
     if role is Role.PARTY:
         # Both registries: the aggregator's, and the custodian's own (receipts are
         # checked against it, so the aggregator alone cannot add parties).
-        stores = [
-            open_store(url, base_dir=directory) for url in (cfg.store.url, cfg.custodian.store_url)
-        ]
+        stores = registries(directory, cfg)
         try:
             for store in stores:  # check both before writing either
                 if any(p.name == name for p in store.parties()):
                     raise AlreadyExists(f"party {name!r} is already enrolled", field="name")
             for store in stores:
-                store.enroll(name, identity_cert)
+                with store.transaction():
+                    store.enroll(name, identity_cert)
+                    store.audit("", "party_enrolled", party=name, role=role.value)
         finally:
             for store in stores:
                 store.close()
+    else:
+        store = registries(directory, cfg)[0]
+        try:
+            store.audit("", "reader_enrolled", reader=name)
+        finally:
+            store.close()
     custodian_pub = cfgmod.resolve(directory, cfg.custodian.key_dir) / "signing.pub"
     party_cfg = PartyConfig(
         name=name,
@@ -239,23 +245,43 @@ def create_store(directory: Path) -> list[str]:
             done.append(f"{key}: created")
     # Rows written before store MACs get one now: once, by the operator, trusted as
     # they are (`aggregator check` lists them first). Nothing else adds a MAC.
-    store = open_store(cfg.store.url, base_dir=directory)
+    stores = registries(directory, cfg)
     try:
-        store.use_mac_key(load_mac_key(directory, cfg))
-        added = store.backfill_macs()
+        added = stores[0].backfill_macs()
+        linked = [s.backfill_audit_chain() for s in stores]
     finally:
-        store.close()
+        for store in stores:
+            store.close()
     if added:
         done.append(f"store.url: MACs added to {added} rows written before store MACs")
+    for key, count in zip(("store.url", "custodian.store_url"), linked, strict=True):
+        if count:
+            done.append(f"{key}: {count} audit rows written before the audit chain linked")
     return done
+
+
+def registries(directory: Path, cfg: cfgmod.AggregatorConfig) -> list[Store]:
+    """The aggregator's store (with its MAC key, so audit rows are linked with it) and
+    the custodian's (its chain is unkeyed: see docs/THREAT_MODEL.md, "The audit log")."""
+    aggregator_store = open_store(cfg.store.url, base_dir=directory)
+    try:
+        aggregator_store.use_mac_key(load_mac_key(directory, cfg))
+        custodian_store = open_store(cfg.custodian.store_url, base_dir=directory)
+    except BaseException:
+        aggregator_store.close()
+        raise
+    return [aggregator_store, custodian_store]
 
 
 def revoke(directory: Path, name: str) -> None:
     """Revoke a party in the aggregator's and the custodian's registries."""
     cfg = cfgmod.load(directory)
-    for url in (cfg.store.url, cfg.custodian.store_url):
-        store = open_store(url, base_dir=directory)
-        try:
-            store.revoke(name)
-        finally:
+    stores = registries(directory, cfg)
+    try:
+        for store in stores:
+            with store.transaction():
+                store.revoke(name)
+                store.audit("", "party_revoked", party=name)
+    finally:
+        for store in stores:
             store.close()

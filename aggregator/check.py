@@ -9,7 +9,9 @@ It reads everything the aggregator would read, and never changes anything:
 - every complete round has a release that decodes and names it, and every release
   belongs to a complete round;
 - the DP ledger: every charge belongs to a complete round whose release reports the
-  same rho, and every complete round with DP on was charged exactly once.
+  same rho, and every complete round with DP on was charged exactly once;
+- the audit log's hash chain, in the aggregator's store (keyed by ``store.key``) and
+  in the custodian's: an edited row, or one deleted before another, is named.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aggregator import config as cfgmod
 from aggregator.admin import load_mac_key
@@ -32,6 +35,7 @@ class CheckResult:
     payloads: int = 0
     releases: int = 0
     charges: int = 0
+    audit_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -40,7 +44,7 @@ class CheckResult:
     def summary(self) -> str:
         counts = (
             f"{self.rounds} rounds, {self.payloads} payloads, {self.releases} releases, "
-            f"{self.charges} ledger charges"
+            f"{self.charges} ledger charges, {self.audit_rows} audit rows"
         )
         if self.ok:
             return f"store ok: {counts} checked"
@@ -66,8 +70,23 @@ def check_directory(directory: Path) -> CheckResult:
         if key is not None:
             store.use_mac_key(key)
         _check(store, result)
+        checked, problems = store.verify_audit()
+        result.audit_rows += checked
+        result.problems += problems
     finally:
         store.close()
+    # The custodian's own audit log (decryptions, refusals) has a chain of its own.
+    try:
+        custodian_store = open_store(cfg.custodian.store_url, base_dir=directory, readonly=True)
+    except ConfigError as exc:
+        result.problems.append(f"custodian store: {exc}")
+        return result
+    try:
+        checked, problems = custodian_store.verify_audit()
+        result.audit_rows += checked
+        result.problems += [f"custodian store: {p}" for p in problems]
+    finally:
+        custodian_store.close()
     return result
 
 
@@ -132,3 +151,38 @@ def _check(store: Store, result: CheckResult) -> None:
         times = charged.get(round_id, 0)
         if rho is not None and times != 1:
             result.problems.append(f"round {round_id!r} released with DP but charged {times} times")
+
+
+@dataclass
+class AuditLog:
+    """What ``aggregator audit`` prints: rows as (store, id, ts_ms, round, event,
+    detail), the problems the chains show (when verified) and each chain's head."""
+
+    rows: list[tuple[str, int, int, str, str, dict[str, Any]]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    heads: dict[str, str] = field(default_factory=dict)
+
+
+def audit_log(directory: Path, *, round_id: str | None = None, verify: bool = False) -> AuditLog:
+    """Read both stores' audit logs (read-only), and with ``verify`` walk their chains:
+    the aggregator's with its store key, the custodian's unkeyed."""
+    cfg = cfgmod.load(directory)
+    out = AuditLog()
+    for label, url, keyed in (
+        ("aggregator", cfg.store.url, True),
+        ("custodian", cfg.custodian.store_url, False),
+    ):
+        store = open_store(url, base_dir=directory, readonly=True)
+        try:
+            if keyed:
+                store.use_mac_key(load_mac_key(directory, cfg))
+            for i, ts, rid, event, detail, _ in store.audit_rows(round_id):
+                out.rows.append((label, i, ts, rid, event, detail))
+            if verify:
+                _, problems = store.verify_audit()
+                out.problems += [f"{label} store: {p}" for p in problems]
+                out.heads[label] = store.audit_head()
+        finally:
+            store.close()
+    out.rows.sort(key=lambda r: (r[2], r[0], r[1]))
+    return out

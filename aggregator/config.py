@@ -143,6 +143,14 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class AuditSection:
+    #: A caller fetching more reports than this in an hour is flagged (unusual_access).
+    report_fetches_per_hour: int = 20
+    #: Refusals audited per caller a minute; more are flagged instead (unusual_access).
+    refusals_per_minute: int = 30
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     server: ServerSection = field(default_factory=ServerSection)
     store: StoreSection = field(default_factory=StoreSection)
@@ -151,6 +159,7 @@ class AggregatorConfig:
     rounds: RoundsSection = field(default_factory=RoundsSection)
     release: ReleaseSection = field(default_factory=ReleaseSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    audit: AuditSection = field(default_factory=AuditSection)
     log_level: str = "INFO"
 
 

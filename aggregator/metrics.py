@@ -213,6 +213,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.unusual_access = Counter(
+            "blindsum_unusual_access",
+            "Callers flagged for unusual access (report_fetches, refusals).",
+            ["kind"],
+            registry=r,
+        )
         self.campaign_rounds = Counter(
             "blindsum_campaign_rounds_opened",
             "Rounds a campaign's schedule opened on this replica.",

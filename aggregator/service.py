@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
+from aggregator.access import AccessLimits, AccessWatch, ServiceObserver
 from aggregator.admin import load_mac_key
 from aggregator.campaigns import CampaignStatus
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
@@ -42,6 +43,7 @@ from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from blindsum.log import get_logger
+from blindsum.model import Report
 from blindsum.protocol.secagg import Complaint
 from blindsum.rpc.v1 import (
     admin_pb2,
@@ -314,14 +316,24 @@ def campaign_to_pb(status: CampaignStatus) -> admin_pb2.CampaignInfo:
 
 
 class ReportServicer(report_pb2_grpc.ReportServiceServicer):
-    def __init__(self, manager: RoundManager) -> None:
+    def __init__(self, manager: RoundManager, watch: AccessWatch | None = None) -> None:
         self.m = manager
+        self.watch = watch
 
     @translate
     async def GetReport(  # noqa: N802 - gRPC method name
         self, request: common_pb2.RoundRef, context: Ctx
     ) -> report_pb2.Report:
-        return codec.report_to_pb(await self.m.offload(self.m.report, request.round_id))
+        who = peer_identity(context).uri
+        watch = self.watch
+
+        def fetch() -> Report:
+            report = self.m.report(request.round_id)
+            if watch is not None:
+                watch.report_fetched(who, report.round_id)  # every fetch is audited
+            return report
+
+        return codec.report_to_pb(await self.m.offload(fetch))
 
 
 POLICY = {
@@ -553,16 +565,27 @@ async def start_aggregator(
                 certs=lambda: aggregator_certs(directory, cfg),
                 clock_ms=clock_ms or now_ms,
             )
+        loop = asyncio.get_running_loop()
+        watch = AccessWatch(
+            store,
+            AccessLimits(
+                report_fetches_per_hour=cfg.audit.report_fetches_per_hour,
+                refusals_per_minute=cfg.audit.refusals_per_minute,
+            ),
+            clock_ms=clock_ms or now_ms,
+            run=lambda fn: _background(loop, fn),
+            metrics=metrics,
+        )
         limits = request_limits(cfg.rounds.max_parties, cfg.rounds.max_vector_length)
         interceptor = AuthorizationInterceptor(
-            POLICY, _enrolled(store), limits=limits, observer=metrics
+            POLICY, _enrolled(store), limits=limits, observer=ServiceObserver(metrics, watch)
         )
         server = create_server(
             [interceptor], maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs
         )
         round_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(manager), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
-        report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager), server)
+        report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager, watch), server)
         health = add_health(server)
         port = add_secure_port(server, listen or cfg.server.listen, server_credentials(tls, ca_pem))
         await server.start()
@@ -603,6 +626,18 @@ async def start_aggregator(
         raise
     log.info("aggregator_listening", port=port, custodian_port=custodian_port)
     return running
+
+
+def _background(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    """Run ``fn`` (a store write) on a worker thread; its failure is logged, not raised."""
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception as exc:
+            log.warning("background_write_failed", exc=exc)
+
+    loop.run_in_executor(None, run)
 
 
 def _metrics_route(metrics: Metrics) -> Callable[[], Awaitable[Response]]:

@@ -156,7 +156,7 @@ _DDL = [
         PRIMARY KEY (campaign, dp_window, round_id))""",
     """CREATE TABLE IF NOT EXISTS audit (
         id {autoinc}, ts_ms BIGINT NOT NULL, round_id TEXT NOT NULL,
-        event TEXT NOT NULL, detail_json TEXT NOT NULL)""",
+        event TEXT NOT NULL, detail_json TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS round_leases (
         round_id TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
         expires_ms BIGINT NOT NULL)""",
@@ -198,6 +198,16 @@ _MIGRATE_4_TO_5 = [
     "ALTER TABLE submissions ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE accumulators ADD COLUMN mac TEXT NOT NULL DEFAULT ''",
 ]
+
+#: Schema version 5 -> 6 (issue 13): the campaigns table (created by the DDL above) and
+#: the audit log's hash chain. Rows written before have no link until
+#: ``Store.backfill_audit_chain`` (create-store).
+_MIGRATE_5_TO_6 = [
+    "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
+]
+
+#: The PostgreSQL advisory lock that serialises appends to the audit chain.
+AUDIT_LOCK_ID = 0x626C6E64_61756474  # "blnd" "audt"
 
 #: Bytes of the key that MACs stored payloads (``[store] mac_key``).
 MAC_KEY_BYTES = 32
@@ -388,6 +398,7 @@ class Store:
         #: Rounds whose stored row did not decode, seen by rounds(); the ticker aborts them.
         self.corrupt_rounds: set[str] = set()
         self._mac_key: bytes | None = None
+        self._audit_key: bytes | None = None
         self._observer: Callable[[float, BaseException | None], None] | None = None
 
     def use_mac_key(self, key: bytes) -> None:
@@ -397,6 +408,9 @@ class Store:
         if not isinstance(key, bytes) or len(key) != MAC_KEY_BYTES:
             raise ConfigError(f"must be {MAC_KEY_BYTES} bytes", field="store.mac_key")
         self._mac_key = key
+        # The audit chain is keyed too (by a key derived from this one): a writer to
+        # the database alone cannot rebuild it after an edit.
+        self._audit_key = hmac.new(key, b"blindsum/audit-chain/v1", hashlib.sha256).digest()
 
     def backfill_macs(self) -> int:
         """MAC the payloads and running sums that have none (written before schema
@@ -554,7 +568,7 @@ class Store:
                 2: _MIGRATE_2_TO_3,
                 3: _MIGRATE_3_TO_4,
                 4: _MIGRATE_4_TO_5,
-                5: [],  # 5 -> 6 added the campaigns table (issue 13), created below
+                5: _MIGRATE_5_TO_6,
             }
             while row is not None and int(row[0]) in steps:
                 for ddl in steps[int(row[0])]:
@@ -1182,11 +1196,104 @@ class Store:
 
     # -- audit --------------------------------------------------------------
     def audit(self, round_id: str, event: str, **detail: Any) -> None:
+        """Append an event. Each row carries a link: a MAC (keyed by the store's MAC key
+        when it has one, else a plain SHA-256) over the previous row's link and its own
+        fields, so an edited or deleted row breaks the chain (:meth:`verify_audit`)."""
         with self.transaction():
+            self._lock_audit()
+            row = self._exec("SELECT chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            ts, text = now_ms(), json.dumps(detail, sort_keys=True)
+            link = self._audit_link(row[0] if row else "", ts, round_id, event, text)
             self._exec(
-                "INSERT INTO audit (ts_ms, round_id, event, detail_json) VALUES (?, ?, ?, ?)",
-                (now_ms(), round_id, event, json.dumps(detail, sort_keys=True)),
+                "INSERT INTO audit (ts_ms, round_id, event, detail_json, chain) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (ts, round_id, event, text, link),
             )
+
+    def _lock_audit(self) -> None:
+        """Serialise appends to the audit chain until the transaction ends (SQLite's
+        write lock already does)."""
+
+    def _audit_link(self, prev: str, ts: int, round_id: str, event: str, detail: str) -> str:
+        data = encode_parts("audit/v1", prev, ts, round_id, event, detail)
+        if self._audit_key is None:
+            return "sha256:" + hashlib.sha256(data).hexdigest()
+        return "hmac:" + hmac.new(self._audit_key, data, hashlib.sha256).hexdigest()
+
+    def audit_rows(
+        self, round_id: str | None = None
+    ) -> list[tuple[int, int, str, str, dict[str, Any], str]]:
+        """(id, ts_ms, round id, event, detail, link) in order."""
+        sql = "SELECT id, ts_ms, round_id, event, detail_json, chain FROM audit"
+        params: tuple[Any, ...] = ()
+        if round_id is not None:
+            sql += " WHERE round_id = ?"
+            params = (round_id,)
+        rows = self._exec(sql + " ORDER BY id", params).fetchall()
+        return [(int(r[0]), int(r[1]), r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    def verify_audit(self) -> tuple[int, list[str]]:
+        """Walk the whole chain: (rows checked, problems). Each problem names the row
+        where the chain breaks and what that means. Deleting the newest rows leaves no
+        break: compare the head (the last row's link, which ``aggregator audit
+        --verify`` prints) with one kept elsewhere."""
+        problems: list[str] = []
+        prev, prev_id, count = "", 0, 0
+        keyed = self._audit_key is not None
+        for row in self._exec(
+            "SELECT id, ts_ms, round_id, event, detail_json, chain FROM audit ORDER BY id"
+        ).fetchall():
+            count += 1
+            rid, ts, round_id, event, detail, link = (
+                int(row[0]),
+                int(row[1]),
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+            )
+            expected = self._audit_link(prev, ts, round_id, event, detail)
+            if not link:
+                problems.append(
+                    f"audit row {rid} ({event}) has no link: written before the chain "
+                    "(`aggregator create-store DIR` links such rows once) or blanked since"
+                )
+            elif keyed and not link.startswith("hmac:"):
+                problems.append(f"audit row {rid} ({event}) is not linked with the store's key")
+            elif not hmac.compare_digest(link, expected):
+                gap = f"; ids jump from {prev_id} to {rid}" if rid != prev_id + 1 else ""
+                problems.append(
+                    f"audit row {rid} ({event}) does not follow the row before it: it was "
+                    f"altered, or a row before it was deleted{gap}"
+                )
+            prev, prev_id = link, rid
+        return count, problems
+
+    def audit_head(self) -> str:
+        """The newest row's link ('' for an empty log)."""
+        row = self._exec("SELECT chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else ""
+
+    def backfill_audit_chain(self) -> int:
+        """Link the audit rows written before the chain (schema version 6), trusting them
+        as they are, and relink everything after them; returns how many rows got a
+        link. Run once, by the operator, after the upgrade (``create-store``)."""
+        done = 0
+        with self.transaction():
+            self._lock_audit()
+            rows = self._exec(
+                "SELECT id, ts_ms, round_id, event, detail_json, chain FROM audit ORDER BY id"
+            ).fetchall()
+            if not any(r[5] == "" for r in rows):
+                return 0
+            prev = ""
+            for r in rows:
+                link = self._audit_link(prev, int(r[1]), r[2], r[3], r[4])
+                if r[5] != link:
+                    self._exec("UPDATE audit SET chain = ? WHERE id = ?", (link, r[0]))
+                    done += 1
+                prev = link
+        return done
 
     def audit_log(self, round_id: str | None = None) -> list[tuple[int, str, str, dict[str, Any]]]:
         sql = "SELECT ts_ms, round_id, event, detail_json FROM audit"
@@ -1415,6 +1522,10 @@ class PostgresStore(Store):
 
     def _is_duplicate(self, exc: Exception) -> bool:
         return isinstance(exc, self._psycopg.errors.UniqueViolation)
+
+    def _lock_audit(self) -> None:
+        # Replicas append to one chain: one at a time, until the transaction ends.
+        self._exec("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK_ID,))
 
     def _run(self, sql: str, params: tuple[Any, ...]) -> _Result:
         conn = getattr(self._local, "conn", None)

@@ -69,7 +69,7 @@ class CallObserver(Protocol):
 
     def call(self, method: str, code: grpc.StatusCode | None) -> None: ...
 
-    def refusal(self, role: str, reason: str) -> None: ...
+    def refusal(self, role: str, reason: str, *, who: str, method: str) -> None: ...
 
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -252,7 +252,9 @@ class AuthorizationInterceptor(_InterceptorBase):
             box.clear()
             if refusal is not None:
                 if observer is not None:
-                    observer.refusal(_role_of(context), _REFUSAL_REASONS.get(refusal[0], "other"))
+                    role, who = _caller(context)
+                    reason = _REFUSAL_REASONS.get(refusal[0], "other")
+                    observer.refusal(role, reason, who=who, method=method)
                 await context.abort(*refusal)
             return request
 
@@ -334,11 +336,13 @@ async def _drain(result: Any, context: Context) -> None:
             await context.write(item)
 
 
-def _role_of(context: Context) -> str:
+def _caller(context: Context) -> tuple[str, str]:
+    """The caller's role and identity URI, or ("none", "unknown") without one."""
     try:
-        return peer_identity(context).role.value
+        identity = peer_identity(context)
     except Unauthenticated:
-        return "none"
+        return "none", "unknown"
+    return identity.role.value, identity.uri
 
 
 def _abort_handler(code: grpc.StatusCode, details: str) -> Handler:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -591,3 +592,23 @@ def test_campaign_commands(served: Path) -> None:
     assert run("campaign", "list", agg).stdout.strip() == "no campaigns yet"
     gone = run("campaign", "pause", agg, "weekly-kpis")
     assert gone.returncode != 0 and "does not exist" in gone.stderr
+
+
+def test_audit_command_prints_and_verifies_the_log(served: Path) -> None:
+    """Issue 13: `aggregator audit DIR --verify` prints both stores' logs and checks
+    their chains; a row edited in the database makes it exit 3 naming the row."""
+    agg = str(served)
+    ok = run("aggregator", "audit", agg, "--verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "party_enrolled" in ok.stdout and "party=north" in ok.stdout
+    assert "aggregator chain head: hmac:" in ok.stdout
+    assert ok.stdout.rstrip().endswith("audit chain ok")
+    doc = json.loads(run("aggregator", "audit", agg, "--json").stdout)
+    first = next(r for r in doc["rows"] if r["store"] == "aggregator")
+    with sqlite3.connect(served / "aggregator.sqlite") as db:
+        db.execute("UPDATE audit SET detail_json = '{}' WHERE id = ?", (first["id"],))
+    bad = run("aggregator", "audit", agg, "--verify")
+    assert bad.returncode == 3
+    assert f"problem: aggregator store: audit row {first['id']} ({first['event']})" in bad.stdout
+    check = run("aggregator", "check", agg)
+    assert check.returncode == 3 and f"audit row {first['id']}" in check.stdout

@@ -3,17 +3,20 @@ a real secagg round and a real he round, with the values checked."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator import config as cfgmod
+from aggregator.check import audit_log
 from aggregator.metrics import cert_not_after_ms
-from aggregator.service import start_aggregator
+from aggregator.service import RunningAggregator, start_aggregator
 from aggregator.store import now_ms
 from blindsum.model import DpMode, DpSpec, Mode, OpenRoundSpec, RoundState
 from tests.conftest import PARTIES, Deployment
 from tests.integration.test_hostile_bytes import _raw_calls
+from tests.integration.test_release_grpc import _get_report as fetch_report
 from tests.integration.test_rounds_grpc import party_vector, run_parties
 from tests.unit.test_probes import get
 
@@ -101,3 +104,44 @@ async def test_metrics_after_a_secagg_and_an_he_round(deployment: Deployment) ->
     assert any(name == "blindsum_build_info" for name, _ in found)
     # Nothing in it names a value of a party's or a key: only the families above.
     assert {name.split("_")[0] for name, _ in found} == {"blindsum"}
+
+
+async def test_fetches_and_refusals_are_audited_and_the_chain_verifies(
+    deployment: Deployment, aggregator: RunningAggregator
+) -> None:
+    """Issue 13, item 7: a reader's report fetch and a refused call land in the audit
+    log with who did it; `aggregator audit --verify` finds both stores' chains whole,
+    and names the row when one is edited afterwards."""
+    spec = OpenRoundSpec(mode=Mode.HE, parties=PARTIES)
+    view = await aggregator.manager.open_round(spec)
+    vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+    await run_parties(deployment, aggregator.port, view.round_id, vectors)
+    await fetch_report(deployment, aggregator.port, view.round_id)
+    refused = await _raw_calls(deployment.reader, aggregator.port, GET_ROUND, [b""])
+    assert refused[0][0].name == "PERMISSION_DENIED"
+    reader = "spiffe://blindsum/reader/reader-1"
+    store = aggregator.store
+    fetched = [e[3] for e in store.audit_log(view.round_id) if e[2] == "report_fetched"]
+    assert fetched == [{"who": reader}]
+    for _ in range(600):  # the refusal is written off the event loop: a bounded wait
+        calls = [e[3] for e in store.audit_log("") if e[2] == "call_refused"]
+        if calls:
+            break
+        await asyncio.sleep(0.02)
+    assert calls == [{"who": reader, "rpc": "GetRound", "reason": "role"}]
+    enrolled = [e[3]["party"] for e in store.audit_log("") if e[2] == "party_enrolled"]
+    assert enrolled == list(PARTIES)
+
+    log = audit_log(deployment.agg_dir, verify=True)
+    assert log.problems == []
+    assert log.heads["aggregator"].startswith("hmac:")
+    assert log.heads["custodian"].startswith("sha256:")
+    assert any(r[0] == "custodian" and r[4] == "decrypted" for r in log.rows)
+    # An intruder edits who fetched the report: the row is named.
+    row = next(r for r in store.audit_rows(view.round_id) if r[3] == "report_fetched")
+    store._exec("UPDATE audit SET detail_json = ? WHERE id = ?", ('{"who": "nobody"}', row[0]))
+    problems = audit_log(deployment.agg_dir, verify=True).problems
+    assert problems == [
+        f"aggregator store: audit row {row[0]} (report_fetched) does not follow the row "
+        "before it: it was altered, or a row before it was deleted"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -462,3 +463,91 @@ def test_another_process_s_change_to_a_round_is_read_through_the_cache(tmp_path:
     finally:
         a.close()
         b.close()
+
+
+# -- the audit chain (issue 13, item 7) -----------------------------------------------
+
+
+def _append(store: Store, count: int, prefix: str = "e") -> None:
+    for i in range(count):
+        store.audit(f"r-{i % 3}", f"{prefix}{i}", n=i)
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_an_edited_or_deleted_audit_row_is_named(store: Store, keyed: bool) -> None:
+    if keyed:
+        store.use_mac_key(b"k" * 32)
+    _append(store, 6)
+    checked, problems = store.verify_audit()
+    assert (checked, problems) == (6, [])
+    ids = [row[0] for row in store.audit_rows()]
+    head = store.audit_head()
+    assert head.startswith("hmac:" if keyed else "sha256:")
+    # An edited detail: that row no longer follows the one before it.
+    store._exec("UPDATE audit SET detail_json = ? WHERE id = ?", ('{"n": 99}', ids[2]))
+    _, problems = store.verify_audit()
+    assert len(problems) == 1
+    assert problems[0].startswith(f"audit row {ids[2]} (e2) does not follow the row before it")
+    store._exec("UPDATE audit SET detail_json = ? WHERE id = ?", ('{"n": 2}', ids[2]))
+    assert store.verify_audit()[1] == []
+    # A deleted row: the next one is named, with the gap in the ids.
+    store._exec("DELETE FROM audit WHERE id = ?", (ids[3],))
+    _, problems = store.verify_audit()
+    assert problems == [
+        f"audit row {ids[4]} (e4) does not follow the row before it: it was altered, or a "
+        f"row before it was deleted; ids jump from {ids[2]} to {ids[4]}"
+    ]
+
+
+def test_the_audit_chain_is_keyed_when_the_store_has_a_key(store: Store) -> None:
+    """A writer to the database alone cannot relink rows: with the store's key, a link
+    computed without it (or with another key) does not verify."""
+    store.use_mac_key(b"k" * 32)
+    _append(store, 3)
+    first = store.audit_rows()[0][0]
+    store._exec("UPDATE audit SET chain = ? WHERE id = ?", ("sha256:" + "0" * 64, first))
+    _, problems = store.verify_audit()
+    assert problems[0] == f"audit row {first} (e0) is not linked with the store's key"
+    store.use_mac_key(b"x" * 32)  # another key: every link fails
+    store._exec("UPDATE audit SET chain = ? WHERE id = ?", ("", first))
+    _, problems = store.verify_audit()
+    assert problems[0].startswith(f"audit row {first} (e0) has no link")
+    assert len(problems) == 3
+
+
+def test_rows_from_before_the_chain_are_linked_once_by_create_store(store: Store) -> None:
+    _append(store, 4)
+    store._exec("UPDATE audit SET chain = ''")  # as a version-5 store left them
+    _, problems = store.verify_audit()
+    assert len(problems) == 4 and all("has no link" in p for p in problems)
+    assert store.backfill_audit_chain() == 4
+    assert store.verify_audit() == (4, [])
+    assert store.backfill_audit_chain() == 0  # nothing left to link
+    _append(store, 2, prefix="after")
+    assert store.verify_audit() == (6, [])
+
+
+def test_replicas_appending_at_once_keep_one_chain(pg_url: str) -> None:
+    """Two processes' stores on one PostgreSQL database append concurrently: the
+    advisory lock keeps the chain linear (without it both read the same head)."""
+    stores = [open_store(pg_url, create=True), open_store(pg_url)]
+    try:
+        for s in stores:
+            s.use_mac_key(b"k" * 32)
+
+        def append(s: Store, tag: str) -> None:
+            for i in range(40):
+                s.audit("r", f"{tag}{i}")
+
+        threads = [
+            threading.Thread(target=append, args=(s, tag))
+            for s, tag in zip(stores, "ab", strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert stores[0].verify_audit() == (80, [])
+    finally:
+        for s in stores:
+            s.close()
