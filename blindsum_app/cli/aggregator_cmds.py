@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,63 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from aggregator.check import check_directory  # noqa: PLC0415
 
+    result = check_directory(args.dir)
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    print(result.summary())
+    return 0 if result.ok else 3
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from aggregator.check import audit_log  # noqa: PLC0415
+
+    log_ = audit_log(args.dir, round_id=args.round, verify=args.verify)
+    if args.json:
+        print_json(
+            {
+                "rows": [
+                    {"store": st, "id": i, "ts_ms": ts, "round_id": r, "event": e, "detail": d}
+                    for st, i, ts, r, e, d in log_.rows
+                ],
+                "verified": args.verify,
+                "problems": log_.problems,
+                "heads": log_.heads,
+            }
+        )
+    else:
+        for st, i, ts, r, e, d in log_.rows:
+            when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            detail = " ".join(f"{k}={v}" for k, v in sorted(d.items()))
+            print(f"{st:9} #{i:<5} {when}Z {r or '-':30} {e:22} {detail}".rstrip())
+        for problem in log_.problems:
+            print(f"problem: {problem}")
+        if args.verify:
+            for st, head in log_.heads.items():
+                print(f"{st} chain head: {head or '(empty)'}")
+            print("audit chain ok" if not log_.problems else f"{len(log_.problems)} problems")
+    return 3 if log_.problems else 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from aggregator.backup import backup  # noqa: PLC0415
+
+    result = backup(args.dir, args.output)
+    secret = [str(f["path"]) for f in result.files if f["secret"]]
+    print(f"wrote {args.output} (mode 0600): {len(result.files)} files")
+    print(f"secret, keep the archive as safe as the directory: {', '.join(secret)}")
+    for line in result.elsewhere:
+        print(f"not in the archive: {line}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from aggregator.backup import restore  # noqa: PLC0415
+    from aggregator.check import check_directory  # noqa: PLC0415
+
+    manifest = restore(args.archive, args.dir)
+    print(f"restored {len(manifest['files'])} files into {args.dir}")
+    for line in manifest.get("elsewhere", []):
+        print(f"restore separately: {line}")
     result = check_directory(args.dir)
     for problem in result.problems:
         print(f"problem: {problem}")
@@ -420,6 +478,58 @@ def register(sub: Any) -> None:
         func=cmd_check,
     )
     s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+
+    s = add_command(
+        agg,
+        "backup",
+        help="write a consistent archive of the directory and its SQLite stores (0600)",
+        description="Write one tar.gz archive of the aggregator directory while the "
+        "service runs: config, CA, certificates and keys, the custodian's keys, the store "
+        "key, and a consistent snapshot of each SQLite store (SQLite's online backup API). "
+        "It lists which files are secret. A store on PostgreSQL is not included: the "
+        "command prints the pg_dump to run beside it.",
+        examples=["blindsum aggregator backup ./agg -o agg-2026-12-01.tar.gz"],
+        func=cmd_backup,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("-o", "--output", type=Path, required=True, help="the archive to write")
+
+    s = add_command(
+        agg,
+        "restore",
+        help="unpack a backup into a new directory and check it",
+        description="Unpack an archive written by `aggregator backup` into DIR, which must "
+        "not exist or be empty: every file is checked against the archive's manifest, "
+        "secrets are written 0600. Then the restored store is checked as `aggregator "
+        "check` does (exit 3 if anything is wrong). Serve it with `aggregator serve DIR`.",
+        examples=["blindsum aggregator restore agg-2026-12-01.tar.gz ./agg-restored"],
+        func=cmd_restore,
+    )
+    s.add_argument("archive", type=Path, metavar="FILE", help="the archive")
+    s.add_argument("dir", type=Path, metavar="DIR", help="the new aggregator directory")
+
+    s = add_command(
+        agg,
+        "audit",
+        help="print the audit log of both stores; --verify checks its hash chain",
+        description="Print the audit log: the aggregator's store (rounds, phases, "
+        "complaints, releases, enrolments, revocations, campaigns, report fetches, "
+        "refused calls) and the custodian's (decryptions and refusals). With --verify, "
+        "walk each store's hash chain and name every row where it breaks (an edited row, "
+        "or one deleted before it), then print each chain's head: keep it elsewhere to "
+        "catch the newest rows being deleted. Exit 3 if anything is wrong.",
+        examples=[
+            "blindsum aggregator audit ./agg --verify",
+            "blindsum aggregator audit ./agg --round r-20261130-060000-3fa2c1 --json",
+        ],
+        func=cmd_audit,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument(
+        "--round", metavar="ROUND", help="only this round's events (default: every round)"
+    )
+    s.add_argument("--verify", action="store_true", help="check the hash chains")
+    s.add_argument("--json", action="store_true", help="print JSON")
 
     s = add_command(
         agg,
