@@ -32,10 +32,12 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +48,7 @@ import numpy as np
 from aggregator import config as cfgmod
 from aggregator.admin import enroll, init
 from aggregator.adminclient import admin_call, admin_channel, format_campaign
+from aggregator.check import audit_log
 from aggregator.report import render
 from blindsum import codec, reportdoc
 from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
@@ -127,6 +130,30 @@ def _allow_demo_windows(agg_dir: Path) -> None:
     cfg = cfgmod.load(agg_dir)
     cfg = replace(cfg, release=replace(cfg.release, allow_window_override=True))
     (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
+
+
+def _enable_metrics(agg_dir: Path) -> int:
+    """Serve /healthz, /readyz and /metrics on a free loopback port; the port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    cfg = cfgmod.load(agg_dir)
+    cfg = replace(cfg, metrics=replace(cfg.metrics, listen=f"127.0.0.1:{port}"))
+    (agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(cfg))
+    return port
+
+
+def _scrape(url: str) -> str:
+    """A few families of the aggregator's /metrics, one line: what a dashboard shows."""
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback http
+        text = answer.read().decode()
+    wanted = ("blindsum_rounds{", "blindsum_dp_budget_left_rho{", "blindsum_rpc_calls_total{")
+    picked = [
+        line
+        for line in text.splitlines()
+        if line.startswith(wanted) and ('state="complete"' in line or "budget" in line)
+    ]
+    return "; ".join(picked[:4])
 
 
 def _set_served_regions(bundle: Path, regions: tuple[str, ...]) -> None:
@@ -423,6 +450,7 @@ def run_demo(
     say(f"blindsum demo in {root}")
     init(agg_dir, listen="127.0.0.1:0")
     _allow_demo_windows(agg_dir)
+    metrics_url = f"http://127.0.0.1:{_enable_metrics(agg_dir)}/metrics"
     say("  created a dev CA, server, admin and custodian certificates, and the SQLite store")
     schema = Schema.default()
     bundles: dict[str, Path] = {}
@@ -484,13 +512,21 @@ def run_demo(
             "\nscheduled (the aggregator opens each week's round itself; "
             f"`blindsum campaign list {agg_dir}`):\n  {scheduled}"
         )
+        say(f"metrics: {metrics_url}\n  {_scrape(metrics_url)}")
     finally:
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+    audit = audit_log(agg_dir, verify=True)
+    say(
+        f"audit: {len(audit.rows)} events in the two stores' logs, "
+        + ("hash chains intact" if not audit.problems else f"{len(audit.problems)} problems")
+        + f" (`blindsum aggregator audit {agg_dir} --verify`)"
+    )
     ok = all(r.state == "complete" and r.matches_plaintext and r.flags_ok for r in results)
+    ok = ok and not audit.problems
     html_path: Path | None = None
     last = results[-1].report if results else None
     if last is not None:
@@ -504,6 +540,9 @@ def run_demo(
                     "ok": ok,
                     "report_html": str(html_path) if html_path else None,
                     "scheduled": scheduled,
+                    "metrics_url": metrics_url,
+                    "audit_events": len(audit.rows),
+                    "audit_problems": audit.problems,
                     "rounds": [
                         {
                             "mode": r.mode,

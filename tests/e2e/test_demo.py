@@ -30,6 +30,9 @@ def test_demo_both_modes_releases_correct_totals(tmp_path: Path) -> None:
     assert out["ok"] is True
     # Issue 13: it leaves the weekly campaign scheduled, and shows it.
     assert out["scheduled"].startswith("weekly-kpis: every monday 06:00 UTC; secagg, 5 parties")
+    # ...and ends with the audit log checked, and where its metrics were.
+    assert out["audit_problems"] == [] and out["audit_events"] > 10
+    assert out["metrics_url"].startswith("http://127.0.0.1:")
     secagg, he = out["rounds"]
     assert (secagg["mode"], secagg["state"]) == ("secagg", "complete")
     assert secagg["dropped_parties"] == ["team-epsilon"]
