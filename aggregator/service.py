@@ -587,6 +587,11 @@ async def start_aggregator(
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(manager), server)
         report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(manager, watch), server)
         health = add_health(server)
+        # Every service has a status from the start (the store just answered); he
+        # rounds need the custodian: a remote one is NOT_SERVING until the ticker sees
+        # its channel connect.
+        await _set_health(health, serving=True)
+        await health.set(HE_SERVICE, _status(cfg.custodian.embedded))
         port = add_secure_port(server, listen or cfg.server.listen, server_credentials(tls, ca_pem))
         await server.start()
         host = (listen or cfg.server.listen).rsplit(":", 1)[0]
@@ -652,6 +657,10 @@ def _metrics_route(metrics: Metrics) -> Callable[[], Awaitable[Response]]:
 
 #: Services whose health follows the store's.
 STORE_SERVICES = ("", "blindsum.rpc.v1.RoundService", "blindsum.rpc.v1.AdminService")
+#: The health name of he rounds: SERVING while the store answers and the custodian can
+#: be reached (an embedded one always can). Secagg rounds do not need the custodian, so
+#: the services above stay SERVING without it.
+HE_SERVICE = "blindsum.he"
 #: The ticker logs a continuing failure at most this often (with a count).
 TICK_LOG_EVERY_S = 30.0
 
@@ -663,13 +672,16 @@ async def _set_health(
         readiness.store = None if serving else "store unavailable"
     if health is None:
         return
-    status = (
+    for service in STORE_SERVICES:
+        await health.set(service, _status(serving))
+
+
+def _status(serving: bool) -> Any:
+    return (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for service in STORE_SERVICES:
-        await health.set(service, status)
 
 
 async def _ticker(
@@ -686,8 +698,14 @@ async def _ticker(
     failing: str | None = None
     failures = 0
     logged_at = -math.inf
+    he_serving: bool | None = None
     while True:
         await asyncio.sleep(interval)
+        custodian = None if readiness is None else readiness.custodian
+        he_now = failing != "store_unavailable" and (custodian is None or not custodian.problem())
+        if health is not None and he_now != he_serving:
+            await health.set(HE_SERVICE, _status(he_now))
+            he_serving = he_now
         try:
             await manager.offload(manager.store.ping)
             await manager.tick()

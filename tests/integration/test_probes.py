@@ -11,10 +11,13 @@ from dataclasses import replace
 
 import pytest
 import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aggregator import config as cfgmod
-from aggregator.service import RunningAggregator, start_aggregator, start_custodian
+from aggregator.service import HE_SERVICE, RunningAggregator, start_aggregator, start_custodian
+from blindsum.bundle import load_bundle
 from blindsum.errors import ConfigError
+from blindsum.transport.tls import secure_channel
 from tests.conftest import Deployment, on_postgres, pg_allow_connections, pg_terminate
 from tests.unit.test_probes import get
 
@@ -98,17 +101,41 @@ async def test_readyz_follows_a_remote_custodian(deployment: Deployment) -> None
     running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0", config=remote)
     port = _probe_port(running)
     custodian = None
+    bundle = load_bundle(deployment.reader)
+    channel = secure_channel(f"127.0.0.1:{running.port}", bundle.tls, bundle.ca_cert_pem)
+    health = health_pb2_grpc.HealthStub(channel)
+
+    async def status(service: str) -> int:
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        return int(reply.status)
+
+    async def he_until(wanted: int) -> int:
+        for _ in range(POLLS):
+            if await status(HE_SERVICE) == wanted:
+                break
+            await asyncio.sleep(POLL_S)
+        return await status(HE_SERVICE)
+
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
     try:
         assert await _until(port, "/readyz", 503) == (503, b"custodian unreachable\n")
         assert await get(port, "/healthz") == (200, b"ok\n")
+        # gRPC health per service (issue 13): he rounds are not served, secagg ones are.
+        assert await he_until(not_serving) == not_serving
+        assert await status("blindsum.rpc.v1.RoundService") == serving
         server, _, custodian = await start_custodian(
             deployment.agg_dir, cfg, f"127.0.0.1:{custodian_port}"
         )
         try:
             assert await _until(port, "/readyz", 200) == (200, b"ok\n")
+            assert await he_until(serving) == serving
         finally:
             await server.stop(None)
     finally:
+        await channel.close(None)
         await running.stop(grace=None)
         if custodian is not None:
             custodian.store.close()
