@@ -15,12 +15,15 @@ time; nothing private is ever committed.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography import x509
+
 from aggregator import config as cfgmod
-from aggregator.store import MAC_KEY_BYTES, NoStore, Store, open_store
-from blindsum.bundle import BUNDLE_CONFIG, PartyConfig
+from aggregator.store import MAC_KEY_BYTES, NoStore, Store, now_ms, open_store
+from blindsum.bundle import BUNDLE_CONFIG, PartyConfig, load_bundle
 from blindsum.config import dump_config
 from blindsum.crypto.he import BfvParams, BfvSecretContext
 from blindsum.crypto.sign import SigningKey
@@ -33,6 +36,7 @@ from blindsum.transport.pki import (
     issue_identity_cert,
     issue_tls_cert,
     load_ca_and_check,
+    verify_identity_cert,
     write_private,
 )
 
@@ -285,3 +289,76 @@ def revoke(directory: Path, name: str) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def _not_before_ms(pem: bytes) -> int:
+    return int(x509.load_pem_x509_certificate(pem).not_valid_before_utc.timestamp() * 1000)
+
+
+#: How long, by default, certificates a renewal replaces are still accepted.
+RENEW_OVERLAP_DAYS = 7
+
+
+def renew(
+    directory: Path,
+    name: str,
+    *,
+    bundle: Path,
+    overlap_days: int = RENEW_OVERLAP_DAYS,
+    ca_key: Path | None = None,
+    now: int | None = None,
+) -> tuple[int, int]:
+    """Reissue a party's TLS certificate (a new key) and identity certificate (the same
+    Ed25519 identity key, so rounds in flight and signatures it made stay valid), into
+    its bundle directory ``bundle``. For ``overlap_days`` the certificates they replace
+    are still accepted; after that the aggregator refuses them (UNAUTHENTICATED).
+    Returns (the new certificates' not-before, the end of the overlap), UTC ms."""
+    if overlap_days < 0:
+        raise InvalidArgument("must be 0 or more days", field="--overlap-days")
+    cfg = cfgmod.load(directory)
+    identity = Identity(Role.PARTY, name)
+    try:
+        own = load_bundle(bundle)
+    except (OSError, ConfigError) as exc:
+        raise InvalidArgument(f"not a party bundle ({exc})", field="--bundle") from None
+    if own.identity_key is None or own.config.name != name:
+        raise InvalidArgument(f"it is not the bundle of party {name!r}", field="--bundle")
+    stores = registries(directory, cfg)
+    try:
+        record = stores[0].party(name)
+        if record.revoked:
+            raise FailedPrecondition(f"party {name!r} is revoked", field="name")
+        ca = _ca(directory, cfg, ca_key)
+        _, enrolled_key = verify_identity_cert(
+            record.identity_cert_pem, ca.cert_pem, expected=identity
+        )
+        if own.identity_key.public_bytes != enrolled_key:
+            raise InvalidArgument(
+                f"the bundle's identity key is not the one {name!r} enrolled", field="--bundle"
+            )
+        # Certificates carry whole seconds: the new ones must start strictly after the
+        # ones they replace (issued together with the enrolled identity certificate),
+        # or the two could not be told apart once the overlap is over.
+        before = _not_before_ms(record.identity_cert_pem)
+        for _ in range(5):
+            tls = issue_tls_cert(ca, identity)
+            renewed_ms = _not_before_ms(tls.cert_pem)
+            if renewed_ms > before:
+                break
+            time.sleep(1.0)
+        else:
+            raise FailedPrecondition("the clock did not move on; renew again", field="name")
+        identity_cert = issue_identity_cert(ca, identity, enrolled_key)
+        until = (now if now is not None else now_ms()) + overlap_days * 86_400_000
+        for store in stores:
+            with store.transaction():
+                store.renew(name, identity_cert, renewed_ms=renewed_ms, old_until_ms=until)
+                store.audit("", "party_renewed", party=name, old_certs_until_ms=until)
+    finally:
+        for store in stores:
+            store.close()
+    # The bundle last: a failure above leaves it as it was.
+    write_private(bundle / "tls.key", tls.key_pem, overwrite=True)
+    _write_public(bundle / "tls.crt", tls.cert_pem)
+    _write_public(bundle / "identity.crt", identity_cert)
+    return renewed_ms, until

@@ -37,7 +37,7 @@ from aggregator.probes import (
 )
 from aggregator.release import policy_from_config
 from aggregator.rounds import Ack, CustodianClient, RoundManager, RoundSettings
-from aggregator.store import Store, now_ms, open_store
+from aggregator.store import PartyRecord, Store, now_ms, open_store
 from blindsum import codec
 from blindsum.crypto.he import BfvSecretContext
 from blindsum.crypto.sign import SigningKey, VerifyKey
@@ -382,29 +382,39 @@ def custodian_limits(max_parties: int) -> dict[str, wire.Limit]:
 ENROLLED_TTL_S = 1.0
 
 
-def _enrolled(store: Store) -> Callable[[Identity], bool | Awaitable[bool]]:
-    """Whether a caller is enrolled and not revoked. A party's answer is read from the
+def _enrolled(
+    store: Store, clock_ms: Callable[[], int] = now_ms
+) -> Callable[[Identity, int], bool | Awaitable[bool]]:
+    """Whether a caller is enrolled, not revoked, and not presenting a certificate that
+    a renewal replaced once its overlap is over. A party's record is read from the
     store (off the event loop) and reused for ENROLLED_TTL_S, so a party polling the
     round costs no query per call."""
-    seen: dict[str, tuple[float, bool]] = {}
+    seen: dict[str, tuple[float, PartyRecord | None]] = {}
 
-    def read(name: str) -> bool:
+    def read(name: str) -> PartyRecord | None:
         try:
-            known = not store.party(name).revoked
+            record: PartyRecord | None = store.party(name)
         except NotFound:
-            known = False
+            record = None
         if len(seen) > 100_000:
             seen.clear()  # bounded: a flood of names cannot grow it without end
-        seen[name] = (time.monotonic(), known)
-        return known
+        seen[name] = (time.monotonic(), record)
+        return record
 
-    def is_known(identity: Identity) -> bool | Awaitable[bool]:
+    def judge(record: PartyRecord | None, issued_ms: int) -> bool:
+        return record is not None and record.accepts(issued_ms, clock_ms())
+
+    def is_known(identity: Identity, issued_ms: int) -> bool | Awaitable[bool]:
         if identity.role is not Role.PARTY:
             return True
         hit = seen.get(identity.name)
         if hit is not None and time.monotonic() - hit[0] < ENROLLED_TTL_S:
-            return hit[1]
-        return asyncio.to_thread(read, identity.name)
+            return judge(hit[1], issued_ms)
+
+        async def fresh() -> bool:
+            return judge(await asyncio.to_thread(read, identity.name), issued_ms)
+
+        return fresh()
 
     return is_known
 
@@ -578,7 +588,10 @@ async def start_aggregator(
         )
         limits = request_limits(cfg.rounds.max_parties, cfg.rounds.max_vector_length)
         interceptor = AuthorizationInterceptor(
-            POLICY, _enrolled(store), limits=limits, observer=ServiceObserver(metrics, watch)
+            POLICY,
+            _enrolled(store, clock_ms or now_ms),
+            limits=limits,
+            observer=ServiceObserver(metrics, watch),
         )
         server = create_server(
             [interceptor], maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs

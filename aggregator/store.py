@@ -109,6 +109,18 @@ class PartyRecord:
     identity_cert_pem: bytes
     enrolled_ms: int
     revoked: bool
+    #: The not-before time (UTC ms) of the certificates of the last renewal (0: never).
+    renewed_ms: int = 0
+    #: Until when certificates issued before that renewal are still accepted.
+    old_certs_until_ms: int = 0
+
+    def accepts(self, cert_issued_ms: int, now: int) -> bool:
+        """Whether a certificate of this party issued at ``cert_issued_ms`` (its
+        not-before) is accepted at ``now``: not revoked, and not one its renewal
+        replaced once the overlap is over."""
+        if self.revoked:
+            return False
+        return not (cert_issued_ms < self.renewed_ms and now >= self.old_certs_until_ms)
 
 
 class _Cursor(Protocol):
@@ -125,7 +137,8 @@ _DDL = [
         key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS parties (
         name TEXT PRIMARY KEY, identity_cert_pem {blob} NOT NULL,
-        enrolled_ms BIGINT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0)""",
+        enrolled_ms BIGINT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
+        renewed_ms BIGINT NOT NULL DEFAULT 0, old_certs_until_ms BIGINT NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS rounds (
         round_id TEXT PRIMARY KEY, mode TEXT NOT NULL, state TEXT NOT NULL, phase TEXT NOT NULL,
         schema_toml TEXT NOT NULL, schema_id TEXT NOT NULL, parties_json TEXT NOT NULL,
@@ -204,6 +217,8 @@ _MIGRATE_4_TO_5 = [
 #: ``Store.backfill_audit_chain`` (create-store).
 _MIGRATE_5_TO_6 = [
     "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE parties ADD COLUMN renewed_ms BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE parties ADD COLUMN old_certs_until_ms BIGINT NOT NULL DEFAULT 0",
 ]
 
 #: The PostgreSQL advisory lock that serialises appends to the audit chain.
@@ -213,6 +228,12 @@ AUDIT_LOCK_ID = 0x626C6E64_61756474  # "blnd" "audt"
 MAC_KEY_BYTES = 32
 
 _SUBMISSION_COLUMNS = "round_id, phase, party, digest, payload, created_ms, mac"
+_PARTY_COLUMNS = "name, identity_cert_pem, enrolled_ms, revoked, renewed_ms, old_certs_until_ms"
+
+
+def _party_record(row: Sequence[Any]) -> PartyRecord:
+    return PartyRecord(row[0], bytes(row[1]), int(row[2]), bool(row[3]), int(row[4]), int(row[5]))
+
 
 _ROUND_COLUMNS = (
     "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
@@ -651,12 +672,26 @@ class Store:
 
     def party(self, name: str) -> PartyRecord:
         row = self._exec(
-            "SELECT name, identity_cert_pem, enrolled_ms, revoked FROM parties WHERE name = ?",
+            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE name = ?",  # noqa: S608 - fixed columns
             (name,),
         ).fetchone()
         if row is None:
             raise NotFound(f"party {name!r} is not enrolled", field="party")
-        return PartyRecord(row[0], bytes(row[1]), int(row[2]), bool(row[3]))
+        return _party_record(row)
+
+    def renew(
+        self, name: str, identity_cert_pem: bytes, *, renewed_ms: int, old_until_ms: int
+    ) -> None:
+        """Record a renewal: the new identity certificate (for the same key), the new
+        certificates' not-before, and until when the ones they replace still count."""
+        with self.transaction():
+            if self.party(name).revoked:
+                raise FailedPrecondition(f"party {name!r} is revoked", field="name")
+            self._exec(
+                "UPDATE parties SET identity_cert_pem = ?, renewed_ms = ?, "
+                "old_certs_until_ms = ? WHERE name = ?",
+                (identity_cert_pem, renewed_ms, old_until_ms, name),
+            )
 
     def revoked_names(self) -> frozenset[str]:
         """The names of every revoked party (a short list, read in one query)."""
@@ -665,9 +700,9 @@ class Store:
 
     def parties(self) -> list[PartyRecord]:
         rows = self._exec(
-            "SELECT name, identity_cert_pem, enrolled_ms, revoked FROM parties ORDER BY name"
+            f"SELECT {_PARTY_COLUMNS} FROM parties ORDER BY name"  # noqa: S608 - fixed columns
         ).fetchall()
-        return [PartyRecord(r[0], bytes(r[1]), int(r[2]), bool(r[3])) for r in rows]
+        return [_party_record(r) for r in rows]
 
     # -- rounds -------------------------------------------------------------
     def create_round(self, record: RoundRecord) -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
 import grpc.aio
+from cryptography import x509
 from google.protobuf.message import DecodeError
 
 from blindsum.errors import InvalidArgument, Unauthenticated, Unavailable
@@ -93,6 +94,15 @@ def peer_identity(context: Context) -> Identity:
     return identity_from_cert_pem(certs[0])
 
 
+def peer_cert_issued_ms(context: Context) -> int:
+    """The not-before time (UTC ms) of the caller's client certificate (0 without one)."""
+    certs = list(context.auth_context().get(_PEM_CERT_KEY, ()))
+    if len(certs) != 1:
+        return 0
+    cert = x509.load_pem_x509_certificate(certs[0])
+    return int(cert.not_valid_before_utc.timestamp() * 1000)
+
+
 def _service_of(method: str) -> str:
     """``"/pkg.Service/Method"`` -> ``"pkg.Service"`` ("" if malformed)."""
     parts = method.split("/")
@@ -112,7 +122,8 @@ class AuthorizationInterceptor(_InterceptorBase):
 
     ``policy`` maps full service names (``"blindsum.rpc.v1.RoundService"``) to the
     roles allowed to call them; everything else is denied. ``is_known`` (optional)
-    checks enrollment and revocation: it answers at once (a bool) or, when it has to
+    checks enrollment, revocation and renewal (given the identity and the not-before
+    time of its certificate, in ms): it answers at once (a bool) or, when it has to
     ask a database, returns an awaitable that must not block the event loop.
 
     The peer certificate is only reachable from the servicer context, so the check
@@ -122,7 +133,7 @@ class AuthorizationInterceptor(_InterceptorBase):
     def __init__(
         self,
         policy: Mapping[str, frozenset[Role]],
-        is_known: Callable[[Identity], bool | Awaitable[bool]] | None = None,
+        is_known: Callable[[Identity, int], bool | Awaitable[bool]] | None = None,
         *,
         limits: Mapping[str, wire.Limit] | None = None,
         default_limit: wire.Limit = DEFAULT_LIMIT,
@@ -170,7 +181,7 @@ class AuthorizationInterceptor(_InterceptorBase):
             return grpc.StatusCode.UNAUTHENTICATED, err.message
         if self._is_known is not None:
             try:
-                answer = self._is_known(identity)
+                answer = self._is_known(identity, peer_cert_issued_ms(context))
                 known = await answer if inspect.isawaitable(answer) else answer
             except Unavailable as err:
                 # The registry is away (its database): a retryable condition, not a bug.
@@ -183,7 +194,8 @@ class AuthorizationInterceptor(_InterceptorBase):
                 _log.warning("rpc_denied", method=method, peer=identity.uri, reason="not_known")
                 return (
                     grpc.StatusCode.UNAUTHENTICATED,
-                    f"{identity.uri} is not enrolled or has been revoked",
+                    f"{identity.uri} is not enrolled, has been revoked, or presents a "
+                    "certificate that a renewal replaced",
                 )
         if service == HEALTH_SERVICE:
             return None

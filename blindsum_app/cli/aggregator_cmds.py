@@ -122,6 +122,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 3 if log_.problems else 0
 
 
+def cmd_renew(args: argparse.Namespace) -> int:
+    from aggregator.admin import renew  # noqa: PLC0415
+
+    _, until = renew(
+        args.dir, args.name, bundle=args.bundle, overlap_days=args.overlap_days, ca_key=args.ca_key
+    )
+    when = datetime.fromtimestamp(until / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"renewed {args.name}: new TLS and identity certificates in {args.bundle}; "
+        f"the old ones are refused from {when}"
+    )
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from aggregator.backup import backup  # noqa: PLC0415
 
@@ -478,6 +492,28 @@ def register(sub: Any) -> None:
         func=cmd_check,
     )
     s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+
+    s = add_command(
+        agg,
+        "renew",
+        help="reissue a party's certificates under the same identity, with an overlap",
+        description="Reissue a party's TLS certificate (a new key) and its identity "
+        "certificate (for the same identity key, so rounds in flight are not disturbed) "
+        "into its bundle directory. The certificates they replace are still accepted for "
+        "--overlap-days; after that the aggregator refuses them. Needs the CA key.",
+        examples=["blindsum aggregator renew ./agg team-a --bundle ./bundles/team-a"],
+        func=cmd_renew,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument("name", metavar="NAME", help="the enrolled party")
+    s.add_argument("--bundle", type=Path, required=True, help="the party's bundle directory")
+    s.add_argument(
+        "--overlap-days",
+        type=int,
+        default=7,
+        help="days the replaced certificates are still accepted (default: 7)",
+    )
+    s.add_argument("--ca-key", type=Path, help="the CA key, if not in DIR (default: DIR's)")
 
     s = add_command(
         agg,

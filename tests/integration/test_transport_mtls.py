@@ -121,7 +121,9 @@ class Running:
 @pytest.fixture
 async def running(pki: Pki) -> AsyncIterator[Running]:
     policy = {"blindsum.rpc.v1.ReportService": frozenset({Role.READER})}
-    interceptor = AuthorizationInterceptor(policy, is_known=lambda ident: ident.name != "mallory")
+    interceptor = AuthorizationInterceptor(
+        policy, is_known=lambda ident, _issued: ident.name != "mallory"
+    )
     server = create_server([interceptor])
     servicer = ReportServicer()
     report_pb2_grpc.add_ReportServiceServicer_to_server(servicer, server)
