@@ -59,7 +59,7 @@ from aggregator.store import (
     Submission,
     now_ms,
 )
-from blindsum import codec, reportdoc
+from blindsum import codec, reportdoc, tracing
 from blindsum.crypto.encoding import encode_parts
 from blindsum.crypto.he import BfvParams, BfvPublicContext
 from blindsum.crypto.sign import VerifyKey
@@ -1583,11 +1583,14 @@ class RoundManager:
         self._notify()
 
     def _phase_done(self, rec: RoundRecord) -> None:
-        """Report how long ``rec``'s current phase stayed open (metrics)."""
-        if self.metrics is None or rec.phase == Phase.DONE.value:
+        """Report how long ``rec``'s current phase stayed open (metrics, and a span
+        when OpenTelemetry is installed)."""
+        if rec.phase == Phase.DONE.value:
             return
-        opened = rec.phase_deadline_ms - 1000 * rec.phase_timeout_s
-        self.metrics.phase_closed(rec.mode, rec.phase, (self._clock_ms() - opened) / 1000)
+        opened, now = rec.phase_deadline_ms - 1000 * rec.phase_timeout_s, self._clock_ms()
+        tracing.record(f"phase {rec.phase}", opened, now, round_id=rec.round_id, mode=rec.mode)
+        if self.metrics is not None:
+            self.metrics.phase_closed(rec.mode, rec.phase, (now - opened) / 1000)
 
     def _advance_secagg(self, rec: RoundRecord, *, fresh: bool = True) -> bool:
         """One step of a secagg round (on a worker thread, under the round's lock);

@@ -34,6 +34,7 @@ import grpc.aio
 from cryptography import x509
 from google.protobuf.message import DecodeError
 
+from blindsum import tracing
 from blindsum.errors import InvalidArgument, Unauthenticated, Unavailable
 from blindsum.log import get_logger
 from blindsum.transport import wire
@@ -274,10 +275,15 @@ class AuthorizationInterceptor(_InterceptorBase):
 
     def _wrap(self, handler: Handler, service: str, method: str) -> Handler:
         observer = self._observer
+        rpc_name = method.rsplit("/", 1)[-1]
 
-        def observe(context: Context) -> None:
+        def observe(context: Context, current: Any) -> None:
+            code = context.code()
+            tracing.set_attribute(
+                current, "rpc.grpc.status_code", (code or grpc.StatusCode.OK).name
+            )
             if observer is not None:
-                observer.call(method, context.code())
+                observer.call(method, code)
 
         if handler.request_deserializer is not None and not hasattr(
             getattr(handler.request_deserializer, "__self__", None), "DESCRIPTOR"
@@ -296,11 +302,12 @@ class AuthorizationInterceptor(_InterceptorBase):
             async def unary_unary(raw: bytes, context: Context) -> Any:
                 box = [raw]
                 del raw
-                try:
-                    request = await admit_uu(box, context)
-                    return await _maybe_await(inner_uu(request, context))
-                finally:
-                    observe(context)
+                with tracing.span(f"rpc {rpc_name}", **{"rpc.method": method}) as current:
+                    try:
+                        request = await admit_uu(box, context)
+                        return await _maybe_await(inner_uu(request, context))
+                    finally:
+                        observe(context, current)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
@@ -315,11 +322,12 @@ class AuthorizationInterceptor(_InterceptorBase):
             async def unary_stream(raw: bytes, context: Context) -> None:
                 box = [raw]
                 del raw
-                try:
-                    request = await admit_us(box, context)
-                    await _drain(inner_us(request, context), context)
-                finally:
-                    observe(context)
+                with tracing.span(f"rpc {rpc_name}", **{"rpc.method": method}) as current:
+                    try:
+                        request = await admit_us(box, context)
+                        await _drain(inner_us(request, context), context)
+                    finally:
+                        observe(context, current)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
