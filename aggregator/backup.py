@@ -37,7 +37,8 @@ FORMAT = "blindsum-backup/v1"
 MANIFEST = "MANIFEST.json"
 #: Files of a directory that a backup leaves out: they describe one running process.
 _TRANSIENT = {"aggregator.addr"}
-#: The largest archive restore reads, and the most files (a directory holds a few dozen).
+#: The largest archive restore reads (packed, and unpacked), and the most files (a
+#: directory holds a few dozen).
 MAX_ARCHIVE_BYTES = 8 << 30
 MAX_FILES = 10_000
 
@@ -59,7 +60,7 @@ def _snapshot(path: Path) -> bytes:
     """A consistent copy of a live SQLite database (the online backup API)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "snapshot.sqlite"
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        src = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
         try:
             dst = sqlite3.connect(copy)
             try:
@@ -69,6 +70,37 @@ def _snapshot(path: Path) -> bytes:
         finally:
             src.close()
         return copy.read_bytes()
+
+
+def _store_urls(cfg: cfgmod.AggregatorConfig) -> tuple[tuple[str, str], ...]:
+    return (("store.url", cfg.store.url), ("custodian.store_url", cfg.custodian.store_url))
+
+
+def _check_inside(directory: Path, cfg: cfgmod.AggregatorConfig) -> None:
+    """Refuse a directory whose config names files outside it: the archive holds only
+    the directory, and a backup that silently left out the store or a key would be
+    found out at the worst moment (found in review)."""
+    base = directory.resolve()
+    named = {
+        "tls.ca_cert": cfg.tls.ca_cert,
+        "tls.ca_key": cfg.tls.ca_key,
+        "tls.cert": cfg.tls.cert,
+        "tls.key": cfg.tls.key,
+        "tls.admin_cert": cfg.tls.admin_cert,
+        "tls.admin_key": cfg.tls.admin_key,
+        "store.mac_key": cfg.store.mac_key,
+        "custodian.key_dir": cfg.custodian.key_dir,
+    }
+    for key, url in _store_urls(cfg):
+        if url.startswith("sqlite:///"):
+            named[key] = url[len("sqlite:///") :]
+    for key, value in named.items():
+        if value and not cfgmod.resolve(directory, value).resolve().is_relative_to(base):
+            raise ConfigError(
+                f"{value} is outside the aggregator directory, so a backup would leave it "
+                "out: back it up yourself, or move it into the directory",
+                field=key,
+            )
 
 
 def _secret(path: Path) -> bool:
@@ -83,12 +115,10 @@ def backup(directory: Path, out: Path) -> BackupResult:
     cfg = cfgmod.load(directory)
     if out.exists():
         raise AlreadyExists(f"{out} exists", field="-o")
+    _check_inside(directory, cfg)
     result = BackupResult()
     stores: dict[Path, str] = {}
-    for key, url in (
-        ("store.url", cfg.store.url),
-        ("custodian.store_url", cfg.custodian.store_url),
-    ):
+    for key, url in _store_urls(cfg):
         path = _sqlite_path(directory, url)
         if path is None:
             result.elsewhere.append(
@@ -167,10 +197,12 @@ def restore(archive: Path, directory: Path) -> dict[str, Any]:
             f"this blindsum ({SCHEMA_VERSION})",
             field="FILE",
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    for path, data, secret in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path, data, _secret_flag in files:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Every file 0600: the manifest's "secret" flag comes from the archive, which
+        # nothing authenticates, so it decides nothing here (found in review).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
     return manifest
@@ -191,9 +223,13 @@ def _read_archive(
     if len(members) > MAX_FILES:
         raise InvalidArgument("archive holds too many files", field="FILE")
     by_name: dict[str, tarfile.TarInfo] = {}
+    total = 0
     for m in members:
         if not m.isfile():
             raise InvalidArgument(f"archive member {m.name!r} is not a file", field="FILE")
+        total += m.size
+        if total > MAX_ARCHIVE_BYTES:
+            raise InvalidArgument("archive unpacks to too many bytes", field="FILE")
         by_name[_safe(m.name)] = m
     if MANIFEST not in by_name:
         raise InvalidArgument("not a blindsum backup (no MANIFEST.json)", field="FILE")

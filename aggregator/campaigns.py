@@ -245,7 +245,7 @@ class CampaignRunner:
     ``open_round`` is the round manager's (sync) open; ``clock_ms`` its clock. A due
     round whose id already exists was opened by this or another replica: nothing is
     done. A round that cannot be opened (a party revoked since, a bad spec) is logged
-    and audited, and tried again after :data:`RETRY_MS`.
+    (audited once per round and reason), and tried again after :data:`RETRY_MS`.
     """
 
     def __init__(self, store: Store, open_round: OpenRound, clock_ms: Callable[[], int]) -> None:
@@ -253,6 +253,8 @@ class CampaignRunner:
         self._open = open_round
         self._clock_ms = clock_ms
         self._retry_at: dict[str, int] = {}
+        #: (round id, reason) already audited: a failure is audited once, logged each try.
+        self._audited: set[tuple[str, str]] = set()
 
     def due(self) -> list[tuple[Campaign, int]]:
         """(campaign, fire time) of each active campaign whose latest time has come and
@@ -272,7 +274,12 @@ class CampaignRunner:
         """Open every due round (on a worker thread); the ids opened here."""
         opened = []
         now = self._clock_ms()
-        for campaign, fire in self.due():
+        due = self.due()
+        # Forget windows that are no longer due (opened, or a later time came).
+        live = {round_id_for(c.name, f) for c, f in due}
+        self._retry_at = {r: t for r, t in self._retry_at.items() if r in live}
+        self._audited = {a for a in self._audited if a[0] in live}
+        for campaign, fire in due:
             rid = round_id_for(campaign.name, fire)
             if self._retry_at.get(rid, 0) > now:
                 continue
@@ -283,9 +290,11 @@ class CampaignRunner:
             except BlindsumError as exc:
                 self._retry_at[rid] = now + RETRY_MS
                 log.error("campaign_open_failed", campaign=campaign.name, round_id=rid, exc=exc)
-                self.store.audit(
-                    rid, "campaign_open_failed", campaign=campaign.name, reason=exc.message
-                )
+                if (rid, exc.message) not in self._audited:
+                    self._audited.add((rid, exc.message))
+                    self.store.audit(
+                        rid, "campaign_open_failed", campaign=campaign.name, reason=exc.message
+                    )
                 continue
             self._retry_at.pop(rid, None)
             log.info("campaign_opened", campaign=campaign.name, round_id=rid)

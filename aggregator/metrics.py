@@ -15,6 +15,8 @@ certificate names.
 from __future__ import annotations
 
 import platform
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 log = get_logger("blindsum.aggregator.metrics")
 
+#: How long the gauges read from the store are reused between scrapes.
+STORE_GAUGES_TTL_S = 15.0
 #: A certificate expiring within this many days is warned about (log and ``status``).
 EXPIRY_WARNING_DAYS = 30
 #: Ledger windows charged within this many days are exported (older ones are history,
@@ -125,11 +129,22 @@ class _StoreCollector(Collector):
         self._budget = budget_rho
         self._certs = certs
         self._clock_ms = clock_ms
+        self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Any]:
         return []  # collected on demand; nothing fixed to describe
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The families, read from the store at most every STORE_GAUGES_TTL_S: many
+        scrapers at once cost one read (every enrolled certificate is parsed)."""
+        with self._lock:
+            if self._cached is None or time.monotonic() - self._cached[0] >= STORE_GAUGES_TTL_S:
+                self._cached = (time.monotonic(), list(self._read()))
+            families = self._cached[1]
+        yield from families
+
+    def _read(self) -> Iterator[GaugeMetricFamily]:
         rounds = GaugeMetricFamily(
             "blindsum_rounds", "Rounds in the store, by mode and state.", labels=["mode", "state"]
         )

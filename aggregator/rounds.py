@@ -180,6 +180,9 @@ MAX_REASON_CHARS = 500
 #: Ticks in a row on which a round fails for a reason other than an unreachable store
 #: before its stored state is judged unusable and the round is aborted.
 MAX_ROUND_FAILURES = 20
+#: How long a party's identity certificate is used from memory before it is read again
+#: (a renewal reaches the rosters within this).
+IDENTITY_TTL_S = 60.0
 #: How often (ms of the manager's clock) the ticker looks for campaign rounds to open.
 CAMPAIGN_CHECK_MS = 1_000
 
@@ -289,7 +292,9 @@ class RoundManager:
         #: round -> (fencing token, when this replica's lease expires, ms).
         self._leases: dict[str, tuple[int, int]] = {}
         self._schemas: dict[str, Schema] = {}
-        self._verify_keys: dict[str, tuple[VerifyKey, bytes]] = {}
+        #: party -> (identity key, identity certificate, when read): re-read after
+        #: IDENTITY_TTL_S, so a renewed certificate goes out with rosters within a minute.
+        self._verify_keys: dict[str, tuple[VerifyKey, bytes, float]] = {}
         self._he_context: SignedPublicContext | None = None
         self._he_public: BfvPublicContext | None = None
         self._custodian_retry_at: dict[str, int] = {}
@@ -344,6 +349,8 @@ class RoundManager:
         store accepted before the revocation (rebuilding a round after a restart) must
         not fail on it. Such a round still aborts at its release, naming the party."""
         cached = self._verify_keys.get(party)
+        if cached is not None and time.monotonic() - cached[2] >= IDENTITY_TTL_S:
+            cached = None
         if cached is None:
             record = self.store.party(party)
             if record.revoked and not stored:
@@ -353,9 +360,9 @@ class RoundManager:
                 self.ca_cert_pem,
                 expected=Identity(Role.PARTY, party),
             )
-            cached = (VerifyKey.from_bytes(raw), record.identity_cert_pem)
+            cached = (VerifyKey.from_bytes(raw), record.identity_cert_pem, time.monotonic())
             self._verify_keys[party] = cached
-        return cached
+        return cached[0], cached[1]
 
     def _round_for_party(self, party: str, round_id: str) -> RoundRecord:
         """The round, if ``party`` is invited to it. A round that does not exist and

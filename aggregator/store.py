@@ -596,6 +596,14 @@ class Store:
                     table = ddl.split()[2]  # ALTER TABLE <name> ...
                     if self._has_table(table):  # else the DDL below creates it whole
                         self._exec(ddl.format(**types))
+                if int(row[0]) == 5 and self._has_table("audit"):
+                    # The rows create-store may link as written before the chain: these,
+                    # and never one written since (blanking a link launders nothing).
+                    last = self._exec("SELECT COALESCE(MAX(id), 0) FROM audit").fetchone()
+                    self._exec(
+                        "INSERT INTO meta (key, value) VALUES ('audit_legacy_max_id', ?)",
+                        (str(int(last[0])),),
+                    )
                 row = (str(int(row[0]) + 1),)
                 self._exec("UPDATE meta SET value = ? WHERE key = 'schema_version'", (row[0],))
             for ddl in _DDL:
@@ -1249,11 +1257,17 @@ class Store:
         """Serialise appends to the audit chain until the transaction ends (SQLite's
         write lock already does)."""
 
-    def _audit_link(self, prev: str, ts: int, round_id: str, event: str, detail: str) -> str:
-        data = encode_parts("audit/v1", prev, ts, round_id, event, detail)
+    def _audit_link(
+        self, prev: str, ts: int, round_id: str, event: str, detail: str, *, legacy: bool = False
+    ) -> str:
+        """A row's link. Rows from before the chain, linked once by create-store, get
+        links of their own kind ("legacy"), chained among themselves; the chain of the
+        rows written since starts afresh after them, as it did when they were written."""
+        label, tag = ("audit-legacy/v1", "-legacy") if legacy else ("audit/v1", "")
+        data = encode_parts(label, prev, ts, round_id, event, detail)
         if self._audit_key is None:
-            return "sha256:" + hashlib.sha256(data).hexdigest()
-        return "hmac:" + hmac.new(self._audit_key, data, hashlib.sha256).hexdigest()
+            return f"sha256{tag}:" + hashlib.sha256(data).hexdigest()
+        return f"hmac{tag}:" + hmac.new(self._audit_key, data, hashlib.sha256).hexdigest()
 
     def audit_rows(
         self, round_id: str | None = None
@@ -1273,8 +1287,10 @@ class Store:
         break: compare the head (the last row's link, which ``aggregator audit
         --verify`` prints) with one kept elsewhere."""
         problems: list[str] = []
-        prev, prev_id, count = "", 0, 0
+        prev, prev_id, count, current = "", 0, 0, False
         keyed = self._audit_key is not None
+        meta = self._exec("SELECT value FROM meta WHERE key = 'audit_legacy_max_id'").fetchone()
+        legacy_max = int(meta[0]) if meta else 0
         for row in self._exec(
             "SELECT id, ts_ms, round_id, event, detail_json, chain FROM audit ORDER BY id"
         ).fetchall():
@@ -1287,13 +1303,29 @@ class Store:
                 row[4],
                 row[5],
             )
-            expected = self._audit_link(prev, ts, round_id, event, detail)
-            if not link:
+            legacy = "-legacy:" in link.split(":", 1)[0] + ":"
+            if legacy and (current or rid > legacy_max):
                 problems.append(
-                    f"audit row {rid} ({event}) has no link: written before the chain "
-                    "(`aggregator create-store DIR` links such rows once) or blanked since"
+                    f"audit row {rid} ({event}) is linked as written before the chain, "
+                    "but follows rows written since"
                 )
-            elif keyed and not link.startswith("hmac:"):
+                prev, prev_id = link, rid
+                continue
+            if link and not legacy and not current:
+                prev, current = "", True  # the chain of rows written since starts here
+            expected = self._audit_link(prev, ts, round_id, event, detail, legacy=legacy)
+            if not link and not current and rid <= legacy_max:
+                problems.append(
+                    f"audit row {rid} ({event}) has no link: written before the audit "
+                    "chain; `aggregator create-store DIR` links such rows once, after the "
+                    "upgrade"
+                )
+            elif not link:
+                problems.append(
+                    f"audit row {rid} ({event}) has no link, though written after the chain "
+                    "began: its link was removed (nothing re-links it)"
+                )
+            elif keyed and not link.startswith("hmac"):
                 problems.append(f"audit row {rid} ({event}) is not linked with the store's key")
             elif not hmac.compare_digest(link, expected):
                 gap = f"; ids jump from {prev_id} to {rid}" if rid != prev_id + 1 else ""
@@ -1310,24 +1342,27 @@ class Store:
         return str(row[0]) if row else ""
 
     def backfill_audit_chain(self) -> int:
-        """Link the audit rows written before the chain (schema version 6), trusting them
-        as they are, and relink everything after them; returns how many rows got a
-        link. Run once, by the operator, after the upgrade (``create-store``)."""
-        done = 0
+        """Link the audit rows written before the chain (schema version 6): only the
+        unlinked rows before the first linked one, trusted as they are, with links of
+        their own kind. Never rewrites or adds a link after them, so blanking a link
+        cannot launder an edit. Returns how many rows got a link. Run once, by the
+        operator, after the upgrade (``create-store``)."""
         with self.transaction():
             self._lock_audit()
+            meta = self._exec("SELECT value FROM meta WHERE key = 'audit_legacy_max_id'").fetchone()
+            legacy_max = int(meta[0]) if meta else 0
             rows = self._exec(
-                "SELECT id, ts_ms, round_id, event, detail_json, chain FROM audit ORDER BY id"
+                "SELECT id, ts_ms, round_id, event, detail_json, chain FROM audit "
+                "WHERE id <= ? ORDER BY id",
+                (legacy_max,),
             ).fetchall()
-            if not any(r[5] == "" for r in rows):
-                return 0
-            prev = ""
+            prev, done = "", 0
             for r in rows:
-                link = self._audit_link(prev, int(r[1]), r[2], r[3], r[4])
-                if r[5] != link:
-                    self._exec("UPDATE audit SET chain = ? WHERE id = ?", (link, r[0]))
-                    done += 1
-                prev = link
+                if r[5]:
+                    break
+                prev = self._audit_link(prev, int(r[1]), r[2], r[3], r[4], legacy=True)
+                self._exec("UPDATE audit SET chain = ? WHERE id = ?", (prev, r[0]))
+                done += 1
         return done
 
     def audit_log(self, round_id: str | None = None) -> list[tuple[int, str, str, dict[str, Any]]]:

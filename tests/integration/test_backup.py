@@ -56,7 +56,8 @@ async def test_a_backup_taken_mid_round_finishes_the_round_elsewhere(
     restored = tmp_path / "restored"
     manifest = restore(archive, restored)
     assert len(manifest["files"]) == len(result.files)
-    assert stat.S_IMODE((restored / "ca" / "ca.key").stat().st_mode) == 0o600
+    # Every restored file is 0600, whatever the archive's manifest says.
+    assert {stat.S_IMODE(p.stat().st_mode) for p in restored.rglob("*") if p.is_file()} == {0o600}
     assert check_directory(restored).ok
     second = await start_aggregator(restored, listen="127.0.0.1:0")
     try:
@@ -107,3 +108,23 @@ def test_restore_refuses_what_it_cannot_trust(deployment: Deployment, tmp_path: 
     with pytest.raises(InvalidArgument, match="not a blindsum backup"):
         (tmp_path / "junk.tar.gz").write_bytes(b"junk")
         restore(tmp_path / "junk.tar.gz", tmp_path / "z")
+
+
+def test_backup_refuses_a_directory_whose_files_live_elsewhere(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Found in review: a store or key outside the directory was silently left out."""
+    from dataclasses import replace
+
+    from aggregator import config as cfgmod
+    from blindsum.config import dump_config
+    from blindsum.errors import ConfigError
+
+    cfg = cfgmod.load(deployment.agg_dir)
+    outside = tmp_path / "elsewhere.key"
+    moved = replace(cfg, store=replace(cfg.store, mac_key=str(outside)))
+    (deployment.agg_dir / cfgmod.CONFIG_NAME).write_text(dump_config(moved))
+    with pytest.raises(ConfigError, match="outside the aggregator directory") as err:
+        backup(deployment.agg_dir, tmp_path / "x.tar.gz")
+    assert err.value.field == "store.mac_key"
+    assert not (tmp_path / "x.tar.gz").exists()

@@ -257,3 +257,16 @@ def test_replicas_on_postgresql_open_a_window_once(pg_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_failing_window_is_audited_once_however_often_it_is_retried(store: Store) -> None:
+    clock = Clock(ms("2026-11-29T10:00+00:00"))
+    m = manager(store, clock)
+    asyncio.run(m.save_campaign("daily", "every day 06:00 UTC", SPEC))
+    store.revoke("b")
+    clock.now = ms("2026-11-30T06:00+00:00")
+    for _ in range(5):
+        tick(m)
+        clock.now += 61_000  # past the retry pause each time
+    rid = round_id_for("daily", ms("2026-11-30T06:00+00:00"))
+    assert len([e for e in store.audit_log(rid) if e[2] == "campaign_open_failed"]) == 1

@@ -517,14 +517,42 @@ def test_the_audit_chain_is_keyed_when_the_store_has_a_key(store: Store) -> None
 
 def test_rows_from_before_the_chain_are_linked_once_by_create_store(store: Store) -> None:
     _append(store, 4)
-    store._exec("UPDATE audit SET chain = ''")  # as a version-5 store left them
+    # As a version-5 store left them: no links, and the migration noted the last id.
+    store._exec("UPDATE audit SET chain = ''")
+    last = max(r[0] for r in store.audit_rows())
+    store._exec("INSERT INTO meta (key, value) VALUES ('audit_legacy_max_id', ?)", (str(last),))
+    _append(store, 2, prefix="served")  # serve ran before create-store: a chain from ""
     _, problems = store.verify_audit()
-    assert len(problems) == 4 and all("has no link" in p for p in problems)
+    assert len(problems) == 4 and all("`aggregator create-store DIR` links" in p for p in problems)
     assert store.backfill_audit_chain() == 4
-    assert store.verify_audit() == (4, [])
+    assert store.verify_audit() == (6, [])
     assert store.backfill_audit_chain() == 0  # nothing left to link
     _append(store, 2, prefix="after")
-    assert store.verify_audit() == (6, [])
+    assert store.verify_audit() == (8, [])
+    assert all(r[5].startswith("sha256-legacy:") for r in store.audit_rows()[:4])
+
+
+def test_blanking_links_cannot_launder_an_edit(store: Store) -> None:
+    """Found in review: an intruder edited a row and blanked a link, verify told the
+    operator to run create-store, and create-store relinked everything, edit included.
+    Now only rows from before the chain (by id, noted at the migration) are ever
+    linked, and never one after a linked row."""
+    store.use_mac_key(b"k" * 32)
+    _append(store, 5)
+    ids = [r[0] for r in store.audit_rows()]
+    store._exec("UPDATE audit SET detail_json = ? WHERE id = ?", ('{"n": 99}', ids[2]))
+    store._exec("UPDATE audit SET chain = '' WHERE id = ?", (ids[1],))
+    before = store.verify_audit()[1]
+    assert any("its link was removed" in p for p in before)
+    assert not any("create-store" in p for p in before)
+    assert store.backfill_audit_chain() == 0
+    assert store.verify_audit()[1] == before
+    # Blanking every link of a store that never had legacy rows launders nothing either.
+    store._exec("UPDATE audit SET chain = ''")
+    assert store.backfill_audit_chain() == 0
+    problems = store.verify_audit()[1]
+    assert len(problems) == 5
+    assert all("though written after the chain began: its link was removed" in p for p in problems)
 
 
 def test_replicas_appending_at_once_keep_one_chain(pg_url: str) -> None:
