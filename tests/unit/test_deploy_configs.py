@@ -329,3 +329,62 @@ def test_the_readme_cli_section_names_every_command() -> None:
     assert ("aggregator", "open-round") in named
     assert ("demo", None) in named
     assert named <= documented, sorted(named - documented, key=str)
+
+
+# -- deploy/k8s and deploy/compose.yaml against their schemas (issue 13, item 8) ------
+
+
+def _k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+    import yaml
+
+    out = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                out.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("where", "doc"), _k8s_documents(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_kubernetes_manifest_validates_against_the_api_schemas(
+    where: str, doc: dict[str, Any]
+) -> None:
+    """kubernetes-validate (the schemas of the Kubernetes API, offline) in strict mode:
+    an unknown or misspelt field fails, not only a wrong type."""
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    kv.validate(doc, kv.latest_version(), strict=True)
+
+
+def test_the_manifests_keep_the_metrics_port_to_prometheus() -> None:
+    policies = [d for _, d in _k8s_documents() if d["kind"] == "NetworkPolicy"]
+    assert policies, "deploy/k8s ships no NetworkPolicy"
+    rules = policies[0]["spec"]["ingress"]
+    open_ports = {p["port"] for r in rules if "from" not in r for p in r["ports"]}
+    assert open_ports == {7443}  # the probe and metrics port is not open to everyone
+    assert any(p["port"] == 9464 for r in rules if "from" in r for p in r["ports"])
+
+
+def test_the_compose_file_is_well_formed() -> None:
+    """The compose file's structure, checked offline: every service has an image,
+    every named volume it mounts is declared, every dependency is a service, ports are
+    HOST_IP:HOST:CONTAINER on loopback, and the files it mounts exist."""
+    import yaml
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services, volumes = compose["services"], set(compose.get("volumes") or {})
+    assert {"init", "aggregator"} <= set(services)
+    for name, svc in services.items():
+        assert svc.get("image") or svc.get("build"), name
+        for mount in svc.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source}"
+            else:
+                assert source in volumes, f"{name}: undeclared volume {source}"
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name}: depends on unknown {dep}"
+        for port in svc.get("ports", []):
+            host_ip, host, container = str(port).split(":")
+            assert host_ip == "127.0.0.1" and host.isdigit() and container.isdigit(), port
