@@ -362,3 +362,52 @@ def renew(
     _write_public(bundle / "tls.crt", tls.cert_pem)
     _write_public(bundle / "identity.crt", identity_cert)
     return renewed_ms, until
+
+
+def renew_server(directory: Path, *, ca_key: Path | None = None) -> list[str]:
+    """Reissue the aggregator's server certificate and the embedded custodian's TLS
+    certificate (new keys, the same names and addresses, a fresh validity), replacing
+    the files in place; ``serve`` uses them from its next start. Returns the files
+    written. A server certificate that did not come from this CA (``init --cert``) is
+    left to its issuer: FailedPrecondition."""
+    cfg = cfgmod.load(directory)
+    ca = _ca(directory, cfg, ca_key)
+    jobs = [
+        (
+            Identity(Role.AGGREGATOR, "aggregator"),
+            cfgmod.resolve(directory, cfg.tls.cert),
+            cfgmod.resolve(directory, cfg.tls.key),
+            (cfg.server.server_name, *SERVER_DNS),
+        )
+    ]
+    if cfg.custodian.embedded:
+        key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
+        jobs.append(
+            (
+                Identity(Role.CUSTODIAN, "custodian"),
+                key_dir / "tls.crt",
+                key_dir / "tls.key",
+                (cfg.custodian.server_name, *SERVER_DNS),
+            )
+        )
+    issued = []
+    for identity, cert_path, key_path, names in jobs:
+        current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if current.issuer != x509.load_pem_x509_certificate(ca.cert_pem).subject:
+            raise FailedPrecondition(
+                f"{cert_path.name} was not issued by this CA: renew it with its issuer",
+                field="tls.cert",
+            )
+        issued.append(
+            (
+                cert_path,
+                key_path,
+                issue_tls_cert(ca, identity, dns_names=names, ip_addresses=SERVER_IPS),
+            )
+        )
+    written = []
+    for cert_path, key_path, tls in issued:  # every certificate made before any is written
+        write_private(key_path, tls.key_pem, overwrite=True)
+        _write_public(cert_path, tls.cert_pem)
+        written += [str(cert_path.relative_to(directory)), str(key_path.relative_to(directory))]
+    return written

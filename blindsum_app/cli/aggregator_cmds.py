@@ -136,6 +136,15 @@ def cmd_renew(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_renew_server(args: argparse.Namespace) -> int:
+    from aggregator.admin import renew_server  # noqa: PLC0415
+
+    for path in renew_server(args.dir, ca_key=args.ca_key):
+        print(f"wrote {path}")
+    print("restart `aggregator serve` (each replica in turn) to serve the new certificates")
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from aggregator.backup import backup  # noqa: PLC0415
 
@@ -513,6 +522,20 @@ def register(sub: Any) -> None:
         default=7,
         help="days the replaced certificates are still accepted (default: 7)",
     )
+    s.add_argument("--ca-key", type=Path, help="the CA key, if not in DIR (default: DIR's)")
+
+    s = add_command(
+        agg,
+        "renew-server",
+        help="reissue the server's and the embedded custodian's TLS certificates",
+        description="Reissue the aggregator's server certificate and the embedded "
+        "custodian's TLS certificate from the CA: new keys, the same names and "
+        "addresses, a fresh validity. The files are replaced in place; restart serve to "
+        "use them. Parties need nothing: they trust the CA, not the certificate.",
+        examples=["blindsum aggregator renew-server ./agg"],
+        func=cmd_renew_server,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
     s.add_argument("--ca-key", type=Path, help="the CA key, if not in DIR (default: DIR's)")
 
     s = add_command(

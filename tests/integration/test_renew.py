@@ -92,3 +92,39 @@ def test_renew_refuses_a_foreign_bundle_or_a_revoked_party(
     revoke(deployment.agg_dir, "team-c")
     with pytest.raises(FailedPrecondition, match="revoked"):
         renew(deployment.agg_dir, "team-c", bundle=deployment.bundle("team-c"))
+
+
+async def test_the_servers_certificates_are_renewed_in_place(deployment: Deployment) -> None:
+    """renew-server: new keys, the same names, a later end; parties connect as before,
+    since they trust the CA, and he rounds reach the renewed custodian."""
+    from cryptography import x509
+
+    from aggregator.admin import renew_server
+
+    cert = deployment.agg_dir / "tls" / "server.crt"
+    custodian = deployment.agg_dir / "custodian" / "tls.crt"
+    before = [x509.load_pem_x509_certificate(p.read_bytes()) for p in (cert, custodian)]
+    written = renew_server(deployment.agg_dir)
+    assert written == [
+        "tls/server.crt",
+        "tls/server.key",
+        "custodian/tls.crt",
+        "custodian/tls.key",
+    ]
+    after = [x509.load_pem_x509_certificate(p.read_bytes()) for p in (cert, custodian)]
+    for old_cert, new_cert in zip(before, after, strict=True):
+        assert new_cert.serial_number != old_cert.serial_number
+        assert new_cert.public_key() != old_cert.public_key()
+        san = x509.SubjectAlternativeName
+        assert new_cert.extensions.get_extension_for_class(san).value == (
+            old_cert.extensions.get_extension_for_class(san).value
+        )
+        assert new_cert.not_valid_after_utc >= old_cert.not_valid_after_utc
+    running = await start_aggregator(deployment.agg_dir, listen="127.0.0.1:0")
+    try:
+        view = await running.manager.open_round(OpenRoundSpec(mode=Mode.HE, parties=PARTIES))
+        vectors = {n: party_vector(i) for i, n in enumerate(PARTIES)}
+        await run_parties(deployment, running.port, view.round_id, vectors, expire_gone=False)
+        assert running.manager.view(view.round_id).state is RoundState.COMPLETE
+    finally:
+        await running.stop(grace=None)
