@@ -15,9 +15,10 @@ process by default, on its own port, and talks to it over mTLS like a remote one
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 
@@ -46,6 +47,27 @@ log = get_logger("blindsum.custodian")
 
 _DECRYPT_PHASE = "decrypt"
 _SELF = "custodian"
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _counts_outcome(
+    fn: Callable[Concatenate[Custodian, _P], _R],
+) -> Callable[Concatenate[Custodian, _P], _R]:
+    """Tell ``on_decrypt`` "refused" when a decryption request is refused (the method
+    reports "decrypted" and "replayed" itself)."""
+
+    @functools.wraps(fn)
+    def wrapper(custodian: Custodian, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(custodian, *args, **kwargs)
+        except BlindsumError:
+            custodian._outcome("refused")
+            raise
+
+    return wrapper
 
 
 @dataclass
@@ -77,6 +99,7 @@ class Custodian:
             params=self.secret.params,
         )
 
+    @_counts_outcome
     def decrypt(
         self,
         *,
@@ -94,31 +117,6 @@ class Custodian:
         the round's schema (checked against ``schema_id``, its hash), not from the
         aggregator: one decryption can then never open several parties' ciphertexts
         laid side by side as chunks of one long "aggregate"."""
-        try:
-            return self._decrypt(
-                round_id=round_id,
-                schema_id=schema_id,
-                chunks=chunks,
-                receipts=receipts,
-                vector_length=vector_length,
-                min_receipts=min_receipts,
-                schema_toml=schema_toml,
-            )
-        except BlindsumError:
-            self._outcome("refused")
-            raise
-
-    def _decrypt(
-        self,
-        *,
-        round_id: str,
-        schema_id: str,
-        chunks: Sequence[bytes],
-        receipts: Sequence[ReceiptRecord],
-        vector_length: int,
-        min_receipts: int,
-        schema_toml: str,
-    ) -> tuple[list[int], bytes]:
         expected = _schema_length(schema_toml, schema_id)
         if vector_length != expected:
             raise PermissionDenied(

@@ -92,6 +92,27 @@ def _parse_schema(text: str) -> Schema:
     return Schema.from_toml(text)
 
 
+def secagg_config(view: RoundView) -> SecAggConfig:
+    """The round's secagg configuration, from what the aggregator announced. Every
+    field is bound into each signature, so a party and the aggregator that disagree on
+    any of them cannot complete a round together."""
+    return SecAggConfig(
+        round_id=view.round_id,
+        schema_id=view.schema_id,
+        parties=view.parties,
+        threshold=view.threshold,
+        vector_length=view.vector_length,
+        graph_degree=view.graph_degree,
+        threat=view.threat,
+        context=round_context(
+            window_start_ms=view.window_start_ms,
+            window_end_ms=view.window_end_ms,
+            dp=view.dp,
+            min_contributors=view.min_contributors,
+        ),
+    )
+
+
 class SimulatedDropout(BlindsumError):
     """Raised when the node was told to vanish after a phase (demo and tests)."""
 
@@ -410,21 +431,7 @@ class PartyNode:
         identity_key = self.bundle.identity_key
         if identity_key is None:  # checked in __init__; keeps the type narrow
             raise InvalidArgument("bundle has no identity key", field="--bundle")
-        config = SecAggConfig(
-            round_id=view.round_id,
-            schema_id=view.schema_id,
-            parties=view.parties,
-            threshold=view.threshold,
-            vector_length=view.vector_length,
-            graph_degree=view.graph_degree,
-            threat=view.threat,
-            context=round_context(
-                window_start_ms=view.window_start_ms,
-                window_end_ms=view.window_end_ms,
-                dp=view.dp,
-                min_contributors=view.min_contributors,
-            ),
-        )
+        config = secagg_config(view)
         saved = state.get("protocol")
         party = (
             SecAggParty.from_state(saved, identity_key, self.rand)

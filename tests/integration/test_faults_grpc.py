@@ -18,11 +18,12 @@ from blindsum import codec
 from blindsum.bundle import load_bundle
 from blindsum.crypto.sign import SigningKey
 from blindsum.errors import FailedPrecondition, Unavailable
-from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView, round_context
-from blindsum.protocol.secagg import SecAggConfig, SecAggParty, name_list
+from blindsum.model import Mode, OpenRoundSpec, Phase, RoundView
+from blindsum.protocol.secagg import SecAggParty, name_list
 from blindsum.rpc.v1 import common_pb2, round_pb2, round_pb2_grpc
 from blindsum.transport.pki import Identity, Role, create_ca, issue_tls_cert
 from blindsum.transport.tls import secure_channel
+from party.node import secagg_config
 from tests.conftest import PARTIES, Deployment
 from tests.integration.test_rounds_grpc import party_vector, run_parties
 
@@ -47,21 +48,7 @@ async def stub_a(
 def _commit(view: RoundView, key: SigningKey) -> round_pb2.CommitRequest:
     """team-a's first message in a secagg round: a signed commitment, built from the
     round's own parameters (the signature binds all of them)."""
-    cfg = SecAggConfig(
-        round_id=view.round_id,
-        schema_id=view.schema_id,
-        parties=view.parties,
-        threshold=view.threshold,
-        vector_length=view.vector_length,
-        graph_degree=view.graph_degree,
-        threat=view.threat,
-        context=round_context(
-            window_start_ms=view.window_start_ms,
-            window_end_ms=view.window_end_ms,
-            dp=view.dp,
-            min_contributors=view.min_contributors,
-        ),
-    )
+    cfg = secagg_config(view)
     commit = SecAggParty(cfg, "team-a", key, secrets.token_bytes).commit()
     return codec.commit_to_request(view.round_id, view.schema_id, commit)
 

@@ -52,11 +52,11 @@ from blindsum.model import (
     Phase,
     RoundState,
     RoundView,
-    round_context,
 )
-from blindsum.protocol.secagg import SealedShare, SecAggConfig, SecAggParty
+from blindsum.protocol.secagg import SealedShare, SecAggParty
 from blindsum.rpc.v1 import round_pb2
 from blindsum.transport.pki import Identity, Role, create_ca, issue_identity_cert
+from party.node import secagg_config
 from tests.integration.test_rounds_grpc import assert_report_matches, party_vector, plain_sum
 
 NAMES = ("team-a", "team-b", "team-c", "team-d", "team-e")
@@ -137,21 +137,7 @@ class Lifecycle(RuleBasedStateMachine):
         )
         view = self.run(self.manager.open_round(spec))
         self.rid = view.round_id
-        config = SecAggConfig(
-            round_id=view.round_id,
-            schema_id=view.schema_id,
-            parties=view.parties,
-            threshold=view.threshold,
-            vector_length=view.vector_length,
-            graph_degree=view.graph_degree,
-            threat=view.threat,
-            context=round_context(
-                window_start_ms=view.window_start_ms,
-                window_end_ms=view.window_end_ms,
-                dp=view.dp,
-                min_contributors=view.min_contributors,
-            ),
-        )
+        config = secagg_config(view)
         self.parties = {p: SecAggParty(config, p, self.keys[p], secrets.token_bytes) for p in NAMES}
 
     async def _next(self, p: str, view: RoundView) -> Ack | None:

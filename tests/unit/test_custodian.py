@@ -89,6 +89,8 @@ def test_decrypts_a_receipted_sum_once_and_signs_it(
     tmp_path: Path, secret: BfvSecretContext
 ) -> None:
     w = World(tmp_path, secret)
+    outcomes: list[str] = []
+    w.custodian.on_decrypt = outcomes.append  # what the metrics count (issue 13)
     acc = HeAccumulator("r1", SID, w.public, 4)
     for i, name in enumerate(("a", "b", "c")):
         w.party(name)
@@ -131,6 +133,7 @@ def test_decrypts_a_receipted_sum_once_and_signs_it(
     with pytest.raises(PermissionDenied, match="already decrypted"):
         w.custodian.decrypt(**{**kw, "chunks": other.aggregate(), "receipts": other.receipts()})  # type: ignore[arg-type]
     assert [e[2] for e in w.store.audit_log("r1")] == ["decrypted", "decrypt_refused"]
+    assert outcomes == ["decrypted", "replayed", "refused"]
 
 
 def test_refuses_fewer_than_its_own_floor_of_receipts(
