@@ -388,3 +388,13 @@ def test_the_compose_file_is_well_formed() -> None:
         for port in svc.get("ports", []):
             host_ip, host, container = str(port).split(":")
             assert host_ip == "127.0.0.1" and host.isdigit() and container.isdigit(), port
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """Found while documenting the party deployment: the Dockerfile did not copy
+    blindsum_app, so the image's `blindsum` command could not import its CLI."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", dockerfile, flags=re.MULTILINE))
+    assert packages <= copied, sorted(packages - copied)
