@@ -28,6 +28,7 @@ from blindsum.config import dump_config
 from blindsum.crypto.he import BfvParams, BfvSecretContext
 from blindsum.crypto.sign import SigningKey
 from blindsum.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument
+from blindsum.protocol.he import context_hash
 from blindsum.transport.pki import (
     Identity,
     KeyAndCert,
@@ -411,3 +412,56 @@ def renew_server(directory: Path, *, ca_key: Path | None = None) -> list[str]:
         _write_public(cert_path, tls.cert_pem)
         written += [str(cert_path.relative_to(directory)), str(key_path.relative_to(directory))]
     return written
+
+
+#: Where a rotation keeps the custodian's retired BFV keys (under its key directory),
+#: one file per key, named by the SHA-256 of its public context.
+RETIRED_DIR = "retired"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    new_context: str  # hex hash; "" when only pruning
+    retired: str  # the hash of the key retired by this rotation ("" when pruning)
+    pruned: tuple[str, ...]  # retired keys deleted: no open round uses them
+    kept: tuple[str, ...]  # retired keys still held for open rounds
+
+
+def rotate_bfv(directory: Path, *, prune_only: bool = False) -> Rotation:
+    """Rotate the embedded custodian's BFV key: the current key is retired (kept under
+    ``custodian/retired/`` until no open he round uses it), a new one becomes current.
+    Rounds opened from then on use the new key; each open round keeps the key it opened
+    with. Retired keys no open round uses are deleted. ``serve`` uses the new key from
+    its next start."""
+    cfg = cfgmod.load(directory)
+    key_dir = cfgmod.resolve(directory, cfg.custodian.key_dir)
+    current_path = key_dir / "bfv-secret.bin"
+    current = BfvSecretContext.from_bytes(current_path.read_bytes())
+    current_hash = context_hash(current.public_bytes()).hex()
+    store = open_store(cfg.store.url, base_dir=directory)
+    try:
+        in_use = store.open_he_contexts()
+    finally:
+        store.close()
+    if not prune_only and "" in in_use:
+        raise FailedPrecondition(
+            "an open he round from before key rotation does not name its key: let it "
+            "finish (or abort it) before rotating",
+            field="custodian",
+        )
+    retired_dir = key_dir / RETIRED_DIR
+    retired_dir.mkdir(mode=0o700, exist_ok=True)
+    pruned, kept = [], []
+    for path in sorted(retired_dir.glob("*.bin")):
+        if path.stem in in_use:
+            kept.append(path.stem)
+        else:
+            path.unlink()
+            pruned.append(path.stem)
+    if prune_only:
+        return Rotation("", "", tuple(pruned), tuple(kept))
+    write_private(retired_dir / f"{current_hash}.bin", current.to_bytes())
+    fresh = BfvSecretContext.generate(current.params)
+    write_private(current_path, fresh.to_bytes(), overwrite=True)
+    new_hash = context_hash(fresh.public_bytes()).hex()
+    return Rotation(new_hash, current_hash, tuple(pruned), (*kept, current_hash))

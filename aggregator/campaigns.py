@@ -236,7 +236,7 @@ def campaigns(store: Store) -> list[Campaign]:
     return [campaign_from_row(row) for row in store.campaign_rows()]
 
 
-OpenRound = Callable[[OpenRoundSpec], object]
+OpenRound = Callable[..., object]
 
 
 class CampaignRunner:
@@ -270,8 +270,9 @@ class CampaignRunner:
             out.append((c, fire))
         return out
 
-    def run(self) -> list[str]:
-        """Open every due round (on a worker thread); the ids opened here."""
+    def run(self, he_context: str = "") -> list[str]:
+        """Open every due round (on a worker thread); the ids opened here. An he round
+        gets ``he_context``, the custodian's current context hash."""
         opened = []
         now = self._clock_ms()
         due = self.due()
@@ -284,7 +285,7 @@ class CampaignRunner:
             if self._retry_at.get(rid, 0) > now:
                 continue
             try:
-                self._open(campaign.round_spec(fire))
+                self._open(campaign.round_spec(fire), he_context=he_context)
             except AlreadyExists:
                 continue  # another replica opened it first
             except BlindsumError as exc:

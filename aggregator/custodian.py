@@ -16,6 +16,7 @@ process by default, on its own port, and talks to it over mTLS like a remote one
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -80,6 +81,9 @@ class Custodian:
     store: Store
     min_receipts: int = 3
     _public: bytes | None = field(default=None, repr=False)
+    #: Keys a rotation retired, by the SHA-256 of their public context: kept until the
+    #: last round that uses one is done (``aggregator rotate-bfv`` prunes them).
+    retired: dict[bytes, BfvSecretContext] = field(default_factory=dict, repr=False)
     #: Told each decryption's outcome: "decrypted", "replayed" or "refused" (metrics).
     on_decrypt: Callable[[str], None] | None = field(default=None, repr=False)
 
@@ -92,11 +96,28 @@ class Custodian:
             self._public = self.secret.public_bytes()
         return self._public
 
-    def public_context(self) -> SignedPublicContext:
+    def _key(self, context: bytes) -> tuple[BfvSecretContext, bytes]:
+        """The secret key and public context for the context hash ``context`` (empty:
+        the current one); NotFound for a key that was never here or is pruned."""
+        current = self._public_bytes()
+        if not context or hmac.compare_digest(context, context_hash(current)):
+            return self.secret, current
+        retired = self.retired.get(context)
+        if retired is None:
+            raise NotFound(
+                f"no key for context {context.hex()[:16]}: never this custodian's, or "
+                "retired and pruned",
+                field="context_hash",
+            )
+        return retired, retired.public_bytes()
+
+    def public_context(self, context: bytes = b"") -> SignedPublicContext:
+        """The signed public context of ``context`` (empty: the current key)."""
+        secret, public = self._key(context)
         return SignedPublicContext(
-            context=self._public_bytes(),
-            signature=self.signing_key.sign(context_transcript(self._public_bytes())),
-            params=self.secret.params,
+            context=public,
+            signature=self.signing_key.sign(context_transcript(public)),
+            params=secret.params,
         )
 
     @_counts_outcome
@@ -110,13 +131,18 @@ class Custodian:
         vector_length: int,
         min_receipts: int,
         schema_toml: str,
+        context: bytes = b"",
     ) -> tuple[list[int], bytes]:
         """Check the receipts, decrypt once per round, sign and audit the result.
+
+        ``context`` names the key: the hash of the public context the parties encrypted
+        under, which their receipts bind (empty: the current key).
 
         The vector length, and so the number of chunks and each chunk's size, come from
         the round's schema (checked against ``schema_id``, its hash), not from the
         aggregator: one decryption can then never open several parties' ciphertexts
         laid side by side as chunks of one long "aggregate"."""
+        secret, public = self._key(context)
         expected = _schema_length(schema_toml, schema_id)
         if vector_length != expected:
             raise PermissionDenied(
@@ -151,7 +177,7 @@ class Custodian:
             verify_keys=verify_keys,
             min_receipts=k,
             # Receipts for ciphertexts under any other key are refused here.
-            context=context_hash(self._public_bytes()),
+            context=context_hash(public),
         )
         parties = [r.party for r in receipts]
         digest = decrypt_request_digest(round_id, schema_id, vector_length, chunks, parties)
@@ -168,7 +194,7 @@ class Custodian:
             stored = custodian_pb2.DecryptResponse.FromString(previous[0].payload or b"")
             self._outcome("replayed")
             return list(stored.values), stored.signature
-        values = self.secret.decrypt(chunks, vector_length)
+        values = secret.decrypt(chunks, vector_length)
         signature = self.signing_key.sign(
             result_transcript(
                 round_id, schema_id, values, receipt_parties=parties, request_digest=digest
@@ -215,7 +241,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> round_pb2.PublicContext:
         peer_identity(context)
-        return codec.public_context_to_pb(self.custodian.public_context())
+        return codec.public_context_to_pb(self.custodian.public_context(request.context_hash))
 
     @translate
     async def Decrypt(  # noqa: N802 - gRPC method name
@@ -237,6 +263,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             vector_length=request.vector_length,
             min_receipts=request.min_receipts,
             schema_toml=request.schema_toml,
+            context=request.context_hash,
         )
         return custodian_pb2.DecryptResponse(
             round_id=request.round_id, values=values, signature=signature
@@ -253,15 +280,18 @@ class GrpcCustodianClient:
         self._key = custodian_key
         self.timeout_s = timeout_s
 
-    async def public_context(self) -> SignedPublicContext:
+    async def public_context(self, context: bytes = b"") -> SignedPublicContext:
+        """The signed public context whose hash is ``context`` (empty: the current)."""
         try:
             msg = await self._stub.GetPublicContext(
-                custodian_pb2.PublicContextRequest(), timeout=self.timeout_s
+                custodian_pb2.PublicContextRequest(context_hash=context), timeout=self.timeout_s
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, "CustodianService.GetPublicContext") from None
         signed = codec.public_context_from_pb(msg)
         signed.verify(self._key)
+        if context and not hmac.compare_digest(signed.hash, context):
+            raise InvalidArgument("the custodian sent another context", field="context_hash")
         return signed
 
     async def decrypt(
@@ -274,6 +304,7 @@ class GrpcCustodianClient:
         vector_length: int,
         min_receipts: int,
         schema_toml: str,
+        context: bytes = b"",
     ) -> list[int]:
         request = custodian_pb2.DecryptRequest(
             round_id=round_id,
@@ -288,6 +319,7 @@ class GrpcCustodianClient:
             vector_length=vector_length,
             min_receipts=min_receipts,
             schema_toml=schema_toml,
+            context_hash=context,
         )
         try:
             msg = await self._stub.Decrypt(request, timeout=self.timeout_s)

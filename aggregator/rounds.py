@@ -143,7 +143,7 @@ class Ack:
 class CustodianClient(Protocol):
     """How the aggregator reaches the custodian (in-process gRPC by default)."""
 
-    async def public_context(self) -> SignedPublicContext: ...
+    async def public_context(self, context: bytes = b"") -> SignedPublicContext: ...
 
     async def decrypt(
         self,
@@ -155,6 +155,7 @@ class CustodianClient(Protocol):
         vector_length: int,
         min_receipts: int,
         schema_toml: str,
+        context: bytes = b"",
     ) -> list[int]: ...
 
 
@@ -295,8 +296,8 @@ class RoundManager:
         #: party -> (identity key, identity certificate, when read): re-read after
         #: IDENTITY_TTL_S, so a renewed certificate goes out with rosters within a minute.
         self._verify_keys: dict[str, tuple[VerifyKey, bytes, float]] = {}
-        self._he_context: SignedPublicContext | None = None
-        self._he_public: BfvPublicContext | None = None
+        #: context hash (b"" for the custodian's current one) -> signed context, parsed
+        self._he_contexts: dict[bytes, tuple[SignedPublicContext, BfvPublicContext]] = {}
         self._custodian_retry_at: dict[str, int] = {}
         # Consecutive ticks on which a round failed (see _failed).
         self._failures: dict[str, int] = {}
@@ -599,9 +600,14 @@ class RoundManager:
     # -- admin ----------------------------------------------------------------
 
     async def open_round(self, spec: OpenRoundSpec) -> RoundView:
-        return await self.offload(self._open_round, spec)
+        # An he round keeps the custodian context current when it opens, through a
+        # key rotation (docs/DEPLOYING.md, "Rotating the custodian's key").
+        he_context = await self.current_context_hash() if spec.mode is Mode.HE else ""
+        return await self.offload(self._open_round, spec, he_context=he_context)
 
-    def _open_round(self, spec: OpenRoundSpec, *, check_only: bool = False) -> RoundView:
+    def _open_round(
+        self, spec: OpenRoundSpec, *, check_only: bool = False, he_context: str = ""
+    ) -> RoundView:
         """Open a round; with ``check_only``, run every check but the DP budget (which
         depends on when the round opens) and store nothing."""
         parties = tuple(spec.parties)
@@ -723,6 +729,7 @@ class RoundManager:
             threat_json=threat_json,
             window_start_ms=window.start_ms,
             window_end_ms=window.end_ms,
+            he_context=he_context if spec.mode is Mode.HE else "",
         )
         if check_only:
             return self._view(rec)
@@ -825,7 +832,10 @@ class RoundManager:
 
     async def run_campaigns(self) -> list[str]:
         """Open the rounds campaigns are due (the ticker calls this); the ids opened."""
-        opened = await self.offload(self.campaigns.run)
+        due = await self.offload(self.campaigns.due)
+        he = any(c.spec.mode is Mode.HE for c, _ in due)
+        he_context = await self.current_context_hash() if he else ""
+        opened = await self.offload(self.campaigns.run, he_context)
         if opened:
             self._notify()
             if self.metrics is not None:
@@ -1351,12 +1361,33 @@ class RoundManager:
 
     # -- he handlers -------------------------------------------------------------
 
-    async def _signed_context(self) -> SignedPublicContext:
+    async def _context(self, context: bytes = b"") -> tuple[SignedPublicContext, BfvPublicContext]:
+        """The custodian's signed public context with hash ``context`` (empty: its
+        current one, asked again every time, so a key rotation is seen), and parsed."""
         if self.custodian is None:
             raise FailedPrecondition("no custodian is configured for he rounds")
-        if self._he_context is None:
-            self._he_context = await self.custodian.public_context()
-        return self._he_context
+        hit = self._he_contexts.get(context) if context else None
+        if hit is None:
+            signed = await self.custodian.public_context(context)
+            hit = self._he_contexts.get(signed.hash)
+            if hit is None:
+                parsed = BfvPublicContext.from_bytes(signed.context, expected=signed.params)
+                hit = (signed, parsed)
+                self._he_contexts[signed.hash] = hit
+        return hit
+
+    async def _round_context(
+        self, rec: RoundRecord
+    ) -> tuple[SignedPublicContext, BfvPublicContext]:
+        """The context an he round uses: the one fixed when it opened (the current one
+        for rounds from before key rotation)."""
+        return await self._context(bytes.fromhex(rec.he_context))
+
+    async def current_context_hash(self) -> str:
+        """The hex hash of the custodian's current context ("" without a custodian)."""
+        if self.custodian is None:
+            return ""
+        return (await self._context())[0].hash.hex()
 
     async def public_context(self, party: str, round_id: str) -> SignedPublicContext:
         rec = self._round_for_party(party, round_id)
@@ -1364,14 +1395,7 @@ class RoundManager:
             raise FailedPrecondition(
                 f"round {rec.round_id!r} is not an he round", field="GetPublicContext"
             )
-        return await self._signed_context()
-
-    async def _public(self) -> BfvPublicContext:
-        """The custodian's public context, parsed once per process."""
-        ctx = await self._signed_context()
-        if self._he_public is None or self._he_public.to_bytes() != ctx.context:
-            self._he_public = BfvPublicContext.from_bytes(ctx.context, expected=ctx.params)
-        return self._he_public
+        return (await self._round_context(rec))[0]
 
     async def _accumulator(self, rec: RoundRecord) -> HeAccumulator:
         """The round's homomorphic sum over every stored ciphertext, computed when the
@@ -1381,7 +1405,7 @@ class RoundManager:
         count = await self.offload(self.store.phase_count, rec.round_id, Phase.COLLECT.value)
         if acc is not None and len(acc) == count:
             return acc
-        public = await self._public()
+        public = (await self._round_context(rec))[1]
         length = self._schema(rec).vector_length
         stored = await self.offload(self.store.accumulator, rec.round_id)
 
@@ -1421,9 +1445,9 @@ class RoundManager:
         its receipt binds it; it must be the one this aggregator hands out."""
         ct_digest = ciphertext_digest(chunks)
         # Invited first, so an outsider learns nothing about the custodian.
-        await self.offload(self._round_for_party, party, round_id)
-        public = await self._public()
-        current = (await self._signed_context()).hash
+        rec0 = await self.offload(self._round_for_party, party, round_id)
+        signed, public = await self._round_context(rec0)
+        current = signed.hash
         if not hmac.compare_digest(context, current):
             raise FailedPrecondition(
                 f"encrypted under custodian context {context.hex()[:16] or '(none)'}, "
@@ -1724,6 +1748,7 @@ class RoundManager:
                 vector_length=self._schema(rec).vector_length,
                 min_receipts=rec.threshold,
                 schema_toml=rec.schema_toml,
+                context=bytes.fromhex(rec.he_context),
             )
         except StoreCorruption:
             raise  # the ticker aborts the round, naming the payload

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
 from aggregator.access import AccessLimits, AccessWatch, ServiceObserver
-from aggregator.admin import load_mac_key
+from aggregator.admin import RETIRED_DIR, load_mac_key
 from aggregator.campaigns import CampaignStatus
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
 from aggregator.metrics import Metrics, aggregator_certs, expiring, party_certs
@@ -44,6 +44,7 @@ from blindsum.crypto.sign import SigningKey, VerifyKey
 from blindsum.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from blindsum.log import get_logger
 from blindsum.model import Report
+from blindsum.protocol.he import context_hash
 from blindsum.protocol.secagg import Complaint
 from blindsum.rpc.v1 import (
     admin_pb2,
@@ -466,12 +467,17 @@ def load_custodian(directory: Path, cfg: cfgmod.AggregatorConfig) -> Custodian:
     secret = BfvSecretContext.from_bytes((key_dir / "bfv-secret.bin").read_bytes())
     signing = SigningKey.from_pem((key_dir / "signing.key").read_bytes())
     store = open_store(cfg.custodian.store_url, base_dir=directory)
+    retired = {}
+    for path in sorted((key_dir / RETIRED_DIR).glob("*.bin")):
+        old = BfvSecretContext.from_bytes(path.read_bytes())
+        retired[context_hash(old.public_bytes())] = old
     return Custodian(
         secret=secret,
         signing_key=signing,
         ca_cert_pem=_read(directory, cfg.tls.ca_cert),
         store=store,
         min_receipts=cfg.custodian.min_receipts,
+        retired=retired,
     )
 
 

@@ -88,6 +88,9 @@ class RoundRecord:
     # Bumped by every update: update_round is a compare-and-set on it, so a replica
     # that read an older version cannot overwrite what another one decided.
     version: int = 0
+    # he: the hex SHA-256 of the custodian context the round uses, fixed when it opens
+    # ("" for secagg and for rounds opened before key rotation existed: the current).
+    he_context: str = ""
 
     def with_phase(self, phase: str, deadline_ms: int) -> RoundRecord:
         return replace(self, phase=phase, phase_deadline_ms=deadline_ms, updated_ms=now_ms())
@@ -151,7 +154,7 @@ _DDL = [
         dp_campaign TEXT NOT NULL DEFAULT '', dp_window TEXT NOT NULL DEFAULT '',
         threat_json TEXT NOT NULL DEFAULT '', window_start_ms BIGINT NOT NULL DEFAULT 0,
         window_end_ms BIGINT NOT NULL DEFAULT 0, misbehaving_json TEXT NOT NULL DEFAULT '[]',
-        version BIGINT NOT NULL DEFAULT 0)""",
+        version BIGINT NOT NULL DEFAULT 0, he_context TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS submissions (
         round_id TEXT NOT NULL, phase TEXT NOT NULL, party TEXT NOT NULL,
         digest TEXT NOT NULL, payload {blob}, created_ms BIGINT NOT NULL,
@@ -219,6 +222,7 @@ _MIGRATE_5_TO_6 = [
     "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE parties ADD COLUMN renewed_ms BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE parties ADD COLUMN old_certs_until_ms BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE rounds ADD COLUMN he_context TEXT NOT NULL DEFAULT ''",
 ]
 
 #: The PostgreSQL advisory lock that serialises appends to the audit chain.
@@ -239,7 +243,7 @@ _ROUND_COLUMNS = (
     "round_id, mode, state, phase, schema_toml, schema_id, parties_json, threshold, "
     "min_contributors, graph_degree, phase_timeout_s, phase_deadline_ms, abort_reason, "
     "created_ms, updated_ms, dp_mode, dp_rho, dp_expected_parties, dp_campaign, dp_window, "
-    "threat_json, window_start_ms, window_end_ms, misbehaving_json, version"
+    "threat_json, window_start_ms, window_end_ms, misbehaving_json, version, he_context"
 )
 
 
@@ -323,6 +327,7 @@ def _round_from_row(row: Sequence[Any]) -> RoundRecord:
         window_end_ms=int(row[22]),
         misbehaving_json=row[23],
         version=int(row[24]),
+        he_context=row[25],
     )
 
 
@@ -362,6 +367,7 @@ def _round_params(r: RoundRecord) -> tuple[Any, ...]:
         r.window_end_ms,
         r.misbehaving_json,
         r.version,
+        r.he_context,
     )
 
 
@@ -1204,6 +1210,14 @@ class Store:
             params = (campaign,)
         rows = self._exec(sql + " ORDER BY charged_ms, round_id", params).fetchall()
         return [LedgerEntry(r[0], r[1], r[2], float(r[3]), int(r[4])) for r in rows]
+
+    def open_he_contexts(self) -> set[str]:
+        """The custodian contexts (hex hashes) that open he rounds use ("" for the
+        current one, in rounds from before key rotation)."""
+        rows = self._exec(
+            "SELECT DISTINCT he_context FROM rounds WHERE mode = 'he' AND state = 'open'"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
 
     def round_counts(self) -> list[tuple[str, str, int]]:
         """(mode, state, how many rounds) over the whole store."""

@@ -145,6 +145,20 @@ def cmd_renew_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_bfv(args: argparse.Namespace) -> int:
+    from aggregator.admin import rotate_bfv  # noqa: PLC0415
+
+    done = rotate_bfv(args.dir, prune_only=args.prune)
+    if done.new_context:
+        print(f"new custodian key {done.new_context[:16]}; retired {done.retired[:16]}")
+        print("restart `aggregator serve` to use it: rounds opened from then on use it")
+    for h in done.pruned:
+        print(f"deleted retired key {h[:16]}: no open round uses it")
+    for h in done.kept:
+        print(f"kept retired key {h[:16]} for the open rounds that use it")
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from aggregator.backup import backup  # noqa: PLC0415
 
@@ -537,6 +551,27 @@ def register(sub: Any) -> None:
     )
     s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
     s.add_argument("--ca-key", type=Path, help="the CA key, if not in DIR (default: DIR's)")
+
+    s = add_command(
+        agg,
+        "rotate-bfv",
+        help="rotate the embedded custodian's BFV key; retired keys live until their rounds end",
+        description="Make a new BFV key current for the embedded custodian. Every open he "
+        "round keeps the key it opened with (its parties' receipts name it); rounds "
+        "opened after `serve` restarts use the new one. The retired key is kept under "
+        "custodian/retired/ until no open round uses it: run again with --prune later "
+        "to delete the ones whose rounds are done. Parties need nothing: they fetch each "
+        "round's context, signed by the same custodian key.",
+        examples=[
+            "blindsum aggregator rotate-bfv ./agg",
+            "blindsum aggregator rotate-bfv ./agg --prune",
+        ],
+        func=cmd_rotate_bfv,
+    )
+    s.add_argument("dir", type=Path, metavar="DIR", help=DIR_HELP)
+    s.add_argument(
+        "--prune", action="store_true", help="only delete retired keys no open round uses"
+    )
 
     s = add_command(
         agg,

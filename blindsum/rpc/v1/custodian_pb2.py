@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from blindsum.rpc.v1 import round_pb2 as blindsum_dot_rpc_dot_v1_dot_round__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62lindsum/rpc/v1/custodian.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1b\x62lindsum/rpc/v1/round.proto\"\x16\n\x14PublicContextRequest\"F\n\x07Receipt\x12\r\n\x05party\x18\x01 \x01(\t\x12\x19\n\x11\x63iphertext_sha256\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xbd\x01\n\x0e\x44\x65\x63ryptRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x18\n\x10\x61ggregate_chunks\x18\x03 \x03(\x0c\x12*\n\x08receipts\x18\x04 \x03(\x0b\x32\x18.blindsum.rpc.v1.Receipt\x12\x15\n\rvector_length\x18\x05 \x01(\r\x12\x14\n\x0cmin_receipts\x18\x06 \x01(\r\x12\x13\n\x0bschema_toml\x18\x07 \x01(\t\"F\n\x0f\x44\x65\x63ryptResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x12\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x32\xbb\x01\n\x10\x43ustodianService\x12Y\n\x10GetPublicContext\x12%.blindsum.rpc.v1.PublicContextRequest\x1a\x1e.blindsum.rpc.v1.PublicContext\x12L\n\x07\x44\x65\x63rypt\x12\x1f.blindsum.rpc.v1.DecryptRequest\x1a .blindsum.rpc.v1.DecryptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62lindsum/rpc/v1/custodian.proto\x12\x0f\x62lindsum.rpc.v1\x1a\x1b\x62lindsum/rpc/v1/round.proto\",\n\x14PublicContextRequest\x12\x14\n\x0c\x63ontext_hash\x18\x01 \x01(\x0c\"F\n\x07Receipt\x12\r\n\x05party\x18\x01 \x01(\t\x12\x19\n\x11\x63iphertext_sha256\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xd3\x01\n\x0e\x44\x65\x63ryptRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tschema_id\x18\x02 \x01(\t\x12\x18\n\x10\x61ggregate_chunks\x18\x03 \x03(\x0c\x12*\n\x08receipts\x18\x04 \x03(\x0b\x32\x18.blindsum.rpc.v1.Receipt\x12\x15\n\rvector_length\x18\x05 \x01(\r\x12\x14\n\x0cmin_receipts\x18\x06 \x01(\r\x12\x13\n\x0bschema_toml\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontext_hash\x18\x08 \x01(\x0c\"F\n\x0f\x44\x65\x63ryptResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x12\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x32\xbb\x01\n\x10\x43ustodianService\x12Y\n\x10GetPublicContext\x12%.blindsum.rpc.v1.PublicContextRequest\x1a\x1e.blindsum.rpc.v1.PublicContext\x12L\n\x07\x44\x65\x63rypt\x12\x1f.blindsum.rpc.v1.DecryptRequest\x1a .blindsum.rpc.v1.DecryptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blindsum.rpc.v1.custodian_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUBLICCONTEXTREQUEST']._serialized_start=81
-  _globals['_PUBLICCONTEXTREQUEST']._serialized_end=103
-  _globals['_RECEIPT']._serialized_start=105
-  _globals['_RECEIPT']._serialized_end=175
-  _globals['_DECRYPTREQUEST']._serialized_start=178
-  _globals['_DECRYPTREQUEST']._serialized_end=367
-  _globals['_DECRYPTRESPONSE']._serialized_start=369
-  _globals['_DECRYPTRESPONSE']._serialized_end=439
-  _globals['_CUSTODIANSERVICE']._serialized_start=442
-  _globals['_CUSTODIANSERVICE']._serialized_end=629
+  _globals['_PUBLICCONTEXTREQUEST']._serialized_end=125
+  _globals['_RECEIPT']._serialized_start=127
+  _globals['_RECEIPT']._serialized_end=197
+  _globals['_DECRYPTREQUEST']._serialized_start=200
+  _globals['_DECRYPTREQUEST']._serialized_end=411
+  _globals['_DECRYPTRESPONSE']._serialized_start=413
+  _globals['_DECRYPTRESPONSE']._serialized_end=483
+  _globals['_CUSTODIANSERVICE']._serialized_start=486
+  _globals['_CUSTODIANSERVICE']._serialized_end=673
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,19 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class PublicContextRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CONTEXT_HASH_FIELD_NUMBER: _builtins.int
+    context_hash: _builtins.bytes
+    """The SHA-256 of the context wanted (a round's, after a key rotation); empty for
+    the current one.
+    """
     def __init__(
         self,
+        *,
+        context_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_hash", b"context_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -73,6 +80,7 @@ class DecryptRequest(_message.Message):
     VECTOR_LENGTH_FIELD_NUMBER: _builtins.int
     MIN_RECEIPTS_FIELD_NUMBER: _builtins.int
     SCHEMA_TOML_FIELD_NUMBER: _builtins.int
+    CONTEXT_HASH_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     schema_id: _builtins.str
     vector_length: _builtins.int
@@ -80,6 +88,10 @@ class DecryptRequest(_message.Message):
     schema_toml: _builtins.str
     """The round's schema. The custodian checks that it hashes to schema_id and takes
     the expected vector length and chunk sizes from it, never from the aggregator.
+    """
+    context_hash: _builtins.bytes
+    """The SHA-256 of the context the round's parties encrypted under (their receipts
+    bind it); empty for the current one. The custodian decrypts with that key.
     """
     @_builtins.property
     def aggregate_chunks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
@@ -95,10 +107,11 @@ class DecryptRequest(_message.Message):
         vector_length: _builtins.int = ...,
         min_receipts: _builtins.int = ...,
         schema_toml: _builtins.str = ...,
+        context_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_chunks", b"aggregate_chunks", "min_receipts", b"min_receipts", "receipts", b"receipts", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "vector_length", b"vector_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_chunks", b"aggregate_chunks", "context_hash", b"context_hash", "min_receipts", b"min_receipts", "receipts", b"receipts", "round_id", b"round_id", "schema_id", b"schema_id", "schema_toml", b"schema_toml", "vector_length", b"vector_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
