@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -22,6 +21,7 @@ import grpc
 from blindsum.log import get_logger
 
 if TYPE_CHECKING:
+    from aggregator.config import AuditSection
     from aggregator.metrics import Metrics
     from aggregator.store import Store
 
@@ -29,14 +29,6 @@ log = get_logger("blindsum.aggregator.access")
 
 _HOUR_MS = 3_600_000
 _MINUTE_MS = 60_000
-
-
-@dataclass(frozen=True)
-class AccessLimits:
-    """``[audit]`` in aggregator.toml."""
-
-    report_fetches_per_hour: int = 20
-    refusals_per_minute: int = 30
 
 
 class _Window:
@@ -73,7 +65,7 @@ class AccessWatch:
     def __init__(
         self,
         store: Store,
-        limits: AccessLimits,
+        limits: AuditSection,
         *,
         clock_ms: Callable[[], int],
         run: Callable[[Callable[[], None]], None],

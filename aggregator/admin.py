@@ -33,6 +33,7 @@ from blindsum.transport.pki import (
     Identity,
     KeyAndCert,
     Role,
+    cert_not_before_ms,
     create_ca,
     issue_identity_cert,
     issue_tls_cert,
@@ -292,10 +293,6 @@ def revoke(directory: Path, name: str) -> None:
             store.close()
 
 
-def _not_before_ms(pem: bytes) -> int:
-    return int(x509.load_pem_x509_certificate(pem).not_valid_before_utc.timestamp() * 1000)
-
-
 #: How long, by default, certificates a renewal replaces are still accepted.
 RENEW_OVERLAP_DAYS = 7
 
@@ -340,10 +337,10 @@ def renew(
         # Certificates carry whole seconds: the new ones must start strictly after the
         # ones they replace (issued together with the enrolled identity certificate),
         # or the two could not be told apart once the overlap is over.
-        before = _not_before_ms(record.identity_cert_pem)
+        before = cert_not_before_ms(record.identity_cert_pem)
         for _ in range(5):
             tls = issue_tls_cert(ca, identity)
-            renewed_ms = _not_before_ms(tls.cert_pem)
+            renewed_ms = cert_not_before_ms(tls.cert_pem)
             if renewed_ms > before:
                 break
             time.sleep(1.0)

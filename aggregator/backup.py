@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aggregator import config as cfgmod
-from aggregator.store import SCHEMA_VERSION, now_ms
+from aggregator.store import SCHEMA_VERSION, now_ms, sqlite_path
 from blindsum.errors import AlreadyExists, ConfigError, InvalidArgument
 
 FORMAT = "blindsum-backup/v1"
@@ -48,12 +48,6 @@ class BackupResult:
     files: list[dict[str, object]] = field(default_factory=list)
     #: What is not in the archive and how to back it up (PostgreSQL stores).
     elsewhere: list[str] = field(default_factory=list)
-
-
-def _sqlite_path(directory: Path, url: str) -> Path | None:
-    if not url.startswith("sqlite:///"):
-        return None
-    return cfgmod.resolve(directory, url[len("sqlite:///") :])
 
 
 def _snapshot(path: Path) -> bytes:
@@ -91,13 +85,15 @@ def _check_inside(directory: Path, cfg: cfgmod.AggregatorConfig) -> None:
         "store.mac_key": cfg.store.mac_key,
         "custodian.key_dir": cfg.custodian.key_dir,
     }
+    paths = {key: cfgmod.resolve(directory, value) for key, value in named.items() if value}
     for key, url in _store_urls(cfg):
-        if url.startswith("sqlite:///"):
-            named[key] = url[len("sqlite:///") :]
-    for key, value in named.items():
-        if value and not cfgmod.resolve(directory, value).resolve().is_relative_to(base):
+        path = sqlite_path(url, directory)
+        if path is not None:
+            paths[key] = path
+    for key, path in paths.items():
+        if not path.resolve().is_relative_to(base):
             raise ConfigError(
-                f"{value} is outside the aggregator directory, so a backup would leave it "
+                f"{path} is outside the aggregator directory, so a backup would leave it "
                 "out: back it up yourself, or move it into the directory",
                 field=key,
             )
@@ -119,7 +115,7 @@ def backup(directory: Path, out: Path) -> BackupResult:
     result = BackupResult()
     stores: dict[Path, str] = {}
     for key, url in _store_urls(cfg):
-        path = _sqlite_path(directory, url)
+        path = sqlite_path(url, directory)
         if path is None:
             result.elsewhere.append(
                 f"{key} is PostgreSQL: back it up with `pg_dump --format=custom --file "
@@ -198,7 +194,7 @@ def restore(archive: Path, directory: Path) -> dict[str, Any]:
             field="FILE",
         )
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for path, data, _secret_flag in files:
+    for path, data in files:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Every file 0600: the manifest's "secret" flag comes from the archive, which
         # nothing authenticates, so it decides nothing here (found in review).
@@ -217,7 +213,7 @@ def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
 
 def _read_archive(
     tar: tarfile.TarFile, directory: Path
-) -> tuple[dict[str, Any], list[tuple[Path, bytes, bool]]]:
+) -> tuple[dict[str, Any], list[tuple[Path, bytes]]]:
     """The manifest and every listed file, each checked; InvalidArgument otherwise."""
     members = tar.getmembers()
     if len(members) > MAX_FILES:
@@ -240,11 +236,11 @@ def _read_archive(
     extra = set(by_name) - set(listed) - {MANIFEST}
     if extra:
         raise InvalidArgument(f"archive holds unlisted files {sorted(extra)[:3]}", field="FILE")
-    files: list[tuple[Path, bytes, bool]] = []
+    files: list[tuple[Path, bytes]] = []
     for name, entry in listed.items():
         member = by_name.get(name)
         data = _member_bytes(tar, member) if member is not None else None
         if data is None or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise InvalidArgument(f"{name} is missing or damaged in the archive", field="FILE")
-        files.append((directory / name, data, bool(entry["secret"])))
+        files.append((directory / name, data))
     return manifest, files

@@ -270,12 +270,11 @@ class CampaignRunner:
             out.append((c, fire))
         return out
 
-    def run(self, he_context: str = "") -> list[str]:
-        """Open every due round (on a worker thread); the ids opened here. An he round
-        gets ``he_context``, the custodian's current context hash."""
+    def run(self, due: list[tuple[Campaign, int]], he_context: str = "") -> list[str]:
+        """Open the ``due`` rounds (from :meth:`due`, on a worker thread); the ids opened
+        here. An he round gets ``he_context``, the custodian's current context hash."""
         opened = []
         now = self._clock_ms()
-        due = self.due()
         # Forget windows that are no longer due (opened, or a later time came).
         live = {round_id_for(c.name, f) for c, f in due}
         self._retry_at = {r: t for r, t in self._retry_at.items() if r in live}

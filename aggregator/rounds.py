@@ -835,7 +835,7 @@ class RoundManager:
         due = await self.offload(self.campaigns.due)
         he = any(c.spec.mode is Mode.HE for c, _ in due)
         he_context = await self.current_context_hash() if he else ""
-        opened = await self.offload(self.campaigns.run, he_context)
+        opened = await self.offload(self.campaigns.run, due, he_context)
         if opened:
             self._notify()
             if self.metrics is not None:
@@ -1363,10 +1363,10 @@ class RoundManager:
 
     async def _context(self, context: bytes = b"") -> tuple[SignedPublicContext, BfvPublicContext]:
         """The custodian's signed public context with hash ``context`` (empty: its
-        current one, asked again every time, so a key rotation is seen), and parsed."""
+        current one), and parsed; asked once per process."""
         if self.custodian is None:
             raise FailedPrecondition("no custodian is configured for he rounds")
-        hit = self._he_contexts.get(context) if context else None
+        hit = self._he_contexts.get(context)
         if hit is None:
             signed = await self.custodian.public_context(context)
             hit = self._he_contexts.get(signed.hash)
@@ -1374,6 +1374,8 @@ class RoundManager:
                 parsed = BfvPublicContext.from_bytes(signed.context, expected=signed.params)
                 hit = (signed, parsed)
                 self._he_contexts[signed.hash] = hit
+            # Under b"" too: the current key changes only with a restart (rotate-bfv).
+            self._he_contexts[context] = hit
         return hit
 
     async def _round_context(

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from aggregator import config as cfgmod
-from aggregator.access import AccessLimits, AccessWatch, ServiceObserver
+from aggregator.access import AccessWatch, ServiceObserver
 from aggregator.admin import RETIRED_DIR, load_mac_key
 from aggregator.campaigns import CampaignStatus
 from aggregator.custodian import Custodian, CustodianServicer, GrpcCustodianClient
@@ -584,10 +584,7 @@ async def start_aggregator(
         loop = asyncio.get_running_loop()
         watch = AccessWatch(
             store,
-            AccessLimits(
-                report_fetches_per_hour=cfg.audit.report_fetches_per_hour,
-                refusals_per_minute=cfg.audit.refusals_per_minute,
-            ),
+            cfg.audit,
             clock_ms=clock_ms or now_ms,
             run=lambda fn: _background(loop, fn),
             metrics=metrics,

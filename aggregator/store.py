@@ -1380,13 +1380,11 @@ class Store:
         return done
 
     def audit_log(self, round_id: str | None = None) -> list[tuple[int, str, str, dict[str, Any]]]:
-        sql = "SELECT ts_ms, round_id, event, detail_json FROM audit"
-        params: tuple[Any, ...] = ()
-        if round_id is not None:
-            sql += " WHERE round_id = ?"
-            params = (round_id,)
-        rows = self._exec(sql + " ORDER BY id", params).fetchall()
-        return [(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
+        """(ts_ms, round id, event, detail) in order: :meth:`audit_rows` without ids
+        and links."""
+        return [
+            (ts, rid, event, detail) for _, ts, rid, event, detail, _ in self.audit_rows(round_id)
+        ]
 
 
 class SqliteStore(Store):
@@ -1721,19 +1719,26 @@ def _check_sqlite_store(path: Path) -> None:
         )
 
 
+def sqlite_path(url: str, base_dir: Path | None = None) -> Path | None:
+    """The file of a ``sqlite:///`` URL (relative ones under ``base_dir``), or None for
+    another engine."""
+    if not url.startswith("sqlite:///"):
+        return None
+    raw = url[len("sqlite:///") :]
+    if not raw:
+        raise InvalidArgument("sqlite URL has no path", field="store.url")
+    path = Path(raw)
+    return base_dir / path if not path.is_absolute() and base_dir is not None else path
+
+
 def open_store(
     url: str, *, base_dir: Path | None = None, create: bool = False, readonly: bool = False
 ) -> Store:
     """Open and migrate a store from a URL: ``sqlite:///relative/or/abs.sqlite`` or
     ``postgresql://...``. Only ``create`` makes a new store (``aggregator init``);
     otherwise a missing, empty or foreign database is a ConfigError (field store.url)."""
-    if url.startswith("sqlite:///"):
-        raw = url[len("sqlite:///") :]
-        if not raw:
-            raise InvalidArgument("sqlite URL has no path", field="store.url")
-        path = Path(raw)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
+    path = sqlite_path(url, base_dir)
+    if path is not None:
         if not create:
             if not path.exists():
                 raise NoStore(

@@ -70,24 +70,12 @@ def neighbours(parties: Sequence[str], degree: int, seed: bytes) -> dict[str, fr
     Preconditions: ``parties`` distinct; everyone passes them in the same order;
     ``seed`` at least 16 bytes (from ``secagg.graph_seed``).
     """
-    names = list(parties)
-    if len(set(names)) != len(names):
-        raise InvalidArgument("must be distinct", field="parties")
-    n = len(names)
-    k = effective_degree(degree, n)
-    if k >= n - 1:
+    names, ring, half = _ring(parties, degree, seed)
+    if ring is None:
         everyone = frozenset(names)
         return {p: everyone - {p} for p in names}
-    ring = [names[i] for i in _permutation(n, seed)]
-    half = k // 2
-    result: dict[str, frozenset[str]] = {}
-    for pos, party in enumerate(ring):
-        adjacent = set()
-        for step in range(1, half + 1):
-            adjacent.add(ring[(pos + step) % n])
-            adjacent.add(ring[(pos - step) % n])
-        result[party] = frozenset(adjacent)
-    return {p: result[p] for p in names}
+    position = {p: i for i, p in enumerate(ring)}
+    return {p: _adjacent(ring, position[p], half) for p in names}
 
 
 def neighbours_of(party: str, parties: Sequence[str], degree: int, seed: bytes) -> frozenset[str]:
@@ -97,23 +85,33 @@ def neighbours_of(party: str, parties: Sequence[str], degree: int, seed: bytes) 
     the set, instead of O(n * k). Same preconditions; InvalidArgument(field="party")
     when ``party`` is not in ``parties``.
     """
+    names, ring, half = _ring(parties, degree, seed)
+    if party not in names:
+        raise InvalidArgument("is not one of the parties", field="party")
+    if ring is None:
+        return frozenset(names) - {party}
+    return _adjacent(ring, ring.index(party), half)
+
+
+def _ring(
+    parties: Sequence[str], degree: int, seed: bytes
+) -> tuple[list[str], list[str] | None, int]:
+    """(the names, the ring of the Harary graph over a permutation of them or None
+    for the complete graph, k / 2). InvalidArgument if the names are not distinct."""
     names = list(parties)
     if len(set(names)) != len(names):
         raise InvalidArgument("must be distinct", field="parties")
-    if party not in names:
-        raise InvalidArgument("is not one of the parties", field="party")
     n = len(names)
     k = effective_degree(degree, n)
     if k >= n - 1:
-        return frozenset(names) - {party}
-    ring = [names[i] for i in _permutation(n, seed)]
-    pos = ring.index(party)
-    half = k // 2
-    adjacent = set()
-    for step in range(1, half + 1):
-        adjacent.add(ring[(pos + step) % n])
-        adjacent.add(ring[(pos - step) % n])
-    return frozenset(adjacent)
+        return names, None, 0
+    return names, [names[i] for i in _permutation(n, seed)], k // 2
+
+
+def _adjacent(ring: list[str], pos: int, half: int) -> frozenset[str]:
+    """The parties at positions pos +- 1 .. pos +- half (mod n) of the ring."""
+    n = len(ring)
+    return frozenset(ring[(pos + d) % n] for step in range(1, half + 1) for d in (step, -step))
 
 
 def default_degree(n: int, cutoff: int) -> int:

@@ -288,12 +288,11 @@ class HeAccumulator:
         schema_id: str,
         public: BfvPublicContext,
         vector_length: int,
-        context: bytes | None = None,
     ) -> None:
-        """``context``: the :func:`context_hash` receipts are checked against (default:
-        that of ``public``, serialized once, when a receipt is first checked)."""
         self.round_id = _check_id(round_id, "round_id")
-        self._context = None if context is None else _check_digest(context, "context")
+        # The context hash receipts are checked against: that of ``public``, computed
+        # when a receipt is first checked.
+        self._context: bytes | None = None
         self.schema_id = _check_id(schema_id, "schema_id")
         if not isinstance(public, BfvPublicContext):
             raise InvalidArgument("must be a BfvPublicContext", field="public")

@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
 import grpc.aio
-from cryptography import x509
 from google.protobuf.message import DecodeError
 
 from blindsum import tracing
 from blindsum.errors import InvalidArgument, Unauthenticated, Unavailable
 from blindsum.log import get_logger
 from blindsum.transport import wire
-from blindsum.transport.pki import Identity, Role, identity_from_cert_pem
+from blindsum.transport.pki import Identity, Role, cert_not_before_ms, identity_from_cert_pem
 
 _log = get_logger(__name__)
 
@@ -98,10 +97,7 @@ def peer_identity(context: Context) -> Identity:
 def peer_cert_issued_ms(context: Context) -> int:
     """The not-before time (UTC ms) of the caller's client certificate (0 without one)."""
     certs = list(context.auth_context().get(_PEM_CERT_KEY, ()))
-    if len(certs) != 1:
-        return 0
-    cert = x509.load_pem_x509_certificate(certs[0])
-    return int(cert.not_valid_before_utc.timestamp() * 1000)
+    return cert_not_before_ms(certs[0]) if len(certs) == 1 else 0
 
 
 def _service_of(method: str) -> str:
@@ -182,7 +178,9 @@ class AuthorizationInterceptor(_InterceptorBase):
             return grpc.StatusCode.UNAUTHENTICATED, err.message
         if self._is_known is not None:
             try:
-                answer = self._is_known(identity, peer_cert_issued_ms(context))
+                # Only a party's certificate can have been replaced by a renewal.
+                issued = peer_cert_issued_ms(context) if identity.role is Role.PARTY else 0
+                answer = self._is_known(identity, issued)
                 known = await answer if inspect.isawaitable(answer) else answer
             except Unavailable as err:
                 # The registry is away (its database): a retryable condition, not a bug.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import functools
 import ipaddress
 import os
 import re
@@ -433,6 +434,18 @@ class CertifiedKeys(Mapping[str, VerifyKey]):
         return f"CertifiedKeys({len(self._certs)} certificates, {len(self._checked)} checked)"
 
 
+@functools.lru_cache(maxsize=4096)
+def load_cert(cert_pem: bytes) -> x509.Certificate:
+    """A parsed PEM certificate, cached: a caller's certificate is read on every call
+    it makes, and parsing it each time cost more than the check it feeds."""
+    return x509.load_pem_x509_certificate(cert_pem)
+
+
+def cert_not_before_ms(cert_pem: bytes) -> int:
+    """A certificate's not-before time, UTC ms (its precision is whole seconds)."""
+    return int(load_cert(cert_pem).not_valid_before_utc.timestamp() * 1000)
+
+
 def identity_from_cert_pem(cert_pem: bytes) -> Identity:
     """The identity in a (TLS-verified) peer certificate's URI SAN.
 
@@ -443,7 +456,7 @@ def identity_from_cert_pem(cert_pem: bytes) -> Identity:
     """
     what = "peer_certificate"
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = load_cert(cert_pem)
     except (ValueError, TypeError):
         raise Unauthenticated("unreadable peer certificate", field=what) from None
     try:

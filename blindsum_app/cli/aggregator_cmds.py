@@ -533,6 +533,8 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--overlap-days",
         type=int,
+        # aggregator.admin.RENEW_OVERLAP_DAYS, written out: importing aggregator.admin
+        # here would load TenSEAL on every start of the CLI.
         default=7,
         help="days the replaced certificates are still accepted (default: 7)",
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.access import AccessLimits, AccessWatch
+from aggregator.access import AccessWatch
+from aggregator.config import AuditSection
 from aggregator.metrics import Metrics
 from aggregator.store import Store, open_store
 
@@ -30,7 +31,7 @@ def watch(store: Store, clock: list[int], metrics: Metrics | None = None) -> Acc
 
     return AccessWatch(
         store,
-        AccessLimits(report_fetches_per_hour=3, refusals_per_minute=2),
+        AuditSection(report_fetches_per_hour=3, refusals_per_minute=2),
         clock_ms=lambda: clock[0],
         run=run_now,
         metrics=metrics,
